@@ -1,0 +1,600 @@
+"""The cluster as the compiler sees it, built from plain dicts (raw API JSON or YAML manifests).
+
+Everything here is pure and immutable: the daemon builds these from its watch caches, `mnpctl` from files, the
+tests from literals. Parsing never raises on bad content: it returns the object plus every problem found, so a
+user sees all mistakes of a policy at once.
+
+**The fail-closed rule for invalid MultiNetworkPolicies** (decided here, implemented in the compiler):
+an invalid policy *never widens access*. It still isolates, in the directions it names (both directions when
+its policyTypes cannot be read), every pod it selects on every network of its `policy-for` that could be read;
+when its podSelector cannot be read it selects every pod of its namespace. It contributes **no allow at all**,
+because a partly understood rule can widen access (a dropped port entry turns "these ports" into "all ports").
+A policy whose `policy-for` annotation is missing or yields no network applies to no network: nothing can say
+which interfaces it meant, so it is reported and ignored, as every other implementation does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.selectors import MATCH_EVERYTHING, LabelSelector, parse_selector
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+POLICY_FOR = "k8s.v1.cni.cncf.io/policy-for"
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+POLICY_TYPES = ("Ingress", "Egress")
+INGRESS, EGRESS = "Ingress", "Egress"
+
+# IANA_SVC_NAME, as validation.IsValidPortName: 1-15 characters, lowercase alphanumerics and '-', at least one
+# letter, no leading, trailing or doubled hyphen.
+_PORT_NAME = re.compile(r"^(?!-)(?!.*--)[a-z0-9-]{1,15}(?<!-)$")
+
+
+def is_port_name(value: str) -> bool:
+    return bool(_PORT_NAME.match(value)) and any(c.isalpha() for c in value)
+
+
+# --------------------------------------------------------------------------------------------------- objects
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One network interface of a pod, from Multus' network-status (or, before it exists, the request)."""
+
+    network: str  # "namespace/name" of the NetworkAttachmentDefinition; the primary network's own name otherwise
+    interface: str
+    ips: tuple[IPAddress, ...] = ()
+    mac: str = ""
+    default: bool = False  # the primary (cluster) network: never guarded by a MultiNetworkPolicy
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    """One entry of the `k8s.v1.cni.cncf.io/networks` annotation."""
+
+    network: str  # "namespace/name"
+    interface: str = ""
+    ips: tuple[str, ...] = ()  # with prefix length, as requested ("10.0.0.5/24")
+    mac: str = ""
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    uid: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    node_name: str = ""
+    phase: str = "Running"
+    host_network: bool = False
+    container_ports: tuple[ContainerPort, ...] = ()
+    requests: tuple[NetworkRequest, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def is_active(self) -> bool:
+        """Terminated pods neither get rules nor count as peers: their addresses may already be reused."""
+        return self.phase not in ("Succeeded", "Failed")
+
+    def secondary_attachments(self) -> tuple[Attachment, ...]:
+        if self.host_network:
+            return ()
+        return tuple(a for a in self.attachments if not a.default)
+
+    def addresses_on(self, network: str) -> tuple[IPAddress, ...]:
+        return tuple(ip for a in self.secondary_attachments() if a.network == network for ip in a.ips)
+
+    def resolve_named_port(self, name: str, protocol: str) -> int | None:
+        """A named port is the containerPort with that name *and* the rule's protocol."""
+        for cp in self.container_ports:
+            if cp.name == name and cp.protocol == protocol:
+                return cp.port
+        return None
+
+
+@dataclass(frozen=True)
+class NetworkAttachmentDefinition:
+    namespace: str
+    name: str
+    config: Mapping[str, Any] = field(default_factory=dict)  # the parsed spec.config (single conf or conflist)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def plugins(self) -> tuple[Mapping[str, Any], ...]:
+        if "plugins" in self.config and isinstance(self.config["plugins"], list):
+            return tuple(p for p in self.config["plugins"] if isinstance(p, dict))
+        return (self.config,) if self.config else ()
+
+    @property
+    def plugin_types(self) -> tuple[str, ...]:
+        return tuple(str(p.get("type", "")) for p in self.plugins)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One entry of a rule's `ports`. `port` None means every port of the protocol."""
+
+    protocol: str = "TCP"
+    port: int | str | None = None
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def contains(self, address: IPAddress) -> bool:
+        return address in self.cidr and not any(address in e for e in self.excepts)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A NetworkPolicyPeer: an ipBlock, or pod/namespace selectors (None = the field is absent)."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An ingress or egress rule. `peers` None or empty, and `ports` empty, mean "everything"."""
+
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class MultiNetworkPolicy:
+    namespace: str
+    name: str
+    policy_for: tuple[str, ...]  # normalised "namespace/name"
+    pod_selector: LabelSelector
+    policy_types: frozenset[str]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def rules(self, direction: str) -> tuple[Rule, ...]:
+        """The rules of a direction, or none: "explicit policyTypes ignore rules of unlisted directions", and
+        an invalid policy contributes no allows (see the module docstring)."""
+        if not self.valid or direction not in self.policy_types:
+            return ()
+        return self.ingress if direction == INGRESS else self.egress
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Everything the compiler reads, indexed once."""
+
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    pods: tuple[Pod, ...] = ()
+    nads: Mapping[str, NetworkAttachmentDefinition] = field(default_factory=dict)
+    policies: tuple[MultiNetworkPolicy, ...] = ()
+
+    @staticmethod
+    def of(
+        namespaces: Iterable[Namespace] = (),
+        pods: Iterable[Pod] = (),
+        nads: Iterable[NetworkAttachmentDefinition] = (),
+        policies: Iterable[MultiNetworkPolicy] = (),
+    ) -> Cluster:
+        return Cluster(
+            {n.name: n for n in namespaces},
+            tuple(pods),
+            {n.key: n for n in nads},
+            tuple(policies),
+        )
+
+    def namespace_labels(self, name: str) -> Mapping[str, str]:
+        ns = self.namespaces.get(name)
+        # A namespace we have not seen still carries the automatic kubernetes.io/metadata.name label.
+        return ns.labels if ns else {"kubernetes.io/metadata.name": name}
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+
+def normalise_network(name: str, namespace: str) -> str:
+    """`name` → `namespace/name`; `ns/name` stays. Used for policy-for, requests and network-status alike."""
+    name = name.strip()
+    return name if "/" in name else f"{namespace}/{name}"
+
+
+def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], list[str]]:
+    """`k8s.v1.cni.cncf.io/policy-for: <ns>/<nad>[, …]`; bare names mean the policy's namespace."""
+    where = f"metadata.annotations[{POLICY_FOR}]"
+    if value is None:
+        return (), [f"{where}: missing; the policy names no network and applies to none"]
+    if not isinstance(value, str) or not value.strip():
+        return (), [f"{where}: empty; the policy names no network and applies to none"]
+    networks: list[str] = []
+    problems: list[str] = []
+    for item in value.split(","):
+        item = item.strip()
+        parts = item.split("/")
+        if not item or len(parts) > 2 or not all(_DNS_LABEL.match(p) for p in parts):
+            problems.append(f"{where}: {item!r} is not '<name>' or '<namespace>/<name>'")
+            continue
+        network = normalise_network(item, namespace)
+        if network not in networks:
+            networks.append(network)
+    return tuple(networks), problems
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    labels = meta.get("labels")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+
+
+def _annotations(meta: Mapping[str, Any]) -> dict[str, Any]:
+    ann = meta.get("annotations")
+    return dict(ann) if isinstance(ann, dict) else {}
+
+
+def parse_namespace(obj: Mapping[str, Any]) -> Namespace:
+    meta = _meta(obj)
+    name = str(meta.get("name", ""))
+    labels = _labels(meta)
+    labels.setdefault("kubernetes.io/metadata.name", name)
+    return Namespace(name, labels)
+
+
+def _parse_ip(value: str) -> IPAddress:
+    return ipaddress.ip_interface(value.strip()).ip
+
+
+def parse_network_requests(value: object, namespace: str) -> tuple[tuple[NetworkRequest, ...], list[str]]:
+    """The Multus request annotation: `a, ns/b@net2` or a JSON list of {name, namespace, interface, ips, mac}."""
+    if value is None or value == "":
+        return (), []
+    if not isinstance(value, str):
+        return (), [f"annotation {NETWORKS}: must be a string"]
+    text = value.strip()
+    requests: list[NetworkRequest] = []
+    problems: list[str] = []
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return (), [f"annotation {NETWORKS}: not valid JSON: {exc}"]
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                problems.append(f"annotation {NETWORKS}[{i}]: needs a string 'name'")
+                continue
+            ns = str(item.get("namespace") or namespace)
+            requests.append(
+                NetworkRequest(
+                    normalise_network(item["name"], ns),
+                    str(item.get("interface") or ""),
+                    tuple(str(ip) for ip in item.get("ips") or ()),
+                    str(item.get("mac") or ""),
+                )
+            )
+        return tuple(requests), problems
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, interface = item.partition("@")
+        requests.append(NetworkRequest(normalise_network(name, namespace), interface.strip()))
+    return tuple(requests), problems
+
+
+def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachment, ...], list[str]]:
+    if value is None or value == "":
+        return (), []
+    try:
+        items = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as exc:
+        return (), [f"annotation {NETWORK_STATUS}: not valid JSON: {exc}"]
+    if not isinstance(items, list):
+        return (), [f"annotation {NETWORK_STATUS}: must be a JSON list"]
+    attachments: list[Attachment] = []
+    problems: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            problems.append(f"annotation {NETWORK_STATUS}[{i}]: needs a string 'name'")
+            continue
+        ips: list[IPAddress] = []
+        for ip in item.get("ips") or ():
+            try:
+                ips.append(_parse_ip(str(ip)))
+            except ValueError:
+                problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {ip!r} is not an IP address")
+        default = bool(item.get("default", False))
+        network = item["name"] if default else normalise_network(item["name"], namespace)
+        attachments.append(
+            Attachment(network, str(item.get("interface") or ""), tuple(ips), str(item.get("mac") or ""), default)
+        )
+    return tuple(attachments), problems
+
+
+def attachments_from_requests(requests: Iterable[NetworkRequest]) -> tuple[Attachment, ...]:
+    """Before Multus writes network-status: the requested interfaces (Multus names them net1, net2, … in order)
+    and their requested static addresses."""
+    out = []
+    for index, req in enumerate(requests, start=1):
+        ips = []
+        for ip in req.ips:
+            try:
+                ips.append(_parse_ip(ip))
+            except ValueError:
+                continue
+        out.append(Attachment(req.network, req.interface or f"net{index}", tuple(ips), req.mac))
+    return tuple(out)
+
+
+def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
+    meta = _meta(obj)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    assert isinstance(spec, dict) and isinstance(status, dict)
+    namespace = str(meta.get("namespace") or "default")
+    annotations = _annotations(meta)
+    problems: list[str] = []
+    ports: list[ContainerPort] = []
+    for container in spec.get("containers") or ():
+        for p in (container or {}).get("ports") or ():
+            try:
+                ports.append(
+                    ContainerPort(int(p["containerPort"]), str(p.get("protocol") or "TCP"), p.get("name") or "")
+                )
+            except (KeyError, TypeError, ValueError):
+                problems.append(f"spec.containers[].ports: bad entry {p!r}")
+    requests, req_problems = parse_network_requests(annotations.get(NETWORKS), namespace)
+    attachments, status_problems = parse_network_status(annotations.get(NETWORK_STATUS), namespace)
+    if NETWORK_STATUS not in annotations:
+        attachments = attachments_from_requests(requests)
+    pod = Pod(
+        namespace=namespace,
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid") or ""),
+        labels=_labels(meta),
+        node_name=str(spec.get("nodeName") or ""),
+        phase=str(status.get("phase") or "Running"),
+        host_network=bool(spec.get("hostNetwork", False)),
+        container_ports=tuple(ports),
+        requests=requests,
+        attachments=attachments,
+    )
+    return pod, problems + req_problems + status_problems
+
+
+def parse_nad(obj: Mapping[str, Any]) -> tuple[NetworkAttachmentDefinition, list[str]]:
+    meta = _meta(obj)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    raw = (spec or {}).get("config")
+    config: dict[str, Any] = {}
+    problems: list[str] = []
+    if isinstance(raw, str) and raw.strip():
+        try:
+            loaded = json.loads(raw)
+            if isinstance(loaded, dict):
+                config = loaded
+            else:
+                problems.append("spec.config: must be a JSON object")
+        except json.JSONDecodeError as exc:
+            problems.append(f"spec.config: not valid JSON: {exc}")
+    elif isinstance(raw, dict):
+        config = raw
+    return NetworkAttachmentDefinition(
+        str(meta.get("namespace") or "default"), str(meta.get("name", "")), config
+    ), problems
+
+
+def _parse_network(value: object, where: str, problems: list[str]) -> IPNetwork | None:
+    if not isinstance(value, str):
+        problems.append(f"{where}: must be a CIDR string like 10.0.0.0/24 or 2001:db8::/64")
+        return None
+    try:
+        # strict: "10.0.0.1/24" has host bits set; the API server rejects it too (it is almost always a typo)
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        problems.append(f"{where}: {value!r} is not a valid CIDR ({exc})")
+        return None
+
+
+def _parse_peer(raw: object, where: str, problems: list[str]) -> Peer | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be an object")
+        return None
+    unknown = set(raw) - {"podSelector", "namespaceSelector", "ipBlock"}
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    has_selector = "podSelector" in raw or "namespaceSelector" in raw
+    if "ipBlock" in raw:
+        if has_selector:
+            problems.append(f"{where}: ipBlock cannot be combined with podSelector or namespaceSelector in one peer")
+        block = raw["ipBlock"]
+        if not isinstance(block, dict):
+            problems.append(f"{where}.ipBlock: must be an object with cidr and optional except")
+            return None
+        cidr = _parse_network(block.get("cidr"), f"{where}.ipBlock.cidr", problems)
+        excepts: list[IPNetwork] = []
+        raw_excepts = block.get("except") or []
+        if not isinstance(raw_excepts, list):
+            problems.append(f"{where}.ipBlock.except: must be a list of CIDRs")
+            raw_excepts = []
+        for j, e in enumerate(raw_excepts):
+            net = _parse_network(e, f"{where}.ipBlock.except[{j}]", problems)
+            if net is None or cidr is None:
+                continue
+            # "Except values will be rejected if they are outside the cidr range"
+            if net.version != cidr.version or not net.subnet_of(cidr):  # type: ignore[arg-type]
+                problems.append(f"{where}.ipBlock.except[{j}]: {net} is not inside the cidr {cidr}")
+                continue
+            excepts.append(net)
+        return Peer(ip_block=IPBlock(cidr, tuple(excepts))) if cidr else None
+    if not has_selector:
+        problems.append(f"{where}: a peer needs a podSelector, a namespaceSelector or an ipBlock")
+        return None
+    pod_sel = ns_sel = None
+    if "podSelector" in raw:
+        pod_sel, p = parse_selector(raw["podSelector"], f"{where}.podSelector")
+        problems.extend(p)
+    if "namespaceSelector" in raw:
+        ns_sel, p = parse_selector(raw["namespaceSelector"], f"{where}.namespaceSelector")
+        problems.extend(p)
+    return Peer(pod_selector=pod_sel, namespace_selector=ns_sel)
+
+
+def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be an object with protocol, port and endPort")
+        return None
+    unknown = set(raw) - {"protocol", "port", "endPort"}
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    protocol = raw.get("protocol", "TCP")  # "If not specified, this field defaults to TCP."
+    if protocol not in PROTOCOLS:
+        problems.append(f"{where}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    port: int | str | None = raw.get("port")
+    end_port = raw.get("endPort")
+    if isinstance(port, bool) or (port is not None and not isinstance(port, int | str)):
+        problems.append(f"{where}.port: must be a number or a port name")
+        port = None
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)  # an IntOrString given as "80" in YAML
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        problems.append(f"{where}.port: {port} is not in 1-65535")
+    if isinstance(port, str) and not is_port_name(port):
+        problems.append(f"{where}.port: {port!r} is not a valid port name (IANA_SVC_NAME)")
+    if end_port is not None:
+        if isinstance(end_port, bool) or not isinstance(end_port, int):
+            problems.append(f"{where}.endPort: must be a number")
+            end_port = None
+        elif port is None:
+            problems.append(f"{where}.endPort: requires port")
+        elif isinstance(port, str):
+            problems.append(f"{where}.endPort: cannot be used with the named port {port!r}")
+        elif end_port < port:
+            problems.append(f"{where}.endPort: {end_port} is smaller than port {port}")
+        elif end_port > 65535:
+            problems.append(f"{where}.endPort: {end_port} is not in 1-65535")
+    return PortSpec(str(protocol), port, end_port)
+
+
+def _parse_rules(raw: object, direction: str, problems: list[str]) -> tuple[Rule, ...]:
+    field_name, peers_name = ("ingress", "from") if direction == INGRESS else ("egress", "to")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(f"spec.{field_name}: must be a list of rules")
+        return ()
+    rules = []
+    for i, rule in enumerate(raw):
+        at = f"spec.{field_name}[{i}]"
+        if rule is None:
+            rule = {}
+        if not isinstance(rule, dict):
+            problems.append(f"{at}: must be an object")
+            continue
+        unknown = set(rule) - {peers_name, "ports"}
+        if unknown:
+            problems.append(f"{at}: unknown field(s) {', '.join(sorted(unknown))}")
+        peers = []
+        for j, peer in enumerate(rule.get(peers_name) or []):
+            parsed = _parse_peer(peer, f"{at}.{peers_name}[{j}]", problems)
+            if parsed:
+                peers.append(parsed)
+        ports = []
+        for j, port in enumerate(rule.get("ports") or []):
+            parsed_port = _parse_port(port, f"{at}.ports[{j}]", problems)
+            if parsed_port:
+                ports.append(parsed_port)
+        rules.append(Rule(tuple(peers), tuple(ports)))
+    return tuple(rules)
+
+
+def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
+    """Parse a MultiNetworkPolicy; `problems` lists every validation error (empty = valid)."""
+    meta = _meta(obj)
+    namespace = str(meta.get("namespace") or "default")
+    problems: list[str] = []
+    if obj.get("kind", "MultiNetworkPolicy") != "MultiNetworkPolicy":
+        problems.append(f"kind: {obj.get('kind')!r} is not MultiNetworkPolicy")
+    policy_for, pf_problems = parse_policy_for(_annotations(meta).get(POLICY_FOR), namespace)
+    problems.extend(pf_problems)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        problems.append("spec: missing or not an object")
+        spec = {}
+    unknown = set(spec) - {"podSelector", "policyTypes", "ingress", "egress"}
+    if unknown:
+        problems.append(f"spec: unknown field(s) {', '.join(sorted(unknown))}")
+    # podSelector is required by the API; an unreadable one selects the whole namespace (fail closed).
+    pod_selector, sel_problems = parse_selector(spec.get("podSelector", {}), "spec.podSelector")
+    if sel_problems:
+        problems.extend(sel_problems)
+        pod_selector = MATCH_EVERYTHING
+    ingress = _parse_rules(spec.get("ingress"), INGRESS, problems)
+    egress = _parse_rules(spec.get("egress"), EGRESS, problems)
+    raw_types = spec.get("policyTypes")
+    if raw_types:
+        bad = [t for t in raw_types if t not in POLICY_TYPES] if isinstance(raw_types, list) else [raw_types]
+        if bad:
+            problems.append(f"spec.policyTypes: {bad!r} not in {list(POLICY_TYPES)}")
+            policy_types = frozenset(POLICY_TYPES)  # unreadable: isolate both directions
+        else:
+            policy_types = frozenset(raw_types)
+    else:
+        # "If this field is not specified, it will default based on the existence of ingress or egress rules":
+        # the API server sets Ingress always, and Egress when the policy has a non-empty egress section.
+        policy_types = frozenset({INGRESS, EGRESS} if spec.get("egress") else {INGRESS})
+    return MultiNetworkPolicy(
+        namespace=namespace,
+        name=str(meta.get("name", "")),
+        policy_for=policy_for,
+        pod_selector=pod_selector,
+        policy_types=policy_types,
+        ingress=ingress,
+        egress=egress,
+        problems=tuple(problems),
+    )

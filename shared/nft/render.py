@@ -1,0 +1,239 @@
+"""The pure renderer: `InterfaceRules` → the nftables transaction for one pod network namespace.
+
+Layout of the one private table (`inet mnp`) in every pod netns — see shared/nft/README.md for the diagram:
+
+    chain input  { type filter hook input  priority filter; policy accept; iifname vmap @ingress_ifaces }
+    chain output { type filter hook output priority filter; policy accept; oifname vmap @egress_ifaces }
+    map ingress_ifaces / egress_ifaces   ifname : verdict — "net1" : jump ingress_net1, …
+    chain ingress_net1 / egress_net1     per guarded interface: established first, invalid dropped, NDP,
+                                         then four set lookups and a counted default drop
+    set ingress_net1_v4      ipv4_addr . inet_proto . inet_service (interval)  peers × ports
+    set ingress_net1_v6      ipv6_addr . inet_proto . inet_service (interval)
+    set ingress_net1_v4_all  ipv4_addr (interval)                             peers, every protocol and port
+    set ingress_net1_v6_all  ipv6_addr (interval)
+
+Interfaces that are not in the maps fall through to `policy accept`: only guarded interfaces are touched. The
+per-packet cost is at most four set lookups, whatever the number of peers, rules or policies.
+
+Every change of one interface is one transaction that first (re)asserts the static skeleton — `add` is a no-op
+for objects that exist, the base chains are flushed and refilled with the same rule — and then replaces that
+interface's chains and sets. nft 1.0.6 has no `destroy`, so a set is replaced with `add; delete; add`, which
+also avoids `flush set` (quadratic for concatenated interval sets). The CNI plugin installs the `pending` form
+(closed both ways but for neighbour discovery) with the very same function; the daemon later fills it.
+
+Concatenated interval sets refuse overlapping elements, so the renderer splits the union of all allows into
+disjoint (prefix × port range) boxes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse
+from shared.model import EGRESS, INGRESS, IPNetwork
+from shared.nft.objects import Chain, Element, Rule, Set, Table
+from shared.nft.transaction import Transaction
+
+TABLE = "mnp"
+FAMILY = "inet"
+SCHEMA = 1
+
+ND_TYPES = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect"
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
+
+_HOOK = {INGRESS: "input", EGRESS: "output"}
+_PREFIX = {INGRESS: "ingress", EGRESS: "egress"}
+_ADDR = {INGRESS: "saddr", EGRESS: "daddr"}
+_IFACE_MATCH = {INGRESS: "iifname", EGRESS: "oifname"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults."""
+
+    accept_icmp: bool = False
+    accept_icmpv6: bool = False
+
+
+def iface_token(ifname: str) -> str:
+    """The part of chain and set names that stands for an interface: the name itself when it is a plain
+    identifier (`net1`), else `if_` and a hash of it (interface names may hold `.`, `-`, `@` …)."""
+    if _PLAIN.match(ifname):
+        return ifname
+    digest = base64.b32encode(hashlib.sha256(ifname.encode()).digest()).decode()[:8].lower()
+    return f"if_{digest}"
+
+
+def chain_name(direction: str, ifname: str) -> str:
+    return f"{_PREFIX[direction]}_{iface_token(ifname)}"
+
+
+def set_names(direction: str, ifname: str) -> dict[str, str]:
+    base = chain_name(direction, ifname)
+    return {"v4": f"{base}_v4", "v6": f"{base}_v6", "v4_all": f"{base}_v4_all", "v6_all": f"{base}_v6_all"}
+
+
+def _map(direction: str) -> Set:
+    return Set(f"{_PREFIX[direction]}_ifaces", "ifname", value_type="verdict")
+
+
+def _sets(direction: str, ifname: str) -> dict[str, Set]:
+    names = set_names(direction, ifname)
+    ports = "inet_proto . inet_service"
+    return {
+        "v4": Set(names["v4"], f"ipv4_addr . {ports}", ("interval",)),
+        "v6": Set(names["v6"], f"ipv6_addr . {ports}", ("interval",)),
+        "v4_all": Set(names["v4_all"], "ipv4_addr", ("interval",)),
+        "v6_all": Set(names["v6_all"], "ipv6_addr", ("interval",)),
+    }
+
+
+def skeleton() -> Transaction:
+    """The static part, asserted idempotently by every transaction."""
+    tx = Transaction(FAMILY, TABLE)
+    tx.add(Table())
+    for direction in (INGRESS, EGRESS):
+        base = Chain(_HOOK[direction], hook=_HOOK[direction])
+        tx.add(_map(direction))
+        tx.add(base)
+        tx.flush(base)
+        tx.add(Rule(base.name, f"{_IFACE_MATCH[direction]} vmap @{_map(direction).name}"))
+    return tx
+
+
+def render_interface(rules: InterfaceRules, options: RenderOptions = RenderOptions()) -> Transaction:
+    """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
+    tx = skeleton()
+    for direction in (INGRESS, EGRESS):
+        _render_direction(tx, rules.ifname, direction, rules.direction(direction), options)
+    return tx
+
+
+def _render_direction(
+    tx: Transaction, ifname: str, direction: str, rules: DirectionRules, options: RenderOptions
+) -> None:
+    chain = Chain(chain_name(direction, ifname))
+    sets = _sets(direction, ifname)
+    elements = _elements(rules.allows) if rules.isolated else {}
+    tx.add(chain)
+    tx.flush(chain)  # drops the rules' references so the sets can be replaced
+    for kind, s in sets.items():
+        tx.add(s)
+        tx.delete(s)
+        tx.add(s)
+        for key, sources in elements.get(kind, ()):
+            tx.add(Element(s.name, key, comment=", ".join(sources)))
+    name = chain.name
+    tx.add(Rule(name, "ct state established,related accept"))
+    tx.add(Rule(name, "ct state invalid drop"))
+    tx.add(Rule(name, f"icmpv6 type {{ {ND_TYPES} }} accept", "IPv6 neighbour discovery"))
+    if options.accept_icmp:
+        tx.add(Rule(name, "meta l4proto icmp accept", "--accept-icmp"))
+    if options.accept_icmpv6:
+        tx.add(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
+    if not rules.isolated:
+        tx.add(Rule(name, "accept", f"not isolated for {direction.lower()}"))
+    else:
+        addr = _ADDR[direction]
+        for kind, match in (
+            ("v4_all", f"ip {addr} @{sets['v4_all'].name}"),
+            ("v6_all", f"ip6 {addr} @{sets['v6_all'].name}"),
+            ("v4", f"ip {addr} . meta l4proto . th dport @{sets['v4'].name}"),
+            ("v6", f"ip6 {addr} . meta l4proto . th dport @{sets['v6'].name}"),
+        ):
+            if elements.get(kind):
+                tx.add(Rule(name, f"{match} accept"))
+        policies = ", ".join(rules.policies) or "pending: not yet programmed"
+        tx.add(Rule(name, "counter drop", f"default deny ({policies})"))
+    entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")
+    tx.add(entry)
+
+
+def render_remove_interface(ifname: str) -> Transaction:
+    """Remove everything of one interface; succeeds whether or not any of it exists (idempotent DEL)."""
+    tx = Transaction(FAMILY, TABLE)
+    tx.add(Table())
+    for direction in (INGRESS, EGRESS):
+        chain = Chain(chain_name(direction, ifname))
+        entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")
+        tx.add(_map(direction))
+        tx.add(chain)
+        tx.add(entry)
+        tx.delete(entry)
+        tx.flush(chain)
+        tx.delete(chain)
+        for s in _sets(direction, ifname).values():
+            tx.add(s)
+            tx.delete(s)
+    return tx
+
+
+def render_remove_table() -> Transaction:
+    """Remove the whole table, whether or not it exists."""
+    return Transaction(FAMILY, TABLE).add(Table()).delete(Table())
+
+
+# ------------------------------------------------------------------------------------------- elements
+
+
+def _net_text(net: IPNetwork) -> str:
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _port_text(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _elements(allows: Iterable[Allow]) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """The elements of the four sets for one direction, each with the allows it came from, disjoint."""
+    out: dict[str, list[tuple[str, tuple[str, ...]]]] = defaultdict(list)
+    everything: list[tuple[IPNetwork, str]] = []
+    boxes: dict[tuple[int, str], list[tuple[tuple[IPNetwork, ...], PortRange, str]]] = defaultdict(list)
+    for allow in allows:
+        if allow.ports is None:
+            everything.extend((net, allow.source) for net in allow.peers)
+            continue
+        for version in (4, 6):
+            nets = tuple(n for n in allow.peers if n.version == version)
+            if nets:
+                for ports in allow.ports:
+                    boxes[(version, ports.protocol)].append((nets, ports, allow.source))
+    for version in (4, 6):
+        for net in collapse(n for n, _ in everything if n.version == version):
+            owners = sorted({s for n, s in everything if n.version == version and n.overlaps(net)})
+            out[f"v{version}_all"].append((_net_text(net), tuple(owners)))
+    for (version, protocol), items in sorted(boxes.items()):
+        for box_nets, first, last, sources in _disjoint(items):
+            for net in box_nets:
+                out[f"v{version}"].append((f"{_net_text(net)} . {protocol} . {_port_text(first, last)}", sources))
+    return out
+
+
+def _disjoint(
+    items: list[tuple[tuple[IPNetwork, ...], PortRange, str]],
+) -> list[tuple[tuple[IPNetwork, ...], int, int, tuple[str, ...]]]:
+    """Split overlapping (prefixes × port range) boxes of one protocol into disjoint ones.
+
+    The port axis is cut at every range boundary; each elementary range gets the union of the prefixes of the
+    boxes covering it; neighbouring ranges with the same prefixes are merged again."""
+    cuts = sorted({p.first for _, p, _ in items} | {p.last + 1 for _, p, _ in items})
+    merged: list[tuple[tuple[IPNetwork, ...], int, int, set[str]]] = []
+    for first, nxt in itertools.pairwise(cuts):
+        last = nxt - 1
+        covering = [(nets, src) for nets, p, src in items if p.first <= first and p.last >= last]
+        if not covering:
+            continue
+        nets = collapse(n for ns, _ in covering for n in ns)
+        sources = {src for _, src in covering}
+        if merged and merged[-1][0] == nets and merged[-1][2] == first - 1:
+            prev = merged[-1]
+            merged[-1] = (prev[0], prev[1], last, prev[3] | sources)
+        else:
+            merged.append((nets, first, last, sources))
+    return [(nets, first, last, tuple(sorted(sources))) for nets, first, last, sources in merged]
