@@ -138,6 +138,31 @@ class NetworkAttachmentDefinition:
     def plugin_types(self) -> tuple[str, ...]:
         return tuple(str(p.get("type", "")) for p in self.plugins)
 
+    @property
+    def subnets(self) -> tuple[IPNetwork, ...]:
+        """The subnets the network's IPAM hands out: host-local `ranges`/`subnet`, static `addresses`,
+        whereabouts `range`, or OVN-Kubernetes' top-level `subnets`. Used to place hosts outside the cluster."""
+        found: list[str] = []
+        for plugin in self.plugins:
+            ipam = plugin.get("ipam") if isinstance(plugin.get("ipam"), dict) else {}
+            assert isinstance(ipam, dict)
+            for range_set in ipam.get("ranges") or ():
+                found.extend(str(r.get("subnet", "")) for r in range_set if isinstance(r, dict))
+            found.extend(str(ipam[k]) for k in ("subnet", "range") if ipam.get(k))
+            found.extend(str(a.get("address", "")) for a in ipam.get("addresses") or () if isinstance(a, dict))
+            if plugin.get("subnets"):
+                found.extend(str(plugin["subnets"]).split(","))
+        out: list[IPNetwork] = []
+        for text in found:
+            try:
+                # OVN-Kubernetes layer3 writes "10.128.0.0/16/24" (cluster subnet / host subnet length)
+                net = ipaddress.ip_interface("/".join(text.strip().split("/")[:2])).network
+            except ValueError:
+                continue
+            if net not in out:
+                out.append(net)
+        return tuple(out)
+
 
 @dataclass(frozen=True)
 class PortSpec:
