@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 
 from shared.netns import netns_command
-from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError
+from shared.nft.errors import NftError, error_from_stderr
 from shared.nft.transaction import Transaction
 
 Runner = Callable[[Sequence[str], str], tuple[int, str, str]]
@@ -30,13 +30,11 @@ def subprocess_runner(argv: Sequence[str], stdin: str) -> tuple[int, str, str]:
 
 def wrap_error(stderr: str, rc: int) -> NftError:
     text = stderr.strip() or f"nft exited with {rc}"
-    if "No such file or directory" in text:
-        return NotFoundError(text)
-    if "File exists" in text:
-        return ExistsError(text)
-    if "Device or resource busy" in text:
-        return BusyError(text)
-    return NftError(text)
+    if rc in (126, 127):
+        # nft (or nsenter) could not be executed at all: "failed to execute nft: No such file or directory" must
+        # not read as NotFoundError, which callers take for "the table or netns is not there".
+        return NftError(text)
+    return error_from_stderr(text)
 
 
 class RealNft:

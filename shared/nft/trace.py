@@ -1,0 +1,391 @@
+"""A packet tracer over mnp's rendered rules: where does this packet go? (kube-proxy's `nftablesTracer`.)
+
+Tests assert behaviour, not only text: "a new TCP connection from this peer to port 80 on net1 is accepted, by
+the element that allow-web put there". The tracer walks a `TableView` — from `FakeNft.list_table()`, or from the
+live kernel through `table_from_nft_json(nft -j list table inet mnp)` — the way netfilter would: the base chain
+of the packet's hook, rule by rule, through verdict-map jumps, to a verdict or the chain's policy.
+
+nft's rule language is large and context sensitive, so the tracer does not parse it: it knows the few rule shapes
+shared.nft.render writes, one regular expression each, and raises `TraceError` on any other rule rather than
+guess. Set lookups use the element representation of shared.nft.fake (one closed interval per key field), so
+prefixes, ranges, concatenations and single addresses behave as in the kernel's interval sets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.nft.fake import (
+    PROTOCOLS,
+    ChainView,
+    ElementView,
+    FakeNft,
+    RuleView,
+    SetView,
+    TableView,
+    stored_comment,
+)
+
+Hook = Literal["input", "output"]
+CtState = Literal["new", "established", "related", "invalid"]
+Verdict = Literal["accept", "drop"]
+
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+MAX_JUMPS = 16  # the kernel's NFT_JUMP_STACK_SIZE
+
+
+class TraceError(Exception):
+    """The tracer met a rule, verdict or JSON object it does not understand, or an inconsistent table."""
+
+
+@dataclass(frozen=True)
+class Packet:
+    """The first packet of a connection as netfilter sees it at `hook`: `ifname` is the input interface at the
+    input hook and the output interface at the output hook."""
+
+    hook: Hook
+    ifname: str
+    saddr: str
+    daddr: str
+    l4proto: str = "tcp"  # tcp | udp | sctp | icmp | ipv6-icmp
+    dport: int | None = None
+    icmpv6_type: str | None = None  # e.g. "nd-neighbor-solicit", "echo-request"
+    ct_state: CtState = "new"
+
+    def __post_init__(self) -> None:
+        versions = {ipaddress.ip_address(self.saddr).version, ipaddress.ip_address(self.daddr).version}
+        if len(versions) != 1:
+            raise ValueError(f"{self.saddr} and {self.daddr} are not of one address family")
+        if self.l4proto not in PROTOCOLS:
+            raise ValueError(f"unknown l4proto {self.l4proto!r}")
+        if (self.dport is not None) != (self.l4proto in PORT_PROTOCOLS):
+            raise ValueError(f"{self.l4proto} packets {'need' if self.dport is None else 'have no'} a dport")
+        if {"icmp": 4, "ipv6-icmp": 6}.get(self.l4proto, self.version) != self.version:
+            raise ValueError(f"{self.l4proto} over IPv{self.version}")
+        if self.icmpv6_type is not None and self.l4proto != "ipv6-icmp":
+            raise ValueError("an icmpv6 type needs l4proto ipv6-icmp")
+
+    @property
+    def version(self) -> int:
+        return ipaddress.ip_address(self.saddr).version
+
+    @property
+    def iifname(self) -> str:
+        return self.ifname if self.hook == "input" else ""
+
+    @property
+    def oifname(self) -> str:
+        return self.ifname if self.hook == "output" else ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A rule that matched: rule `index` of `chain`, and the set or map element it matched, if any."""
+
+    chain: str
+    index: int
+    rule: RuleView
+    element: ElementView | None = None
+
+    def __str__(self) -> str:
+        found = ""
+        if self.element is not None:
+            value = f" : {self.element.value}" if self.element.value else ""
+            note = f" ({self.element.comment})" if self.element.comment else ""
+            found = f"  ← {self.element.key}{value}{note}"
+        note = f"  # {self.rule.comment}" if self.rule.comment else ""
+        return f"{self.chain}[{self.index}] {self.rule.text}{note}{found}"
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The verdict, the rules that matched on the way, and why: the comment of the element that decided (the
+    allows it came from) or else of the deciding rule; None when the base chain's policy decided."""
+
+    verdict: Verdict
+    steps: tuple[Step, ...] = ()
+    comment: str | None = None
+
+    def __str__(self) -> str:
+        return "\n".join([*(str(step) for step in self.steps), f"→ {self.verdict}"])
+
+
+# ----------------------------------------------------------------------------------------- rule shapes
+
+_Match = ElementView | bool  # a matched element, or whether a rule without a set lookup matched
+_VERDICT = r" (?P<verdict>accept|drop)"
+_CT_STATES = {"new", "established", "related", "invalid"}
+
+
+def _set(table: TableView, name: str, key_type: str, value_type: str | None = None) -> SetView:
+    """Set `name`, which the rule looks up with a key of `key_type`: checked whatever the packet."""
+    s = table.sets.get(name)
+    if s is None:
+        raise TraceError(f"rule refers to missing set @{name}")
+    if (s.key_type, s.value_type) != (key_type, value_type):
+        raise TraceError(f"@{name} is {s.key_type} : {s.value_type}, the rule looks up {key_type} : {value_type}")
+    return s
+
+
+def _vmap(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    ifname = packet.iifname if m["dir"] == "iif" else packet.oifname
+    return _set(table, m["set"], "ifname", "verdict").lookup([ifname]) or False
+
+
+def _ct_state(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    states = set(m["states"].split(","))
+    if not states <= _CT_STATES:
+        raise TraceError(f"unknown ct state in {m[0]!r}")
+    return packet.ct_state in states
+
+
+def _icmpv6_type(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    return packet.l4proto == "ipv6-icmp" and packet.icmpv6_type in m["types"].split(", ")
+
+
+def _l4proto(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    if m["proto"] not in PROTOCOLS:
+        raise TraceError(f"unknown protocol in {m[0]!r}")
+    return packet.l4proto == m["proto"]
+
+
+def _address(packet: Packet, m: re.Match[str]) -> str | None:
+    """The address the rule looks up, or None when the packet is of the other family."""
+    if packet.version != (4 if m["family"] == "ip" else 6):
+        return None
+    return packet.saddr if m["dir"] == "s" else packet.daddr
+
+
+def _addr_type(m: re.Match[str]) -> str:
+    return "ipv4_addr" if m["family"] == "ip" else "ipv6_addr"
+
+
+def _addr_set(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    s = _set(table, m["set"], _addr_type(m))
+    address = _address(packet, m)
+    return address is not None and (s.lookup([address]) or False)
+
+
+def _addr_port_set(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    s = _set(table, m["set"], f"{_addr_type(m)} . inet_proto . inet_service")
+    address = _address(packet, m)
+    if address is None or packet.dport is None:  # `th dport` of a packet without ports: mnp's sets hold none
+        return False
+    return s.lookup([address, packet.l4proto, str(packet.dport)]) or False
+
+
+def _always(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    return True
+
+
+# One entry per rule shape shared.nft.render writes; the verdict of a vmap rule is its element's value.
+_SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]], _Match]], ...] = tuple(
+    (re.compile(f"^{pattern}$"), match)
+    for pattern, match in (
+        (r"(?P<dir>iif|oif)name vmap @(?P<set>\w+)", _vmap),
+        (rf"ct state (?P<states>[a-z]+(?:,[a-z]+)*){_VERDICT}", _ct_state),
+        (rf"icmpv6 type \{{ (?P<types>[a-z-]+(?:, [a-z-]+)*) \}}{_VERDICT}", _icmpv6_type),
+        (rf"meta l4proto (?P<proto>[a-z0-9-]+){_VERDICT}", _l4proto),
+        (rf"(?P<family>ip6?) (?P<dir>[sd])addr @(?P<set>\w+){_VERDICT}", _addr_set),
+        (rf"(?P<family>ip6?) (?P<dir>[sd])addr \. meta l4proto \. th dport @(?P<set>\w+){_VERDICT}", _addr_port_set),
+        (r"(?:counter )?(?P<verdict>accept|drop)", _always),
+    )
+)
+
+
+def _evaluate(table: TableView, packet: Packet, rule: RuleView) -> tuple[ElementView | None, str] | None:
+    """(matched element, verdict) if `rule` matches `packet`, None if it does not."""
+    for pattern, match in _SHAPES:
+        m = pattern.match(rule.text)
+        if m is None:
+            continue
+        result = match(table, packet, m)
+        if result is False:
+            return None
+        element = result if isinstance(result, ElementView) else None
+        verdict = m.groupdict().get("verdict") or (element.value if element else None)
+        if verdict is None:
+            raise TraceError(f"no verdict for {rule.text!r}")
+        return element, verdict
+    raise TraceError(f"rule shape not understood (only shared.nft.render's rules are): {rule.text!r}")
+
+
+# ----------------------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class _Walk:
+    table: TableView
+    packet: Packet
+    steps: list[Step] = field(default_factory=list)
+    decided: Step | None = None
+
+    def chain(self, name: str, depth: int = 0) -> Verdict | None:
+        """The verdict of chain `name`, or None when the packet returns from it (end of chain or `return`)."""
+        if depth > MAX_JUMPS:
+            raise TraceError(f"more than {MAX_JUMPS} nested jumps at {name}")
+        if name not in self.table.chains:
+            raise TraceError(f"jump to missing chain {name}")
+        for index, rule in enumerate(self.table.chains[name].rules):
+            matched = _evaluate(self.table, self.packet, rule)
+            if matched is None:
+                continue
+            element, verdict = matched
+            step = Step(name, index, rule, element)
+            self.steps.append(step)
+            kind, _, target = verdict.partition(" ")
+            if verdict in ("accept", "drop"):
+                self.decided = step
+                return "accept" if verdict == "accept" else "drop"
+            if kind == "jump" and target:
+                result = self.chain(target, depth + 1)
+                if result is not None:
+                    return result
+            elif kind == "goto" and target:
+                return self.chain(target, depth + 1)
+            elif verdict == "return":
+                return None
+            elif verdict != "continue":
+                raise TraceError(f"verdict not understood: {verdict!r}")
+        return None
+
+
+def trace(table: TableView, packet: Packet) -> Trace:
+    """Where `packet` goes through `table`. A table with no base chain on the packet's hook lets it pass."""
+    bases = [chain for chain in table.chains.values() if chain.hook == packet.hook]
+    if not bases:
+        return Trace("accept")
+    if len(bases) > 1:
+        raise TraceError(f"several base chains on hook {packet.hook}: their order is not modelled")
+    walk = _Walk(table, packet)
+    verdict = walk.chain(bases[0].name)
+    if verdict is None:
+        if bases[0].policy not in ("accept", "drop"):
+            raise TraceError(f"policy not understood: {bases[0].policy!r}")
+        verdict = "accept" if bases[0].policy == "accept" else "drop"
+    why = None
+    if walk.decided is not None:  # else the policy decided
+        element = walk.decided.element
+        why = (element.comment if element else None) or walk.decided.rule.comment
+    return Trace(verdict, tuple(walk.steps), why)
+
+
+def send(fake: FakeNft, packet: Packet, family: str = "inet", table: str = "mnp") -> Trace:
+    """Trace `packet` through a Fake's table and bump the counters of the rules it hit, as the kernel would."""
+    result = trace(fake.list_table(family, table), packet)
+    for step in result.steps:
+        fake.count(step.chain, step.index, family=family, table=table)
+    return result
+
+
+# ----------------------------------------------------------------------------------------- from `nft -j`
+
+
+def table_from_nft_json(text: str, family: str = "inet", table: str = "mnp") -> TableView:
+    """The view of table `family table` in `nft -j list table …` (or `list ruleset`) output.
+
+    Rules are turned back into the text nft would print for them — for the expressions mnp writes; anything else
+    raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions."""
+    chains: dict[str, tuple[dict[str, Any], list[RuleView]]] = {}
+    sets: dict[str, SetView] = {}
+    for item in json.loads(text)["nftables"]:
+        kind, obj = next(iter(item.items()))
+        if kind == "metainfo" or (obj.get("family"), obj.get("table", obj.get("name"))) != (family, table):
+            continue
+        if kind == "chain":
+            chains[obj["name"]] = (obj, [])
+        elif kind in ("set", "map"):
+            sets[obj["name"]] = _set_from_json(obj)
+        elif kind == "rule":
+            text_, packets = _rule_text(obj["expr"])
+            chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
+        elif kind != "table":
+            raise TraceError(f"nft JSON object not understood: {kind}")
+    return TableView(
+        family,
+        table,
+        {
+            name: ChainView(name, obj.get("hook"), obj.get("policy", "accept"), tuple(rules))
+            for name, (obj, rules) in sorted(chains.items())
+        },
+        dict(sorted(sets.items())),
+    )
+
+
+def _set_from_json(obj: dict[str, Any]) -> SetView:
+    key_type = obj["type"] if isinstance(obj["type"], str) else " . ".join(obj["type"])
+    flags = tuple(obj.get("flags", ()))
+    elements = []
+    for item in obj.get("elem", ()):
+        key, value = (item[0], _verdict(item[1])) if "map" in obj else (item, None)
+        comment = None
+        if isinstance(key, dict) and "elem" in key:
+            key, comment = key["elem"]["val"], key["elem"].get("comment")
+        elements.append(
+            ElementView.parse(key_type, _json_text(key), interval="interval" in flags, value=value, comment=comment)
+        )
+    return SetView(
+        obj["name"],
+        key_type,
+        obj.get("map"),
+        flags,
+        tuple(sorted(elements, key=lambda e: e.fields)),
+        obj.get("comment"),
+    )
+
+
+def _json_text(value: Any) -> str:
+    """An operand (element key, match side) in nft's text syntax."""
+    match value:
+        case str() | int():
+            return str(value)
+        case {"prefix": {"addr": addr, "len": length}}:
+            return f"{addr}/{length}"
+        case {"range": [first, last]}:
+            return f"{_json_text(first)}-{_json_text(last)}"
+        case {"concat": list(parts)}:
+            return " . ".join(_json_text(part) for part in parts)
+        case {"set": list(items)}:
+            return "{ " + ", ".join(_json_text(item) for item in items) + " }"
+        case list(flags):  # ct state established,related
+            return ",".join(_json_text(flag) for flag in flags)
+        case {"payload": {"protocol": protocol, "field": name}}:
+            return f"{protocol} {name}"
+        case {"meta": {"key": "iifname" | "oifname" as key}}:
+            return str(key)
+        case {"meta": {"key": key}}:
+            return f"meta {key}"
+        case {"ct": {"key": key}}:
+            return f"ct {key}"
+    raise TraceError(f"nft JSON expression not understood: {value!r}")
+
+
+def _verdict(value: Any) -> str:
+    match value:
+        case {"accept": None} | {"drop": None} | {"continue": None} | {"return": None}:
+            return str(next(iter(value)))
+        case {"jump": {"target": target}} | {"goto": {"target": target}}:
+            return f"{next(iter(value))} {target}"
+    raise TraceError(f"nft JSON verdict not understood: {value!r}")
+
+
+def _rule_text(expressions: list[Any]) -> tuple[str, int | None]:
+    """A rule's text as nft prints it (without the counter's values), and its counter's packets."""
+    words, packets = [], None
+    for expression in expressions:
+        match expression:
+            case {"match": {"op": "==" | "in", "left": left, "right": right}}:
+                words.append(f"{_json_text(left)} {_json_text(right)}")
+            case {"vmap": {"key": key, "data": data}}:
+                words.append(f"{_json_text(key)} vmap {_json_text(data)}")
+            case {"counter": {"packets": int(count)}}:
+                words.append("counter")
+                packets = count
+            case _:
+                words.append(_verdict(expression))
+    return " ".join(words), packets

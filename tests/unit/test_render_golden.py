@@ -1,0 +1,93 @@
+"""Golden files: the exact text the renderer writes for a few representative interfaces.
+
+A change to render.py shows up here as a diff of nft text a reviewer can read; `pytest --update-golden` accepts
+it. tests/integration/test_render_kernel.py feeds the same files to the real nft.
+
+Address plan (RFC 5737 / RFC 3849 documentation ranges): pods on the secondary networks have addresses in
+192.0.2.0/24 and 2001:db8:1::/64; hosts outside the cluster are in 198.51.100.0/24, 203.0.113.0/24 and
+2001:db8:2::/48.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse, subtract
+from shared.model import IPNetwork
+from shared.nft.render import RenderOptions, render_interface, render_remove_interface
+from shared.nft.transaction import Transaction
+from tests.conftest import Golden
+
+
+def nets(*texts: str) -> tuple[IPNetwork, ...]:
+    return collapse(ipaddress.ip_network(text) for text in texts)
+
+
+# Two policies open overlapping port ranges to overlapping peers: the renderer must split them into disjoint
+# (prefix × port range) elements, tcp 8000-8079 for the two web clients and 8080-9090 for the whole /28.
+WEB = Allow(
+    "ns1/allow-web ingress[0]",
+    nets("192.0.2.10", "192.0.2.11", "2001:db8:1::10"),
+    (PortRange("tcp", 8000, 8100), PortRange("udp", 53, 53)),
+)
+MONITORING = Allow(
+    "ns1/allow-monitoring ingress[0]", nets("192.0.2.0/28", "2001:db8:1::/120"), (PortRange("tcp", 8080, 9090),)
+)
+ADMIN = Allow("ns1/allow-admin ingress[0]", nets("198.51.100.7"), None)
+
+# An ipBlock with excepts, as the compiler hands it over: the excepts already subtracted.
+INTERNET = Allow(
+    "ns1/egress-internet egress[0]",
+    collapse(
+        [
+            *subtract(ipaddress.ip_network("203.0.113.0/24"), nets("203.0.113.128/25", "203.0.113.64/27")),
+            *subtract(ipaddress.ip_network("2001:db8:2::/48"), nets("2001:db8:2:ff::/64")),
+        ]
+    ),
+    None,
+)
+VLAN = Allow("ns1/allow-vlan ingress[0]", nets("192.0.2.0/24"), (PortRange("sctp", 5000, 5000),))
+
+CASES: dict[str, Transaction] = {
+    "pending": render_interface(InterfaceRules.pending("net1", "ns1/client", "ns1/net-a")),
+    "open": render_interface(InterfaceRules("ns1/client", "net1", "ns1/net-a")),
+    "ingress_ports_dual_stack": render_interface(
+        InterfaceRules(
+            "ns1/server",
+            "net1",
+            "ns1/net-a",
+            ingress=DirectionRules(
+                True, (WEB, MONITORING, ADMIN), ("ns1/allow-admin", "ns1/allow-monitoring", "ns1/allow-web")
+            ),
+        )
+    ),
+    "egress_ipblock_except": render_interface(
+        InterfaceRules(
+            "ns1/client",
+            "net1",
+            "ns1/net-a",
+            ingress=DirectionRules(True, (), ("ns1/deny-all",)),
+            egress=DirectionRules(True, (INTERNET,), ("ns1/egress-internet",)),
+        )
+    ),
+    "accept_icmp": render_interface(
+        InterfaceRules.pending("net2", "ns1/client", "ns1/net-b"), RenderOptions(accept_icmp=True, accept_icmpv6=True)
+    ),
+    "ifname_hash": render_interface(
+        InterfaceRules(
+            "ns1/vlan", "eth0.100", "ns1/vlan-100", ingress=DirectionRules(True, (VLAN,), ("ns1/allow-vlan",))
+        )
+    ),
+    "remove_ifname_hash": render_remove_interface("eth0.100"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_rendered_text_matches_golden(name: str, golden: Golden) -> None:
+    golden.check(f"{name}.nft", str(CASES[name]))
+
+
+def test_every_golden_file_has_a_case(golden: Golden) -> None:
+    assert sorted(path.stem for path in golden.directory.glob("*.nft")) == sorted(CASES)

@@ -1,0 +1,454 @@
+"""The packet tracer on rendered tables: where packets go, and which allow let them through.
+
+Address plan (RFC 5737 / RFC 3849): the pod under test has 192.0.2.1 and 2001:db8:1::1 on net1. Other pods of
+the network are in 192.0.2.0/24 and 2001:db8:1::/64 — 192.0.2.10 and 2001:db8:1::10 are the web clients,
+192.0.2.0/28 and 2001:db8:1::/120 the monitoring range, 192.0.2.16 a neighbour just outside it. Hosts outside the
+cluster: 198.51.100.7 (admin), 203.0.113.0/24 and 2001:db8:2::/48 (the "internet" ipBlock).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+
+from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse, subtract
+from shared.model import INGRESS, IPNetwork
+from shared.nft.fake import ChainView, FakeNft, RuleView, TableView
+from shared.nft.objects import Chain, Element, Rule, Set, Table
+from shared.nft.render import ND_TYPES, RenderOptions, chain_name, render_interface
+from shared.nft.trace import Packet, Trace, TraceError, send, table_from_nft_json, trace
+from shared.nft.transaction import Transaction
+
+POD4, POD6 = "192.0.2.1", "2001:db8:1::1"
+PENDING = "default deny (pending: not yet programmed)"
+
+
+def nets(*texts: str) -> tuple[IPNetwork, ...]:
+    return collapse(ipaddress.ip_network(text) for text in texts)
+
+
+WEB = Allow(
+    "ns1/web ingress[0]",
+    nets("192.0.2.10", "192.0.2.11", "2001:db8:1::10"),
+    (PortRange("tcp", 8000, 8100), PortRange("udp", 53, 53)),
+)
+MONITORING = Allow(
+    "ns1/monitoring ingress[0]", nets("192.0.2.0/28", "2001:db8:1::/120"), (PortRange("tcp", 8080, 9090),)
+)
+ADMIN = Allow("ns1/admin ingress[0]", nets("198.51.100.7"), None)
+INTERNET = Allow(
+    "ns1/internet egress[0]",
+    collapse(
+        [
+            *subtract(ipaddress.ip_network("203.0.113.0/24"), nets("203.0.113.128/25", "203.0.113.64/27")),
+            *subtract(ipaddress.ip_network("2001:db8:2::/48"), nets("2001:db8:2:ff::/64")),
+        ]
+    ),
+    None,
+)
+
+SERVER = InterfaceRules(
+    "ns1/server", "net1", "ns1/net", ingress=DirectionRules(True, (WEB, MONITORING, ADMIN), ("ns1/web",))
+)
+CLIENT = InterfaceRules(
+    "ns1/client",
+    "net1",
+    "ns1/net",
+    ingress=DirectionRules(True, (), ("ns1/deny-all",)),
+    egress=DirectionRules(True, (INTERNET,), ("ns1/internet",)),
+)
+
+
+def table(rules: InterfaceRules, options: RenderOptions | None = None) -> TableView:
+    return FakeNft.from_transaction(render_interface(rules, options or RenderOptions())).list_table()
+
+
+def inbound(src: str, proto: str = "tcp", port: int | None = None, **kw: Any) -> Packet:
+    """A packet arriving on net1 from `src` for the pod."""
+    dst = POD6 if ":" in src else POD4
+    return Packet("input", kw.pop("ifname", "net1"), src, dst, proto, port, **kw)
+
+
+def outbound(dst: str, proto: str = "tcp", port: int | None = None, **kw: Any) -> Packet:
+    """A packet the pod sends out of net1 to `dst`."""
+    src = POD6 if ":" in dst else POD4
+    return Packet("output", kw.pop("ifname", "net1"), src, dst, proto, port, **kw)
+
+
+def assert_trace(result: Trace, verdict: str, comment: str | None) -> None:
+    assert (result.verdict, result.comment) == (verdict, comment), str(result)
+
+
+# ----------------------------------------------------------------------------------------- pending
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        inbound("192.0.2.10", "tcp", 80),
+        inbound("2001:db8:1::10", "udp", 53),
+        inbound("192.0.2.10", "icmp"),
+        inbound("2001:db8:1::10", "ipv6-icmp", icmpv6_type="echo-request"),
+        outbound("203.0.113.5", "tcp", 443),
+        outbound("2001:db8:2::1", "sctp", 9),
+    ],
+)
+def test_pending_drops_new_traffic_both_ways(packet: Packet) -> None:
+    assert_trace(trace(table(InterfaceRules.pending("net1")), packet), "drop", PENDING)
+
+
+@pytest.mark.parametrize("nd_type", ND_TYPES.split(", "))
+def test_pending_lets_neighbour_discovery_through_both_ways(nd_type: str) -> None:
+    pending = table(InterfaceRules.pending("net1"))
+    for packet in (
+        inbound("fe80::2", "ipv6-icmp", icmpv6_type=nd_type),
+        Packet("output", "net1", "fe80::1", "ff02::1:ff00:2", "ipv6-icmp", icmpv6_type=nd_type),
+    ):
+        assert_trace(trace(pending, packet), "accept", "IPv6 neighbour discovery")
+
+
+@pytest.mark.parametrize("ifname", ["lo", "eth0", "net2", "net10"])
+def test_other_interfaces_are_untouched(ifname: str) -> None:
+    pending = table(InterfaceRules.pending("net1"))
+    for packet in (
+        inbound("192.0.2.10", "tcp", 80, ifname=ifname),
+        outbound("2001:db8:2::1", "udp", 53, ifname=ifname),
+    ):
+        result = trace(pending, packet)
+        assert result == Trace("accept"), "no map entry: past the vmap, to the base chain's policy"
+
+
+# ----------------------------------------------------------------------------------------- conntrack
+
+
+def test_established_and_related_are_accepted_even_from_a_denied_peer() -> None:
+    for state in ("established", "related"):
+        result = trace(table(InterfaceRules.pending("net1")), inbound("203.0.113.9", "tcp", 22, ct_state=state))
+        assert result.verdict == "accept"
+        assert result.steps[-1].rule.text == "ct state established,related accept"
+
+
+def test_invalid_is_dropped_even_from_an_allowed_peer() -> None:
+    result = trace(table(SERVER), inbound("198.51.100.7", "tcp", 22, ct_state="invalid"))
+    assert_trace(result, "drop", None)
+    assert result.steps[-1].rule.text == "ct state invalid drop"
+
+
+# ----------------------------------------------------------------------------------------- peers × ports
+
+
+@pytest.mark.parametrize(
+    ("packet", "verdict", "why"),
+    [
+        (inbound("192.0.2.10", "tcp", 8000), "accept", "ns1/web ingress[0]"),
+        (inbound("192.0.2.11", "tcp", 8079), "accept", "ns1/web ingress[0]"),
+        (inbound("192.0.2.10", "udp", 53), "accept", "ns1/web ingress[0]"),
+        (inbound("192.0.2.3", "tcp", 9090), "accept", "ns1/monitoring ingress[0], ns1/web ingress[0]"),
+        (inbound("198.51.100.7", "sctp", 1), "accept", "ns1/admin ingress[0]"),
+        (inbound("198.51.100.7", "icmp"), "accept", "ns1/admin ingress[0]"),
+        # a neighbour of the allowed peers, another port, another protocol
+        (inbound("192.0.2.16", "tcp", 9000), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.12", "tcp", 8000), "drop", "default deny (ns1/web)"),
+        (inbound("198.51.100.8", "tcp", 8000), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.10", "tcp", 9091), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.10", "tcp", 7999), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.3", "udp", 53), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.10", "tcp", 53), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.10", "sctp", 8000), "drop", "default deny (ns1/web)"),
+        (inbound("192.0.2.10", "icmp"), "drop", "default deny (ns1/web)"),
+        # IPv6
+        (inbound("2001:db8:1::10", "tcp", 8050), "accept", "ns1/web ingress[0]"),
+        (inbound("2001:db8:1::ff", "tcp", 8080), "accept", "ns1/monitoring ingress[0], ns1/web ingress[0]"),
+        (inbound("2001:db8:1::100", "tcp", 8080), "drop", "default deny (ns1/web)"),
+        (inbound("2001:db8:1::11", "udp", 53), "drop", "default deny (ns1/web)"),
+        (inbound("2001:db8:1::10", "ipv6-icmp", icmpv6_type="echo-request"), "drop", "default deny (ns1/web)"),
+        # egress is not isolated
+        (outbound("203.0.113.200", "tcp", 25), "accept", "not isolated for egress"),
+    ],
+)
+def test_isolated_ingress(packet: Packet, verdict: str, why: str) -> None:
+    assert_trace(trace(table(SERVER), packet), verdict, why)
+
+
+@pytest.mark.parametrize(
+    ("dst", "verdict"),
+    [
+        ("203.0.113.5", "accept"),
+        ("203.0.113.63", "accept"),
+        ("203.0.113.64", "drop"),  # except 203.0.113.64/27
+        ("203.0.113.95", "drop"),
+        ("203.0.113.96", "accept"),
+        ("203.0.113.127", "accept"),
+        ("203.0.113.128", "drop"),  # except 203.0.113.128/25
+        ("203.0.113.255", "drop"),
+        ("198.51.100.7", "drop"),  # outside the block
+        ("2001:db8:2::1", "accept"),
+        ("2001:db8:2:fe:ffff:ffff:ffff:ffff", "accept"),
+        ("2001:db8:2:ff::1", "drop"),  # except 2001:db8:2:ff::/64
+        ("2001:db8:2:100::1", "accept"),
+        ("2001:db8:3::1", "drop"),
+    ],
+)
+def test_egress_ipblock_except_holes(dst: str, verdict: str) -> None:
+    client = table(CLIENT)
+    for proto, port in (("tcp", 443), ("udp", 53)):
+        assert_trace(
+            trace(client, outbound(dst, proto, port)),
+            verdict,
+            "ns1/internet egress[0]" if verdict == "accept" else "default deny (ns1/internet)",
+        )
+    assert_trace(trace(client, inbound("203.0.113.5", "tcp", 80)), "drop", "default deny (ns1/deny-all)")
+
+
+def test_accept_icmp_options() -> None:
+    opened = table(InterfaceRules.pending("net1"), RenderOptions(accept_icmp=True, accept_icmpv6=True))
+    assert_trace(trace(opened, inbound("203.0.113.9", "icmp")), "accept", "--accept-icmp")
+    assert_trace(
+        trace(opened, outbound("2001:db8:2::9", "ipv6-icmp", icmpv6_type="echo-request")), "accept", "--accept-icmpv6"
+    )
+    assert_trace(trace(opened, inbound("203.0.113.9", "tcp", 1)), "drop", PENDING)
+    only_v4 = table(InterfaceRules.pending("net1"), RenderOptions(accept_icmp=True))
+    assert_trace(trace(only_v4, inbound("2001:db8:2::9", "ipv6-icmp", icmpv6_type="echo-reply")), "drop", PENDING)
+
+
+def test_interface_with_a_hashed_name() -> None:
+    vlan = table(InterfaceRules.pending("eth0.100"))
+    result = trace(vlan, inbound("192.0.2.10", "tcp", 80, ifname="eth0.100"))
+    assert_trace(result, "drop", PENDING)
+    assert [step.chain for step in result.steps] == ["input", chain_name(INGRESS, "eth0.100")]
+    assert trace(vlan, inbound("192.0.2.10", "tcp", 80, ifname="eth0")).verdict == "accept"
+
+
+def test_steps_show_the_way() -> None:
+    result = trace(table(SERVER), inbound("192.0.2.10", "udp", 53))
+    assert [(step.chain, step.index) for step in result.steps] == [("input", 0), ("ingress_net1", 4)]
+    assert result.steps[0].element is not None and result.steps[0].element.value == "jump ingress_net1"
+    assert str(result) == (
+        'input[0] iifname vmap @ingress_ifaces  ← "net1" : jump ingress_net1\n'
+        "ingress_net1[4] ip saddr . meta l4proto . th dport @ingress_net1_v4 accept"
+        "  ← 192.0.2.10/31 . udp . 53 (ns1/web ingress[0])\n"
+        "→ accept"
+    )
+
+
+# ----------------------------------------------------------------------------------------- verdict semantics
+
+
+def verdict_map_table(value: str) -> TableView:
+    """input: `iifname vmap @ifaces` then `counter drop`; `net1` goes to an empty chain by `value`."""
+    return FakeNft.from_transaction(
+        Transaction()
+        .add(Table())
+        .add(Chain("input", hook="input"))
+        .add(Chain("empty"))
+        .add(Set("ifaces", "ifname", value_type="verdict"))
+        .add(Rule("input", "iifname vmap @ifaces"))
+        .add(Rule("input", "counter drop", "after the map"))
+        .add(Element("ifaces", '"net1"', value))
+    ).list_table()
+
+
+@pytest.mark.parametrize(
+    ("value", "verdict"),
+    [
+        ("jump empty", "drop"),  # back from the jump, on to the next rule
+        ("goto empty", "accept"),  # no way back: the base chain's policy
+        ("continue", "drop"),
+        ("return", "accept"),
+        ("accept", "accept"),
+        ("drop", "drop"),
+    ],
+)
+def test_verdict_map_values(value: str, verdict: str) -> None:
+    assert trace(verdict_map_table(value), inbound("192.0.2.10", "tcp", 80)).verdict == verdict
+
+
+def test_base_chain_policy_decides_at_the_end() -> None:
+    dropping = TableView("inet", "mnp", {"input": ChainView("input", "input", "drop")}, {})
+    assert trace(dropping, inbound("192.0.2.10", "tcp", 80)) == Trace("drop")
+    assert trace(dropping, outbound("192.0.2.10", "tcp", 80)) == Trace("accept"), "no output chain"
+
+
+# ----------------------------------------------------------------------------------------- failing loudly
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "ip saddr 192.0.2.1 accept",  # a literal mnp never writes
+        "tcp dport 80 accept",
+        "ip saddr @peers counter accept",
+        "ct state new,bogus accept",
+        "meta l4proto gre accept",
+        "iifname vmap @peers",  # the set is not an ifname map
+        "ip6 saddr @peers accept",  # an IPv4 set looked up with an IPv6 address (whatever the packet)
+        "ip saddr . meta l4proto . th dport @peers accept",  # a single-field set looked up with a concatenation
+        "ip saddr @missing accept",
+        "log prefix x drop",
+    ],
+)
+def test_rule_it_does_not_understand_raises(rule: str) -> None:
+    view = TableView(
+        "inet",
+        "mnp",
+        {"input": ChainView("input", "input", rules=(RuleView(rule),))},
+        FakeNft.from_transaction(Transaction().add(Table()).add(Set("peers", "ipv4_addr", ("interval",))))
+        .list_table()
+        .sets,
+    )
+    with pytest.raises(TraceError):
+        trace(view, inbound("192.0.2.10", "tcp", 80))
+
+
+def test_packets_are_checked() -> None:
+    for bad in (
+        lambda: inbound("192.0.2.10", "tcp"),  # no port
+        lambda: inbound("192.0.2.10", "icmp", 8),
+        lambda: Packet("input", "net1", "192.0.2.10", POD6, "udp", 53),
+        lambda: inbound("192.0.2.10", "ipv6-icmp"),
+        lambda: inbound("192.0.2.10", "gre"),
+        lambda: inbound("2001:db8:1::10", "tcp", 80, icmpv6_type="echo-request"),
+    ):
+        with pytest.raises(ValueError):
+            bad()
+
+
+# ----------------------------------------------------------------------------------------- counters
+
+
+def test_send_counts_the_drops_of_a_fake() -> None:
+    fake = FakeNft.from_transaction(render_interface(SERVER))
+    for packet in (
+        inbound("192.0.2.16", "tcp", 80),
+        inbound("192.0.2.10", "tcp", 8000),
+        outbound("203.0.113.9", "udp", 1),
+        inbound("192.0.2.17", "udp", 1),
+    ):
+        send(fake, packet)
+    rules = fake.list_table().chains["ingress_net1"].rules
+    assert [(rule.text, rule.packets) for rule in rules if rule.packets is not None] == [("counter drop", 2)]
+    fake.run(render_interface(SERVER))
+    assert fake.list_table().chains["ingress_net1"].rules[-1].packets == 0, "a refilled chain counts afresh"
+
+
+# ----------------------------------------------------------------------------------------- from `nft -j`
+
+
+ACCEPT, DROP = {"accept": None}, {"drop": None}
+CT_STATE = {"ct": {"key": "state"}}
+
+
+def _match(left: object, right: object, op: str = "==") -> dict[str, Any]:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _payload(protocol: str, field: str) -> dict[str, Any]:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _rule(chain: str, *expr: object, comment: str | None = None) -> dict[str, Any]:
+    rule = {"family": "inet", "table": "mnp", "chain": chain, "expr": list(expr)}
+    return {"rule": rule | ({"comment": comment} if comment else {})}
+
+
+def _obj(kind: str, name: str, **fields: Any) -> dict[str, Any]:
+    table = {"table": "mnp"} if kind != "table" else {}
+    return {kind: {"family": fields.pop("family", "inet"), "name": name, **table, "handle": 1, **fields}}
+
+
+# The shapes of `nft -j list table inet mnp` (nft 1.0.6) for a pending net1 plus two elements, and a table of
+# someone else's that must be ignored.
+NFT_JSON: dict[str, Any] = {
+    "nftables": [
+        {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+        _obj("table", "mnp"),
+        {"table": {"family": "ip", "name": "someone-else", "handle": 2}},
+        _obj(
+            "map", "ingress_ifaces", type="ifname", map="verdict", elem=[["net1", {"jump": {"target": "ingress_net1"}}]]
+        ),
+        _obj(
+            "set",
+            "v4",
+            type=["ipv4_addr", "inet_proto", "inet_service"],
+            flags=["interval"],
+            elem=[
+                {
+                    "elem": {
+                        "val": {
+                            "concat": [{"prefix": {"addr": "192.0.2.0", "len": 28}}, "tcp", {"range": [8080, 9090]}]
+                        },
+                        "comment": "ns1/monitoring ingress[0]",
+                    }
+                }
+            ],
+        ),
+        _obj("set", "v6_all", type="ipv6_addr", flags=["interval"], elem=["2001:db8:1::10"]),
+        _obj("chain", "input", type="filter", hook="input", prio=0, policy="accept"),
+        _obj("chain", "ingress_net1"),
+        {"chain": {"family": "ip", "table": "someone-else", "name": "input", "hook": "input", "policy": "drop"}},
+        _rule("input", {"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ingress_ifaces"}}),
+        _rule("ingress_net1", _match(CT_STATE, ["established", "related"], "in"), ACCEPT),
+        _rule("ingress_net1", _match(CT_STATE, "invalid", "in"), DROP),
+        _rule(
+            "ingress_net1",
+            _match(_payload("icmpv6", "type"), {"set": ND_TYPES.split(", ")}),
+            ACCEPT,
+            comment="IPv6 neighbour discovery",
+        ),
+        _rule("ingress_net1", _match(_payload("ip6", "saddr"), "@v6_all"), ACCEPT),
+        _rule(
+            "ingress_net1",
+            _match({"concat": [_payload("ip", "saddr"), {"meta": {"key": "l4proto"}}, _payload("th", "dport")]}, "@v4"),
+            ACCEPT,
+        ),
+        _rule("ingress_net1", {"counter": {"packets": 3, "bytes": 180}}, DROP, comment="default deny (ns1/web)"),
+    ]
+}
+
+
+def test_table_from_nft_json_equals_the_fake_view() -> None:
+    fake = FakeNft.from_transaction(
+        Transaction()
+        .add(Table())
+        .add(Chain("input", hook="input"))
+        .add(Chain("ingress_net1"))
+        .add(Set("ingress_ifaces", "ifname", value_type="verdict"))
+        .add(Set("v4", "ipv4_addr . inet_proto . inet_service", ("interval",)))
+        .add(Set("v6_all", "ipv6_addr", ("interval",)))
+        .add(Rule("input", "iifname vmap @ingress_ifaces"))
+        .add(Rule("ingress_net1", "ct state established,related accept"))
+        .add(Rule("ingress_net1", "ct state invalid drop"))
+        .add(Rule("ingress_net1", f"icmpv6 type {{ {ND_TYPES} }} accept", "IPv6 neighbour discovery"))
+        .add(Rule("ingress_net1", "ip6 saddr @v6_all accept"))
+        .add(Rule("ingress_net1", "ip saddr . meta l4proto . th dport @v4 accept"))
+        .add(Rule("ingress_net1", "counter drop", "default deny (ns1/web)"))
+        .add(Element("ingress_ifaces", '"net1"', "jump ingress_net1"))
+        .add(Element("v4", "192.0.2.0/28 . tcp . 8080-9090", comment="ns1/monitoring ingress[0]"))
+        .add(Element("v6_all", "2001:db8:1::10"))
+    )
+    for _ in range(3):
+        send(fake, inbound("192.0.2.99", "udp", 1))
+    live = table_from_nft_json(json.dumps(NFT_JSON))
+    assert live == fake.list_table()
+    assert_trace(trace(live, inbound("192.0.2.5", "tcp", 9000)), "accept", "ns1/monitoring ingress[0]")
+    assert_trace(trace(live, inbound("2001:db8:1::10", "sctp", 9)), "accept", None)
+    assert_trace(trace(live, inbound("192.0.2.16", "tcp", 9000)), "drop", "default deny (ns1/web)")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        {"match": {"op": "!=", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+        {"log": {"prefix": "x"}},
+        {"match": {"op": "==", "left": {"osf": {"key": "name"}}, "right": "Linux"}},
+    ],
+)
+def test_json_it_does_not_understand_raises(expression: dict[str, Any]) -> None:
+    broken = copy.deepcopy(NFT_JSON)
+    broken["nftables"].append(_rule("ingress_net1", expression, ACCEPT))
+    with pytest.raises(TraceError):
+        table_from_nft_json(json.dumps(broken))
