@@ -221,7 +221,8 @@ def _disjoint(
     """Split overlapping (prefixes × port range) boxes of one protocol into disjoint ones.
 
     The port axis is cut at every range boundary; each elementary range gets the union of the prefixes of the
-    boxes covering it; neighbouring ranges with the same prefixes are merged again."""
+    boxes covering it; neighbouring ranges with the same prefixes and the same origin are merged again, so every element's
+    comment names only rules that admit packets in its range."""
     cuts = sorted({p.first for _, p, _ in items} | {p.last + 1 for _, p, _ in items})
     merged: list[tuple[tuple[IPNetwork, ...], int, int, set[str]]] = []
     for first, nxt in itertools.pairwise(cuts):
@@ -231,9 +232,8 @@ def _disjoint(
             continue
         nets = collapse(n for ns, _ in covering for n in ns)
         sources = {src for _, src in covering}
-        if merged and merged[-1][0] == nets and merged[-1][2] == first - 1:
-            prev = merged[-1]
-            merged[-1] = (prev[0], prev[1], last, prev[3] | sources)
+        if merged and merged[-1][0] == nets and merged[-1][2] == first - 1 and merged[-1][3] == sources:
+            merged[-1] = (nets, merged[-1][1], last, sources)
         else:
             merged.append((nets, first, last, sources))
     return [(nets, first, last, tuple(sorted(sources))) for nets, first, last, sources in merged]
