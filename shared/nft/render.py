@@ -221,7 +221,7 @@ def _disjoint(
     """Split overlapping (prefixes × port range) boxes of one protocol into disjoint ones.
 
     The port axis is cut at every range boundary; each elementary range gets the union of the prefixes of the
-    boxes covering it; neighbouring ranges with the same prefixes and the same origin are merged again, so every element's
+    boxes covering it; neighbouring ranges with the same prefixes and the same origin are merged again, so an element's
     comment names only rules that admit packets in its range."""
     cuts = sorted({p.first for _, p, _ in items} | {p.last + 1 for _, p, _ in items})
     merged: list[tuple[tuple[IPNetwork, ...], int, int, set[str]]] = []
