@@ -1,0 +1,289 @@
+"""`mnpd`'s settings: command-line flags, each with an `MNP_*` environment variable, validated all at once.
+
+A DaemonSet sets most of these through the environment (`NODE_NAME` from the downward API), a person on a lab
+host through flags; a flag wins over its variable, the variable over the default. Validation never stops at the
+first mistake: `load()` raises one `ConfigError` listing every problem, so a broken manifest is fixed in one go
+(kube-network-policies' `Config.Validate` joins all errors the same way).
+
+Where the cluster comes from (exactly one source of objects, plus the state dir, always):
+
+* `--manifests-dir DIR`: a directory of YAML manifests (the format `mnpctl matrix` reads), watched for
+  changes — standalone hosts, the lab and tests. No API server, no Events.
+* otherwise the Kubernetes API: `--kubeconfig FILE`, or the in-cluster service account when the pod runs
+  inside a cluster (`KUBERNETES_SERVICE_HOST` set). `--node-name` is then required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+DEFAULT_STATE_DIR = "/run/mnp/state"
+DEFAULT_LISTEN = "127.0.0.1:9741"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    source: str  # "api" | "manifests"
+    kubeconfig: str | None  # None with the API source: in-cluster config
+    node_name: str
+    state_dir: str
+    status_file: str
+    manifests_dir: str | None
+    listen: str | None  # "host:port" of /metrics, /healthz, /readyz; None = no HTTP server
+    accept_icmp: bool
+    accept_icmpv6: bool
+    flush_conntrack: bool
+    resync_period: float
+    min_sync_interval: float
+    watch_timeout: float
+    log_format: str
+    log_level: str
+
+    def settings(self) -> list[tuple[str, object]]:
+        """Every setting as (name, value), for the start-up log."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class _Option:
+    flag: str
+    env: str
+    help: str
+    default: str | None = None
+    metavar: str | None = None
+    boolean: bool = False
+
+
+OPTIONS = (
+    _Option(
+        "--kubeconfig", "MNP_KUBECONFIG", "kubeconfig file of the API source; unset: in-cluster config", None, "FILE"
+    ),
+    _Option(
+        "--node-name",
+        "MNP_NODE_NAME",
+        "this node's name (required with the API source; default: $NODE_NAME, set it from the downward API)",
+        None,
+        "NAME",
+    ),
+    _Option("--state-dir", "MNP_STATE_DIR", "the CNI plugin's state dir", DEFAULT_STATE_DIR, "DIR"),
+    _Option(
+        "--status-file",
+        "MNP_STATUS_FILE",
+        "node-local status of every interface, for `mnpctl` (default: mnpd-status.json beside the state dir)",
+        None,
+        "FILE",
+    ),
+    _Option(
+        "--manifests-dir",
+        "MNP_MANIFESTS_DIR",
+        "read Namespaces, Pods, NADs and MultiNetworkPolicies from YAML files here instead of the API",
+        None,
+        "DIR",
+    ),
+    _Option("--listen", "MNP_LISTEN", "address of /metrics, /healthz and /readyz; 'off' disables", DEFAULT_LISTEN),
+    _Option("--accept-icmp", "MNP_ACCEPT_ICMP", "accept all ICMP on guarded interfaces", "false", boolean=True),
+    _Option("--accept-icmpv6", "MNP_ACCEPT_ICMPV6", "accept all ICMPv6 on guarded interfaces", "false", boolean=True),
+    _Option(
+        "--flush-conntrack",
+        "MNP_FLUSH_CONNTRACK",
+        "delete the conntrack entries of flows a policy change no longer admits",
+        "true",
+        boolean=True,
+    ),
+    _Option(
+        "--resync-period",
+        "MNP_RESYNC_PERIOD",
+        "full recompute and state-dir rescan at least this often (e.g. 60s, 5m)",
+        "60s",
+        "DURATION",
+    ),
+    _Option(
+        "--min-sync-interval",
+        "MNP_MIN_SYNC_INTERVAL",
+        "at most one sync this often; events in between are coalesced",
+        "200ms",
+        "DURATION",
+    ),
+    _Option(
+        "--watch-timeout",
+        "MNP_WATCH_TIMEOUT",
+        "server-side timeout of each API watch before it is renewed",
+        "5m",
+        "DURATION",
+    ),
+    _Option("--log-format", "MNP_LOG_FORMAT", f"one of {', '.join(LOG_FORMATS)}", "text"),
+    _Option("--log-level", "MNP_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)}", "info"),
+)
+
+EPILOG = """\
+Where objects come from: with --manifests-dir, from YAML files in that directory (watched; no API server, no
+Events); otherwise from the Kubernetes API (list + watch of MultiNetworkPolicies, Pods, Namespaces and
+NetworkAttachmentDefinitions) through --kubeconfig or the in-cluster service account. The CNI plugin's state dir
+is always watched: only interfaces with a state entry are programmed. Nothing is programmed until every source
+has completed its first list; until then a new pod keeps the plugin's closed table.
+
+HTTP (--listen): /metrics (Prometheus), /healthz (alive, sync loop not stuck), /readyz (all sources synced).
+
+Every flag can also be given as the environment variable shown in brackets; a flag wins over its variable.
+Booleans accept 1/true/yes/on and 0/false/no/off (`--accept-icmp` alone means true). Durations are a number
+with an optional unit ms, s, m or h (default seconds).
+
+mnpd never removes rules on exit: stopping or restarting it leaves every pod exactly as restricted as it was
+(see docs/daemon.md for the reasons and the uninstall procedure).
+"""
+
+
+def parse_duration(text: str) -> float:
+    """`"250ms"`, `"30s"`, `"5m"`, `"1h"` or `"12.5"` (seconds) → seconds. ValueError otherwise."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnpd",
+        description="The mnp node daemon: programs each local pod's MultiNetworkPolicy rules into its netns.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for opt in OPTIONS:
+        default = f" (default: {opt.default})" if opt.default not in (None, "") else ""
+        help_text = f"{opt.help}{default} [{opt.env}]"
+        if opt.boolean:
+            parser.add_argument(opt.flag, nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
+        else:
+            parser.add_argument(opt.flag, default=None, metavar=opt.metavar, help=help_text)
+    return parser
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Flags + environment → a validated config. argparse exits (2) on unknown flags; everything else that is
+    wrong is collected and raised as one ConfigError."""
+    env = dict(os.environ if environ is None else environ)
+    args = vars(build_parser().parse_args(list(argv) if argv is not None else None))
+    raw: dict[str, str | None] = {}
+    for opt in OPTIONS:
+        dest = opt.flag.lstrip("-").replace("-", "_")
+        value = args.get(dest)
+        raw[dest] = value if value is not None else env.get(opt.env, opt.default)
+    if not raw["node_name"]:
+        raw["node_name"] = env.get("NODE_NAME") or None
+    return validate(raw, env)
+
+
+def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonConfig:
+    problems: list[str] = []
+
+    def boolean(name: str) -> bool:
+        try:
+            return parse_bool(raw[name] or "")
+        except ValueError as exc:
+            problems.append(f"--{name.replace('_', '-')}: {exc}")
+            return False
+
+    def duration(name: str, minimum: float) -> float:
+        try:
+            value = parse_duration(raw[name] or "")
+        except ValueError as exc:
+            problems.append(f"--{name.replace('_', '-')}: {exc}")
+            return minimum
+        if value < minimum:
+            problems.append(f"--{name.replace('_', '-')}: {raw[name]} is shorter than the minimum {minimum:g}s")
+        return value
+
+    def choice(name: str, allowed: Sequence[str]) -> str:
+        value = (raw[name] or "").strip().lower()
+        if value not in allowed:
+            problems.append(f"--{name.replace('_', '-')}: {raw[name]!r} is not one of {', '.join(allowed)}")
+            return allowed[0]
+        return value
+
+    manifests_dir = raw["manifests_dir"] or None
+    kubeconfig = raw["kubeconfig"] or None
+    source = "manifests" if manifests_dir else "api"
+    node_name = (raw["node_name"] or "").strip()
+    if manifests_dir and kubeconfig:
+        problems.append("--manifests-dir and --kubeconfig are two sources of objects; give one")
+    if manifests_dir and not Path(manifests_dir).is_dir():
+        problems.append(f"--manifests-dir: {manifests_dir} is not a directory")
+    if source == "api":
+        if kubeconfig and not Path(kubeconfig).is_file():
+            problems.append(f"--kubeconfig: {kubeconfig} does not exist or is not a file")
+        if not kubeconfig and not env.get("KUBERNETES_SERVICE_HOST"):
+            problems.append(
+                "no source of objects: give --manifests-dir, or --kubeconfig, or run in a cluster "
+                "(KUBERNETES_SERVICE_HOST is not set)"
+            )
+        if not node_name:
+            problems.append("--node-name (or NODE_NAME) is required with the API source")
+    state_dir = (raw["state_dir"] or "").strip()
+    if not state_dir or not os.path.isabs(state_dir):
+        problems.append(f"--state-dir: {state_dir!r} must be an absolute path")
+    status_file = (raw["status_file"] or "").strip() or str(
+        Path(state_dir or DEFAULT_STATE_DIR).parent / "mnpd-status.json"
+    )
+    if state_dir and os.path.abspath(os.path.dirname(status_file)) == os.path.abspath(state_dir):
+        problems.append("--status-file must not be inside the state dir (the state dir holds only CNI entries)")
+    listen = (raw["listen"] or "").strip()
+    listen_value: str | None = listen
+    if listen.lower() in ("off", "none", "", "0"):
+        listen_value = None
+    else:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 0.0.0.0:9741)")
+    resync = duration("resync_period", 1.0)
+    min_sync = duration("min_sync_interval", 0.0)
+    if min_sync > resync:
+        problems.append(f"--min-sync-interval ({min_sync:g}s) is longer than --resync-period ({resync:g}s)")
+    config = DaemonConfig(
+        source=source,
+        kubeconfig=kubeconfig,
+        node_name=node_name,
+        state_dir=state_dir,
+        status_file=status_file,
+        manifests_dir=manifests_dir,
+        listen=listen_value,
+        accept_icmp=boolean("accept_icmp"),
+        accept_icmpv6=boolean("accept_icmpv6"),
+        flush_conntrack=boolean("flush_conntrack"),
+        resync_period=resync,
+        min_sync_interval=min_sync,
+        watch_timeout=duration("watch_timeout", 1.0),
+        log_format=choice("log_format", LOG_FORMATS),
+        log_level=choice("log_level", LOG_LEVELS),
+    )
+    if problems:
+        raise ConfigError("invalid mnpd configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+    return config

@@ -1,0 +1,430 @@
+"""The sync: from what changed in the store to one nft transaction per local interface whose rules changed.
+
+The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
+
+1. drains the store's change log and reports policy validity (Event + gauge) for the policies that changed;
+2. does nothing more until every source has completed its first list — a new pod stays in the pending
+   (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
+3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
+   resync, else those the changes can affect (daemon.dependencies), plus those whose last attempt failed;
+4. builds one `ClusterIndex` and compiles only the dirty interfaces' pods (shared.compiler);
+5. for each dirty interface whose `InterfaceRules` differ from what this daemon last programmed, runs one
+   transaction (daemon.apply); an unchanged interface gets none, so a no-op resync runs 0 transactions;
+6. after a transaction that withdraws access, deletes the conntrack entries the new rules do not admit
+   (daemon.conntrack); then updates metrics, Events and the status file.
+
+A local interface is a state-dir entry (the CNI plugin closed it). It is matched to its pod by namespace/name
+(and UID when both sides have one) and to an attachment of the pod's network-status by interface name. Until
+that works it stays *pending*: the daemon does not touch it, and the plugin's table keeps it closed. Pods that
+have terminated keep their last rules (the compiler treats terminated pods as unselected, which would open
+them). A failed transaction changes nothing (nft is atomic): the interface keeps its previous rules, is marked
+*failed*, gets an Event, and is retried with the runner's backoff.
+
+"What this daemon last programmed" starts empty, so after a (re)start every interface gets one transaction that
+replaces its chains atomically: the existing rules are adopted without a flush and without an open window.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from daemon.apply import Applier
+from daemon.clock import Clock
+from daemon.conntrack import ConntrackCleaner, withdraws
+from daemon.dependencies import namespace_labels, policies_seeing_namespace, policies_seeing_pod
+from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_ref
+from daemon.logs import fields
+from daemon.metrics import Metrics
+from daemon.status import StatusWriter
+from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
+from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
+from shared.errors import NetnsGone
+from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
+from shared.nft.errors import NftError
+from shared.nft.transaction import TransactionError
+from shared.state import StateEntry
+
+log = logging.getLogger(__name__)
+
+IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
+
+PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
+REASON_NOT_APPLIED = "RulesNotApplied"
+REASON_INVALID = "InvalidPolicy"
+
+
+@dataclass
+class InterfaceRecord:
+    """The controller's bookkeeping for one local interface (one state entry)."""
+
+    entry: StateEntry
+    state: str = PENDING
+    reason: str = "not computed yet"
+    desired: InterfaceRules | None = None  # last computed
+    applied: InterfaceRules | None = None  # last programmed by this process (None: unknown)
+    last_programmed: float | None = None  # wall clock
+    last_error: str = ""
+    failures: int = 0
+    conntrack_due: bool = False  # a withdrawal whose conntrack cleanup has not succeeded yet
+    pod_uid: str = ""
+
+    def policies(self) -> set[str]:
+        if self.desired is None:
+            return set()
+        return set(self.desired.ingress.policies) | set(self.desired.egress.policies)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    pod: Pod
+    attachment: Attachment
+
+
+@dataclass
+class SyncReport:
+    """What one sync did (returned for tests and logs)."""
+
+    ran: bool = False
+    dirty: int = 0
+    transactions: int = 0
+    failed: int = 0
+    conntrack_deleted: int = 0
+    keys: list[IfaceKey] = field(default_factory=list)  # interfaces that got a successful transaction
+
+
+def resolve(entry: StateEntry, pods: Mapping[str, PodObject]) -> Resolved | str:
+    """The pod and attachment of a state entry, or why the interface must stay pending."""
+    if not entry.pod:
+        return "the runtime gave no pod namespace/name (K8S_POD_*) for this attachment"
+    record = pods.get(entry.pod)
+    if record is None:
+        return f"pod {entry.pod} is not known (yet)"
+    pod = record.pod
+    if entry.pod_uid and pod.uid and entry.pod_uid != pod.uid:
+        return f"pod {entry.pod} has UID {pod.uid}, the attachment belongs to UID {entry.pod_uid}"
+    if not record.status_reported:
+        return f"pod {entry.pod} has no network-status annotation yet"
+    for attachment in pod.secondary_attachments():
+        if attachment.interface == entry.ifname:
+            return Resolved(pod, attachment)
+    return f"interface {entry.ifname} is not in pod {entry.pod}'s network-status (yet)"
+
+
+def rules_for(
+    index: ClusterIndex, pod: Pod, attachment: Attachment, shared: dict[tuple[object, ...], DirectionRules]
+) -> InterfaceRules:
+    """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
+
+    A direction's rules depend on the pod only through the policies that select it there and, for ingress, its
+    containerPorts ("a named port is resolved against the destination pod": for ingress the selected pod
+    itself). So the pods of a Deployment — same labels, same ports — share one computation, and a full resync
+    of N local interfaces costs one compile per distinct policy set, not N. `shared` lives for one sync (one
+    ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`."""
+    out: dict[str, DirectionRules] = {}
+    for direction in (INGRESS, EGRESS):
+        selecting = tuple(
+            sorted(
+                p.key
+                for p in index.cluster.policies
+                if direction in p.policy_types and selects(p, pod, attachment.network)
+            )
+        )
+        ports = pod.container_ports if direction == INGRESS else ()
+        key = (direction, attachment.network, selecting, ports)
+        if key not in shared:
+            shared[key] = compile_direction(index, pod, attachment.network, direction)
+        out[direction] = shared[key]
+    return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS])
+
+
+def local_addresses(entry: StateEntry, attachment: Attachment | None) -> tuple[IPAddress, ...]:
+    out: list[IPAddress] = list(attachment.ips) if attachment else []
+    for text in entry.ips:
+        try:
+            ip = ipaddress.ip_interface(text).ip
+        except ValueError:
+            continue
+        if ip not in out:
+            out.append(ip)
+    return tuple(out)
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        applier: Applier,
+        clock: Clock,
+        *,
+        conntrack: ConntrackCleaner | None = None,
+        events: EventRecorder | None = None,
+        metrics: Metrics | None = None,
+        status: StatusWriter | None = None,
+    ) -> None:
+        self.store = store
+        self.applier = applier
+        self.clock = clock
+        self.conntrack = conntrack
+        self.events: EventRecorder = events or LogEvents()
+        self.metrics = metrics or Metrics()
+        self.status = status
+        self.records: dict[IfaceKey, InterfaceRecord] = {}
+        self.last_report = SyncReport()
+        self.synced_once = False  # a sync ran after every source had synced
+        self._need_full = True
+        self._retry: set[IfaceKey] = set()
+        self._invalid: dict[str, tuple[str, ...]] = {}
+
+    # ------------------------------------------------------------------------------------------- sync
+
+    def sync(self, periodic: bool = False) -> bool:
+        """One level-triggered sync; returns False when something must be retried."""
+        started = self.clock.now()
+        changes = self.store.drain()
+        self._report_policies(changes)
+        self.metrics.set_sources(self.store.source_status())
+        snap = self.store.snapshot()
+        self._reconcile_entries(snap)
+        if not self.store.synced():
+            self._need_full = True
+            self.last_report = SyncReport()
+            waiting = ", ".join(sorted(n for n, ok in self.store.source_status().items() if not ok))
+            for record in self.records.values():
+                if record.state == PENDING:
+                    record.reason = f"waiting for the first list of: {waiting}"
+            self._publish(self.last_report, False)
+            return True
+        full = periodic or self._need_full
+        self._need_full = False
+        dirty = self._all_dirty(changes) if full else self._dirty(changes, snap)
+        for key in self._retry:
+            dirty.setdefault(key, started)
+        self._retry = set()
+        report = SyncReport(ran=True, dirty=len(dirty))
+        if dirty:
+            self._sync_interfaces(dirty, snap, report)
+        self.synced_once = True
+        self.last_report = report
+        elapsed = self.clock.now() - started
+        self.metrics.sync_duration.labels("full" if full else "incremental").observe(elapsed)
+        self._publish(report, full)
+        if report.transactions or report.failed:
+            log.info(
+                "sync: %d dirty, %d transactions, %d failed, %.1f ms",
+                report.dirty,
+                report.transactions,
+                report.failed,
+                elapsed * 1000,
+                extra=fields(kind="full" if full else "incremental"),
+            )
+        return report.failed == 0
+
+    def _report_policies(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if change.kind != POLICY:
+                continue
+            key: str = change.key
+            new: MultiNetworkPolicy | None = change.new
+            ref = policy_ref(key, self.store.uid(POLICY, key))
+            if new is not None and not new.valid:
+                self._invalid[key] = new.problems
+                self.events.warn(
+                    ref,
+                    REASON_INVALID,
+                    "enforced fail-closed (isolates what it selects, allows nothing): " + "; ".join(new.problems),
+                )
+            else:
+                if self._invalid.pop(key, None) is not None and new is not None:
+                    log.info("policy is valid again", extra=fields(policy=key))
+                self.events.clear(ref, REASON_INVALID)
+        self.metrics.invalid_policies.set(len(self._invalid))
+
+    def _reconcile_entries(self, snap: Snapshot) -> None:
+        for key in [k for k in self.records if k not in snap.entries]:
+            gone = self.records.pop(key)
+            log.info("interface released", extra=fields(pod=gone.entry.pod, ifname=key[1], container=key[0]))
+        for key, entry in snap.entries.items():
+            record = self.records.get(key)
+            if record is None:
+                self.records[key] = InterfaceRecord(entry)
+            elif record.entry != entry:
+                if record.entry.netns != entry.netns:
+                    record.applied = None  # another namespace: what we programmed is not there
+                record.entry = entry
+
+    def _all_dirty(self, changes: Iterable[Change]) -> dict[IfaceKey, float]:
+        first = {}
+        for change in changes:
+            if change.kind == STATE:
+                first[change.key] = change.at
+        now = self.clock.now()
+        return {key: first.get(key, now) for key in self.records}
+
+    def _dirty(self, changes: list[Change], snap: Snapshot) -> dict[IfaceKey, float]:
+        """Local interfaces the changes can affect, each with the time of the earliest such change."""
+        dirty: dict[IfaceKey, float] = {}
+        by_pod: dict[str, set[IfaceKey]] = defaultdict(set)
+        by_policy: dict[str, set[IfaceKey]] = defaultdict(set)
+        for key, record in self.records.items():
+            by_pod[record.entry.pod].add(key)
+            for policy in record.policies():
+                by_policy[policy].add(key)
+
+        def mark(keys: Iterable[IfaceKey], at: float) -> None:
+            for key in keys:
+                if key in self.records:
+                    dirty[key] = min(dirty.get(key, at), at)
+
+        policies = list(snap.policies.values())
+        for change in changes:
+            if change.kind == STATE:
+                mark([change.key], change.at)
+            elif change.kind == POD:
+                mark(by_pod.get(change.key, ()), change.at)
+                pod_versions = [v.pod if v is not None else None for v in (change.old, change.new)]
+                for policy in policies_seeing_pod(policies, pod_versions, snap.namespaces):
+                    mark(by_policy.get(policy, ()), change.at)
+            elif change.kind == NAMESPACE:
+                label_sets = [
+                    v.labels if isinstance(v, Namespace) else namespace_labels({}, change.key)
+                    for v in (change.old, change.new)
+                ]
+                for policy in policies_seeing_namespace(policies, label_sets):
+                    mark(by_policy.get(policy, ()), change.at)
+            elif change.kind == POLICY:
+                mark(by_policy.get(change.key, ()), change.at)
+                policy_versions = [v for v in (change.old, change.new) if isinstance(v, MultiNetworkPolicy)]
+                mark(self._selected_by(policy_versions, snap), change.at)
+            # NetworkAttachmentDefinitions: the compiler does not read them
+        return dirty
+
+    def _selected_by(self, policies: list[MultiNetworkPolicy], snap: Snapshot) -> list[IfaceKey]:
+        namespaces = {p.namespace for p in policies}
+        out = []
+        for key, record in self.records.items():
+            if record.entry.pod_namespace not in namespaces:
+                continue
+            resolved = resolve(record.entry, snap.pods)
+            if isinstance(resolved, str):
+                out.append(key)  # pending anyway: recomputing it is cheap and keeps its reason current
+                continue
+            if any(selects(p, resolved.pod, resolved.attachment.network) for p in policies):
+                out.append(key)
+        return out
+
+    # ------------------------------------------------------------------------------------------- apply
+
+    def _sync_interfaces(self, dirty: dict[IfaceKey, float], snap: Snapshot, report: SyncReport) -> None:
+        pods = snap.pods
+        cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
+        index = ClusterIndex.build(cluster)
+        shared_rules: dict[tuple[object, ...], DirectionRules] = {}
+        for key in sorted(dirty):
+            record = self.records[key]
+            resolved = resolve(record.entry, pods)
+            if isinstance(resolved, str):
+                self._set_state(record, PENDING, resolved)
+                continue
+            pod = resolved.pod
+            if not pod.is_active:
+                self._set_state(record, TERMINATED, f"pod phase {pod.phase}: keeping its last rules")
+                continue
+            rules = rules_for(index, pod, resolved.attachment, shared_rules)
+            record.desired = rules
+            record.pod_uid = pod.uid
+            if rules == record.applied and not record.conntrack_due:
+                if record.state != PROGRAMMED:
+                    self._set_state(record, PROGRAMMED, "")
+                continue
+            self._program(key, record, rules, resolved, dirty[key], report)
+
+    def _program(
+        self,
+        key: IfaceKey,
+        record: InterfaceRecord,
+        rules: InterfaceRules,
+        resolved: Resolved,
+        since: float,
+        report: SyncReport,
+    ) -> None:
+        entry = record.entry
+        extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns, container=entry.container_id)
+        ref = pod_ref(entry.pod, record.pod_uid)
+        previous = record.applied
+        if rules != previous:
+            try:
+                self.applier.apply(entry.netns, rules)
+            except NetnsGone as exc:
+                self._set_state(record, GONE, str(exc))
+                log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
+                return
+            except (NftError, TransactionError, OSError) as exc:
+                self._failed(key, record, ref, f"nft: {exc}", report)
+                self.metrics.transactions.labels("error").inc()
+                return
+            self.metrics.transactions.labels("ok").inc()
+            report.transactions += 1
+            report.keys.append(key)
+            record.applied = rules
+            record.last_programmed = self.clock.wall()
+            self.metrics.programming_latency.observe(max(self.clock.now() - since, 0.0))
+            log.info("programmed", extra=extra)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("transaction:\n%s", self.applier.render(rules), extra=extra)
+            record.conntrack_due = record.conntrack_due or withdraws(previous, rules)
+        if record.conntrack_due and self.conntrack is not None:
+            try:
+                deleted = self.conntrack.clean(entry.netns, rules, local_addresses(entry, resolved.attachment))
+            except OSError as exc:
+                self._failed(key, record, ref, f"conntrack: {exc}", report)
+                return
+            report.conntrack_deleted += deleted
+            self.metrics.conntrack_deletions.inc(deleted)
+        record.conntrack_due = False
+        record.failures = 0
+        record.last_error = ""
+        self._set_state(record, PROGRAMMED, "")
+        self.events.clear(ref, REASON_NOT_APPLIED)
+
+    def _failed(self, key: IfaceKey, record: InterfaceRecord, ref: ObjectRef, message: str, report: SyncReport) -> None:
+        entry = record.entry
+        record.failures += 1
+        record.last_error = message
+        report.failed += 1
+        self._retry.add(key)
+        self.metrics.apply_errors.inc()
+        self._set_state(record, FAILED, message)
+        log.warning(
+            "%s (retrying): %s",
+            "deleting withdrawn flows failed; the new rules are in place"
+            if record.conntrack_due
+            else "could not program interface; it keeps its previous rules",
+            message,
+            extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns),
+        )
+        self.events.warn(ref, REASON_NOT_APPLIED, f"interface {entry.ifname}: {message}")
+
+    def _set_state(self, record: InterfaceRecord, state: str, reason: str) -> None:
+        if (record.state, record.reason) != (state, reason) and state in (PENDING, TERMINATED):
+            log.info(
+                "interface %s: %s",
+                state,
+                reason,
+                extra=fields(pod=record.entry.pod, ifname=record.entry.ifname, container=record.entry.container_id),
+            )
+        record.state, record.reason = state, reason
+
+    # ------------------------------------------------------------------------------------------- outputs
+
+    def state_counts(self) -> Counter[str]:
+        return Counter(r.state for r in self.records.values())
+
+    def _publish(self, report: SyncReport, full: bool) -> None:
+        self.metrics.set_interface_states(self.state_counts())
+        self.metrics.pods.set(len({r.entry.pod for r in self.records.values() if r.state == PROGRAMMED}))
+        if self.status is not None:
+            self.status.write(self, self.store.source_status(), force=full)

@@ -1,0 +1,98 @@
+"""`/metrics`, `/healthz` and `/readyz` on one small HTTP server (the DaemonSet's probes and Prometheus' scrape).
+
+* `/healthz` — liveness: 200 while the process is alive and its sync loop is not stuck (the loop thread is
+  running, has woken recently, and no single sync has been running for longer than the stuck threshold);
+  otherwise 503, and the kubelet restarts the pod, which is safe (rules stay in place, see docs/daemon.md).
+* `/readyz` — readiness: 200 once every source has completed its first list and a sync has run since; 503
+  with the sources still missing before that.
+* `/metrics` — the Prometheus text format of daemon.metrics.
+
+The bodies are one line of text saying why. Standard library only; one thread per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from daemon.logs import fields
+from daemon.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], tuple[bool, str]]
+
+
+class HealthServer:
+    def __init__(self, address: tuple[str, int], metrics: Metrics, healthy: Check, ready: Check) -> None:
+        self.metrics = metrics
+        self.healthy = healthy
+        self.ready = ready
+        self._server = _Server(address, _Handler, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mnpd-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        log.info("serving /metrics, /healthz and /readyz", extra=fields(source=f"{self._server.server_address}"))
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HealthServer) -> None:
+        import socket
+
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.owner = owner
+        super().__init__(address, handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._answer(200, owner.metrics.exposition(), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/livez"):
+            self._check(owner.healthy)
+        elif path == "/readyz":
+            self._check(owner.ready)
+        else:
+            self._answer(404, b"not found: try /metrics, /healthz or /readyz\n")
+
+    def _check(self, check: Check) -> None:
+        try:
+            ok, why = check()
+        except Exception as exc:  # a broken check is a failed check, not a dead server
+            ok, why = False, f"check failed: {exc}"
+        self._answer(200 if ok else 503, (why or ("ok" if ok else "not ok")).encode() + b"\n")
+
+    def _answer(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,53 @@
+"""`mnpd`: parse the configuration, set up logging, run the daemon until SIGTERM/SIGINT. Wiring only.
+
+Exit codes: 0 after a signal (rules left in place), 1 when the daemon cannot start, 2 for a bad configuration
+(every problem is printed). `mnpd --help` documents every flag and its environment variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from daemon import config as daemon_config
+from daemon import logs
+from daemon.app import Daemon
+from shared.errors import ConfigError
+
+log = logging.getLogger("mnpd")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = daemon_config.load(argv)
+    except ConfigError as exc:
+        print(f"mnpd: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_format, config.log_level)
+    for name, value in config.settings():
+        log.info("setting %s = %s", name, value)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping (rules stay in place)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon = Daemon(config).start()
+    except Exception as exc:
+        log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
+    while not stop.wait(1.0):
+        pass
+    daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The Kubernetes API source: one reflector (list, then watch) per kind, through the official client.
+
+Four kinds, cluster-wide: MultiNetworkPolicies (k8s.cni.cncf.io/v1beta1), Pods (every namespace and node:
+peers live on other nodes), Namespaces (their labels feed namespaceSelectors) and NetworkAttachmentDefinitions
+(k8s.cni.cncf.io/v1). Each reflector is the client-go Reflector loop, written out:
+
+1. **list** in pages (`limit`/`continue`), parse every item into the store with one `replace` (objects missing
+   from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
+   synced to the store;
+2. **watch** from that resourceVersion with `allowWatchBookmarks` and a server-side `timeoutSeconds`; every
+   event updates the store and the resourceVersion (BOOKMARKs only the latter); when the server ends the watch,
+   watch again from the last resourceVersion;
+3. a `410 Gone` — as an HTTP status or as an in-stream ERROR event — means the resourceVersion was compacted
+   away: **relist** at once; any other failure (connection refused or cut, 5xx, a read timeout, garbage)
+   reconnects after a capped exponential backoff with full jitter, and a successful list or watch resets it.
+
+Raw JSON on the hot path: the client's model deserialisation is slow, so every call passes
+`_preload_content=False`, and the bytes are parsed with `json` and handed to shared.model's parsers
+(daemon.sources.convert). Watch streams are split into lines as they arrive.
+
+Memory: the store keeps only pods with a secondary network (see convert); for each, the parsed labels, ports and
+attachments — not the raw object. A cluster with 100,000 pods of which 10,000 have secondary networks costs the
+daemon roughly the latter's parsed form (a few KB each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from daemon.logs import fields
+from daemon.sources.convert import convert
+from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+CONNECT_TIMEOUT_S = 10.0
+READ_SLACK_S = 30.0  # a watch's socket read timeout = its server-side timeout + this
+
+
+class ExpiredError(Exception):
+    """The watch's resourceVersion is too old (410 Gone): relist."""
+
+
+class WatchError(Exception):
+    """The server sent an ERROR event other than 410."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Full jitter: uniform in [0, min(maximum, initial × 2^attempt)]."""
+        return float(rand()) * min(self.maximum, self.initial * (2.0 ** min(attempt, 30)))
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # "pods": the source name is "api/pods"
+    store_kind: str
+    call: Callable[..., Any]  # the list function of the official client, without per-call arguments
+
+
+def kinds(api_client: Any) -> list[Kind]:
+    core = k8s.CoreV1Api(api_client)
+    custom = k8s.CustomObjectsApi(api_client)
+    return [
+        Kind(
+            "multi-networkpolicies",
+            POLICY,
+            functools.partial(custom.list_cluster_custom_object, "k8s.cni.cncf.io", "v1beta1", "multi-networkpolicies"),
+        ),
+        Kind("pods", POD, core.list_pod_for_all_namespaces),
+        Kind("namespaces", NAMESPACE, core.list_namespace),
+        Kind(
+            "network-attachment-definitions",
+            NAD,
+            functools.partial(
+                custom.list_cluster_custom_object, "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+            ),
+        ),
+    ]
+
+
+def iter_lines(response: Any) -> Iterator[bytes]:
+    """The newline-separated frames of a watch stream, as they arrive."""
+    pending = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if pending.strip():
+        yield pending
+
+
+class Reflector:
+    """List + watch of one kind into the store, on its own thread."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        store: Store,
+        *,
+        watch_timeout: float = 300.0,
+        backoff: Backoff = Backoff(),
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.kind = kind
+        self.store = store
+        self.source = f"api/{kind.name}"
+        self.watch_timeout = max(1, int(watch_timeout))
+        self.backoff = backoff
+        self.page_size = page_size
+        self.resource_version: str | None = None
+        self.lists = 0
+        self.watches = 0
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._response_lock = threading.Lock()
+        self._thread = threading.Thread(target=self.run, name=f"mnpd-{kind.name}", daemon=True)
+        store.register_source(self.source, [kind.store_kind])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._response_lock:
+            response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # best effort: unblocks a read in progress on the watch thread
+                response.shutdown()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        attempt = 0
+        extra = fields(kind=self.kind.name)
+        while not self._stop.is_set():
+            try:
+                if self.resource_version is None:
+                    self.resource_version = self._list()
+                    self.store.mark_synced(self.source)
+                    attempt = 0
+                self._watch(self.resource_version)
+                attempt = 0
+            except ExpiredError as exc:
+                log.info("resourceVersion expired (%s); relisting", exc, extra=extra)
+                self.resource_version = None
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("410 Gone; relisting", extra=extra)
+                    self.resource_version = None
+                    continue
+                self._pause(attempt, f"API error {exc.status} {exc.reason}")
+                attempt += 1
+            except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError, TypeError, WatchError) as exc:
+                if self._stop.is_set():
+                    break
+                self._pause(attempt, f"{type(exc).__name__}: {exc}")
+                attempt += 1
+
+    def _pause(self, attempt: int, why: str) -> None:
+        delay = self.backoff.delay(attempt)
+        log.warning("%s failed: %s; retrying in %.2f s", self.source, why, delay, extra=fields(kind=self.kind.name))
+        self._stop.wait(delay)
+
+    def _list(self) -> str:
+        items: dict[str, Any] = {}
+        uids: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                kwargs["_continue"] = token
+            response = self.kind.call(
+                **kwargs, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT_S, CONNECT_TIMEOUT_S * 6)
+            )
+            try:
+                doc = json.loads(response.data)
+            finally:
+                response.release_conn()
+            for obj in doc.get("items") or ():
+                key, value, uid = convert(self.kind.store_kind, obj)
+                if value is not None:
+                    items[key] = value
+                    uids[key] = uid
+            meta = doc.get("metadata") or {}
+            token = meta.get("continue") or None
+            if not token:
+                break
+        self.store.replace(self.kind.store_kind, items, uids)
+        self.lists += 1
+        rv = str(meta.get("resourceVersion") or "")
+        log.info(
+            "listed %d %s at resourceVersion %s", len(items), self.kind.name, rv, extra=fields(kind=self.kind.name)
+        )
+        return rv
+
+    def _watch(self, resource_version: str) -> None:
+        """Watch from `resource_version` until the server ends the stream; `self.resource_version` follows every
+        event, so a reconnect after a failure resumes from the last one seen."""
+        response = self.kind.call(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout,
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT_S, self.watch_timeout + READ_SLACK_S),
+        )
+        with self._response_lock:
+            self._response = response
+        self.watches += 1
+        finished = False
+        try:
+            for line in iter_lines(response):
+                if self._stop.is_set():
+                    break
+                self.resource_version = self._handle(json.loads(line), self.resource_version or resource_version)
+            else:
+                finished = True
+        finally:
+            with self._response_lock:
+                self._response = None
+            if finished:
+                response.release_conn()  # the stream ended cleanly: the connection can be reused
+            else:
+                response.close()  # cut mid-stream: never hand this connection to another request
+
+    def _handle(self, event: dict[str, Any], resource_version: str) -> str:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise ExpiredError(obj.get("message", "Expired"))
+            raise WatchError(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
+        if kind == "BOOKMARK":
+            return rv
+        key, value, uid = convert(self.kind.store_kind, obj)
+        if kind == "DELETED" or value is None:
+            self.store.delete(self.kind.store_kind, key)
+        elif kind in ("ADDED", "MODIFIED"):
+            self.store.upsert(self.kind.store_kind, key, value, uid)
+        else:
+            raise WatchError(f"unknown watch event type {kind!r}")
+        return rv
+
+
+def api_client(kubeconfig: str | None) -> Any:
+    """An ApiClient from a kubeconfig file, or the in-cluster service account."""
+    from kubernetes import config
+
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return k8s.ApiClient(configuration)
+
+
+class KubeSource:
+    """All four reflectors."""
+
+    def __init__(
+        self, store: Store, client: Any, *, watch_timeout: float = 300.0, backoff: Backoff = Backoff()
+    ) -> None:
+        self.reflectors = [
+            Reflector(kind, store, watch_timeout=watch_timeout, backoff=backoff) for kind in kinds(client)
+        ]
+
+    def start(self) -> None:
+        for reflector in self.reflectors:
+            reflector.start()
+
+    def stop(self) -> None:
+        for reflector in self.reflectors:
+            reflector._stop.set()
+        for reflector in self.reflectors:
+            reflector.stop()

@@ -1,0 +1,113 @@
+"""The node-local status file: what the daemon did to each local interface, for `mnpctl pods/status`.
+
+Default path: `mnpd-status.json` beside the state dir (`/run/mnp/mnpd-status.json`); never inside it, because
+the state dir is the CNI plugin's contract and holds nothing else. Written atomically (tmp + rename) after a sync
+that changed anything and after every periodic resync, so a reader always gets a whole document. Schema 1:
+
+    {
+      "schema": 1, "node": "node-a", "updated": "2026-05-09T07:35:25Z",
+      "ready": true,                              every source synced and a sync has run since
+      "sources": {"api/pods": true, "state-dir": true, ...},
+      "interfaces": [
+        {"containerID": "3f69…", "ifname": "net1", "pod": "ns1/web-0", "netns": "/var/run/netns/cni-…",
+         "state": "programmed",                   programmed | pending | failed | terminated | gone
+         "reason": "",                            why it is pending / failed
+         "network": "ns1/macvlan-conf",
+         "ingress": {"isolated": true, "policies": ["ns1/allow-db"], "allows": 2},
+         "egress": {"isolated": false, "policies": [], "allows": 0},
+         "rules": "5f3a9c0e1b2d",                 digest of the programmed rules (absent: not programmed by this run)
+         "lastProgrammed": "2026-05-09T07:35:25Z", "failures": 0}
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from daemon.clock import Clock
+from daemon.logs import fields
+from shared.compiler import DirectionRules
+
+if TYPE_CHECKING:
+    from daemon.controller import Controller
+
+log = logging.getLogger(__name__)
+SCHEMA = 1
+
+
+def _stamp(wall: float | None) -> str | None:
+    return None if wall is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
+
+
+def _direction(rules: DirectionRules) -> dict[str, Any]:
+    return {"isolated": rules.isolated, "policies": list(rules.policies), "allows": len(rules.allows)}
+
+
+def status_document(controller: Controller, sources: Mapping[str, bool], node: str) -> dict[str, Any]:
+    interfaces = []
+    for key in sorted(controller.records):
+        record = controller.records[key]
+        item: dict[str, Any] = {
+            "containerID": key[0],
+            "ifname": key[1],
+            "pod": record.entry.pod,
+            "netns": record.entry.netns,
+            "state": record.state,
+            "reason": record.reason,
+            "lastProgrammed": _stamp(record.last_programmed),
+            "failures": record.failures,
+        }
+        if record.applied is not None:
+            # a short digest of what is programmed: changes exactly when a transaction changed the rules
+            item["rules"] = hashlib.sha256(repr(record.applied).encode()).hexdigest()[:12]
+        rules = record.applied or record.desired
+        if rules is not None:
+            item["network"] = rules.network
+            item["ingress"] = _direction(rules.ingress)
+            item["egress"] = _direction(rules.egress)
+        interfaces.append(item)
+    return {
+        "schema": SCHEMA,
+        "node": node,
+        "ready": all(sources.values()) and controller.synced_once,
+        "sources": dict(sources),
+        "interfaces": interfaces,
+    }
+
+
+class StatusWriter:
+    def __init__(self, path: str, clock: Clock, node: str = "") -> None:
+        self.path = path
+        self.clock = clock
+        self.node = node
+        self._last: dict[str, Any] | None = None
+
+    def write(self, controller: Controller, sources: Mapping[str, bool], force: bool = False) -> None:
+        doc = status_document(controller, sources, self.node)
+        if doc == self._last and not force:
+            return
+        self._last = doc
+        text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}, indent=1) + "\n"
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".mnpd-status.", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            self._last = None
+            log.warning("cannot write the status file: %s", exc, extra=fields(source=self.path))

@@ -1,0 +1,178 @@
+"""The daemon's single cache of what its sources have seen, and the log of what changed since the last sync.
+
+Sources (API reflectors, the manifests directory, the state dir) write here and nowhere else; the controller
+reads a snapshot and drains the change log, both on the runner's thread. That split is the whole of the
+level-triggered design: an event is never "handled", it only updates the current state and pokes the runner, and
+whatever the runner finds changed when it runs is what gets recomputed. A burst of 1,000 events is one sync.
+
+Values are already parsed (shared.model objects, shared.state entries): parsing happens once per event, on the
+source's thread, and the sync never touches raw JSON. An update that leaves the parsed value equal (a pod status
+heartbeat, a resourceVersion bump) records no change at all, so it costs no recompute.
+
+Change coalescing: per object, the log keeps the value *before the first* change since the last drain and the
+time that change was seen; the "after" value is read at drain time. A pod added and deleted between two syncs
+drains as nothing.
+
+Readiness: every source registers the kinds it owns and reports `mark_synced` after its first complete list;
+`synced()` is true only when all have. Until then the controller programs nothing (a pod stays closed rather
+than be opened by half a picture of the cluster).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.clock import Clock
+from shared.model import MultiNetworkPolicy, Namespace, NetworkAttachmentDefinition, Pod
+from shared.state import StateEntry
+
+NAMESPACE = "Namespace"
+POD = "Pod"
+NAD = "NetworkAttachmentDefinition"
+POLICY = "MultiNetworkPolicy"
+STATE = "StateEntry"
+KINDS = (NAMESPACE, POD, NAD, POLICY, STATE)
+
+
+@dataclass(frozen=True)
+class PodObject:
+    """A pod as the daemon keeps it. `status_reported`: Multus wrote the network-status annotation, so the
+    attachments are the real interfaces (otherwise they were guessed from the request and a local interface
+    must stay pending)."""
+
+    pod: Pod
+    status_reported: bool = True
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str
+    key: Any  # "ns/name", a namespace name, or a state entry's (containerID, ifname)
+    old: Any  # the value before the first change since the last drain (None: it did not exist)
+    new: Any  # the value now (None: it no longer exists)
+    at: float  # clock time the first of these changes was recorded
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    namespaces: Mapping[str, Namespace]
+    pods: Mapping[str, PodObject]
+    nads: Mapping[str, NetworkAttachmentDefinition]
+    policies: Mapping[str, MultiNetworkPolicy]
+    entries: Mapping[tuple[str, str], StateEntry]
+
+
+@dataclass
+class _Source:
+    kinds: tuple[str, ...]
+    synced: bool = False
+
+
+@dataclass
+class Store:
+    clock: Clock
+    on_change: Callable[[], None] = lambda: None  # the runner's request(); called outside the lock
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _objects: dict[str, dict[Any, Any]] = field(default_factory=lambda: {k: {} for k in KINDS}, init=False)
+    _uids: dict[tuple[str, Any], str] = field(default_factory=dict, init=False)
+    _pending: dict[tuple[str, Any], tuple[Any, float]] = field(default_factory=dict, init=False)
+    _sources: dict[str, _Source] = field(default_factory=dict, init=False)
+
+    # ------------------------------------------------------------------------------------------- sources
+
+    def register_source(self, name: str, kinds: Iterable[str]) -> None:
+        with self._lock:
+            self._sources[name] = _Source(tuple(kinds))
+
+    def mark_synced(self, name: str) -> None:
+        with self._lock:
+            source = self._sources[name]
+            changed = not source.synced
+            source.synced = True
+        if changed:
+            self.on_change()
+
+    def synced(self) -> bool:
+        with self._lock:
+            return all(s.synced for s in self._sources.values())
+
+    def source_status(self) -> dict[str, bool]:
+        with self._lock:
+            return {name: s.synced for name, s in self._sources.items()}
+
+    # ------------------------------------------------------------------------------------------- writes
+
+    def upsert(self, kind: str, key: Any, value: Any, uid: str = "") -> None:
+        with self._lock:
+            changed = self._set(kind, key, value)
+            if uid:
+                self._uids[(kind, key)] = uid
+        if changed:
+            self.on_change()
+
+    def delete(self, kind: str, key: Any) -> None:
+        with self._lock:
+            changed = self._set(kind, key, None)
+            self._uids.pop((kind, key), None)
+        if changed:
+            self.on_change()
+
+    def replace(self, kind: str, items: Mapping[Any, Any], uids: Mapping[Any, str] | None = None) -> None:
+        """Make `kind` hold exactly `items` (a relist, a manifests reload, a state-dir rescan)."""
+        with self._lock:
+            changed = False
+            for key in [k for k in self._objects[kind] if k not in items]:
+                changed |= self._set(kind, key, None)
+                self._uids.pop((kind, key), None)
+            for key, value in items.items():
+                changed |= self._set(kind, key, value)
+            for key, uid in (uids or {}).items():
+                self._uids[(kind, key)] = uid
+        if changed:
+            self.on_change()
+
+    def _set(self, kind: str, key: Any, value: Any) -> bool:
+        objects = self._objects[kind]
+        old = objects.get(key)
+        if old == value:
+            return False
+        if value is None:
+            del objects[key]
+        else:
+            objects[key] = value
+        self._pending.setdefault((kind, key), (old, self.clock.now()))
+        return True
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    def drain(self) -> list[Change]:
+        """What changed since the last drain, net of changes that cancelled out."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            out = []
+            for (kind, key), (old, at) in pending.items():
+                new = self._objects[kind].get(key)
+                if old != new:
+                    out.append(Change(kind, key, old, new, at))
+            return out
+
+    def snapshot(self) -> Snapshot:
+        """Shallow copies: the values are immutable, so the controller can read them without the lock."""
+        with self._lock:
+            o = self._objects
+            return Snapshot(dict(o[NAMESPACE]), dict(o[POD]), dict(o[NAD]), dict(o[POLICY]), dict(o[STATE]))
+
+    def get(self, kind: str, key: Any) -> Any:
+        with self._lock:
+            return self._objects[kind].get(key)
+
+    def uid(self, kind: str, key: Any) -> str:
+        with self._lock:
+            return self._uids.get((kind, key), "")
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return len(self._objects[kind])

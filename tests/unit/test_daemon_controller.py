@@ -1,0 +1,314 @@
+"""Store → controller → exactly which interfaces get a transaction, with FakeNft and a fake clock.
+
+Each pod netns is a FakeNft that starts with the CNI plugin's pending table, as on a real node. Behaviour is
+checked with the packet tracer (shared.nft.trace) and the Fakes' transaction counters.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from daemon.apply import Applier
+from daemon.clock import FakeClock
+from daemon.controller import FAILED, PENDING, PROGRAMMED, TERMINATED, Controller, SyncReport
+from daemon.events import LogEvents
+from daemon.metrics import Metrics
+from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
+from shared.compiler import InterfaceRules
+from shared.nft.errors import NftError
+from shared.nft.fake import FakeNft
+from shared.nft.render import RenderOptions, render_interface
+from shared.nft.trace import Packet, trace
+from shared.nft.transaction import Transaction
+from shared.state import StateEntry
+from tests.unit.test_daemon_builders import NET_A, attach, entry, from_pods, namespace, pod, policy, put, remove
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.store = Store(self.clock)
+        self.store.register_source("objects", [NAMESPACE, POD, NAD, POLICY])
+        self.store.register_source("state-dir", [STATE])
+        self.nfts: dict[str, FakeNft] = {}
+        self.broken: dict[str, int] = defaultdict(int)  # netns → how many more runs fail
+        self.events = LogEvents()
+        self.metrics = Metrics()
+        self.applier = Applier(self.nft_for, RenderOptions())
+        self.controller = Controller(self.store, self.applier, self.clock, events=self.events, metrics=self.metrics)
+
+    def nft_for(self, netns: str) -> FakeNft:
+        nft = self.nfts[netns]
+        harness = self
+
+        class Flaky:
+            def run(self, tx: Transaction) -> None:
+                if harness.broken[netns] > 0:
+                    harness.broken[netns] -= 1
+                    nft.transactions += 1
+                    raise NftError("Error: Could not process rule: Cannot allocate memory")
+                nft.run(tx)
+
+        return Flaky()  # type: ignore[return-value]
+
+    def attach(self, *entries: StateEntry) -> None:
+        """What the CNI plugin does at ADD: the pending table, then the state entry."""
+        for e in entries:
+            self.nfts.setdefault(e.netns, FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname))))
+        attach(self.store, *entries)
+
+    def ready(self) -> None:
+        self.store.mark_synced("objects")
+        self.store.mark_synced("state-dir")
+
+    def sync(self, periodic: bool = False) -> SyncReport:
+        self.controller.sync(periodic)
+        return self.controller.last_report
+
+    def transactions(self) -> dict[str, int]:
+        return {ns: nft.transactions for ns, nft in self.nfts.items() if nft.transactions}
+
+    def reset_counters(self) -> None:
+        for nft in self.nfts.values():
+            nft.transactions = nft.operations = 0
+
+    def ingress(self, e: StateEntry, src: str, dst: str, port: int, proto: str = "tcp") -> str:
+        packet = Packet("input", e.ifname, src, dst, proto, port)
+        return trace(self.nfts[e.netns].list_table(), packet).verdict
+
+    def egress(self, e: StateEntry, src: str, dst: str, port: int, proto: str = "tcp") -> str:
+        packet = Packet("output", e.ifname, src, dst, proto, port)
+        return trace(self.nfts[e.netns].list_table(), packet).verdict
+
+
+# Local pods: server (10.10.0.1) and db (10.10.0.2); remote peers: client (10.10.0.10), other (10.10.0.11).
+SERVER = entry("c-server", "server", ip="10.10.0.1")
+DB = entry("c-db", "db", ip="10.10.0.2")
+
+
+def cluster(h: Harness) -> None:
+    put(
+        h.store,
+        namespace("default"),
+        pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")]),
+        pod("db", labels={"app": "db"}, nets=[(NET_A, "net1", "10.10.0.2")]),
+        pod("client", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b"),
+        pod("other", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.11")], node="node-b"),
+        policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"role": "client"}, [("TCP", 80)])]),
+        policy("db-from-others", select={"app": "db"}, ingress=[from_pods({"role": "other"}, [("TCP", 5432)])]),
+    )
+    h.attach(SERVER, DB)
+
+
+@pytest.fixture
+def h() -> Harness:
+    harness = Harness()
+    cluster(harness)
+    return harness
+
+
+def test_nothing_is_programmed_until_every_source_has_synced(h: Harness) -> None:
+    assert h.sync(periodic=True).ran is False
+    h.store.mark_synced("objects")
+    assert h.sync().ran is False
+    assert h.transactions() == {}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"  # still the plugin's pending table
+    h.store.mark_synced("state-dir")
+    report = h.sync()
+    assert report.ran and report.transactions == 2
+    assert h.transactions() == {SERVER.netns: 1, DB.netns: 1}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 81) == "drop"
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
+    assert {r.state for r in h.controller.records.values()} == {PROGRAMMED}
+
+
+def test_a_no_op_resync_issues_no_transaction(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    h.reset_counters()
+    for _ in range(3):
+        h.clock.advance(60)
+        report = h.sync(periodic=True)
+        assert report.dirty == 2 and report.transactions == 0
+    assert h.transactions() == {}
+    put(h.store, pod("client", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b"))
+    assert h.sync().dirty == 0  # an update that changes nothing the daemon keeps is not even a change
+
+
+def test_a_label_change_on_one_pod_only_touches_the_interfaces_that_refer_to_it(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    h.reset_counters()
+    put(h.store, pod("client", labels={"role": "gone"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b"))
+    report = h.sync()
+    assert report.dirty == 1  # only the server's rules refer to the client: db is not even recomputed
+    assert h.transactions() == {SERVER.netns: 1}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"
+    # a pod that starts to match a peer selector is found too
+    put(h.store, pod("newcomer", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.12")], node="node-b"))
+    report = h.sync()
+    assert report.dirty == 1 and report.keys == [DB.key]
+    assert h.ingress(DB, "10.10.0.12", "10.10.0.2", 5432) == "accept"
+
+
+def test_removing_and_adding_a_peer_updates_existing_pods(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    remove(h.store, pod("other"))
+    assert h.sync().keys == [DB.key]
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "drop"
+    put(h.store, pod("other", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.11")], node="node-b"))
+    assert h.sync().keys == [DB.key]
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
+
+
+def test_a_policy_change_only_touches_the_interfaces_it_selects(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    put(
+        h.store, policy("db-from-others", select={"app": "db"}, ingress=[from_pods({"role": "other"}, [("TCP", 5433)])])
+    )
+    report = h.sync()
+    assert report.dirty == 1 and report.keys == [DB.key]
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5433) == "accept"
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "drop"
+    remove(h.store, policy("db-from-others"))
+    assert h.sync().keys == [DB.key]
+    assert h.ingress(DB, "192.0.2.1", "10.10.0.2", 1) == "accept"  # no policy selects it: open
+
+
+def test_a_namespace_label_change_touches_policies_with_namespace_selectors(h: Harness) -> None:
+    rule = {"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}
+    put(h.store, namespace("blue", {"team": "blue"}), pod("b1", "blue", nets=[(NET_A, "net1", "10.10.0.20")]))
+    put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[rule]))
+    h.ready()
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.20", "10.10.0.1", 80) == "accept"
+    put(h.store, namespace("blue", {"team": "red"}))
+    report = h.sync()
+    assert report.dirty == 1 and report.keys == [SERVER.key]
+    assert h.ingress(SERVER, "10.10.0.20", "10.10.0.1", 80) == "drop"
+
+
+def test_an_invalid_policy_posts_an_event_once_and_fails_closed(h: Harness) -> None:
+    bad = policy(
+        "server-from-clients", select={"app": "server"}, ingress=[{"from": [{"ipBlock": {"cidr": "10.10.0.300/24"}}]}]
+    )
+    put(h.store, bad)
+    h.ready()
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"  # isolated, nothing allowed
+    assert h.ingress(SERVER, "10.10.0.77", "10.10.0.1", 80) == "drop"
+    assert [(ref.key, reason) for ref, reason, _ in h.events.posted] == [
+        ("MultiNetworkPolicy default/server-from-clients", "InvalidPolicy")
+    ]
+    assert "10.10.0.300/24" in h.events.posted[0][2]
+    assert h.metrics.invalid_policies._value.get() == 1
+    h.sync(periodic=True)
+    assert len(h.events.posted) == 1  # deduplicated
+    put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"role": "client"})]))
+    h.sync()
+    assert h.metrics.invalid_policies._value.get() == 0
+    put(h.store, bad)
+    h.sync()
+    assert len(h.events.posted) == 2  # invalid again after having been fixed: a new Event
+
+
+def test_a_failed_transaction_changes_nothing_and_is_retried(h: Harness) -> None:
+    h.ready()
+    h.broken[SERVER.netns] = 1
+    assert h.controller.sync() is False
+    assert h.controller.records[SERVER.key].state == FAILED
+    assert h.controller.records[DB.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"  # still pending: never less restricted
+    assert [(ref.key, reason) for ref, reason, _ in h.events.posted] == [("Pod default/server", "RulesNotApplied")]
+    assert h.metrics.apply_errors._value.get() == 1
+    h.reset_counters()
+    assert h.controller.sync() is True  # the runner's retry
+    assert h.transactions() == {SERVER.netns: 1}  # only the failed one
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    h.broken[SERVER.netns] = 1
+    put(h.store, pod("client", labels={"role": "x"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b"))
+    h.controller.sync()
+    assert len(h.events.posted) == 2  # failing again after a success: a new Event
+
+
+def test_an_interface_missing_from_network_status_stays_pending(h: Harness) -> None:
+    late = entry("c-late", "late", ip="10.10.0.3")
+    put(h.store, pod("late", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.3")], status=False))
+    h.attach(late)
+    h.ready()
+    h.sync()
+    assert h.controller.records[late.key].state == PENDING
+    assert "network-status" in h.controller.records[late.key].reason
+    assert late.netns not in h.transactions()
+    put(h.store, pod("late", labels={"app": "server"}, nets=[(NET_A, "net2", "10.10.0.3")]))
+    h.sync()
+    assert h.controller.records[late.key].state == PENDING  # net1 is not in the status
+    put(h.store, pod("late", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.3")]))
+    assert h.sync().keys == [late.key]
+    assert h.ingress(late, "10.10.0.10", "10.10.0.3", 80) == "accept"
+
+
+def test_unknown_pods_and_other_incarnations_stay_pending(h: Harness) -> None:
+    stale = entry("c-old", "server", uid="uid-of-an-older-pod", ip="10.10.0.1")
+    orphan = entry("c-orphan", "nobody")
+    h.attach(stale, orphan)
+    h.ready()
+    h.sync()
+    assert h.controller.records[stale.key].state == PENDING
+    assert "UID" in h.controller.records[stale.key].reason
+    assert h.controller.records[orphan.key].state == PENDING
+    assert set(h.transactions()) == {SERVER.netns, DB.netns}
+
+
+def test_a_terminated_pod_keeps_its_rules(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    put(h.store, pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")], phase="Succeeded"))
+    h.reset_counters()
+    h.sync()
+    assert h.transactions() == {}
+    assert h.controller.records[SERVER.key].state == TERMINATED
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
+def test_state_entries_come_and_go(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    h.store.delete(STATE, DB.key)
+    assert h.sync().transactions == 0
+    assert DB.key not in h.controller.records
+    h.attach(DB)
+    assert h.sync().keys == [DB.key]
+
+
+def test_a_restarted_daemon_adopts_the_rules_with_one_transaction_per_interface(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    before = {ns: nft.dump() for ns, nft in h.nfts.items()}
+    h.reset_counters()
+    restarted = Controller(h.store, h.applier, h.clock, events=h.events)  # same netns contents, empty memory
+    restarted.sync(periodic=True)
+    assert h.transactions() == {SERVER.netns: 1, DB.netns: 1}
+    assert {ns: nft.dump() for ns, nft in h.nfts.items()} == before  # idempotent
+    h.reset_counters()
+    restarted.sync(periodic=True)
+    assert h.transactions() == {}
+
+
+def test_metrics_follow_the_interfaces(h: Harness) -> None:
+    h.ready()
+    h.clock.advance(0.5)
+    h.sync()
+    text = h.metrics.exposition().decode()
+    assert 'mnp_managed_interfaces{state="programmed"} 2.0' in text
+    assert "mnp_managed_pods 2.0" in text
+    assert 'mnp_nft_transactions_total{result="ok"} 2.0' in text
+    assert "mnp_programming_latency_seconds_count 2.0" in text
+    assert 'mnp_source_synced{source="state-dir"} 1.0' in text
