@@ -142,9 +142,11 @@ def read_documents(path: Path, root: Path | None = None) -> tuple[list[tuple[str
     """All YAML documents of one file, each with a source label `file#n`."""
     label = str(path.relative_to(root)) if root else str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return [], [Problem(label, f"cannot read: {exc.strerror}")]
+    except UnicodeDecodeError as exc:  # a binary file among the manifests
+        return [], [Problem(label, f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})")]
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
@@ -156,7 +158,11 @@ def manifest_files(directory: Path) -> list[Path]:
     return sorted(
         p
         for p in directory.rglob("*")
-        if p.is_file() and p.suffix in MANIFEST_SUFFIXES and p.name != PROBES_FILE and not p.name.startswith(".")
+        # a dangling symlink is listed too, so that reading it reports the problem instead of skipping it
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
+        and p.suffix in MANIFEST_SUFFIXES
+        and p.name != PROBES_FILE
+        and not p.name.startswith(".")
     )
 
 

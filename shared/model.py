@@ -269,7 +269,9 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
     where = f"metadata.annotations[{POLICY_FOR}]"
     if value is None:
         return (), [f"{where}: missing; the policy names no network and applies to none"]
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        return (), [f"{where}: must be a string like 'net1, other-ns/net2'; the policy applies to no network"]
+    if not value.strip():
         return (), [f"{where}: empty; the policy names no network and applies to none"]
     networks: list[str] = []
     problems: list[str] = []
@@ -307,7 +309,9 @@ def parse_namespace(obj: Mapping[str, Any]) -> Namespace:
     meta = _meta(obj)
     name = str(meta.get("name", ""))
     labels = _labels(meta)
-    labels.setdefault("kubernetes.io/metadata.name", name)
+    # "The Kubernetes control plane sets an immutable label kubernetes.io/metadata.name on all namespaces, the
+    # value of the label is the namespace name": whatever a manifest says, the API server would overwrite it.
+    labels["kubernetes.io/metadata.name"] = name
     return Namespace(name, labels)
 
 
@@ -470,6 +474,9 @@ def _parse_peer(raw: object, where: str, problems: list[str]) -> Peer | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be an object")
         return None
+    # An explicit null is the field being absent (the API's fields are pointers): `namespaceSelector: null` next to
+    # a podSelector keeps the peer in the policy's namespace, it does not select every namespace.
+    raw = {k: v for k, v in raw.items() if v is not None}
     unknown = set(raw) - {"podSelector", "namespaceSelector", "ipBlock"}
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -495,6 +502,12 @@ def _parse_peer(raw: object, where: str, problems: list[str]) -> Peer | None:
             if net.version != cidr.version or not net.subnet_of(cidr):  # type: ignore[arg-type]
                 problems.append(f"{where}.ipBlock.except[{j}]: {net} is not inside the cidr {cidr}")
                 continue
+            # NetworkPolicy validation: an except "must be a strict subset of `cidr`"
+            if net.prefixlen <= cidr.prefixlen:
+                problems.append(
+                    f"{where}.ipBlock.except[{j}]: {net} is the whole cidr; an except must be a strict subset"
+                )
+                continue
             excepts.append(net)
         return Peer(ip_block=IPBlock(cidr, tuple(excepts))) if cidr else None
     if not has_selector:
@@ -517,7 +530,9 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     unknown = set(raw) - {"protocol", "port", "endPort"}
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    protocol = raw.get("protocol", "TCP")  # "If not specified, this field defaults to TCP."
+    protocol = raw.get("protocol")
+    if protocol is None:
+        protocol = "TCP"  # "If not specified, this field defaults to TCP." (null is not specified)
     if protocol not in PROTOCOLS:
         problems.append(f"{where}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     port: int | str | None = raw.get("port")
@@ -564,13 +579,20 @@ def _parse_rules(raw: object, direction: str, problems: list[str]) -> tuple[Rule
         unknown = set(rule) - {peers_name, "ports"}
         if unknown:
             problems.append(f"{at}: unknown field(s) {', '.join(sorted(unknown))}")
+        raw_peers, raw_ports = rule.get(peers_name) or [], rule.get("ports") or []
+        if not isinstance(raw_peers, list):
+            problems.append(f"{at}.{peers_name}: must be a list of peers")
+            raw_peers = []
+        if not isinstance(raw_ports, list):
+            problems.append(f"{at}.ports: must be a list of ports")
+            raw_ports = []
         peers = []
-        for j, peer in enumerate(rule.get(peers_name) or []):
+        for j, peer in enumerate(raw_peers):
             parsed = _parse_peer(peer, f"{at}.{peers_name}[{j}]", problems)
             if parsed:
                 peers.append(parsed)
         ports = []
-        for j, port in enumerate(rule.get("ports") or []):
+        for j, port in enumerate(raw_ports):
             parsed_port = _parse_port(port, f"{at}.ports[{j}]", problems)
             if parsed_port:
                 ports.append(parsed_port)

@@ -92,7 +92,12 @@ def default_probes(cluster: Cluster) -> list[Probe]:
         for dst in pods:
             if src is dst:
                 continue
-            shared = [a.network for a in dst.secondary_attachments() if a.ips and src.addresses_on(a.network)]
+            # networks both are on with addresses of one IP version (a v4-only and a v6-only pod cannot talk)
+            shared = [
+                a.network
+                for a in dst.secondary_attachments()
+                if {ip.version for ip in a.ips} & {ip.version for ip in src.addresses_on(a.network)}
+            ]
             for network in dict.fromkeys(shared):
                 for cp in dst.container_ports:
                     probes.append(
@@ -131,8 +136,6 @@ def resolve(cluster: Cluster, probe: Probe) -> ResolvedProbe | str:
         if pod is None:
             return f"{text!r} is neither an IP address nor a known pod (namespace/name)"
         ends.append(pod)
-    if all(not isinstance(e, Pod) for e in ends):
-        return "at least one side of a probe must be a pod"
     candidates: list[str] = []
     for end in ends:
         nets = (
@@ -152,16 +155,28 @@ def resolve(cluster: Cluster, probe: Probe) -> ResolvedProbe | str:
         return f"{probe.source} and {probe.target} share several networks ({', '.join(candidates)}): set 'network'"
     network = candidates[0]
 
+    # A pod end uses its first address on the network of the other end's IP version (a dual-stack pod probed
+    # from an IPv6 address answers on its IPv6 address; two pods use IPv4 if both have it, else IPv6); an address
+    # end is whoever has it, else an outside host.
+    versions = {e.version for e in ends if not isinstance(e, Pod)}
+    if not versions:
+        common = set.intersection(*({a.version for a in e.addresses_on(network)} for e in ends if isinstance(e, Pod)))
+        if not common:
+            return f"{probe.source} and {probe.target} have no IP version in common on {network}"
+        versions = {min(common)}
+
     def endpoint(end: Pod | IPAddress) -> Endpoint | None:
         if isinstance(end, Pod):
-            addresses = end.addresses_on(network)
+            addresses = [a for a in end.addresses_on(network) if not versions or a.version in versions]
             return Endpoint(addresses[0], end) if addresses else None
         owner = next((p for p in cluster.pods if p.is_active and end in p.addresses_on(network)), None)
         return Endpoint(end, owner)
 
     src, dst = endpoint(ends[0]), endpoint(ends[1])
     if src is None or dst is None:
-        return f"no address on {network}"
+        return f"no address on {network}" + (f" of IP version {min(versions)}" if versions else "")
+    if src.pod is None and dst.pod is None:
+        return "at least one side of a probe must be a pod (or a pod's address)"
     if src.address.version != dst.address.version:
         return f"{src.address} and {dst.address} are of different IP versions"
     return ResolvedProbe(probe, network, src, dst)
