@@ -1,0 +1,621 @@
+"""What the node inspection commands (`mnpctl pods/rules/explain/drops/status`) read, and nothing more.
+
+Three local sources, each usable without the others, so every command works while mnpd is down:
+
+* the CNI plugin's **state dir** (shared.state): which pod interfaces the plugin closed, with netns, pod,
+  network and addresses — the list of what to look at;
+* each pod's **live table**, `nft -j list table inet mnp` run inside its netns (`nsenter --net=PATH`, through
+  shared.netns.netns_command and the same runner seam as shared.nft.exec) — the truth of what is enforced:
+  guarded interfaces (the vmaps), the `default deny (policies)` comments, the counters, the element comments;
+* **mnpd's local status**: the status file it writes beside the state dir (daemon/status.py: per-interface
+  sync state, reason, last programmed, sources) and its `/healthz` and `/readyz` endpoints (short timeout).
+
+Nothing here writes anything, talks to the API server or needs mnpd. Every external call goes through a seam of
+`Inspector` (nft runner, HTTP getter, netns check, clock) so the unit tests feed canned answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import http.client
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon.config import DEFAULT_LISTEN, parse_duration
+from shared.errors import NetnsGone, StateError
+from shared.model import EGRESS, INGRESS
+from shared.netns import check_netns, netns_command
+from shared.nft.errors import NftError, NotFoundError
+from shared.nft.exec import Runner, subprocess_runner, wrap_error
+from shared.nft.fake import TableView
+from shared.nft.render import FAMILY, TABLE, chain_name, set_names
+from shared.nft.trace import table_from_nft_json
+from shared.state import Problem, StateEntry, StateStore
+
+DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's default (cni/config.py), also mnpd's (daemon/config.py)
+STATUS_NAME = "mnpd-status.json"  # mnpd's default status file, beside the state dir (daemon/config.py)
+HTTP_TIMEOUT = 1.0
+STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
+WORKERS = 8  # nsenter + nft processes at once when reading many pods
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
+PENDING_COMMENT = "pending"  # the plugin's table: `default deny (pending: not yet programmed)`
+
+HttpGet = Callable[[str, int, str, float], tuple[int, str]]  # (host, port, path, timeout) → (status, body); OSError
+
+
+class InspectError(Exception):
+    """Something the user asked for cannot be answered (no such pod, netns gone, no table …): exit status 1,
+    or 2 (`usage=True`) when the input itself is wrong."""
+
+    def __init__(self, message: str, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+# ------------------------------------------------------------------------------------------- options
+
+
+def add_node_options(parser: argparse.ArgumentParser, *, with_json: bool = True) -> None:
+    """The options every node command shares. Defaults follow mnpd's environment (`MNP_STATE_DIR`,
+    `MNP_STATUS_FILE`, `MNP_LISTEN`), so inside the mnpd pod mnpctl finds what mnpd uses without flags."""
+    group = parser.add_argument_group("where to look (defaults: mnpd's environment variables, else its defaults)")
+    group.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"the CNI plugin's state dir [MNP_STATE_DIR] (default: {DEFAULT_STATE_DIR})",
+    )
+    group.add_argument(
+        "--status-file",
+        metavar="FILE",
+        help=f"mnpd's status file [MNP_STATUS_FILE] (default: {STATUS_NAME} beside the state dir)",
+    )
+    group.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"mnpd's /healthz and /readyz address; 'off' skips them [MNP_LISTEN] (default: {DEFAULT_LISTEN})",
+    )
+    group.add_argument(
+        "--stale-after",
+        metavar="DURATION",
+        default=STALE_AFTER,
+        help=f"a status file older than this is stale (default: {STALE_AFTER}; keep it above mnpd's --resync-period)",
+    )
+    group.add_argument("--nft", metavar="PATH", default="nft", help="the nft executable (default: nft on PATH)")
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+
+
+def listen_address(text: str | None) -> tuple[str, int] | None:
+    """`host:port` → where to connect; None for off. A wildcard listen address is reached on loopback."""
+    if text is None or text.strip().lower() in ("off", "none", "", "0"):
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)
+
+
+def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read(4096).decode("utf-8", "replace").strip()
+    finally:
+        conn.close()
+
+
+def netns_problem(path: str) -> str | None:
+    """Why `path` is not (any more) a usable network namespace, or None when it is one."""
+    if not path:
+        return "the state entry names no netns"
+    try:
+        check_netns(path)
+    except NetnsGone as exc:
+        return str(exc)
+    return None
+
+
+# ------------------------------------------------------------------------------------------- the status file
+
+
+@dataclass(frozen=True)
+class StatusFile:
+    """mnpd's status file as found: `doc` None when missing or unreadable (`error` says which)."""
+
+    path: str
+    doc: dict[str, Any] | None
+    error: str | None
+    age: float | None  # seconds since `updated` (else since the file's mtime)
+    stale: bool
+
+    def interfaces(self) -> dict[tuple[str, str], dict[str, Any]]:
+        items = self.doc.get("interfaces", []) if self.doc else []
+        return {
+            (str(i.get("containerID")), str(i.get("ifname"))): i
+            for i in items
+            if isinstance(i, dict) and i.get("containerID") and i.get("ifname")
+        }
+
+    def describe(self) -> str:
+        if self.doc is None:
+            return f"{self.error}: {self.path}"
+        updated = self.doc.get("updated") or "?"
+        return f"updated {updated}, {format_age(self.age)} ago{' (stale)' if self.stale else ''}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "present": self.doc is not None,
+            "error": self.error,
+            "updated": self.doc.get("updated") if self.doc else None,
+            "ageSeconds": None if self.age is None else round(self.age, 1),
+            "stale": self.stale,
+        }
+
+
+def _parse_stamp(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (ValueError, OverflowError):
+        return None
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds / 3600:.1f}h"
+
+
+# ------------------------------------------------------------------------------------------- daemon health
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One GET of a health endpoint: `code` None when nothing answered (`error` says why)."""
+
+    url: str
+    code: int | None = None
+    body: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+    def describe(self) -> str:
+        if self.code is None:
+            return f"{self.url}: {self.error}"
+        return f"{self.url}: {self.code} {self.body}".rstrip()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "code": self.code, "body": self.body, "error": self.error, "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class DaemonHealth:
+    healthz: Endpoint | None  # None: --listen off, not asked
+    readyz: Endpoint | None
+    status: StatusFile
+
+    @property
+    def running(self) -> bool | None:
+        """Whether mnpd answers; None when that cannot be told (endpoints off) — then the status file decides."""
+        if self.healthz is None:
+            return None if self.status.doc is None else not self.status.stale
+        return self.healthz.code is not None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.running) and (self.healthz is None or self.healthz.ok) and not self.status.stale
+
+    @property
+    def ready(self) -> bool | None:
+        if self.readyz is not None and self.readyz.code is not None:
+            return self.readyz.ok
+        value = self.status.doc.get("ready") if self.status.doc and not self.status.stale else None
+        return value if isinstance(value, bool) else None
+
+    def summary(self) -> str:
+        """One line: `daemon: running …`, or `daemon: not running / status file stale (…)` when neither the
+        endpoints nor a fresh status file show a live mnpd."""
+        file_note = f"status file {self.status.describe()}"
+        fresh = self.status.doc is not None and not self.status.stale
+        if self.healthz is not None and self.healthz.code is None:
+            if fresh:
+                return f"daemon: health endpoint unreachable ({self.healthz.describe()}), but {file_note}"
+            return f"daemon: not running / status file stale ({self.healthz.describe()}; {file_note})"
+        if self.healthz is None and not fresh:
+            return f"daemon: not running / status file stale (health endpoints not checked; {file_note})"
+        words = ["running"]
+        if self.healthz is not None and not self.healthz.ok:
+            words = [f"running but unhealthy ({self.healthz.describe()})"]
+        ready = self.ready
+        words.append("ready" if ready else "not ready" if ready is False else "readiness unknown")
+        if self.readyz is not None and self.readyz.code is not None and not self.readyz.ok and self.readyz.body:
+            words[-1] += f" ({self.readyz.body})"
+        return f"daemon: {', '.join(words)}; {file_note}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "healthy": self.healthy,
+            "ready": self.ready,
+            "summary": self.summary(),
+            "healthz": self.healthz.to_json() if self.healthz else None,
+            "readyz": self.readyz.to_json() if self.readyz else None,
+            "statusFile": self.status.to_json(),
+        }
+
+
+# ------------------------------------------------------------------------------------------- the live table
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    chain: str
+    index: int  # position in its chain, as the tracer counts (0-based)
+    handle: int | None
+    expr: tuple[Any, ...]
+    comment: str | None
+    packets: int | None  # None: no counter
+    bytes: int | None
+
+    @property
+    def is_counted_drop(self) -> bool:
+        return self.packets is not None and any(e == {"drop": None} for e in self.expr)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction of one interface as the live table enforces it.
+
+    `mode`: `isolated` (policies below; set lookups then a counted drop), `open` (not isolated: accept),
+    `pending` (the plugin's closed table, never programmed by mnpd), `missing` (not in the table)."""
+
+    direction: str  # ingress | egress
+    chain: str
+    mode: str
+    policies: tuple[str, ...] = ()
+    truncated: bool = False  # the deny comment was cut at nft's comment limit: the list may be incomplete
+    drop: RuleInfo | None = None
+
+    def describe(self) -> str:
+        if self.mode == "isolated":
+            names = ", ".join(self.policies) or "(no policy named)"
+            return names + (" …" if self.truncated else "")
+        return f"({self.mode})"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"chain": self.chain, "mode": self.mode, "policies": list(self.policies)}
+        if self.truncated:
+            out["truncated"] = True
+        if self.drop is not None:
+            out["dropped"] = {"packets": self.drop.packets, "bytes": self.drop.bytes}
+        return out
+
+
+@dataclass(frozen=True)
+class LiveTable:
+    """`nft -j list table inet mnp` (or `list ruleset`) of one netns, kept raw and read on demand."""
+
+    netns: str
+    items: tuple[dict[str, Any], ...]  # the `nftables` array
+
+    @staticmethod
+    def parse(netns: str, text: str) -> LiveTable:
+        try:
+            items = json.loads(text)["nftables"]
+            if not isinstance(items, list):
+                raise TypeError("nftables is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InspectError(f"{netns}: nft -j gave no nftables JSON: {exc}") from exc
+        return LiveTable(netns, tuple(i for i in items if isinstance(i, dict)))
+
+    def _objects(self, kind: str) -> Iterable[dict[str, Any]]:
+        for item in self.items:
+            obj = item.get(kind)
+            if isinstance(obj, dict) and obj.get("family") == FAMILY and obj.get("table", obj.get("name")) == TABLE:
+                yield obj
+
+    @property
+    def exists(self) -> bool:
+        return any(True for _ in self._objects("table"))
+
+    @cached_property
+    def rules(self) -> dict[str, list[RuleInfo]]:
+        out: dict[str, list[RuleInfo]] = {}
+        for obj in self._objects("rule"):
+            chain = str(obj.get("chain"))
+            rules = out.setdefault(chain, [])
+            expr = tuple(obj.get("expr") or ())
+            counter = next((e["counter"] for e in expr if isinstance(e, dict) and "counter" in e), None)
+            packets = counter.get("packets") if isinstance(counter, dict) else None
+            nbytes = counter.get("bytes") if isinstance(counter, dict) else None
+            rules.append(RuleInfo(chain, len(rules), obj.get("handle"), expr, obj.get("comment"), packets, nbytes))
+        return out
+
+    @cached_property
+    def chains(self) -> set[str]:
+        return {str(obj.get("name")) for obj in self._objects("chain")}
+
+    def guarded(self, direction: str) -> dict[str, str]:
+        """The interfaces in `<direction>_ifaces`: ifname → the chain it jumps to."""
+        out: dict[str, str] = {}
+        for obj in self._objects("map"):
+            if obj.get("name") != f"{direction}_ifaces":
+                continue
+            for element in obj.get("elem") or ():
+                if isinstance(element, list) and len(element) == 2 and isinstance(element[0], str):
+                    verdict = element[1] if isinstance(element[1], dict) else {}
+                    target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
+                    if target:
+                        out[element[0]] = str(target)
+        return out
+
+    def interfaces(self) -> list[str]:
+        names = set(self.guarded("ingress")) | set(self.guarded("egress"))
+        return sorted(names)
+
+    def direction(self, direction: str, ifname: str) -> Direction:
+        label = dict(DIRECTIONS)[direction]
+        chain = chain_name(direction, ifname)
+        if self.guarded(label).get(ifname) != chain or chain not in self.chains:
+            return Direction(label, chain, "missing")
+        for rule in self.rules.get(chain, ()):
+            comment = rule.comment or ""
+            if list(rule.expr) == [{"accept": None}] and comment.startswith("not isolated"):
+                return Direction(label, chain, "open")
+            if rule.is_counted_drop and comment.startswith("default deny ("):
+                inner = comment[len("default deny (") :]
+                truncated = not inner.endswith(")")
+                inner = inner.removesuffix(")")
+                if inner.startswith(PENDING_COMMENT):
+                    return Direction(label, chain, "pending", drop=rule)
+                policies = tuple(p.strip() for p in inner.split(",") if p.strip())
+                return Direction(label, chain, "isolated", policies, truncated, rule)
+        return Direction(label, chain, "isolated")  # a shape mnp does not write: isolated, no policy named
+
+    def names_of(self, ifname: str) -> set[str]:
+        """The chains and sets that belong to one interface."""
+        out: set[str] = set()
+        for direction, _ in DIRECTIONS:
+            out.add(chain_name(direction, ifname))
+            out.update(set_names(direction, ifname).values())
+        return out
+
+    def only(self, ifname: str) -> list[dict[str, Any]]:
+        """The JSON items of one interface's chains, sets and rules (and the table and metainfo)."""
+        names = self.names_of(ifname)
+        kept = []
+        for item in self.items:
+            kind, obj = next(iter(item.items()))
+            name = obj.get("chain") if kind == "rule" else obj.get("name")
+            if kind in ("metainfo", "table") or (kind in ("chain", "set", "map", "rule") and name in names):
+                kept.append(item)
+        return kept
+
+    def view(self) -> TableView:
+        """The tracer's view (shared.nft.trace); TraceError on a rule mnp does not write."""
+        return table_from_nft_json(json.dumps({"nftables": list(self.items)}))
+
+    def base_chains(self) -> list[dict[str, Any]]:
+        """Base chains of *other* tables in this netns (from `list ruleset`): they see packets too."""
+        out = []
+        for item in self.items:
+            obj = item.get("chain")
+            if isinstance(obj, dict) and obj.get("hook") and (obj.get("family"), obj.get("table")) != (FAMILY, TABLE):
+                out.append(obj)
+        return out
+
+
+# ------------------------------------------------------------------------------------------- the inspector
+
+
+@dataclass
+class Inspector:
+    state_dir: str = DEFAULT_STATE_DIR
+    status_file: str | None = None  # None: beside the state dir
+    listen: tuple[str, int] | None = None
+    stale_after: float = 180.0
+    nft: str = "nft"
+    runner: Runner = subprocess_runner
+    http: HttpGet = http_get
+    netns_check: Callable[[str], str | None] = netns_problem
+    now: Callable[[], float] = time.time
+    http_timeout: float = HTTP_TIMEOUT
+    _entries: tuple[list[StateEntry], list[Problem]] | None = field(default=None, repr=False)
+
+    @staticmethod
+    def from_args(args: argparse.Namespace, runner: Runner | None = None) -> Inspector:
+        env = os.environ
+        state_dir = args.state_dir or env.get("MNP_STATE_DIR") or DEFAULT_STATE_DIR
+        try:
+            stale_after = parse_duration(args.stale_after)
+        except ValueError as exc:
+            raise InspectError(f"--stale-after: {exc}", usage=True) from exc
+        return Inspector(
+            state_dir=state_dir,
+            status_file=args.status_file or env.get("MNP_STATUS_FILE") or None,
+            listen=listen_address(args.listen if args.listen is not None else env.get("MNP_LISTEN", DEFAULT_LISTEN)),
+            stale_after=stale_after,
+            nft=args.nft,
+            runner=runner or default_runner,
+        )
+
+    @property
+    def status_path(self) -> str:
+        return self.status_file or str(Path(self.state_dir or DEFAULT_STATE_DIR).parent / STATUS_NAME)
+
+    # -- the state dir
+
+    def entries(self) -> tuple[list[StateEntry], list[Problem]]:
+        """Every readable state entry, and every unreadable one (read once per command)."""
+        if self._entries is None:
+            try:
+                self._entries = StateStore(self.state_dir).entries()
+            except StateError as exc:
+                raise InspectError(str(exc)) from exc
+        return self._entries
+
+    def find_pod(self, query: str) -> list[StateEntry]:
+        """The entries (interfaces) of the pod `query` names: `namespace/name`, a name unique on this node, or a
+        container ID (or a unique prefix of one, for pods the runtime gave no name)."""
+        entries, _ = self.entries()
+        by_container: dict[str, list[StateEntry]] = {}
+        for entry in entries:
+            by_container.setdefault(entry.container_id, []).append(entry)
+        matches = [cid for cid, es in by_container.items() if es[0].pod == query]
+        if not matches and "/" not in query:
+            matches = [cid for cid, es in by_container.items() if es[0].pod_name == query]
+        if not matches:
+            matches = [cid for cid in by_container if cid == query]
+        if not matches and len(query) >= 4:
+            matches = [cid for cid in by_container if cid.startswith(query)]
+        if not matches:
+            known = sorted({pod_label(es[0]) for es in by_container.values()})
+            hint = f"; pods here: {', '.join(known[:20])}" if known else f"; {self.state_dir} has no entries"
+            raise InspectError(f"no guarded pod {query!r} on this node{hint}", usage=True)
+        if len(matches) > 1:
+            found = sorted((pod_label(by_container[c][0]), c) for c in matches)
+            names = ", ".join(f"{label} (container {c[:12]})" for label, c in found)
+            raise InspectError(f"{query!r} is ambiguous: {names}; give namespace/name or a container ID", usage=True)
+        return sorted(by_container[matches[0]], key=lambda e: e.ifname)
+
+    # -- mnpd
+
+    def status(self) -> StatusFile:
+        path = self.status_path
+        try:
+            with open(path, "rb") as fh:
+                mtime = os.fstat(fh.fileno()).st_mtime
+                doc = json.loads(fh.read())
+        except FileNotFoundError:
+            return StatusFile(path, None, "missing", None, True)
+        except (OSError, ValueError) as exc:
+            return StatusFile(path, None, f"unreadable ({exc})", None, True)
+        if not isinstance(doc, dict) or doc.get("schema") != 1:
+            return StatusFile(path, None, "of an unknown schema", None, True)
+        stamp = _parse_stamp(doc.get("updated"))
+        age = self.now() - (stamp if stamp is not None else mtime)
+        return StatusFile(path, doc, None, age, age > self.stale_after)
+
+    def endpoint(self, path: str) -> Endpoint | None:
+        if self.listen is None:
+            return None
+        host, port = self.listen
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}{path}"
+        try:
+            code, body = self.http(host, port, path, self.http_timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            return Endpoint(url, error=_why(exc))
+        return Endpoint(url, code, body)
+
+    def health(self) -> DaemonHealth:
+        return DaemonHealth(self.endpoint("/healthz"), self.endpoint("/readyz"), self.status())
+
+    # -- pod netns
+
+    def _nft(self, netns: str, args: Sequence[str]) -> str:
+        gone = self.netns_check(netns)
+        if gone is not None:
+            raise NetnsGone(gone)
+        rc, out, err = self.runner(netns_command(netns, [self.nft, *args]), "")
+        if rc != 0:
+            raise wrap_error(err, rc)
+        return out
+
+    def table(self, netns: str) -> LiveTable:
+        """The live `inet mnp` table of `netns`. NetnsGone, NotFoundError (no table) or NftError."""
+        return LiveTable.parse(netns, self._nft(netns, ["-j", "list", "table", FAMILY, TABLE]))
+
+    def ruleset(self, netns: str) -> LiveTable:
+        """Every table of `netns` (for the tracer's note on other base chains)."""
+        return LiveTable.parse(netns, self._nft(netns, ["-j", "list", "ruleset"]))
+
+    def table_text(self, netns: str, handles: bool = False) -> str:
+        return self._nft(netns, [*(["-a"] if handles else []), "list", "table", FAMILY, TABLE])
+
+    def tables(self, netns_paths: Iterable[str]) -> dict[str, LiveTable | str]:
+        """The live table of each netns, or why it could not be read; several at once."""
+        paths = sorted(set(netns_paths))
+
+        def one(path: str) -> LiveTable | str:
+            try:
+                return self.table(path)
+            except NetnsGone as exc:
+                return f"netns gone: {exc}"
+            except NotFoundError:
+                return "no mnp table in the pod netns"
+            except (NftError, InspectError) as exc:
+                return f"nft failed: {exc}"
+
+        if len(paths) <= 1:
+            return {p: one(p) for p in paths}
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(paths))) as pool:
+            return dict(zip(paths, pool.map(one, paths), strict=True))
+
+
+default_runner: Runner = subprocess_runner  # tests replace it to run `mnpctl` end to end on canned nft output
+
+
+def run_node_command(args: argparse.Namespace, body: Callable[[Inspector], int], err: TextIO | None = None) -> int:
+    """Run a node command's body; an InspectError becomes one line on stderr and exit status 1 (2: bad input)."""
+    err = err if err is not None else sys.stderr
+    try:
+        return body(Inspector.from_args(args))
+    except InspectError as exc:
+        print(f"mnpctl {args.command}: {exc}", file=err)
+        return EXIT_USAGE if exc.usage else EXIT_FAILED
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def pod_label(entry: StateEntry) -> str:
+    """`namespace/name`, or the container ID's first 12 characters when the runtime gave no pod name."""
+    return entry.pod or entry.container_id[:12]
+
+
+def is_netns_gone(reason: str) -> bool:
+    return reason.startswith("netns gone")
+
+
+def print_json(data: Any, out: TextIO) -> None:
+    json.dump(data, out, indent=2)
+    out.write("\n")
+
+
+def entry_json(entry: StateEntry) -> dict[str, Any]:
+    return {
+        "pod": entry.pod,
+        "containerID": entry.container_id,
+        "ifname": entry.ifname,
+        "network": entry.network,
+        "ips": list(entry.ips),
+        "netns": entry.netns,
+    }

@@ -1,0 +1,124 @@
+"""`mnpctl status [--json]`: is mnpd healthy on this node, which sources are synced, the last sync, errors.
+
+Asks mnpd's `/healthz` and `/readyz` (`--listen`, short timeout) and reads its status file (`--status-file`):
+the sources and whether each completed its first list, when the file was last written (after every sync that
+changed something and at least once per resync period — an old file means mnpd is not running or stuck), and
+every interface mnpd could not program with the reason. Also counts the CNI plugin's state-dir entries. Works
+while mnpd is down: it then says `daemon: not running / status file stale`.
+
+Exit status: 0 when mnpd answers healthy and ready and its status file is fresh, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from typing import Any, TextIO
+
+from daemon.cli import Subparsers
+from daemon.cli.node import (
+    EXIT_FAILED,
+    EXIT_OK,
+    DaemonHealth,
+    InspectError,
+    Inspector,
+    add_node_options,
+    format_age,
+    print_json,
+    run_node_command,
+)
+
+
+def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
+    out = []
+    for endpoint in (health.healthz, health.readyz):
+        if endpoint is not None and endpoint.code is not None and not endpoint.ok:
+            out.append(endpoint.describe())
+    doc = health.status.doc or {}
+    for item in doc.get("interfaces") or ():
+        if isinstance(item, dict) and item.get("state") == "failed":
+            who = item.get("pod") or str(item.get("containerID", ""))[:12]
+            failures = item.get("failures") or 0
+            out.append(f"{who} {item.get('ifname')}: failed ({failures} failures): {item.get('reason') or '?'}")
+    if health.status.error and health.status.error != "missing":
+        out.append(f"status file {health.status.describe()}")
+    out += [f"unreadable state entry {p['path']}: {p['reason']}" for p in problems]
+    return out
+
+
+def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
+    health = inspector.health()
+    doc = health.status.doc or {}
+    try:
+        entries, problems = inspector.entries()
+        state_dir: dict[str, Any] = {"path": inspector.state_dir, "entries": len(entries), "error": None}
+    except InspectError as exc:  # an unreadable state dir is one more finding here, not the end
+        entries, problems = [], []
+        state_dir = {"path": inspector.state_dir, "entries": None, "error": str(exc)}
+    problem_items = [{"path": p.path, "reason": p.reason} for p in problems]
+    state_dir["unreadable"] = len(problems)
+    raw_sources = doc.get("sources")
+    sources: dict[str, Any] = raw_sources if isinstance(raw_sources, dict) else {}
+    states = Counter(str(i.get("state")) for i in doc.get("interfaces") or () if isinstance(i, dict) and i.get("state"))
+    errors = _errors(health, problem_items)
+    if state_dir["error"]:
+        errors.append(f"state dir: {state_dir['error']}")
+    ok = health.healthy and health.ready is True
+    if as_json:
+        print_json(
+            {
+                "daemon": health.to_json(),
+                "node": doc.get("node"),
+                "lastSync": doc.get("updated"),
+                "ready": doc.get("ready"),
+                "sources": sources,
+                "interfaces": dict(sorted(states.items())),
+                "stateDir": state_dir,
+                "errors": errors,
+                "ok": ok,
+            },
+            out,
+        )
+        return EXIT_OK if ok else EXIT_FAILED
+    lines = [health.summary()]
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"{label + ':':<13}{text}")
+
+    for name, endpoint in (("healthz", health.healthz), ("readyz", health.readyz)):
+        row(name, endpoint.describe() if endpoint else "not checked (--listen off)")
+    row(
+        "status file",
+        health.status.describe() if health.status.doc is None else f"{health.status.path}, {health.status.describe()}",
+    )
+    if health.status.doc is not None:
+        row("node", str(doc.get("node") or "?"))
+        row("last sync", f"{doc.get('updated') or '?'} ({format_age(health.status.age)} ago)")
+        listed = ", ".join(f"{name} {'synced' if synced else 'NOT synced'}" for name, synced in sorted(sources.items()))
+        row("sources", listed or "none reported")
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"
+        row("interfaces", f"{counts} (as mnpd last wrote them)")
+    entries_text = "unreadable" if state_dir["error"] else f"{len(entries)} entries"
+    if problems:
+        entries_text += f", {len(problems)} unreadable"
+    row("state dir", f"{inspector.state_dir}: {entries_text}")
+    lines.append("errors:" + ("" if errors else " none"))
+    lines += [f"  {e}" for e in errors]
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def register(subparsers: Subparsers) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "status",
+        help="mnpd's health on this node: endpoints, sources synced, last sync, errors",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_node_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_node_command(args, lambda inspector: status(inspector, args.json, sys.stdout))

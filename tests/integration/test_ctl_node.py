@@ -1,0 +1,394 @@
+"""`mnpctl pods/rules/explain/drops/status` on a real lab node, with mnpd not running.
+
+A test node netns with one macvlan master (m0, 10.243.0.0/24); pods `a` and `b` are attached through the real
+chain `macvlan (+ host-local) → mnp` (the plugin writes their state entries and installs its closed, pending
+table); pod `c` is attached through macvlan alone (a peer without mnp). Then `a` is programmed directly with
+`render_interface` + `RealNft` — no daemon: ingress isolated by two policies (allow-web: c on 8080/tcp;
+allow-dns: the subnet on 5353/udp), egress open — and `b` stays pending.
+
+The commands run in-process through `daemon.ctl.main` (and once as the installed `mnpctl` script) with the real
+nsenter/nft runner, against the live tables: explain's verdicts are compared with real probes, and a real
+dropped connection must raise `drops`' counter. `--listen` points at a bound but never listening socket, so
+"mnpd is down" is certain, and the status file does not exist.
+
+Network safety: only namespaces created here (`mnpt-` prefix, removed pass or fail), the macvlan master inside
+the node netns, an address plan no other test uses; the root netns' tables are compared before and after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import ctl
+from daemon.cli import drops as drops_cmd
+from daemon.cli.node import Inspector, listen_address
+from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
+from shared.nft.exec import RealNft
+from shared.nft.render import render_interface
+from tests.support.cniruntime import Attachment, CniRuntime, PodRef
+from tests.support.netns import (
+    NetNS,
+    Probe,
+    Server,
+    TestNode,
+    check_leftovers,
+    have_netns_support,
+    probe_matrix,
+    sweep_stale_netns,
+)
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parents[2]
+CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))
+SUBNET = "10.243.0.0/24"
+TIMEOUT = 1.0  # a denied probe costs this much; an allowed one answers at once
+WEB = "ns1/allow-web ingress[0]"
+DNS = "ns1/allow-dns ingress[0]"
+
+
+def nft_tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class NodeLab:
+    node: TestNode
+    runtime: CniRuntime
+    state: Path
+    ipam: Path
+    closed_listen: str  # host:port of a bound socket that never listens: connection refused, certainly
+    a: NetNS
+    b: NetNS
+    c: NetNS
+    ip_a: str = ""
+    ip_b: str = ""
+    ip_c: str = ""
+
+    def conflist(self, name: str, first: int, last: int, mnp: bool) -> dict[str, Any]:
+        plugins: list[dict[str, Any]] = [
+            {
+                "type": "macvlan",
+                "master": "m0",
+                "mode": "bridge",
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(self.ipam),
+                    "ranges": [[{"subnet": SUBNET, "rangeStart": f"10.243.0.{first}", "rangeEnd": f"10.243.0.{last}"}]],
+                },
+            }
+        ]
+        if mnp:
+            plugins.append({"type": "mnp", "stateDir": str(self.state)})
+        return {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
+
+    @property
+    def closed(self) -> dict[str, Any]:
+        return self.conflist("mnpt-ctl-closed", 10, 49, True)
+
+    @property
+    def open(self) -> dict[str, Any]:
+        return self.conflist("mnpt-ctl-open", 50, 99, False)
+
+    def attach(self, pod: NetNS, name: str, mnp: bool) -> tuple[Attachment, str]:
+        att = Attachment(f"ctr-{uuid.uuid4().hex[:12]}", pod, "net1", PodRef("ns1", name))
+        result = self.runtime.add(self.closed if mnp else self.open, att)
+        return att, result.ip("net1")
+
+    def options(self) -> list[str]:
+        return ["--state-dir", str(self.state), "--listen", self.closed_listen]
+
+    def ctl(self, *argv: str) -> tuple[int, str, str]:
+        """`mnpctl ARGV` in-process (real nsenter + nft), with this lab's state dir and a dead --listen."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = ctl.main([*argv, *self.options()])
+        return rc, out.getvalue(), err.getvalue()
+
+    def ctl_json(self, *argv: str) -> Any:
+        rc, out, err = self.ctl(*argv, "--json")
+        assert rc == 0, err
+        return json.loads(out)
+
+    def inspector(self) -> Inspector:
+        return Inspector(state_dir=str(self.state), listen=listen_address(self.closed_listen))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
+    reason = have_netns_support()
+    if reason:
+        pytest.skip(reason)
+    missing = [p for p in ("macvlan", "host-local") if not (CNI_BIN / p).exists()]
+    if missing:
+        pytest.skip(f"CNI plugins missing in {CNI_BIN}: {missing}")
+    sweep_stale_netns()
+    before = nft_tables()
+    scratch = tmp_path_factory.mktemp("ctl")
+    bindir = scratch / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "mnp"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m cni "$@"\n')
+    wrapper.chmod(0o755)
+    dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: nothing else can take the port, connects are refused
+    node = TestNode("ctl", masters=["m0"])
+    try:
+        runtime = CniRuntime([bindir, CNI_BIN], scratch / "cache", exec_netns=node.ns)
+        lab = NodeLab(
+            node,
+            runtime,
+            scratch / "state",
+            scratch / "ipam",
+            f"127.0.0.1:{dead.getsockname()[1]}",
+            node.new_pod("a"),
+            node.new_pod("b"),
+            node.new_pod("c"),
+        )
+        _, lab.ip_a = lab.attach(lab.a, "a", mnp=True)
+        _, lab.ip_b = lab.attach(lab.b, "b", mnp=True)
+        _, lab.ip_c = lab.attach(lab.c, "c", mnp=False)
+        rules = InterfaceRules(
+            "ns1/a",
+            "net1",
+            "ns1/mnpt-ctl-closed",
+            ingress=DirectionRules(
+                True,
+                (
+                    Allow(WEB, (ipaddress.ip_network(f"{lab.ip_c}/32"),), (PortRange("tcp", 8080, 8080),)),
+                    Allow(DNS, (ipaddress.ip_network(SUBNET),), (PortRange("udp", 5353, 5353),)),
+                ),
+                ("ns1/allow-web", "ns1/allow-dns"),
+            ),
+            egress=OPEN,
+        )
+        RealNft(lab.a.path).run(render_interface(rules))
+        servers = [
+            Server(lab.a, [("tcp", 8080), ("tcp", 9090), ("udp", 5353)]),
+            Server(lab.b, [("tcp", 8080)]),
+            Server(lab.c, [("tcp", 8080)]),
+        ]
+        try:
+            yield lab
+        finally:
+            for server in servers:
+                server.stop()
+    finally:
+        node.delete()
+        dead.close()
+    assert nft_tables() == before, "the root netns' tables changed"
+    assert check_leftovers() == [], "namespaces or processes leaked"
+
+
+# ----------------------------------------------------------------------------------------------- pods
+
+
+def test_pods_lists_both_guarded_pods_from_the_live_tables(lab: NodeLab) -> None:
+    doc = lab.ctl_json("pods")
+    assert doc["daemon"]["running"] is False and doc["problems"] == []
+    rows = {row["pod"]: row for row in doc["interfaces"]}
+    assert set(rows) == {"ns1/a", "ns1/b"}  # c has no mnp in its chain: not guarded, not listed
+    a, b = rows["ns1/a"], rows["ns1/b"]
+    assert (a["ifname"], a["network"], a["state"]) == ("net1", "mnpt-ctl-closed", "programmed")
+    assert [ip.split("/")[0] for ip in a["ips"]] == [lab.ip_a]
+    assert a["ingress"]["mode"] == "isolated" and a["ingress"]["policies"] == ["ns1/allow-web", "ns1/allow-dns"]
+    assert a["egress"]["mode"] == "open" and a["egress"]["policies"] == []
+    assert a["lastProgrammed"] is None and a["daemon"] is None  # no status file: mnpd never ran
+    assert b["state"] == "pending" and b["ingress"]["mode"] == b["egress"]["mode"] == "pending"
+    assert "not programmed by mnpd" in b["reason"]
+
+    rc, out, _ = lab.ctl("pods")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("daemon: not running / status file stale")
+    assert lines[1].split() == [
+        "POD",
+        "IFACE",
+        "NETWORK",
+        "IPS",
+        "STATE",
+        "INGRESS",
+        "EGRESS",
+        "LAST",
+        "PROGRAMMED",
+        "REASON",
+    ]
+    row_a = next(line for line in lines if line.startswith("ns1/a "))
+    assert "programmed" in row_a and "ns1/allow-web, ns1/allow-dns" in row_a and "(open)" in row_a
+
+
+# ----------------------------------------------------------------------------------------------- rules
+
+
+def test_rules_shows_the_live_table_with_policy_names(lab: NodeLab) -> None:
+    rc, out, _ = lab.ctl("rules", "ns1/a")
+    assert rc == 0
+    assert out.startswith("# pod ns1/a ")
+    assert "# daemon: not running / status file stale" in out
+    assert "table inet mnp {" in out and "chain input {" in out and "chain ingress_net1 {" in out
+    assert f'{lab.ip_c} . tcp . 8080 comment "{WEB}"' in out
+    assert f'{SUBNET} . udp . 5353 comment "{DNS}"' in out
+    assert 'drop comment "default deny (ns1/allow-web, ns1/allow-dns)"' in out
+
+    rc, out, _ = lab.ctl("rules", "b", "--iface", "net1", "--handles")  # a pod name unique on the node
+    assert rc == 0
+    assert "chain input" not in out and "map ingress_ifaces" not in out
+    assert "chain ingress_net1 { # handle" in out and "set egress_net1_v6_all {" in out
+    assert "default deny (pending: not yet programmed)" in out
+
+    doc = lab.ctl_json("rules", "ns1/a", "--iface", "net1")
+    kinds = {(next(iter(i)), i[next(iter(i))].get("name") or i[next(iter(i))].get("chain")) for i in doc["nftables"]}
+    assert ("chain", "ingress_net1") in kinds and ("chain", "input") not in kinds
+    assert {name for kind, name in kinds if kind == "rule"} == {"ingress_net1", "egress_net1"}
+
+    rc, _, err = lab.ctl("rules", "ns1/nobody")
+    assert rc == 2 and "no guarded pod 'ns1/nobody'" in err and "ns1/a" in err
+
+
+# ----------------------------------------------------------------------------------------------- explain
+
+
+def test_explain_agrees_with_real_packets(lab: NodeLab) -> None:
+    cases = [
+        # (prober netns, probe, mnpctl explain arguments, verdict, decision must contain)
+        (lab.c, Probe("tcp", lab.ip_a, 8080, timeout=TIMEOUT), ["a", "--from", lab.ip_c, "--port", "8080/tcp"],
+         "accept", f"@ingress_net1_v4 ← {lab.ip_c} . tcp . 8080 ({WEB})"),
+        (lab.c, Probe("tcp", lab.ip_a, 9090, timeout=TIMEOUT), ["a", "--from", lab.ip_c, "--port", "9090/tcp"],
+         "drop", "counter drop (default deny (ns1/allow-web, ns1/allow-dns))"),
+        (lab.c, Probe("udp", lab.ip_a, 5353, timeout=TIMEOUT), ["a", "--from", lab.ip_c, "--port", "5353/udp"],
+         "accept", f"← {SUBNET} . udp . 5353 ({DNS})"),
+        (lab.a, Probe("tcp", lab.ip_c, 8080, timeout=TIMEOUT), ["a", "--to", lab.ip_c, "--port", "8080"],
+         "accept", "egress_net1 rule 3 accept (not isolated for egress)"),
+        (lab.c, Probe("tcp", lab.ip_b, 8080, timeout=TIMEOUT), ["ns1/b", "--from", lab.ip_c, "--port", "8080/tcp"],
+         "drop", "default deny (pending: not yet programmed)"),
+        (lab.b, Probe("tcp", lab.ip_c, 8080, timeout=TIMEOUT), ["ns1/b", "--to", lab.ip_c, "--port", "8080/tcp"],
+         "drop", "egress_net1 rule 3 counter drop"),
+    ]  # fmt: skip
+    observed = probe_matrix([(ns, probe) for ns, probe, *_ in cases])
+    for (_, _, argv, verdict, decision), result in zip(cases, observed, strict=True):
+        doc = lab.ctl_json("explain", *argv)
+        assert doc["verdict"] == verdict, (argv, doc)
+        assert (doc["verdict"] == "accept") == result.allowed, (argv, str(result))
+        assert decision in doc["decision"], doc["decision"]
+
+    rc, out, _ = lab.ctl("explain", "ns1/a", "--from", lab.ip_c, "--port", "8080/tcp", "--expect", "allow")
+    assert rc == 0
+    lines = out.splitlines()
+    assert (
+        lines[0]
+        == f"ns1/a net1 (network mnpt-ctl-closed), ingress: {lab.ip_c} → {lab.ip_a} tcp dport 8080, a new connection"
+    )
+    assert lines[1].startswith("  input rule 0 (handle ") and lines[1].endswith('← "net1" : jump ingress_net1')
+    assert lines[3] == (
+        f"accept: ingress_net1 rule 3 ip saddr . meta l4proto . th dport @ingress_net1_v4 ← {lab.ip_c} . tcp . 8080 "
+        f"({WEB})"
+    )
+    assert lines[-1].startswith("# daemon: not running / status file stale")
+    # an established flow is admitted whatever the policies; --expect makes the answer an exit status
+    rc, out, _ = lab.ctl(
+        "explain", "b", "--from", lab.ip_c, "--port", "22", "--ct-state", "established", "--expect", "deny"
+    )
+    assert rc == 1 and "accept: ingress_net1 rule 0 ct state established,related accept" in out
+
+
+# ----------------------------------------------------------------------------------------------- drops
+
+
+def _counter(doc: dict[str, Any], pod: str, direction: str) -> int:
+    (row,) = [r for r in doc["drops"] if r["pod"] == pod and r["direction"] == direction and r["ifname"] == "net1"]
+    return int(row["packets"])
+
+
+def test_drops_count_a_real_dropped_connection(lab: NodeLab) -> None:
+    before = lab.ctl_json("drops")
+    assert {(r["pod"], r["direction"], r["mode"]) for r in before["drops"]} == {
+        ("ns1/a", "ingress", "isolated"),  # a's egress is open: no drop rule
+        ("ns1/b", "ingress", "pending"),
+        ("ns1/b", "egress", "pending"),
+    }
+    (result,) = probe_matrix([(lab.c, Probe("tcp", lab.ip_a, 9090, timeout=TIMEOUT))])
+    assert not result.allowed
+    after = lab.ctl_json("drops")
+    assert _counter(after, "ns1/a", "ingress") > _counter(before, "ns1/a", "ingress")
+
+    rc, out, _ = lab.ctl("drops")
+    assert rc == 0 and out.startswith("daemon: not running / status file stale")
+    assert out.splitlines()[1].split() == ["POD", "IFACE", "DIRECTION", "PACKETS", "BYTES", "DEFAULT", "DENY", "OF"]
+
+
+def test_drops_follow_reports_the_growth_between_samples(lab: NodeLab) -> None:
+    sent: list[bool] = []
+
+    def send_a_dropped_connection(_: float) -> None:  # the "interval": one real connection the policies refuse
+        (result,) = probe_matrix([(lab.c, Probe("tcp", lab.ip_a, 9090, timeout=TIMEOUT))])
+        sent.append(result.allowed)
+
+    out, err = io.StringIO(), io.StringIO()
+    rc = drops_cmd.drops(
+        lab.inspector(), follow=True, interval=1.0, count=3, as_json=True, out=out, err=err,
+        sleep=send_a_dropped_connection,
+    )  # fmt: skip
+    assert rc == 0 and sent == [False, False]
+    samples = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(samples) == 3 and samples[0]["daemon"]["running"] is False
+    for sample in samples[1:]:
+        (row,) = [r for r in sample["drops"] if r["pod"] == "ns1/a"]
+        assert row["deltaPackets"] >= 1 and row["deltaBytes"] >= 40  # at least one SYN
+        # (b's counters may grow too: its pending table also drops the kernel's own IPv6 chatter, e.g. MLD)
+
+    # the script itself, bounded by --count (the interval is the only wait)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mnpctl"), "drops", "--follow", "--count", "2", "--interval", "0.05",
+         *lab.options()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("daemon: not running / status file stale") and "ns1/a" in done.stdout
+
+
+# ----------------------------------------------------------------------------------------------- status
+
+
+def test_status_says_the_daemon_is_down(lab: NodeLab) -> None:
+    rc, out, _ = lab.ctl("status")
+    assert rc == 1
+    assert out.startswith("daemon: not running / status file stale")
+    assert "connection refused" in out and "state dir:" in out and "2 entries" in out
+    doc = json.loads(lab.ctl("status", "--json")[1])
+    assert doc["ok"] is False and doc["daemon"]["running"] is False and doc["stateDir"]["entries"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- netns gone
+
+
+def test_a_pod_whose_netns_is_gone(lab: NodeLab) -> None:
+    pod = lab.node.new_pod("gone")
+    att, _ = lab.attach(pod, "gone", mnp=True)
+    try:
+        pod.delete()  # the pod died without a CNI DEL: its state entry stays behind
+        rows = {row["pod"]: row for row in lab.ctl_json("pods")["interfaces"]}
+        assert rows["ns1/gone"]["state"] == "netns gone"
+        assert rows["ns1/a"]["state"] == "programmed"  # the others are still read
+        rc, _, err = lab.ctl("rules", "ns1/gone")
+        assert rc == 1 and "netns gone" in err
+        rc, _, err = lab.ctl("explain", "ns1/gone", "--from", lab.ip_c, "--port", "80")
+        assert rc == 1 and "netns gone" in err
+        doc = lab.ctl_json("drops")
+        assert [e["pod"] for e in doc["errors"]] == ["ns1/gone"]
+    finally:
+        lab.runtime.delete(lab.closed, att)
+    assert "ns1/gone" not in {row["pod"] for row in lab.ctl_json("pods")["interfaces"]}
