@@ -30,6 +30,14 @@ def check_netns(netns: str) -> None:
         raise NetnsGone(f"network namespace {netns} does not exist: {exc.strerror}") from exc
     if not os.path.isfile(netns) and not netns.startswith("/proc/"):
         raise NetnsGone(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
+    # Every namespace file lives on the one nsfs instance. A plain file left under /run/netns after its mount
+    # went away (a crashed teardown) exists but is no namespace: nsenter would fail on it forever.
+    try:
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+    except OSError:  # no /proc: nothing to compare with
+        return
+    if st.st_dev != nsfs:
+        raise NetnsGone(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
 
 
 def is_own_netns(netns: str) -> bool:
