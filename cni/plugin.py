@@ -1,0 +1,377 @@
+"""What the `mnp` CNI plugin does for each verb, given a validated call (cni/config.py) and its dependencies.
+
+mnp is a chained plugin: the interface plugin before it (macvlan, ipvlan, sriov, bridge …) has put CNI_IFNAME into
+the pod's netns; mnp closes it before the runtime starts the pod, and records it for the daemon:
+
+* ADD installs, in ONE nft transaction in the pod netns, the *pending* form of the interface — isolated both
+  ways, only neighbour discovery and established flows pass (`render_interface(InterfaceRules.pending(…))`,
+  shared/nft/render.py) — then writes the state entry (shared/state.py). If the entry cannot be written, the
+  rules are removed again, so a failed ADD leaves nothing (the runtime then DELs the chain and the pod never
+  runs). prevResult is printed unchanged.
+* DEL removes the interface's objects — or the whole table when no entry of the container remains — and the
+  entry. A missing netns, entry or table is success: DEL is idempotent, and containerd's repeated DEL (empty
+  CNI_NETNS, no prevResult) is a no-op but for the entry.
+* CHECK verifies that the table has the interface's chains and map entries and that the entry matches the call.
+* GC drops entries of this network that are not in `cni.dev/valid-attachments`, and their rules where the netns
+  still exists (and is a pinned path, not a reusable `/proc/PID/ns/net`). STATUS says whether nft runs and the
+  state dir is writable.
+
+All of it happens under the state dir's lock (StateStore.lock): "no other interface of this container remains,
+so remove the table" must not interleave with an ADD of another interface of the same pod.
+
+Every side effect comes through `Deps` — an nft factory (netns path → Nft), the state store, the clock, the netns
+checks — so the unit tests run this very code against `FakeNft` and a temporary directory. The renderer and the
+nft backend are imported only by the verbs that need them: VERSION, the first call of every runtime, stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cni import __version__
+from cni.config import CmdArgs, PluginConf, result_for
+from cni.errors import (
+    CHECK_FAILED,
+    INTERNAL,
+    INVALID_NETNS,
+    IO_FAILURE,
+    NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+    CNIError,
+)
+from cni.log import Log
+from shared.errors import NetnsGone, StateError
+from shared.netns import check_netns, is_own_netns
+from shared.state import StateEntry, StateStore
+
+if TYPE_CHECKING:
+    from shared.nft.transaction import Transaction
+
+
+class Nft(Protocol):
+    """The part of shared.nft.exec.RealNft the plugin uses."""
+
+    def run(self, tx: Transaction) -> None: ...
+
+    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything the verbs do to the node goes through these (the unit tests pass fakes: tests/support/cnifake.py)."""
+
+    nft: Callable[[str | None], Nft]  # netns path (None: the plugin's own netns) → nft acting there
+    store: Callable[[str], StateStore] = StateStore  # state dir → store
+    clock: Callable[[], float] = time.time
+    own_netns: Callable[[str], bool] = is_own_netns
+    check_netns: Callable[[str], None] = check_netns  # raises NetnsGone
+
+
+def real_deps(conf: PluginConf) -> Deps:
+    from shared.nft.exec import RealNft
+
+    return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path))
+
+
+def rfc3339(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _netns_exists(netns: str, deps: Deps) -> bool:
+    try:
+        deps.check_netns(netns)
+    except NetnsGone:
+        return False
+    return True
+
+
+def require_netns(netns: str, deps: Deps) -> None:
+    try:
+        deps.check_netns(netns)
+    except NetnsGone as exc:
+        raise CNIError(INVALID_NETNS, "the pod network namespace does not exist", str(exc)) from exc
+
+
+@contextmanager
+def _locked(store: StateStore) -> Iterator[None]:
+    try:
+        with store.lock():
+            yield
+    except StateError as exc:
+        raise CNIError(IO_FAILURE, "cannot use the state dir", str(exc)) from exc
+
+
+def _nft_error(exc: Exception, what: str, netns: str | None, deps: Deps) -> CNIError:
+    """The CNIError for an nft failure. "No such file or directory" may mean the netns vanished under us."""
+    from shared.nft.errors import BusyError, NotFoundError
+
+    details = str(exc).strip()[:2000]
+    if netns and isinstance(exc, NotFoundError) and not _netns_exists(netns, deps):
+        return CNIError(INVALID_NETNS, f"{what}: the pod network namespace disappeared", details)
+    if isinstance(exc, BusyError):
+        return CNIError(TRY_AGAIN_LATER, f"{what}: nft was busy", details)
+    return CNIError(INTERNAL, f"{what}: nft refused the transaction", details)
+
+
+def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
+    from shared.nft.errors import NftError
+    from shared.nft.transaction import TransactionError
+
+    try:
+        deps.nft(netns).run(tx)
+    except (NftError, TransactionError, OSError) as exc:
+        raise _nft_error(exc, what, netns, deps) from exc
+
+
+def _remove_tx(ifname: str, others: bool) -> Transaction:
+    """Remove one interface's objects, or — when no other interface of the pod is recorded — the whole table."""
+    from shared.nft.render import render_remove_interface, render_remove_table
+
+    return render_remove_interface(ifname) if others else render_remove_table()
+
+
+def _others(store: StateStore, container_id: str, ifname: str, log: Log) -> bool:
+    """Whether another interface of this container is recorded (a corrupt entry counts: it may be one)."""
+    entries, problems = store.entries(container_id)
+    for problem in problems:
+        log.warning("unreadable state entry", path=problem.path, reason=problem.reason)
+    return bool(problems) or any(e.ifname != ifname for e in entries)
+
+
+# ------------------------------------------------------------------------------------------------ verbs
+
+
+def cmd_add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> dict[str, Any]:
+    assert conf.prev_result is not None  # parse_config requires it for ADD
+    try:
+        _add(args, conf, deps, log)
+    except CNIError as exc:
+        if conf.on_error != "ignore":
+            raise
+        log.error(
+            "onError=ignore: passing prevResult through with the interface OPEN until the daemon reaches it",
+            code=exc.code,
+            error=exc.msg,
+            details=exc.details,
+        )
+    return result_for(conf.prev_result, conf.cni_version)
+
+
+def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
+    from shared.compiler import InterfaceRules
+    from shared.nft.render import render_interface
+
+    require_netns(args.netns, deps)
+    pod = args.pod
+    entry = StateEntry(
+        container_id=args.container_id,
+        ifname=args.ifname,
+        netns=args.netns,
+        pod_namespace=pod.namespace,
+        pod_name=pod.name,
+        pod_uid=pod.uid,
+        network=conf.name,
+        ips=conf.ips,
+        mac=conf.mac,
+        created=rfc3339(deps.clock()),
+        plugin=__version__,
+    )
+    tx = render_interface(InterfaceRules.pending(args.ifname, pod.key, conf.name))
+    store = deps.store(conf.state_dir)
+    with _locked(store):
+        try:
+            recorded_before = store.read(args.container_id, args.ifname) is not None
+        except StateError:
+            recorded_before = True  # something is there: never undo what an earlier ADD may have done
+        _run(deps, args.netns, tx, "closing the interface")
+        try:
+            store.write(entry)
+        except StateError as exc:
+            undo = _undo_add(args, deps, store, recorded_before, log)
+            raise CNIError(IO_FAILURE, "cannot record the attachment in the state dir", f"{exc}; {undo}") from exc
+    log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips))
+
+
+def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: bool, log: Log) -> str:
+    if recorded_before:
+        return "rules kept: an earlier ADD had recorded this interface"
+    try:
+        others = _others(store, args.container_id, args.ifname, log)
+    except StateError:
+        others = True
+    try:
+        _run(deps, args.netns, _remove_tx(args.ifname, others), "undoing ADD")
+    except CNIError as exc:
+        log.error("could not undo ADD", error=exc.msg, details=exc.details)
+        return f"undo failed: {exc}"
+    return "rules removed again"
+
+
+def cmd_del(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
+    store = deps.store(conf.state_dir)
+    with _locked(store):
+        acted = False
+        if args.netns and _netns_exists(args.netns, deps):
+            try:
+                others = _others(store, args.container_id, args.ifname, log)
+            except StateError as exc:
+                raise CNIError(IO_FAILURE, "cannot read the state dir", str(exc)) from exc
+            try:
+                _run(deps, args.netns, _remove_tx(args.ifname, others), "removing the interface's rules")
+                acted = True
+            except CNIError as exc:
+                if exc.code != INVALID_NETNS:  # the netns vanished meanwhile: nothing left to remove
+                    raise
+        try:
+            removed = store.delete(args.container_id, args.ifname)
+        except StateError as exc:
+            raise CNIError(IO_FAILURE, "cannot remove the state entry", str(exc)) from exc
+    log.info("interface released", netns=args.netns or "-", rules_removed=acted, entry_removed=removed)
+
+
+def cmd_check(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
+    require_netns(args.netns, deps)
+    store = deps.store(conf.state_dir)
+    try:
+        entry = store.read(args.container_id, args.ifname)
+    except StateError as exc:
+        raise CNIError(CHECK_FAILED, "the state entry cannot be read", str(exc)) from exc
+    if entry is None:
+        raise CNIError(CHECK_FAILED, "no state entry for this attachment", store.path(args.container_id, args.ifname))
+    problems = []
+    if entry.netns != args.netns:
+        problems.append(f"netns {entry.netns!r} recorded, {args.netns!r} given")
+    if entry.network != conf.name:
+        problems.append(f"network {entry.network!r} recorded, {conf.name!r} given")
+    if conf.prev_result is not None:
+        if tuple(entry.ips) != conf.ips:
+            problems.append(f"ips {list(entry.ips)} recorded, {list(conf.ips)} in prevResult")
+        if conf.mac and entry.mac != conf.mac:
+            problems.append(f"mac {entry.mac!r} recorded, {conf.mac!r} in prevResult")
+    problems += table_problems(_list_table(deps, args.netns), args.ifname)
+    if problems:
+        raise CNIError(CHECK_FAILED, "the attachment is not as ADD left it", "; ".join(problems))
+    log.debug("check passed")
+
+
+def _list_table(deps: Deps, netns: str) -> Any:
+    from shared.nft.errors import NftError, NotFoundError
+
+    try:
+        text = deps.nft(netns).list_table_json()
+    except NotFoundError as exc:
+        if not _netns_exists(netns, deps):
+            raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)) from exc
+        return None
+    except (NftError, OSError) as exc:
+        raise _nft_error(exc, "listing the table", netns, deps) from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CNIError(INTERNAL, "nft -j printed no JSON", str(exc)) from exc
+
+
+def table_problems(listing: Any, ifname: str) -> list[str]:
+    """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table)."""
+    from shared.model import EGRESS, INGRESS
+    from shared.nft.render import FAMILY, TABLE, chain_name
+
+    if listing is None:
+        return [f"table {FAMILY} {TABLE} does not exist"]
+    chains: set[str] = set()
+    maps: dict[str, dict[str, str]] = {}
+    for item in listing.get("nftables", []) if isinstance(listing, Mapping) else []:
+        if not isinstance(item, Mapping):
+            continue
+        if isinstance(item.get("chain"), Mapping):
+            chains.add(str(item["chain"].get("name")))
+        if isinstance(item.get("map"), Mapping):
+            elements: dict[str, str] = {}
+            for element in item["map"].get("elem", []):
+                if isinstance(element, list) and len(element) == 2 and isinstance(element[1], Mapping):
+                    jump = element[1].get("jump")
+                    elements[str(element[0])] = str(jump.get("target")) if isinstance(jump, Mapping) else ""
+            maps[str(item["map"].get("name"))] = elements
+    problems = [f"base chain {base} missing" for base in ("input", "output") if base not in chains]
+    for direction, prefix in ((INGRESS, "ingress"), (EGRESS, "egress")):
+        chain = chain_name(direction, ifname)
+        if chain not in chains:
+            problems.append(f"chain {chain} missing")
+        target = maps.get(f"{prefix}_ifaces", {}).get(ifname)
+        if target != chain:
+            problems.append(f"{prefix}_ifaces has {target or 'no entry'} for {ifname}, not jump {chain}")
+    return problems
+
+
+def cmd_gc(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
+    assert conf.valid_attachments is not None  # parse_config requires it for GC
+    valid = set(conf.valid_attachments)
+    store = deps.store(conf.state_dir)
+    failures: list[str] = []
+    with _locked(store):
+        try:
+            entries, problems = store.entries()
+        except StateError as exc:
+            raise CNIError(IO_FAILURE, "cannot list the state dir", str(exc)) from exc
+        for problem in problems:
+            log.warning("unreadable state entry left in place", path=problem.path, reason=problem.reason)
+        present = {e.key for e in entries}
+        # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge.
+        stale = [e for e in entries if e.network == conf.name and e.key not in valid]
+        for entry in stale:
+            try:
+                _collect(entry, present, deps, store, log)
+            except CNIError as exc:
+                failures.append(f"{entry.container_id}/{entry.ifname}: {exc}")
+            else:
+                present.discard(entry.key)
+    if failures:
+        raise CNIError(
+            INTERNAL, f"GC could not remove {len(failures)} of {len(stale)} stale attachments", "; ".join(failures)
+        )
+    log.info("gc done", removed=len(stale), kept=len(valid))
+
+
+def _collect(entry: StateEntry, present: set[tuple[str, str]], deps: Deps, store: StateStore, log: Log) -> None:
+    """Drop a stale attachment: its rules where its netns still exists, then its entry.
+
+    A recorded `/proc/PID/ns/net` is not acted on: long after ADD, PID may belong to another process — another
+    pod — whose interface of the same name must not be opened; only the entry goes. (Runtimes pass pinned
+    `/var/run/netns/…` paths, which cannot be reused while they exist.)"""
+    netns = entry.netns
+    pinned = bool(netns) and not netns.startswith("/proc/")
+    if pinned and _netns_exists(netns, deps) and not deps.own_netns(netns):
+        others = any(cid == entry.container_id and ifname != entry.ifname for cid, ifname in present)
+        try:
+            _run(deps, netns, _remove_tx(entry.ifname, others), "removing a stale interface's rules")
+        except CNIError as exc:
+            if exc.code != INVALID_NETNS:
+                raise
+    try:
+        store.delete(entry.container_id, entry.ifname)
+    except StateError as exc:
+        raise CNIError(IO_FAILURE, "cannot remove the state entry", str(exc)) from exc
+    log.info("stale attachment removed", container=entry.container_id, ifname=entry.ifname, netns=netns or "-")
+
+
+def cmd_status(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
+    from shared.nft.errors import NftError, NotFoundError
+
+    try:
+        deps.nft(None).list_table_json()  # read-only; "no such table" proves nft runs and may talk to the kernel
+    except NotFoundError:
+        pass
+    except (NftError, OSError) as exc:
+        raise CNIError(NOT_AVAILABLE, f"{conf.nft_path} cannot run", str(exc).strip()[:2000]) from exc
+    try:
+        deps.store(conf.state_dir).check_writable()
+    except StateError as exc:
+        raise CNIError(NOT_AVAILABLE, "the state dir is not writable", str(exc)) from exc

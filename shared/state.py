@@ -1,0 +1,306 @@
+"""The node-local state dir: how the CNI plugin tells the daemon which pod interfaces it has closed.
+
+The plugin (cni/) writes one entry per attachment at ADD and removes it at DEL/GC; the daemon (daemon/) watches
+the directory (inotify) and reads the entries to learn every guarded interface with its netns path — a pod's
+interface is closed from its first packet, and the daemon then opens exactly what the policies allow. Both sides
+go through this module only: it is the contract.
+
+Layout — one JSON file per attachment (containerID, ifname):
+
+    <stateDir>/<containerID>_<ifname>.json        default stateDir: /run/mnp/state (tmpfs: gone at reboot,
+                                                  exactly like the netns it describes)
+    <stateDir>/.<name>.<random>.tmp               a write in progress: watchers ignore dot-files and *.tmp
+    <stateDir>/.lock                              flock(2) the plugin holds while it changes tables + entries
+
+Name parts are escaped so the name is unambiguous and safe: in the containerID part every character outside
+`[A-Za-z0-9.-]` (including `_` — the separator — and `%`) becomes `%XX`, in the ifname part every character
+outside `[A-Za-z0-9_.-]`; a leading `.` is escaped too (it would hide the file). Real container IDs (hex) and
+interface names (`net1`) come out unchanged. Readers never parse names: the fields are inside.
+
+Schema 1 (every key is always written; readers ignore keys they do not know):
+
+    {
+      "schema": 1,                       int; bumped only for an incompatible change (readers skip other values)
+      "containerID": "3f69…",            CNI_CONTAINERID (the pod sandbox)
+      "ifname": "net1",                  CNI_IFNAME
+      "netns": "/var/run/netns/cni-…",   CNI_NETNS at ADD
+      "podNamespace": "ns1",             K8S_POD_NAMESPACE from CNI_ARGS ("" when the runtime gave none: podman)
+      "podName": "web-0",                K8S_POD_NAME ("" when not given)
+      "podUID": "6b1e…",                 K8S_POD_UID ("" when not given)
+      "network": "macvlan-conf",         the CNI network `name` (the NAD's config name)
+      "ips": ["10.1.2.3/24"],            this interface's addresses from prevResult ("addr/len")
+      "mac": "0a:58:…",                  this interface's MAC from prevResult ("" when not given)
+      "created": "2026-05-09T07:35:25Z", RFC 3339, UTC, whole seconds
+      "plugin": "0.1.0"                  the version of the plugin that wrote it
+    }
+
+Writes are atomic (tmp file in the same dir, fsync, rename over the final name, fsync the dir), so a reader sees
+the old entry, the new one, or none — never a partial one; an entry survives a crash once the plugin reported
+success. Reads are tolerant: a corrupt or foreign entry is skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from shared.errors import StateError
+
+SCHEMA = 1
+SUFFIX = ".json"
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+
+_CID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_IF_SAFE = _CID_SAFE | {"_"}
+
+
+def _escape(text: str, safe: frozenset[str]) -> str:
+    out = []
+    for i, char in enumerate(text):
+        if char in safe and not (i == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def entry_name(container_id: str, ifname: str) -> str:
+    """The file name of an attachment's entry (see the module docstring for the escaping)."""
+    return f"{_escape(container_id, _CID_SAFE)}_{_escape(ifname, _IF_SAFE)}{SUFFIX}"
+
+
+def is_entry_name(name: str) -> bool:
+    """Whether a directory entry is an attachment (not a tmp file, the lock or anything else)."""
+    return name.endswith(SUFFIX) and not name.startswith(".")
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    container_id: str
+    ifname: str
+    netns: str
+    pod_namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    network: str = ""
+    ips: tuple[str, ...] = ()
+    mac: str = ""
+    created: str = ""
+    plugin: str = ""
+    schema: int = SCHEMA
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.container_id, self.ifname)
+
+    @property
+    def pod(self) -> str:
+        """`namespace/name`, or "" when unknown."""
+        return f"{self.pod_namespace}/{self.pod_name}" if self.pod_namespace and self.pod_name else ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": self.schema,
+                "containerID": self.container_id,
+                "ifname": self.ifname,
+                "netns": self.netns,
+                "podNamespace": self.pod_namespace,
+                "podName": self.pod_name,
+                "podUID": self.pod_uid,
+                "network": self.network,
+                "ips": list(self.ips),
+                "mac": self.mac,
+                "created": self.created,
+                "plugin": self.plugin,
+            },
+            indent=1,
+        )
+
+    @staticmethod
+    def from_json(text: str | bytes) -> StateEntry:
+        """Parse an entry; StateError names the first problem. Unknown keys are ignored."""
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise StateError(f"not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise StateError("not a JSON object")
+        schema = raw.get("schema")
+        if schema != SCHEMA or isinstance(schema, bool):
+            raise StateError(f"unsupported schema {schema!r} (this reader knows {SCHEMA})")
+
+        def text_field(key: str, required: bool = False) -> str:
+            value = raw.get(key, None if required else "")
+            if not isinstance(value, str) or (required and not value):
+                raise StateError(f"{key} must be a{' non-empty' if required else ''} string")
+            return value
+
+        ips = raw.get("ips", [])
+        if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
+            raise StateError("ips must be a list of strings")
+        return StateEntry(
+            container_id=text_field("containerID", True),
+            ifname=text_field("ifname", True),
+            netns=text_field("netns"),
+            pod_namespace=text_field("podNamespace"),
+            pod_name=text_field("podName"),
+            pod_uid=text_field("podUID"),
+            network=text_field("network"),
+            ips=tuple(ips),
+            mac=text_field("mac"),
+            created=text_field("created"),
+            plugin=text_field("plugin"),
+        )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An entry that could not be read: skipped, and reported so a human can look at it."""
+
+    path: str
+    reason: str
+
+
+class StateStore:
+    """The state dir. Every method raises StateError (never OSError) when the directory cannot be used."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def path(self, container_id: str, ifname: str) -> str:
+        return os.path.join(self.directory, entry_name(container_id, ifname))
+
+    def ensure(self) -> None:
+        """Create the directory (and its parents) if needed."""
+        try:
+            os.makedirs(self.directory, mode=DIR_MODE, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state dir {self.directory}: {exc.strerror or exc}") from exc
+
+    def check_writable(self) -> None:
+        """Prove the directory can take entries: create it if needed, write and remove a tmp file."""
+        self.ensure()
+        probe = os.path.join(self.directory, f".probe.{os.urandom(4).hex()}{TMP_SUFFIX}")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StateError(f"cannot write in {self.directory}: {exc.strerror or exc}") from exc
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the state dir's exclusive lock (flock on `.lock`; created as needed, never removed).
+
+        The plugin holds it from reading the entries until its nft transaction and entry change are done, so
+        "no other interface of this container remains, remove the table" cannot race an ADD of another one."""
+        self.ensure()
+        path = os.path.join(self.directory, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise StateError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def write(self, entry: StateEntry) -> str:
+        """Write (or replace) an entry atomically; returns its path."""
+        self.ensure()
+        final = self.path(*entry.key)
+        tmp = os.path.join(self.directory, f".{os.path.basename(final)}.{os.urandom(4).hex()}{TMP_SUFFIX}")
+        data = (entry.to_json() + "\n").encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            self._sync_dir()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StateError(f"cannot write {final}: {exc.strerror or exc}") from exc
+        return final
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self, container_id: str, ifname: str) -> StateEntry | None:
+        """The entry, or None if there is none. StateError if it exists but cannot be read or parsed."""
+        path = self.path(container_id, ifname)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        try:
+            return StateEntry.from_json(data)
+        except StateError as exc:
+            raise StateError(f"{path}: {exc}") from exc
+
+    def delete(self, container_id: str, ifname: str) -> bool:
+        """Remove an entry; False if there was none."""
+        path = self.path(container_id, ifname)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):
+            self._sync_dir()
+        return True
+
+    def entries(self, container_id: str | None = None) -> tuple[list[StateEntry], list[Problem]]:
+        """Every readable entry (of one container, when given; sorted by file name) and every unreadable one.
+        A missing directory is empty."""
+        # The escaped containerID never contains "_", so "<escaped id>_" prefixes exactly that container's files.
+        prefix = "" if container_id is None else entry_name(container_id, "")[: -len(SUFFIX)]
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if is_entry_name(n) and n.startswith(prefix))
+        except FileNotFoundError:
+            return [], []
+        except OSError as exc:
+            raise StateError(f"cannot list {self.directory}: {exc.strerror or exc}") from exc
+        found: list[StateEntry] = []
+        problems: list[Problem] = []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                with open(path, "rb") as fh:
+                    entry = StateEntry.from_json(fh.read())
+            except FileNotFoundError:
+                continue  # removed while we listed
+            except (OSError, StateError) as exc:
+                problems.append(Problem(path, str(exc)))
+                continue
+            if name != entry_name(*entry.key):
+                problems.append(Problem(path, f"file name does not match its content {entry.key}"))
+                continue
+            found.append(entry)
+        return found, problems
+
+    def by_container(self, container_id: str) -> list[StateEntry]:
+        """The readable entries of one container (sandbox)."""
+        return [e for e in self.entries(container_id)[0] if e.container_id == container_id]

@@ -1,0 +1,613 @@
+"""The verbs of the `mnp` plugin against FakeNft and a tmp state dir: what ends up in the pod's table and in the
+state dir after ADD, DEL, CHECK, GC and STATUS — and what is left after every way they can fail (nothing half-done).
+
+Address plan: pods on 10.200.0.0/24 (the macvlan test network), IPv6 on 2001:db8::/32 (RFC 3849).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cni
+from cni.config import result_for
+from cni.errors import (
+    CHECK_FAILED,
+    INTERNAL,
+    INVALID_CONFIG,
+    INVALID_NETNS,
+    IO_FAILURE,
+    NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+)
+from shared.errors import StateError
+from shared.nft.errors import BusyError, NftError, NotFoundError
+from shared.nft.render import chain_name
+from shared.state import StateEntry, StateStore
+from tests.support.cnifake import FakeNode, JsonFakeNft, prev_result
+
+ROOT = Path(__file__).resolve().parents[2]
+POD_A = "/run/netns/pod-a"
+POD_B = "/run/netns/pod-b"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> FakeNode:
+    return FakeNode(tmp_path / "state")
+
+
+def tables(node: FakeNode, netns: str = POD_A) -> list[tuple[str, str]]:
+    return node.nfts[netns].list_tables() if netns in node.nfts else []
+
+
+def map_entries(node: FakeNode, netns: str = POD_A) -> dict[str, dict[str, str | None]]:
+    view = node.nfts[netns].list_table()
+    return {
+        name: {e.key.strip('"'): e.value for e in view.sets[name].elements}
+        for name in ("ingress_ifaces", "egress_ifaces")
+    }
+
+
+def chains(node: FakeNode, netns: str = POD_A) -> set[str]:
+    return set(node.nfts[netns].list_table().chains)
+
+
+def interface_chains(ifname: str) -> set[str]:
+    return {chain_name("Ingress", ifname), chain_name("Egress", ifname)}
+
+
+def entries(node: FakeNode) -> list[StateEntry]:
+    return node.store.entries()[0]
+
+
+# ----------------------------------------------------------------------------------------------- ADD
+
+
+def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNode) -> None:
+    conf = node.conf()
+    out = node.call("ADD", conf)
+    assert out.rc == 0, out
+    assert out.stdout == json.dumps(conf["prevResult"]) + "\n"  # prevResult unchanged
+    fake = node.nfts[POD_A]
+    assert fake.transactions == 1
+    assert chains(node) == {"input", "output", "ingress_net1", "egress_net1"}
+    assert map_entries(node) == {
+        "ingress_ifaces": {"net1": "jump ingress_net1"},
+        "egress_ifaces": {"net1": "jump egress_net1"},
+    }
+    view = fake.list_table()
+    for chain in ("ingress_net1", "egress_net1"):
+        rules = [r.text for r in view.chains[chain].rules]
+        assert rules[-1] == "counter drop"  # closed: nothing but established/ND passes
+        assert not any("@" in r for r in rules)
+    assert node.host.transactions == 0 and node.host.list_tables() == []  # the node's own netns untouched
+    (entry,) = entries(node)
+    assert entry == StateEntry(
+        container_id="c1",
+        ifname="net1",
+        netns=POD_A,
+        pod_namespace="ns1",
+        pod_name="web-0",
+        pod_uid="uid-1",
+        network="net-a",
+        ips=("10.200.0.10/24",),
+        mac="52:54:00:12:34:56",
+        created="2026-05-09T07:35:25Z",
+        plugin=cni.__version__,
+    )
+    assert (node.state_dir / "c1_net1.json").exists()
+
+
+def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
+    from shared.compiler import InterfaceRules
+    from shared.nft.render import render_interface
+
+    node.call("ADD")
+    expected = JsonFakeNft()
+    expected.run(render_interface(InterfaceRules.pending("net1")))
+    assert node.dump() == expected.dump()
+
+
+def test_second_interface_joins_without_disturbing_the_first(node: FakeNode) -> None:
+    assert node.call("ADD").rc == 0
+    before = {c: node.nfts[POD_A].list_table().chains[c] for c in interface_chains("net1")}
+    conf = node.conf(name="net-b", prevResult=prev_result("net2", "10.201.0.7/24"))
+    assert node.call("ADD", conf, ifname="net2").rc == 0
+    after = node.nfts[POD_A].list_table()
+    assert {c: after.chains[c] for c in interface_chains("net1")} == before
+    assert map_entries(node)["ingress_ifaces"] == {"net1": "jump ingress_net1", "net2": "jump ingress_net2"}
+    assert sorted((e.ifname, e.network, e.ips) for e in entries(node)) == [
+        ("net1", "net-a", ("10.200.0.10/24",)),
+        ("net2", "net-b", ("10.201.0.7/24",)),
+    ]
+
+
+def test_add_records_only_this_interfaces_addresses(node: FakeNode) -> None:
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "br0", "mac": "02:00:00:00:00:01"},
+            {"name": "net1", "mac": "02:00:00:00:00:02", "sandbox": POD_A},
+        ],
+        "ips": [
+            {"interface": 1, "address": "10.200.0.10/24"},
+            {"interface": 0, "address": "10.200.0.1/24"},
+            {"address": "2001:db8::10/64"},  # no interface: the attachment's own
+        ],
+    }
+    assert node.call("ADD", node.conf(prevResult=prev)).rc == 0
+    (entry,) = entries(node)
+    assert entry.ips == ("10.200.0.10/24", "2001:db8::10/64")
+    assert entry.mac == "02:00:00:00:00:02"
+
+
+def test_add_without_the_interface_in_prev_result_still_closes_it(node: FakeNode) -> None:
+    assert node.call("ADD", node.conf(prevResult={"cniVersion": "1.0.0"})).rc == 0
+    assert interface_chains("net1") <= chains(node)
+    (entry,) = entries(node)
+    assert (entry.ips, entry.mac) == ((), "")
+
+
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_add_prints_prev_result_unchanged_in_every_version(node: FakeNode, version: str) -> None:
+    conf = node.conf(cniVersion=version, prevResult=prev_result(version=version))
+    out = node.call("ADD", conf)
+    assert out.rc == 0 and out.json == conf["prevResult"]
+
+
+def test_prev_result_in_another_version_is_converted() -> None:
+    old = prev_result(version="0.4.0")
+    new = result_for(old, "1.0.0")
+    assert new["cniVersion"] == "1.0.0" and "version" not in new["ips"][0]
+    back = result_for(new, "0.3.1")
+    assert back["cniVersion"] == "0.3.1" and back["ips"][0]["version"] == "4"
+    assert result_for({"ips": [{"address": "2001:db8::1/64"}]}, "0.4.0")["ips"][0]["version"] == "6"
+
+
+@pytest.mark.parametrize(
+    "args",
+    ["IgnoreUnknown=1", "", "IgnoreUnknown=1;K8S_POD_NAME=web", "IgnoreUnknown=1;K8S_POD_NAME=a=b;;FOO=bar"],
+)
+def test_add_outside_kubernetes_records_what_is_known(node: FakeNode, args: str) -> None:
+    # podman passes IgnoreUnknown=1 and maybe a pod name, nothing else
+    assert node.call("ADD", args=args).rc == 0
+    assert interface_chains("net1") <= chains(node)
+    (entry,) = entries(node)
+    assert entry.pod_namespace == "" and entry.pod_uid == ""
+    assert entry.pod_name == ("web" if "K8S_POD_NAME=web" in args else "a=b" if "a=b" in args else "")
+
+
+def test_add_when_the_netns_is_gone(node: FakeNode) -> None:
+    out = node.call("ADD", netns="/run/netns/gone")
+    assert (out.rc, out.code) == (1, INVALID_NETNS)
+    assert node.transactions() == 0 and entries(node) == []
+
+
+def test_add_with_an_unwritable_state_dir_touches_nothing(node: FakeNode, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = node.call("ADD", node.conf(stateDir=str(blocker / "state")))
+    assert (out.rc, out.code) == (1, IO_FAILURE)
+    assert node.transactions() == 0
+
+
+class FailingWrites(StateStore):
+    def write(self, entry: StateEntry) -> str:
+        raise StateError(f"cannot write {self.path(*entry.key)}: No space left on device")
+
+
+def test_add_undoes_the_rules_when_the_entry_cannot_be_written(node: FakeNode) -> None:
+    node.store_factory = FailingWrites
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, IO_FAILURE)
+    assert "rules removed again" in out.json["details"]
+    assert tables(node) == []  # the only interface: the whole table went
+    assert node.nfts[POD_A].transactions == 2
+
+
+def test_add_undo_keeps_the_other_interface(node: FakeNode) -> None:
+    assert node.call("ADD").rc == 0
+    node.store_factory = FailingWrites
+    out = node.call("ADD", node.conf(prevResult=prev_result("net2")), ifname="net2")
+    assert (out.rc, out.code) == (1, IO_FAILURE)
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+    assert map_entries(node)["egress_ifaces"] == {"net1": "jump egress_net1"}
+
+
+def test_repeated_add_that_fails_keeps_the_interface_closed(node: FakeNode) -> None:
+    assert node.call("ADD").rc == 0
+    node.store_factory = FailingWrites
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, IO_FAILURE)
+    assert "rules kept" in out.json["details"]
+    assert interface_chains("net1") <= chains(node)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (BusyError("Error: Could not process rule: Device or resource busy"), TRY_AGAIN_LATER),
+        (NftError("Error: syntax error"), INTERNAL),
+        (OSError(7, "Argument list too long"), INTERNAL),
+    ],
+)
+def test_add_when_nft_refuses(node: FakeNode, error: Exception, code: int) -> None:
+    node.nft(POD_A).fail.append(error)  # type: ignore[union-attr]
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, code)
+    assert tables(node) == [] and entries(node) == []
+
+
+def test_add_when_the_netns_vanishes_under_nft(node: FakeNode) -> None:
+    fake = node.nft(POD_A)
+    fake.fail.append(NotFoundError("nsenter: cannot open /run/netns/pod-a: No such file or directory"))  # type: ignore[union-attr]
+    node.netns.discard(POD_A)
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, INVALID_NETNS)
+    assert entries(node) == []
+
+
+def test_on_error_ignore_passes_through_and_says_so(node: FakeNode) -> None:
+    node.nft(POD_A).fail.append(NftError("Error: syntax error"))  # type: ignore[union-attr]
+    conf = node.conf(onError="ignore")
+    out = node.call("ADD", conf)
+    assert out.rc == 0 and out.json == conf["prevResult"]
+    assert "OPEN" in out.stderr and "level=error" in out.stderr
+    assert entries(node) == []
+
+
+def test_on_error_ignore_does_not_excuse_a_bad_config(node: FakeNode) -> None:
+    out = node.call("ADD", node.conf(onError="ignore", prevResult=None))
+    assert (out.rc, out.code) == (1, INVALID_CONFIG)
+
+
+# ----------------------------------------------------------------------------------------------- DEL
+
+
+def test_del_of_the_last_interface_removes_the_table_and_the_entry(node: FakeNode) -> None:
+    node.call("ADD")
+    out = node.call("DEL")
+    assert (out.rc, out.stdout) == (0, "")
+    assert tables(node) == [] and entries(node) == []
+
+
+def test_del_of_one_interface_keeps_the_other(node: FakeNode) -> None:
+    node.call("ADD")
+    node.call("ADD", node.conf(name="net-b", prevResult=prev_result("net2")), ifname="net2")
+    assert node.call("DEL", node.conf(name="net-b"), ifname="net2").rc == 0
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+    assert map_entries(node) == {
+        "ingress_ifaces": {"net1": "jump ingress_net1"},
+        "egress_ifaces": {"net1": "jump egress_net1"},
+    }
+    assert not any(name.startswith(("ingress_net2", "egress_net2")) for name in node.nfts[POD_A].list_table().sets)
+    assert [e.ifname for e in entries(node)] == ["net1"]
+    assert node.call("DEL").rc == 0
+    assert tables(node) == []
+
+
+def test_del_twice(node: FakeNode) -> None:
+    node.call("ADD")
+    assert node.call("DEL").rc == 0
+    assert node.call("DEL").rc == 0
+    assert tables(node) == [] and entries(node) == []
+
+
+def test_del_without_any_add(node: FakeNode) -> None:
+    assert node.call("DEL", node.conf(prevResult=None)).rc == 0
+    assert tables(node) == []
+
+
+def test_containerds_second_del(node: FakeNode) -> None:
+    node.call("ADD")
+    assert node.call("DEL").rc == 0
+    before = node.transactions()
+    # containerd repeats DEL with an empty CNI_NETNS and no prevResult
+    out = node.call("DEL", node.conf(prevResult=None), netns="")
+    assert (out.rc, out.stdout) == (0, "")
+    assert node.transactions() == before
+
+
+def test_del_with_an_empty_netns_still_drops_the_entry(node: FakeNode) -> None:
+    node.call("ADD")
+    assert node.call("DEL", node.conf(prevResult=None), netns="").rc == 0
+    assert entries(node) == []
+
+
+def test_del_after_the_netns_is_gone(node: FakeNode) -> None:
+    node.call("ADD")
+    node.netns.discard(POD_A)
+    assert node.call("DEL").rc == 0
+    assert entries(node) == []
+
+
+def test_del_when_the_netns_vanishes_under_nft(node: FakeNode) -> None:
+    node.call("ADD")
+    node.nft(POD_A).fail.append(NotFoundError("nsenter: cannot open: No such file or directory"))  # type: ignore[union-attr]
+    node.netns.discard(POD_A)
+    assert node.call("DEL").rc == 0
+    assert entries(node) == []
+
+
+def test_del_that_nft_refuses_keeps_the_entry_for_the_retry(node: FakeNode) -> None:
+    node.call("ADD")
+    node.nft(POD_A).fail.append(NftError("Error: something"))  # type: ignore[union-attr]
+    out = node.call("DEL")
+    assert (out.rc, out.code) == (1, INTERNAL)
+    assert [e.ifname for e in entries(node)] == ["net1"]
+    assert node.call("DEL").rc == 0  # the runtime retries
+    assert tables(node) == [] and entries(node) == []
+
+
+def test_del_with_a_corrupt_entry_of_another_interface_keeps_the_table(node: FakeNode) -> None:
+    node.call("ADD")
+    node.call("ADD", node.conf(prevResult=prev_result("net2")), ifname="net2")
+    (node.state_dir / "c1_net2.json").write_text("{garbage")
+    assert node.call("DEL").rc == 0
+    assert interface_chains("net2") <= chains(node)  # it may still be in use: never open it blindly
+
+
+def test_del_with_an_unwritable_state_dir(node: FakeNode, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = node.call("DEL", node.conf(stateDir=str(blocker / "state")))
+    assert (out.rc, out.code) == (1, IO_FAILURE)
+
+
+# ----------------------------------------------------------------------------------------------- CHECK
+
+
+def test_check_passes_after_add(node: FakeNode) -> None:
+    node.call("ADD")
+    out = node.call("CHECK")
+    assert (out.rc, out.stdout) == (0, "")
+
+
+def test_check_without_prev_result(node: FakeNode) -> None:
+    node.call("ADD")
+    assert node.call("CHECK", node.conf(prevResult=None)).rc == 0
+
+
+def test_check_before_add(node: FakeNode) -> None:
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, CHECK_FAILED)
+    assert "no state entry" in out.json["msg"]
+
+
+def test_check_when_the_table_is_gone(node: FakeNode) -> None:
+    from shared.nft.render import render_remove_table
+
+    node.call("ADD")
+    node.nfts[POD_A].run(render_remove_table())
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, CHECK_FAILED)
+    assert "does not exist" in out.json["details"]
+
+
+def test_check_when_the_interface_is_missing_from_the_table(node: FakeNode) -> None:
+    from shared.nft.render import render_remove_interface
+
+    node.call("ADD")
+    node.call("ADD", node.conf(prevResult=prev_result("net2")), ifname="net2")
+    node.nfts[POD_A].run(render_remove_interface("net1"))
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, CHECK_FAILED)
+    assert "chain ingress_net1 missing" in out.json["details"]
+    assert node.call("CHECK", node.conf(prevResult=prev_result("net2")), ifname="net2").rc == 0
+
+
+@pytest.mark.parametrize(
+    ("conf", "env", "problem"),
+    [
+        ({"prevResult": prev_result(address="10.200.0.99/24")}, {}, "ips"),
+        ({"prevResult": prev_result(mac="02:00:00:00:00:99")}, {}, "mac"),
+        ({"name": "net-z"}, {}, "network"),
+        ({}, {"netns": POD_B}, "netns"),
+    ],
+)
+def test_check_when_the_entry_does_not_match(
+    node: FakeNode, conf: dict[str, Any], env: dict[str, str], problem: str
+) -> None:
+    node.call("ADD")
+    node.call("ADD", container="c2", netns=POD_B)  # so pod-b's table exists too
+    out = node.call("CHECK", node.conf(**conf), env=node.env("CHECK", **env))
+    assert (out.rc, out.code) == (1, CHECK_FAILED)
+    assert problem in out.json["details"]
+
+
+def test_check_when_the_netns_is_gone(node: FakeNode) -> None:
+    node.call("ADD")
+    node.netns.discard(POD_A)
+    assert node.call("CHECK").code == INVALID_NETNS
+
+
+# ----------------------------------------------------------------------------------------------- GC
+
+
+def gc_conf(
+    node: FakeNode, valid: list[tuple[str, str]], name: str = "net-a", key: str = "cni.dev/valid-attachments"
+) -> dict[str, Any]:
+    conf = node.conf(cniVersion="1.1.0", name=name, prevResult=None)
+    conf[key] = [{"containerID": c, "ifname": i} for c, i in valid]
+    return conf
+
+
+def gc(node: FakeNode, conf: dict[str, Any]) -> Any:
+    return node.call("GC", conf, env={"CNI_COMMAND": "GC", "CNI_PATH": "/opt/cni/bin"})
+
+
+def test_gc_removes_what_is_not_valid(node: FakeNode) -> None:
+    node.call("ADD", container="c1", netns=POD_A)
+    node.call("ADD", container="c2", netns=POD_B)
+    node.call("ADD", node.conf(name="net-b", prevResult=prev_result("net2")), container="c1", ifname="net2")
+    out = gc(node, gc_conf(node, [("c1", "net1")]))
+    assert (out.rc, out.stdout) == (0, "")
+    assert sorted(e.key for e in entries(node)) == [("c1", "net1"), ("c1", "net2")]  # net-b is another network
+    assert tables(node, POD_B) == []  # c2's only interface: the whole table
+    assert interface_chains("net1") | interface_chains("net2") <= chains(node)
+
+
+def test_gc_of_one_of_two_interfaces_keeps_the_table(node: FakeNode) -> None:
+    node.call("ADD")
+    node.call("ADD", node.conf(name="net-b", prevResult=prev_result("net2")), ifname="net2")
+    assert gc(node, gc_conf(node, [], name="net-b")).rc == 0
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+
+
+def test_gc_drops_entries_whose_netns_is_gone(node: FakeNode) -> None:
+    node.call("ADD")
+    node.netns.discard(POD_A)
+    assert gc(node, gc_conf(node, [])).rc == 0
+    assert entries(node) == []
+
+
+def test_gc_never_acts_in_its_own_netns(node: FakeNode) -> None:
+    node.store.write(StateEntry("c9", "net1", "/proc/1/ns/net", network="net-a"))
+    node.netns.add("/proc/1/ns/net")
+    assert gc(node, gc_conf(node, [])).rc == 0
+    assert node.transactions() == 0 and entries(node) == []
+
+
+def test_gc_leaves_a_proc_path_netns_alone(node: FakeNode) -> None:
+    # /proc/PID/ns/net recorded at ADD may, by GC time, be another process's (another pod's) netns
+    node.netns.add("/proc/4242/ns/net")
+    node.call("ADD", netns="/proc/4242/ns/net")
+    before = node.transactions()
+    assert gc(node, gc_conf(node, [])).rc == 0
+    assert node.transactions() == before and entries(node) == []
+    assert interface_chains("net1") <= chains(node, "/proc/4242/ns/net")
+
+
+def test_gc_accepts_the_old_key(node: FakeNode) -> None:
+    node.call("ADD")
+    assert gc(node, gc_conf(node, [("c1", "net1")], key="cni.dev/attachments")).rc == 0
+    assert len(entries(node)) == 1
+
+
+def test_gc_without_a_list_is_refused(node: FakeNode) -> None:
+    node.call("ADD")
+    assert gc(node, node.conf(cniVersion="1.1.0", prevResult=None)).code == INVALID_CONFIG
+    assert len(entries(node)) == 1
+
+
+def test_gc_reports_what_it_could_not_remove_and_goes_on(node: FakeNode) -> None:
+    node.call("ADD", container="c1", netns=POD_A)
+    node.call("ADD", container="c2", netns=POD_B)
+    node.nft(POD_A).fail.append(NftError("Error: boom"))  # type: ignore[union-attr]
+    out = gc(node, gc_conf(node, []))
+    assert (out.rc, out.code) == (1, INTERNAL)
+    assert "1 of 2" in out.json["msg"]
+    assert [e.container_id for e in entries(node)] == ["c1"]
+    assert tables(node, POD_B) == []
+
+
+def test_gc_skips_corrupt_entries(node: FakeNode) -> None:
+    node.state_dir.mkdir(parents=True)
+    (node.state_dir / "junk_net1.json").write_text("[]")
+    assert gc(node, gc_conf(node, [])).rc == 0
+    assert (node.state_dir / "junk_net1.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------- STATUS
+
+
+def status(node: FakeNode, **conf: Any) -> Any:
+    return node.call(
+        "STATUS",
+        node.conf(cniVersion="1.1.0", prevResult=None, **conf),
+        env={"CNI_COMMAND": "STATUS", "CNI_PATH": "/x"},
+    )
+
+
+def test_status_ok(node: FakeNode) -> None:
+    out = status(node)
+    assert (out.rc, out.stdout) == (0, "")
+    assert node.host.list_tables() == []  # only looked
+    assert [p.name for p in node.state_dir.iterdir()] == []  # the probe file is gone
+
+
+def test_status_when_nft_cannot_run(node: FakeNode) -> None:
+    def broken(family: str = "inet", table: str = "mnp") -> str:
+        raise NftError("nsenter: failed to execute nft: No such file or directory")
+
+    node.host.list_table_json = broken  # type: ignore[method-assign]
+    out = status(node)
+    assert (out.rc, out.code) == (1, NOT_AVAILABLE)
+
+
+def test_status_when_the_state_dir_is_not_writable(node: FakeNode, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = status(node, stateDir=str(blocker / "state"))
+    assert (out.rc, out.code) == (1, NOT_AVAILABLE)
+
+
+def test_status_with_the_real_nft_backend_and_a_missing_binary(tmp_path: Path) -> None:
+    from cni.plugin import real_deps
+    from tests.support.cnifake import FakeNode as Node
+
+    node = Node(tmp_path / "state")
+    out = node.call(
+        "STATUS",
+        node.conf(cniVersion="1.1.0", prevResult=None, nftPath="/nonexistent/nft"),
+        env={"CNI_COMMAND": "STATUS", "CNI_PATH": "/x"},
+        deps=real_deps,
+    )
+    assert (out.rc, out.code) == (1, NOT_AVAILABLE)
+
+
+# ----------------------------------------------------------------------------------------------- misc
+
+
+def test_plugin_version_follows_pyproject() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert cni.__version__ == pyproject["project"]["version"]
+
+
+def test_cni_never_imports_the_daemon_or_the_kubernetes_client() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cni.__main__, cni.skel, cni.plugin, cni.config;"
+        "from cni.plugin import cmd_add, cmd_check;"
+        "import shared.nft.render, shared.nft.exec, shared.compiler;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('daemon', 'kubernetes', 'yaml', 'watchdog', 'pyroute2',"
+        " 'prometheus_client', 'asyncio', 'logging')];"
+        "print(','.join(sorted(bad)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_version_stays_cheap() -> None:
+    """VERSION — every runtime's first call — must not pay for the verbs' imports (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, cni.skel;"
+        "cni.skel.Dispatcher({'CNI_COMMAND': 'VERSION'}, b'', io.StringIO(), io.StringIO()).run();"
+        "heavy = ('dataclasses', 'typing', 'subprocess', 'ipaddress', 'shared', 'cni.config', 'cni.plugin');"
+        "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == ""
+
+
+def test_a_plain_file_is_no_netns(tmp_path: Path) -> None:
+    """A file left under /run/netns after its nsfs mount went away must read as "gone" (DEL then succeeds)."""
+    from shared.errors import NetnsGone
+    from shared.netns import check_netns
+
+    leftover = tmp_path / "cni-1234"
+    leftover.write_text("")
+    with pytest.raises(NetnsGone, match="not on nsfs"):
+        check_netns(str(leftover))
+    with pytest.raises(NetnsGone):
+        check_netns(str(tmp_path / "missing"))
+    check_netns("/proc/self/ns/net")
