@@ -166,8 +166,8 @@ def cmd_add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> dict[str, 
 
 
 def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
-    from shared.compiler import InterfaceRules
     from shared.nft.render import render_interface
+    from shared.rules import InterfaceRules
 
     require_netns(args.netns, deps)
     pod = args.pod

@@ -33,76 +33,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shared.model import (
-    EGRESS,
-    INGRESS,
-    Cluster,
-    IPAddress,
-    IPNetwork,
-    MultiNetworkPolicy,
-    Peer,
-    Pod,
-    Rule,
-)
+from shared.model import Cluster, MultiNetworkPolicy, Peer, Pod, Rule
+from shared.rules import CLOSED as CLOSED
+from shared.rules import EGRESS, INGRESS, IPAddress, IPNetwork
+from shared.rules import OPEN as OPEN
+from shared.rules import Allow as Allow
+from shared.rules import DirectionRules as DirectionRules
+from shared.rules import InterfaceRules as InterfaceRules
+from shared.rules import PortRange as PortRange
+from shared.rules import collapse as collapse
 
 ALL_V4 = ipaddress.ip_network("0.0.0.0/0")
 ALL_V6 = ipaddress.ip_network("::/0")
 DIRECTIONS = (INGRESS, EGRESS)
-
-
-@dataclass(frozen=True, order=True)
-class PortRange:
-    """Destination ports `first`..`last` (inclusive) of one transport protocol, in nft's spelling."""
-
-    protocol: str  # "tcp" | "udp" | "sctp"
-    first: int
-    last: int
-
-
-@dataclass(frozen=True)
-class Allow:
-    """Traffic to/from `peers` on `ports` (None: every protocol and port), granted by one rule of one policy."""
-
-    source: str  # provenance, e.g. "ns1/allow-db ingress[0]"
-    peers: tuple[IPNetwork, ...]
-    ports: tuple[PortRange, ...] | None
-
-
-@dataclass(frozen=True)
-class DirectionRules:
-    isolated: bool
-    allows: tuple[Allow, ...] = ()
-    policies: tuple[str, ...] = ()  # the policies that isolate this direction
-
-
-OPEN = DirectionRules(isolated=False)
-CLOSED = DirectionRules(isolated=True)
-
-
-@dataclass(frozen=True)
-class InterfaceRules:
-    """What one pod interface admits. `pending()` is the form the CNI plugin installs at ADD: closed both ways."""
-
-    pod: str
-    ifname: str
-    network: str
-    ingress: DirectionRules = OPEN
-    egress: DirectionRules = OPEN
-
-    @staticmethod
-    def pending(ifname: str, pod: str = "", network: str = "") -> InterfaceRules:
-        return InterfaceRules(pod, ifname, network, CLOSED, CLOSED)
-
-    def direction(self, direction: str) -> DirectionRules:
-        return self.ingress if direction == INGRESS else self.egress
-
-
-def collapse(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
-    """Sorted, merged, v4 before v6."""
-    networks = list(networks)
-    v4 = [n for n in networks if n.version == 4]
-    v6 = [n for n in networks if n.version == 6]
-    return tuple(ipaddress.collapse_addresses(v4)) + tuple(ipaddress.collapse_addresses(v6))
 
 
 def subtract(network: IPNetwork, excepts: Iterable[IPNetwork]) -> list[IPNetwork]:

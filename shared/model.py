@@ -22,17 +22,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.rules import EGRESS as EGRESS
+from shared.rules import INGRESS as INGRESS
+from shared.rules import IPAddress as IPAddress
+from shared.rules import IPNetwork as IPNetwork
 from shared.selectors import MATCH_EVERYTHING, LabelSelector, parse_selector
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 POLICY_FOR = "k8s.v1.cni.cncf.io/policy-for"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 NETWORK_STATUS = "k8s.v1.cni.cncf.io/network-status"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
-INGRESS, EGRESS = "Ingress", "Egress"
 
 # IANA_SVC_NAME, as validation.IsValidPortName: 1-15 characters, lowercase alphanumerics and '-', at least one
 # letter, no leading, trailing or doubled hyphen.

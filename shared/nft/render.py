@@ -27,18 +27,15 @@ disjoint (prefix × port range) boxes.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse
-from shared.model import EGRESS, INGRESS, IPNetwork
 from shared.nft.objects import Chain, Element, Rule, Set, Table
 from shared.nft.transaction import Transaction
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
 
 TABLE = "mnp"
 FAMILY = "inet"
@@ -66,6 +63,9 @@ def iface_token(ifname: str) -> str:
     identifier (`net1`), else `if_` and a hash of it (interface names may hold `.`, `-`, `@` …)."""
     if _PLAIN.match(ifname):
         return ifname
+    import base64  # the CNI plugin renders on every ADD: import the hash only for the names that need it
+    import hashlib
+
     digest = base64.b32encode(hashlib.sha256(ifname.encode()).digest()).decode()[:8].lower()
     return f"if_{digest}"
 
