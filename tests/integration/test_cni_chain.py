@@ -27,21 +27,19 @@ from typing import Any
 import pytest
 
 from tests.support.cniruntime import Attachment, CniError, CniRuntime, PodRef
+from tests.support.host import CNI_BIN, host_untouched
 from tests.support.netns import (
     NetNS,
     Probe,
     Server,
     TestNode,
-    check_leftovers,
-    have_netns_support,
     probe_matrix,
-    sweep_stale_netns,
 )
 
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[2]
-CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))
+
 REAL_PLUGINS = ("macvlan", "host-local")
 TIMEOUT = 1.0  # a denied probe costs this much; an allowed one answers at once
 
@@ -92,19 +90,8 @@ def chain_rules(netns: NetNS, chain: str) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def _host_stays_untouched() -> Iterator[None]:
-    reason = have_netns_support()
-    if reason:
-        pytest.skip(reason)
-    missing = [p for p in REAL_PLUGINS if not (CNI_BIN / p).exists()]
-    if missing:
-        pytest.skip(f"CNI plugins missing in {CNI_BIN}: {missing}")
-    sweep_stale_netns()
-    before = nft_tables()
-    yield
-    after = nft_tables()
-    assert "inet mnp" not in after, "the host's root netns got an mnp table"
-    assert after == before
-    assert check_leftovers() == [], "namespaces or processes leaked"
+    with host_untouched(REAL_PLUGINS):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ import contextlib
 import io
 import ipaddress
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -40,29 +39,23 @@ from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRan
 from shared.nft.exec import RealNft
 from shared.nft.render import render_interface
 from tests.support.cniruntime import Attachment, CniRuntime, PodRef
+from tests.support.host import CNI_BIN, host_untouched
 from tests.support.netns import (
     NetNS,
     Probe,
     Server,
     TestNode,
-    check_leftovers,
-    have_netns_support,
     probe_matrix,
-    sweep_stale_netns,
 )
 
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[2]
-CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))
+
 SUBNET = "10.243.0.0/24"
 TIMEOUT = 1.0  # a denied probe costs this much; an allowed one answers at once
 WEB = "ns1/allow-web ingress[0]"
 DNS = "ns1/allow-dns ingress[0]"
-
-
-def nft_tables() -> str:
-    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
 
 
 @dataclass
@@ -130,14 +123,11 @@ class NodeLab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
-    reason = have_netns_support()
-    if reason:
-        pytest.skip(reason)
-    missing = [p for p in ("macvlan", "host-local") if not (CNI_BIN / p).exists()]
-    if missing:
-        pytest.skip(f"CNI plugins missing in {CNI_BIN}: {missing}")
-    sweep_stale_netns()
-    before = nft_tables()
+    with host_untouched(("macvlan", "host-local")):
+        yield from _node_lab(tmp_path_factory)
+
+
+def _node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
     scratch = tmp_path_factory.mktemp("ctl")
     bindir = scratch / "bin"
     bindir.mkdir()
@@ -190,8 +180,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
     finally:
         node.delete()
         dead.close()
-    assert nft_tables() == before, "the root netns' tables changed"
-    assert check_leftovers() == [], "namespaces or processes leaked"
 
 
 # ----------------------------------------------------------------------------------------------- pods

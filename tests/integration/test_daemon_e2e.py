@@ -34,49 +34,29 @@ import yaml
 from daemon.app import Daemon
 from daemon.config import load
 from tests.support.cniruntime import Attachment, CniRuntime, PodRef
+from tests.support.host import CNI_BIN, host_untouched
 from tests.support.netns import (
     NetNS,
     Probe,
     Server,
     TestNode,
-    check_leftovers,
-    have_netns_support,
     probe_matrix,
-    sweep_stale_netns,
 )
 
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[2]
-CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))
+
 NAD_NAME = "mnpt-net"
 NETWORK = f"default/{NAD_NAME}"
 TIMEOUT = 0.6  # a denied probe costs this much; an allowed one answers at once
 DEADLINE_S = 15.0
 
 
-def nft_tables() -> str:
-    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _host_stays_untouched() -> Iterator[None]:
-    reason = have_netns_support()
-    if reason:
-        pytest.skip(reason)
-    for tool in ("macvlan", "host-local"):
-        if not (CNI_BIN / tool).exists():
-            pytest.skip(f"CNI plugin {tool} missing in {CNI_BIN}")
-    for binary in ("nft", "nsenter", "conntrack"):
-        if subprocess.run(["which", binary], capture_output=True).returncode != 0:
-            pytest.skip(f"{binary} is not installed")
-    sweep_stale_netns()
-    before = nft_tables()
-    yield
-    after = nft_tables()
-    assert "inet mnp" not in after, "the host's root netns got an mnp table"
-    assert after == before
-    assert check_leftovers() == [], "namespaces or processes leaked"
+    with host_untouched(("macvlan", "host-local"), ("nft", "nsenter", "conntrack")):
+        yield
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE_S, what: str = "condition") -> None:
