@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.clock import Clock
 from daemon.logs import fields
-from shared.compiler import DirectionRules
+from shared.rules import DirectionRules, InterfaceRules
 
 if TYPE_CHECKING:
     from daemon.controller import Controller
@@ -51,7 +51,30 @@ def _direction(rules: DirectionRules) -> dict[str, Any]:
     return {"isolated": rules.isolated, "policies": list(rules.policies), "allows": len(rules.allows)}
 
 
-def status_document(controller: Controller, sources: Mapping[str, bool], node: str) -> dict[str, Any]:
+class RulesDigest:
+    """A short digest of programmed rules that changes exactly when a transaction changed them. Computed once
+    per rules object (the controller keeps the object until the next transaction), not on every status write:
+    hashing the full rules of every interface on every sync dominated the daemon's CPU with large peer sets."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[InterfaceRules, str]] = {}
+
+    def __call__(self, rules: InterfaceRules) -> str:
+        hit = self._cache.get(id(rules))
+        if hit is None or hit[0] is not rules:
+            hit = (rules, hashlib.sha256(repr(rules).encode()).hexdigest()[:12])
+            self._cache[id(rules)] = hit
+        return hit[1]
+
+    def keep_only(self, live: list[InterfaceRules]) -> None:
+        ids = {id(r) for r in live}
+        self._cache = {k: v for k, v in self._cache.items() if k in ids}
+
+
+def status_document(
+    controller: Controller, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
+) -> dict[str, Any]:
+    digest = digest or RulesDigest()
     interfaces = []
     for key in sorted(controller.records):
         record = controller.records[key]
@@ -67,7 +90,7 @@ def status_document(controller: Controller, sources: Mapping[str, bool], node: s
         }
         if record.applied is not None:
             # a short digest of what is programmed: changes exactly when a transaction changed the rules
-            item["rules"] = hashlib.sha256(repr(record.applied).encode()).hexdigest()[:12]
+            item["rules"] = digest(record.applied)
         rules = record.applied or record.desired
         if rules is not None:
             item["network"] = rules.network
@@ -89,9 +112,11 @@ class StatusWriter:
         self.clock = clock
         self.node = node
         self._last: dict[str, Any] | None = None
+        self._digest = RulesDigest()
 
     def write(self, controller: Controller, sources: Mapping[str, bool], force: bool = False) -> None:
-        doc = status_document(controller, sources, self.node)
+        doc = status_document(controller, sources, self.node, self._digest)
+        self._digest.keep_only([r.applied for r in controller.records.values() if r.applied is not None])
         if doc == self._last and not force:
             return
         self._last = doc
