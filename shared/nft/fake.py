@@ -21,8 +21,9 @@ Deliberately stricter than the kernel (6.x) with concatenated interval sets, whe
 refuses a new element only if its first or last point lies in an existing one (so an element around the inside
 of another goes in), and a `delete element` removes whichever element contains the first point of the given key.
 The Fake refuses every overlap — mnp's sets must be disjoint — and deletes exact keys only.
-Not modelled: rule expressions beyond their references (the packet tracer, shared.nft.trace, understands the
-rules mnp writes), chain priorities across tables, timeouts, and every nft verb mnp does not use.
+Not modelled: rule expressions beyond their references and counters (strings such as a log prefix are skipped when
+looking for either; the packet tracer, shared.nft.trace, understands the rules mnp writes), chain priorities across
+tables, timeouts, and every nft verb mnp does not use.
 
 `list_table()` gives the structured view (`TableView`) that the tracer walks; the tracer also builds one from the
 live `nft -j list table`, so both share the element representation defined here: an element key is parsed into
@@ -218,10 +219,16 @@ EEXIST = "File exists"
 EBUSY = "Device or resource busy"
 EOPNOTSUPP = "Operation not supported"
 
+_QUOTED = re.compile(r'"[^"]*"')  # a string (a log prefix): never a reference, a counter or a verdict
 _SET_REF = re.compile(r"(vmap )?@([A-Za-z_]\w*)")
 _CHAIN_REF = re.compile(r"\b(?:jump|goto) ([A-Za-z_]\w*)")
 _COUNTER = re.compile(r"(?:^| )counter(?: |$)")
 _VERDICT = re.compile(r"^(?:accept|drop|continue|return|(?:jump|goto) [A-Za-z_]\w*)$")
+
+
+def _unquoted(text: str) -> str:
+    """A rule's text with its strings emptied, for finding the references and statements in it."""
+    return _QUOTED.sub('""', text)
 
 
 def stored_comment(text: str | None) -> str | None:
@@ -288,11 +295,14 @@ class _Table:
 
     def set_in_use(self, name: str) -> bool:
         return any(
-            name == ref for c in self.chains.values() for rule in c.rules for _, ref in _SET_REF.findall(rule.text)
+            name == ref
+            for c in self.chains.values()
+            for rule in c.rules
+            for _, ref in _SET_REF.findall(_unquoted(rule.text))
         )
 
     def chain_in_use(self, name: str) -> bool:
-        jumps = (_CHAIN_REF.findall(rule.text) for c in self.chains.values() for rule in c.rules)
+        jumps = (_CHAIN_REF.findall(_unquoted(rule.text)) for c in self.chains.values() for rule in c.rules)
         values = (_CHAIN_REF.findall(e.value or "") for s in self.sets.values() for e in s.elements.values())
         return any(name in refs for refs in (*jumps, *values))
 
@@ -490,11 +500,12 @@ def _apply(tables: dict[TableKey, _Table], where: TableKey, op: Operation) -> No
             del table.sets[obj.name]
         case "add", Rule():
             target = chain(obj.chain)
-            for vmap, name in _SET_REF.findall(obj.text):
+            statements = _unquoted(obj.text)
+            for vmap, name in _SET_REF.findall(statements):
                 if set_(name).set.is_map != bool(vmap):
                     raise fail(NftError, "Expression is not a map" if vmap else "datatype mismatch: a map")
-            jump_targets(obj.text)
-            packets = 0 if _COUNTER.search(obj.text) else None
+            jump_targets(statements)
+            packets = 0 if _COUNTER.search(statements) else None
             target.rules.append(RuleView(obj.text, stored_comment(obj.comment), packets))
         case "add", Element():
             s = set_(obj.set)

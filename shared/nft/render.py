@@ -6,7 +6,8 @@ Layout of the one private table (`inet mnp`) in every pod netns — see shared/n
     chain output { type filter hook output priority filter; policy accept; oifname vmap @egress_ifaces }
     map ingress_ifaces / egress_ifaces   ifname : verdict — "net1" : jump ingress_net1, …
     chain ingress_net1 / egress_net1     per guarded interface: established first, invalid dropped, NDP,
-                                         then four set lookups and a counted default drop
+                                         then four set lookups, a rate-limited nflog of what falls through,
+                                         and a counted default drop
     set ingress_net1_v4      ipv4_addr . inet_proto . inet_service (interval)  peers × ports
     set ingress_net1_v6      ipv6_addr . inet_proto . inet_service (interval)
     set ingress_net1_v4_all  ipv4_addr (interval)                             peers, every protocol and port
@@ -21,6 +22,16 @@ interface's chains and sets. nft 1.0.6 has no `destroy`, so a set is replaced wi
 also avoids `flush set` (quadratic for concatenated interval sets). The CNI plugin installs the `pending` form
 (closed both ways but for neighbour discovery) with the very same function; the daemon later fills it.
 
+The drop log: just before the counted default drop of an isolated direction,
+`limit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 queue-threshold 1` sends
+what is about to be dropped to nflog group DROP_LOG_GROUP. Only packets the default deny refuses reach it
+(established flows and allowed connections were accepted above), the limit is per chain, and with no listener
+bound to the group in the pod netns the kernel discards the message at once, so it costs nothing per allowed
+packet and next to nothing when nobody reads it. `queue-threshold 1` sends each message at once (nfnetlink_log
+otherwise batches them for up to a second). `mnpctl drops --log` binds a listener (tcpdump on `nflog:667`) in
+each pod netns while it runs. A kernel `log` to the kernel log would be silent in pod namespaces unless the host
+sets nf_log_all_netns.
+
 Concatenated interval sets refuse overlapping elements, so the renderer splits the union of all allows into
 disjoint (prefix × port range) boxes.
 """
@@ -33,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.nft.objects import Chain, Element, Rule, Set, Table
+from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
 from shared.nft.transaction import Transaction
 from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
 
@@ -43,19 +54,50 @@ SCHEMA = 1
 
 ND_TYPES = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect"
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
+_LOG_SAFE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")  # written as is in a log prefix (drop_log_prefix)
 
 _HOOK = {INGRESS: "input", EGRESS: "output"}
 _PREFIX = {INGRESS: "ingress", EGRESS: "egress"}
 _ADDR = {INGRESS: "saddr", EGRESS: "daddr"}
 _IFACE_MATCH = {INGRESS: "iifname", EGRESS: "oifname"}
 
+# The nflog group of the drop log, the one place it is defined: the renderer writes it, `mnpctl drops --log`
+# listens on it. 667 is "mnp" on a phone keypad — not 0 (the default of NFLOG and ulogd) nor the small numbers
+# examples use, so a pod's own nflog listener is unlikely to hold it (one listener per group and netns).
+DROP_LOG_GROUP = 667
+# Per chain (one guarded interface, one direction): a port scan logs a burst, then 10 lines a second.
+DROP_LOG_RATE = "10/second"
+DROP_LOG_BURST = 20
+DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
+
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults."""
+    """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
+
+    `drop_log`: the rate-limited nflog rule before each counted default drop (see the module docstring). On by
+    default, for the daemon and for the plugin's pending table alike: it is the same rendering, and the drops of
+    the pending window (a pod that cannot talk yet at start-up) are among the ones worth seeing."""
 
     accept_icmp: bool = False
     accept_icmpv6: bool = False
+    drop_log: bool = True
+
+
+def drop_log_prefix(ifname: str, direction: str) -> str:
+    """The nflog prefix of one chain's drop log: `mnp drop net1 ingress: `. An interface name with characters
+    other than letters, digits, `_`, `.`, `-` and `@` is written as its chain-name token (`if_…`) instead: nft
+    1.0.6 expands `$name` even inside a quoted string, so `x$y` would fail the whole transaction."""
+    name = ifname if _LOG_SAFE.match(ifname) else iface_token(ifname)
+    return f"{DROP_LOG_PREFIX}{name} {_PREFIX[direction]}: "
+
+
+def drop_log_rule(ifname: str, direction: str) -> str:
+    """The drop log rule's text, as nft 1.0.6 lists it (`prefix` before `group`, whatever order it was given in)."""
+    return (
+        f"limit rate {DROP_LOG_RATE} burst {DROP_LOG_BURST} packets "
+        f"log prefix {quote(drop_log_prefix(ifname, direction))} group {DROP_LOG_GROUP} queue-threshold 1"
+    )
 
 
 def iface_token(ifname: str) -> str:
@@ -149,6 +191,8 @@ def _render_direction(
         ):
             if elements.get(kind):
                 tx.add(Rule(name, f"{match} accept"))
+        if options.drop_log:
+            tx.add(Rule(name, drop_log_rule(ifname, direction)))
         policies = ", ".join(rules.policies) or "pending: not yet programmed"
         tx.add(Rule(name, "counter drop", f"default deny ({policies})"))
     entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")

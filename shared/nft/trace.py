@@ -183,24 +183,38 @@ def _always(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
     return True
 
 
-# One entry per rule shape shared.nft.render writes; the verdict of a vmap rule is its element's value.
-_SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]], _Match]], ...] = tuple(
-    (re.compile(f"^{pattern}$"), match)
-    for pattern, match in (
-        (r"(?P<dir>iif|oif)name vmap @(?P<set>\w+)", _vmap),
-        (rf"ct state (?P<states>[a-z]+(?:,[a-z]+)*){_VERDICT}", _ct_state),
-        (rf"icmpv6 type \{{ (?P<types>[a-z-]+(?:, [a-z-]+)*) \}}{_VERDICT}", _icmpv6_type),
-        (rf"meta l4proto (?P<proto>[a-z0-9-]+){_VERDICT}", _l4proto),
-        (rf"(?P<family>ip6?) (?P<dir>[sd])addr @(?P<set>\w+){_VERDICT}", _addr_set),
-        (rf"(?P<family>ip6?) (?P<dir>[sd])addr \. meta l4proto \. th dport @(?P<set>\w+){_VERDICT}", _addr_port_set),
-        (r"(?:counter )?(?P<verdict>accept|drop)", _always),
+# The drop log (shared.nft.render.drop_log_rule): `limit … log … group N` has no verdict, so the packet goes on
+# to the next rule whether the limit let the log through or not. The limit is not modelled: the tracer follows
+# one packet, and the rule's only effect is a copy sent to nflog.
+_DROP_LOG = (
+    r'limit rate \d+/(?:second|minute|hour|day)(?: burst \d+ packets)? log prefix "[^"]*" group \d+'
+    r"(?: queue-threshold \d+)?"
+)
+
+# One entry per rule shape shared.nft.render writes, with the verdict of a rule that has no verdict statement;
+# the verdict of a vmap rule is its element's value.
+_SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]], _Match], str | None], ...] = tuple(
+    (re.compile(f"^{pattern}$"), match, default)
+    for pattern, match, default in (
+        (r"(?P<dir>iif|oif)name vmap @(?P<set>\w+)", _vmap, None),
+        (rf"ct state (?P<states>[a-z]+(?:,[a-z]+)*){_VERDICT}", _ct_state, None),
+        (rf"icmpv6 type \{{ (?P<types>[a-z-]+(?:, [a-z-]+)*) \}}{_VERDICT}", _icmpv6_type, None),
+        (rf"meta l4proto (?P<proto>[a-z0-9-]+){_VERDICT}", _l4proto, None),
+        (rf"(?P<family>ip6?) (?P<dir>[sd])addr @(?P<set>\w+){_VERDICT}", _addr_set, None),
+        (
+            rf"(?P<family>ip6?) (?P<dir>[sd])addr \. meta l4proto \. th dport @(?P<set>\w+){_VERDICT}",
+            _addr_port_set,
+            None,
+        ),
+        (r"(?:counter )?(?P<verdict>accept|drop)", _always, None),
+        (_DROP_LOG, _always, "continue"),
     )
 )
 
 
 def _evaluate(table: TableView, packet: Packet, rule: RuleView) -> tuple[ElementView | None, str] | None:
     """(matched element, verdict) if `rule` matches `packet`, None if it does not."""
-    for pattern, match in _SHAPES:
+    for pattern, match, default in _SHAPES:
         m = pattern.match(rule.text)
         if m is None:
             continue
@@ -208,7 +222,7 @@ def _evaluate(table: TableView, packet: Packet, rule: RuleView) -> tuple[Element
         if result is False:
             return None
         element = result if isinstance(result, ElementView) else None
-        verdict = m.groupdict().get("verdict") or (element.value if element else None)
+        verdict = m.groupdict().get("verdict") or (element.value if element else None) or default
         if verdict is None:
             raise TraceError(f"no verdict for {rule.text!r}")
         return element, verdict
@@ -374,6 +388,26 @@ def _verdict(value: Any) -> str:
     raise TraceError(f"nft JSON verdict not understood: {value!r}")
 
 
+def _limit_text(limit: dict[str, Any]) -> str:
+    """`limit rate 10/second burst 20 packets`: a packet rate limit (not `over`, not bytes), as nft prints it."""
+    match limit:
+        case {"rate": int(rate), "per": str(per), **rest} if set(rest) <= {"burst"}:
+            burst = rest.get("burst", 0)
+            if isinstance(burst, int):
+                return f"limit rate {rate}/{per}" + (f" burst {burst} packets" if burst else "")
+    raise TraceError(f"nft JSON limit not understood: {limit!r}")
+
+
+def _log_text(log: dict[str, Any]) -> str:
+    """`log prefix "…" group N [queue-threshold N]`: an nflog statement, in nft's order."""
+    match log:
+        case {"prefix": str(prefix), "group": int(group), **rest} if set(rest) <= {"queue-threshold"}:
+            threshold = rest.get("queue-threshold")
+            if threshold is None or isinstance(threshold, int):
+                return f'log prefix "{prefix}" group {group}' + (f" queue-threshold {threshold}" if threshold else "")
+    raise TraceError(f"nft JSON log statement not understood: {log!r}")
+
+
 def _rule_text(expressions: list[Any]) -> tuple[str, int | None]:
     """A rule's text as nft prints it (without the counter's values), and its counter's packets."""
     words, packets = [], None
@@ -386,6 +420,10 @@ def _rule_text(expressions: list[Any]) -> tuple[str, int | None]:
             case {"counter": {"packets": int(count)}}:
                 words.append("counter")
                 packets = count
+            case {"limit": dict(limit)}:
+                words.append(_limit_text(limit))
+            case {"log": dict(log)}:
+                words.append(_log_text(log))
             case _:
                 words.append(_verdict(expression))
     return " ".join(words), packets

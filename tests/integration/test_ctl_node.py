@@ -21,9 +21,14 @@ import contextlib
 import io
 import ipaddress
 import json
+import queue
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +42,7 @@ from daemon.cli import drops as drops_cmd
 from daemon.cli.node import Inspector, listen_address
 from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
 from shared.nft.exec import RealNft
-from shared.nft.render import render_interface
+from shared.nft.render import DROP_LOG_GROUP, render_interface
 from tests.support.cniruntime import Attachment, CniRuntime, PodRef
 from tests.support.host import CNI_BIN, host_untouched
 from tests.support.netns import (
@@ -264,7 +269,7 @@ def test_explain_agrees_with_real_packets(lab: NodeLab) -> None:
         (lab.c, Probe("tcp", lab.ip_b, 8080, timeout=TIMEOUT), ["ns1/b", "--from", lab.ip_c, "--port", "8080/tcp"],
          "drop", "default deny (pending: not yet programmed)"),
         (lab.b, Probe("tcp", lab.ip_c, 8080, timeout=TIMEOUT), ["ns1/b", "--to", lab.ip_c, "--port", "8080/tcp"],
-         "drop", "egress_net1 rule 3 counter drop"),
+         "drop", "egress_net1 rule 4 counter drop"),  # after the drop log, rule 3
     ]  # fmt: skip
     observed = probe_matrix([(ns, probe) for ns, probe, *_ in cases])
     for (_, _, argv, verdict, decision), result in zip(cases, observed, strict=True):
@@ -346,6 +351,94 @@ def test_drops_follow_reports_the_growth_between_samples(lab: NodeLab) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("daemon: not running / status file stale") and "ns1/a" in done.stdout
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`, with their command lines."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return out
+
+
+class _Lines:
+    """The lines a process prints, collected by a thread; `drain` waits for more, `has` looks for one."""
+
+    def __init__(self, stream: Any) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.queue.put(line.rstrip("\n"))
+
+    def drain(self, wait: float = 0.0) -> None:
+        end = time.monotonic() + wait
+        while True:
+            try:
+                self.seen.append(self.queue.get(timeout=max(0.0, end - time.monotonic())))
+            except queue.Empty:
+                return
+
+    def has(self, *parts: str) -> bool:
+        return any(all(part in line for part in parts) for line in self.seen)
+
+
+def test_drops_log_prints_real_dropped_connections(lab: NodeLab) -> None:
+    """`mnpctl drops --follow --log` (the installed script): one tcpdump on the drop log's nflog group per pod
+    netns, and a line per dropped packet naming the pod, interface and direction (read from the nflog prefix) —
+    for a's policies and for b's pending table, which the plugin renders with the log too. Ctrl-C ends it and
+    every tcpdump with it."""
+    if shutil.which("tcpdump") is None:
+        pytest.skip("tcpdump is not installed (apt-get install tcpdump)")
+    argv = [str(Path(sys.executable).parent / "mnpctl"), "drops", "--follow", "--log", "--interval", "0.5",
+            "--duration", "120", *lab.options()]  # fmt: skip
+    to_a = (f"ns1/a net1 ingress: dropped tcp {lab.ip_c}:", f" → {lab.ip_a}:9090 [S] (60 bytes)")
+    to_b = (f"ns1/b net1 ingress: dropped tcp {lab.ip_c}:", f" → {lab.ip_b}:8080 [S] (60 bytes)")
+    tcpdumps: dict[int, str] = {}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        out = _Lines(proc.stdout)
+        try:
+            deadline = time.monotonic() + 30
+            while not out.has(f"drop log: nflog group {DROP_LOG_GROUP} in "):
+                assert time.monotonic() < deadline and proc.poll() is None, out.seen
+                out.drain(0.2)
+            assert out.has(f"drop log: nflog group {DROP_LOG_GROUP} in 2 of 2 pod netns"), out.seen
+            tcpdumps = _children(proc.pid)
+            capture = f"tcpdump -U -w - -s 512 -i nflog:{DROP_LOG_GROUP}"
+            assert len(tcpdumps) == 2 and all(capture in cmd for cmd in tcpdumps.values()), tcpdumps
+
+            deadline = time.monotonic() + 30
+            while not (out.has(*to_a) and out.has(*to_b)):
+                assert time.monotonic() < deadline, out.seen
+                refused = probe_matrix([
+                    (lab.c, Probe("tcp", lab.ip_a, 9090, timeout=TIMEOUT)),  # a: not allowed by its policies
+                    (lab.c, Probe("tcp", lab.ip_b, 8080, timeout=TIMEOUT)),  # b: the plugin's pending table
+                ])  # fmt: skip
+                assert not any(r.allowed for r in refused)
+                out.drain(0.5)
+            assert out.has("ns1/a net1 ingress: +")  # the counters are followed between the log lines
+        finally:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            try:
+                rc = proc.wait(timeout=15)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                out.thread.join(timeout=15)
+        errors = proc.stderr.read() if proc.stderr else ""
+    assert rc == 0, errors
+    for pid, cmd in tcpdumps.items():
+        with contextlib.suppress(OSError):  # gone: as it should be
+            alive = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            assert cmd != alive, f"tcpdump {pid} outlived mnpctl"
 
 
 # ----------------------------------------------------------------------------------------------- status

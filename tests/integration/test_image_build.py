@@ -234,8 +234,14 @@ def in_image(image: str, argv: list[str], volumes: tuple[str, ...] = ()) -> subp
 
 @pytest.mark.parametrize(
     "argv",
-    [["nft", "--version"], ["conntrack", "--version"], ["nsenter", "--version"], ["python3", "--version"]],
-    ids=["nft", "conntrack", "nsenter", "python3"],
+    [
+        ["nft", "--version"],
+        ["conntrack", "--version"],
+        ["nsenter", "--version"],
+        ["tcpdump", "--version"],
+        ["python3", "--version"],
+    ],
+    ids=["nft", "conntrack", "nsenter", "tcpdump", "python3"],
 )
 @needs_build
 def test_image_has_the_dataplane_tools(image: str, argv: list[str]) -> None:

@@ -209,7 +209,7 @@ def test_directions_are_read_from_the_live_table() -> None:
         False,
     )
     assert ingress.drop is not None and (ingress.drop.packets, ingress.drop.bytes) == (7, 420)
-    assert ingress.drop.index == 6 and ingress.drop.handle is not None
+    assert ingress.drop.index == 7 and ingress.drop.handle is not None  # after the drop log (rule 6)
     assert live.direction(EGRESS, "net1").policies == ("blue/dns-only",)
     assert live.direction(INGRESS, "net2").mode == live.direction(EGRESS, "net2").mode == "pending"
     assert live.direction(INGRESS, "net3").mode == "missing"
@@ -472,14 +472,14 @@ def _rules_in_order() -> Iterator[tuple[int, dict[str, Any]]]:
          f"accept: ingress_net1 rule 3 ip saddr @ingress_net1_v4_all ← 10.9.0.5 ({MON})"),
         (["--from", "10.9.0.5", "--port", "icmp", "--iface", "net1"], "accept", f"10.9.0.5 ({MON})"),
         (["--from", "10.1.0.7", "--port", "8081"], "drop",
-         "drop: ingress_net1 rule 6 counter drop (default deny (blue/allow-web, blue/allow-mon))"),
+         "drop: ingress_net1 rule 7 counter drop (default deny (blue/allow-web, blue/allow-mon))"),
         (["--from", "10.1.0.7", "--port", "8080/udp"], "drop", "default deny (blue/allow-web, blue/allow-mon)"),
         (["--to", "10.2.3.4", "--port", "53/udp", "--iface", "net1"], "accept",
          "accept: egress_net1 rule 3 ip daddr . meta l4proto . th dport @egress_net1_v4 "
          f"← 10.2.0.0/16 . udp . 53 ({DNS})"),
         (["--to", "10.2.3.4", "--port", "53/tcp", "--iface", "net1"], "drop", "default deny (blue/dns-only)"),
         (["--from", "10.3.0.7", "--port", "80"], "drop",  # net2 is inferred from its subnet
-         "drop: ingress_net2 rule 3 counter drop (default deny (pending: not yet programmed))"),
+         "drop: ingress_net2 rule 4 counter drop (default deny (pending: not yet programmed))"),
         (["--from", "10.9.0.5", "--port", "22", "--iface", "net1", "--ct-state", "established"], "accept",
          "accept: ingress_net1 rule 0 ct state established,related accept"),
         (["--from", "10.9.0.5", "--port", "22", "--iface", "net1", "--ct-state", "invalid"], "drop",
@@ -835,117 +835,112 @@ def test_listen_addresses() -> None:
 
 TABLE_JSON = (  # verbatim, wrapped
     '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", '
-    '"json_schema_version": 1}}, {"table": {"family": "inet", "name": "mnp", "handle": 1}}, '
-    '{"map": {"family": "inet", "name": "ingress_ifaces", "table": "mnp", "type": "ifname", "handle": 1, '
-    '"map": "verdict", "elem": [["net1", {"jump": {"target": "ingress_net1"}}], ["net2", '
-    '{"jump": {"target": "ingress_net2"}}]]}}, {"map": {"family": "inet", "name": "egress_ifaces", '
-    '"table": "mnp", "type": "ifname", "handle": 4, "map": "verdict", "elem": [["net1", '
-    '{"jump": {"target": "egress_net1"}}], ["net2", {"jump": {"target": "egress_net2"}}]]}}, '
-    '{"set": {"family": "inet", "name": "ingress_net1_v4", "table": "mnp", "type": ["ipv4_addr", '
-    '"inet_proto", "inet_service"], "handle": 9, "flags": ["interval"], '
-    '"elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.1.0.0", "len": 24}}, "tcp", 8080]}, '
-    '"comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v6", '
-    '"table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 11, '
-    '"flags": ["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "fd00:1::", '
-    '"len": 64}}, "tcp", 8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", '
-    '"name": "ingress_net1_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 13, '
-    '"flags": ["interval"], "elem": [{"elem": {"val": "10.9.0.5", '
-    '"comment": "blue/allow-mon ingress[0]"}}]}}, {"set": {"family": "inet", '
-    '"name": "ingress_net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 15, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4", "table": "mnp", '
-    '"type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 26, "flags": ["interval"], '
-    '"elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.2.0.0", "len": 16}}, "udp", 53]}, '
-    '"comment": "blue/dns-only egress[0]"}}]}}, {"set": {"family": "inet", "name": "egress_net1_v6", '
-    '"table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 28, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4_all", "table": "mnp", '
-    '"type": "ipv4_addr", "handle": 30, "flags": ["interval"]}}, {"set": {"family": "inet", '
-    '"name": "egress_net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 32, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v4", "table": "mnp", '
-    '"type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 43, "flags": ["interval"]}}, '
-    '{"set": {"family": "inet", "name": "ingress_net2_v6", "table": "mnp", "type": ["ipv6_addr", '
-    '"inet_proto", "inet_service"], "handle": 45, "flags": ["interval"]}}, {"set": {"family": "inet", '
-    '"name": "ingress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 47, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6_all", "table": "mnp", '
-    '"type": "ipv6_addr", "handle": 49, "flags": ["interval"]}}, {"set": {"family": "inet", '
-    '"name": "egress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], '
-    '"handle": 57, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6", '
-    '"table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 59, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v4_all", "table": "mnp", '
-    '"type": "ipv4_addr", "handle": 61, "flags": ["interval"]}}, {"set": {"family": "inet", '
-    '"name": "egress_net2_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 63, '
-    '"flags": ["interval"]}}, {"chain": {"family": "inet", "table": "mnp", "name": "input", "handle": 2, '
-    '"type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", '
-    '"table": "mnp", "name": "output", "handle": 5, "type": "filter", "hook": "output", "prio": 0, '
-    '"policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net1", '
-    '"handle": 7}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net1", "handle": 24}}, '
-    '{"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "handle": 41}}, '
-    '{"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 55}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "input", "handle": 39, '
-    '"expr": [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ingress_ifaces"}}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "output", "handle": 40, '
-    '"expr": [{"vmap": {"key": {"meta": {"key": "oifname"}}, "data": "@egress_ifaces"}}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 16, '
+    '"json_schema_version": 1}}, {"table": {"family": "inet", "name": "mnp", "handle": 1}}, {"map": '
+    '{"family": "inet", "name": "ingress_ifaces", "table": "mnp", "type": "ifname", "handle": 1, "map": '
+    '"verdict", "elem": [["net1", {"jump": {"target": "ingress_net1"}}], ["net2", {"jump": {"target": '
+    '"ingress_net2"}}]]}}, {"map": {"family": "inet", "name": "egress_ifaces", "table": "mnp", "type": '
+    '"ifname", "handle": 4, "map": "verdict", "elem": [["net1", {"jump": {"target": "egress_net1"}}], '
+    '["net2", {"jump": {"target": "egress_net2"}}]]}}, {"set": {"family": "inet", "name": "ingress_net1_v4", '
+    '"table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 9, "flags": '
+    '["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.1.0.0", "len": 24}}, "tcp", '
+    '8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", "name": '
+    '"ingress_net1_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 11, '
+    '"flags": ["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "fd00:1::", "len": '
+    '64}}, "tcp", 8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", "name": '
+    '"ingress_net1_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 13, "flags": ["interval"], '
+    '"elem": [{"elem": {"val": "10.9.0.5", "comment": "blue/allow-mon ingress[0]"}}]}}, {"set": {"family": '
+    '"inet", "name": "ingress_net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 15, "flags": '
+    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4", "table": "mnp", "type": '
+    '["ipv4_addr", "inet_proto", "inet_service"], "handle": 27, "flags": ["interval"], "elem": [{"elem": '
+    '{"val": {"concat": [{"prefix": {"addr": "10.2.0.0", "len": 16}}, "udp", 53]}, "comment": "blue/dns-only '
+    'egress[0]"}}]}}, {"set": {"family": "inet", "name": "egress_net1_v6", "table": "mnp", "type": '
+    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 29, "flags": ["interval"]}}, {"set": {"family": '
+    '"inet", "name": "egress_net1_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 31, "flags": '
+    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v6_all", "table": "mnp", "type": '
+    '"ipv6_addr", "handle": 33, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
+    '"ingress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 45, '
+    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6", "table": "mnp", "type": '
+    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 47, "flags": ["interval"]}}, {"set": {"family": '
+    '"inet", "name": "ingress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 49, "flags": '
+    '["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6_all", "table": "mnp", "type": '
+    '"ipv6_addr", "handle": 51, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
+    '"egress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 60, '
+    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6", "table": "mnp", "type": '
+    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 62, "flags": ["interval"]}}, {"set": {"family": '
+    '"inet", "name": "egress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 64, "flags": '
+    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6_all", "table": "mnp", "type": '
+    '"ipv6_addr", "handle": 66, "flags": ["interval"]}}, {"chain": {"family": "inet", "table": "mnp", '
+    '"name": "input", "handle": 2, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, '
+    '{"chain": {"family": "inet", "table": "mnp", "name": "output", "handle": 5, "type": "filter", "hook": '
+    '"output", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp", "name": '
+    '"ingress_net1", "handle": 7}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net1", '
+    '"handle": 25}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "handle": 43}}, '
+    '{"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 58}}, {"rule": {"family": '
+    '"inet", "table": "mnp", "chain": "input", "handle": 41, "expr": [{"vmap": {"key": {"meta": {"key": '
+    '"iifname"}}, "data": "@ingress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
+    '"output", "handle": 42, "expr": [{"vmap": {"key": {"meta": {"key": "oifname"}}, "data": '
+    '"@egress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": '
+    '16, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
+    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", '
+    '"handle": 17, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
+    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 19, '
+    '"comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": '
+    '"icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", '
+    '"nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": '
+    '{"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 20, "expr": [{"match": {"op": '
+    '"==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@ingress_net1_v4_all"}}, '
+    '{"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 21, '
+    '"expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, '
+    '{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "right": '
+    '"@ingress_net1_v4"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
+    '"ingress_net1", "handle": 22, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload": '
+    '{"protocol": "ip6", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", '
+    '"field": "dport"}}]}, "right": "@ingress_net1_v6"}}, {"accept": null}]}}, {"rule": {"family": "inet", '
+    '"table": "mnp", "chain": "ingress_net1", "handle": 23, "expr": [{"limit": {"rate": 10, "burst": 20, '
+    '"per": "second"}}, {"log": {"prefix": "mnp drop net1 ingress: ", "group": 667, "queue-threshold": '
+    '1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 24, "comment": '
+    '"default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, '
+    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 34, '
     '"expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
-    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "ingress_net1", "handle": 17, "expr": [{"match": {"op": "in", '
-    '"left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 19, '
-    '"comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", '
-    '"left": {"payload": {"protocol": "icmpv6", "field": "type"}}, '
-    '"right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
-    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "ingress_net1", "handle": 20, "expr": [{"match": {"op": "==", '
-    '"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@ingress_net1_v4_all"}}, '
-    '{"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", '
-    '"handle": 21, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip", '
-    '"field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", '
-    '"field": "dport"}}]}, "right": "@ingress_net1_v4"}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 22, '
-    '"expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip6", '
-    '"field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", '
-    '"field": "dport"}}]}, "right": "@ingress_net1_v6"}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 23, '
-    '"comment": "default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets": 0, '
-    '"bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "egress_net1", "handle": 33, "expr": [{"match": {"op": "in", '
-    '"left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 34, '
-    '"expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", '
-    '"handle": 36, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", '
-    '"left": {"payload": {"protocol": "icmpv6", "field": "type"}}, '
-    '"right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
-    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "egress_net1", "handle": 37, "expr": [{"match": {"op": "==", '
-    '"left": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, '
-    '{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, '
-    '"right": "@egress_net1_v4"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "egress_net1", "handle": 38, "comment": "default deny (blue/dns-only)", '
-    '"expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "ingress_net2", "handle": 50, "expr": [{"match": {"op": "in", '
-    '"left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 51, '
-    '"expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", '
-    '"handle": 53, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", '
-    '"left": {"payload": {"protocol": "icmpv6", "field": "type"}}, '
-    '"right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
-    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "ingress_net2", "handle": 54, '
-    '"comment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, '
-    '"bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "egress_net2", "handle": 64, "expr": [{"match": {"op": "in", '
-    '"left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 65, '
-    '"expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", '
-    '"handle": 67, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", '
-    '"left": {"payload": {"protocol": "icmpv6", "field": "type"}}, '
-    '"right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
-    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "egress_net2", "handle": 68, '
-    '"comment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, '
-    '"bytes": 0}}, {"drop": null}]}}]}'
+    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", '
+    '"handle": 35, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
+    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 37, '
+    '"comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": '
+    '"icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", '
+    '"nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": '
+    '{"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 38, "expr": [{"match": {"op": '
+    '"==", "left": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": '
+    '"l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "right": "@egress_net1_v4"}}, '
+    '{"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 39, '
+    '"expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 '
+    'egress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", '
+    '"chain": "egress_net1", "handle": 40, "comment": "default deny (blue/dns-only)", "expr": [{"counter": '
+    '{"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
+    '"ingress_net2", "handle": 52, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, '
+    '"right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
+    '"chain": "ingress_net2", "handle": 53, "expr": [{"match": {"op": "in", "left": {"ct": {"key": '
+    '"state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
+    '"chain": "ingress_net2", "handle": 55, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": '
+    '"==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": '
+    '["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", '
+    '"nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
+    '"ingress_net2", "handle": 56, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": '
+    '{"prefix": "mnp drop net2 ingress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": '
+    '"inet", "table": "mnp", "chain": "ingress_net2", "handle": 57, "comment": "default deny (pending: not '
+    'yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": '
+    '{"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 67, "expr": [{"match": {"op": '
+    '"in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, '
+    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 68, "expr": [{"match": '
+    '{"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": '
+    '{"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 70, "comment": "IPv6 neighbour '
+    'discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": '
+    '"type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
+    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": '
+    '"mnp", "chain": "egress_net2", "handle": 71, "expr": [{"limit": {"rate": 10, "burst": 20, "per": '
+    '"second"}}, {"log": {"prefix": "mnp drop net2 egress: ", "group": 667, "queue-threshold": 1}}]}}, '
+    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 72, "comment": "default '
+    'deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": '
+    "null}]}}]}"
 )
 TABLE_JSON_ITEMS: list[dict[str, Any]] = json.loads(TABLE_JSON)["nftables"]
 
@@ -1065,6 +1060,8 @@ TABLE_TEXT = (
     "\t\tip saddr @ingress_net1_v4_all accept\n"
     "\t\tip saddr . meta l4proto . th dport @ingress_net1_v4 accept\n"
     "\t\tip6 saddr . meta l4proto . th dport @ingress_net1_v6 accept\n"
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 '
+    "queue-threshold 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/allow-web, blue/allow-mon)"\n'
     "\t}\n"
     "\n"
@@ -1074,6 +1071,8 @@ TABLE_TEXT = (
     "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
     'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
     "\t\tip daddr . meta l4proto . th dport @egress_net1_v4 accept\n"
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 egress: " group 667 queue-threshold '
+    "1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/dns-only)"\n'
     "\t}\n"
     "\n"
@@ -1082,6 +1081,8 @@ TABLE_TEXT = (
     "\t\tct state invalid drop\n"
     "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
     'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 ingress: " group 667 '
+    "queue-threshold 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (pending: not yet programmed)"\n'
     "\t}\n"
     "\n"
@@ -1090,6 +1091,8 @@ TABLE_TEXT = (
     "\t\tct state invalid drop\n"
     "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
     'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 egress: " group 667 queue-threshold '
+    "1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (pending: not yet programmed)"\n'
     "\t}\n"
     "}\n"

@@ -395,6 +395,19 @@ def test_second_interface_does_not_disturb_the_first() -> None:
             assert second.sets[name] == s
 
 
+@pytest.mark.parametrize("ifname", ["jump", "goto", "counter", "a@b", "x$y"])
+def test_strings_in_rules_are_not_references_or_counters(ifname: str) -> None:
+    """The drop log's prefix holds the interface name: `"mnp drop jump ingress: "` jumps nowhere, `a@b` names no
+    set, `counter` counts nothing (checked on nft 1.0.6, which takes all five)."""
+    fake = FakeNft.from_transaction(render_interface(InterfaceRules.pending(ifname)))
+    for chain in fake.list_table().chains.values():
+        if chain.hook is None:
+            assert [r.packets for r in chain.rules][-2:] == [None, 0]
+    assert FakeNft.from_text(fake.dump()).list_table() == fake.list_table()
+    fake.run(render_remove_interface(ifname))
+    assert fake.list_table().chains.keys() == {"input", "output"}
+
+
 # ----------------------------------------------------------------------------------------- dump
 
 

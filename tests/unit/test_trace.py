@@ -19,7 +19,7 @@ from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, co
 from shared.model import INGRESS, IPNetwork
 from shared.nft.fake import ChainView, FakeNft, RuleView, TableView
 from shared.nft.objects import Chain, Element, Rule, Set, Table
-from shared.nft.render import ND_TYPES, RenderOptions, chain_name, render_interface
+from shared.nft.render import DROP_LOG_GROUP, ND_TYPES, RenderOptions, chain_name, drop_log_rule, render_interface
 from shared.nft.trace import Packet, Trace, TraceError, send, table_from_nft_json, trace
 from shared.nft.transaction import Transaction
 
@@ -219,7 +219,9 @@ def test_interface_with_a_hashed_name() -> None:
     vlan = table(InterfaceRules.pending("eth0.100"))
     result = trace(vlan, inbound("192.0.2.10", "tcp", 80, ifname="eth0.100"))
     assert_trace(result, "drop", PENDING)
-    assert [step.chain for step in result.steps] == ["input", chain_name(INGRESS, "eth0.100")]
+    chain = chain_name(INGRESS, "eth0.100")
+    assert [step.chain for step in result.steps] == ["input", chain, chain]  # the drop log, then the drop
+    assert result.steps[1].rule.text == drop_log_rule("eth0.100", INGRESS)  # the real name, not the hash
     assert trace(vlan, inbound("192.0.2.10", "tcp", 80, ifname="eth0")).verdict == "accept"
 
 
@@ -233,6 +235,56 @@ def test_steps_show_the_way() -> None:
         "  ← 192.0.2.10/31 . udp . 53 (ns1/web ingress[0])\n"
         "→ accept"
     )
+
+
+# ----------------------------------------------------------------------------------------- the drop log
+
+
+def test_the_drop_log_is_passed_by_refused_packets_only_and_decides_nothing() -> None:
+    """`limit … log … group N` sits just before the counted drop: what reaches it is about to be dropped, and it
+    sends the packet on (to the drop) — the verdicts are exactly those of a table without it."""
+    log = (
+        'limit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " '
+        f"group {DROP_LOG_GROUP} queue-threshold 1"
+    )
+    assert drop_log_rule("net1", INGRESS) == log
+    server = table(SERVER)
+    assert [r.text for r in server.chains["ingress_net1"].rules][-2:] == [log, "counter drop"]
+    assert server.chains["ingress_net1"].rules[-2].packets is None, "the log rule has no counter"
+    refused = trace(server, inbound("192.0.2.16", "tcp", 80))
+    assert_trace(refused, "drop", "default deny (ns1/web)")
+    assert [(s.chain, s.index, s.rule.text) for s in refused.steps[1:]] == [
+        ("ingress_net1", 6, log),
+        ("ingress_net1", 7, "counter drop"),
+    ]
+    assert str(refused).splitlines()[1] == f"ingress_net1[6] {log}"
+    allowed = trace(server, inbound("192.0.2.10", "tcp", 8000))
+    assert allowed.verdict == "accept" and all("log" not in s.rule.text for s in allowed.steps)
+    established = trace(server, inbound("192.0.2.16", "tcp", 80, ct_state="established"))
+    assert established.verdict == "accept" and len(established.steps) == 2
+
+    quiet = RenderOptions(drop_log=False)
+    for rules in (SERVER, CLIENT, InterfaceRules.pending("net1")):
+        logged, unlogged = table(rules), table(rules, quiet)
+        assert not any("log" in r.text for c in unlogged.chains.values() for r in c.rules)
+        for packet in (
+            inbound("192.0.2.16", "tcp", 80),
+            inbound("192.0.2.10", "udp", 53),
+            inbound("2001:db8:1::11", "udp", 53),
+            outbound("203.0.113.5", "tcp", 443),
+            outbound("203.0.113.200", "tcp", 443),
+            outbound("2001:db8:2:ff::1", "udp", 53),
+        ):
+            with_log, without = trace(logged, packet), trace(unlogged, packet)
+            assert (with_log.verdict, with_log.comment) == (without.verdict, without.comment), packet
+            assert [s.rule.text for s in with_log.steps if "log" not in s.rule.text] == [
+                s.rule.text for s in without.steps
+            ]
+
+
+def test_open_directions_have_no_drop_log() -> None:
+    egress = table(SERVER).chains["egress_net1"]
+    assert [r.text for r in egress.rules][-1] == "accept" and not any("log" in r.text for r in egress.rules)
 
 
 # ----------------------------------------------------------------------------------------- verdict semantics
@@ -289,6 +341,9 @@ def test_base_chain_policy_decides_at_the_end() -> None:
         "ip saddr . meta l4proto . th dport @peers accept",  # a single-field set looked up with a concatenation
         "ip saddr @missing accept",
         "log prefix x drop",
+        'log prefix "mnp drop net1 ingress: " group 667',  # a log without the limit: not the drop log mnp writes
+        'limit rate over 10/second log prefix "x" group 667',
+        'limit rate 10/second burst 20 packets log prefix "x" group 667 drop',
     ],
 )
 def test_rule_it_does_not_understand_raises(rule: str) -> None:
@@ -405,6 +460,11 @@ NFT_JSON: dict[str, Any] = {
             _match({"concat": [_payload("ip", "saddr"), {"meta": {"key": "l4proto"}}, _payload("th", "dport")]}, "@v4"),
             ACCEPT,
         ),
+        _rule(
+            "ingress_net1",
+            {"limit": {"rate": 10, "burst": 20, "per": "second"}},
+            {"log": {"prefix": "mnp drop net1 ingress: ", "group": DROP_LOG_GROUP, "queue-threshold": 1}},
+        ),
         _rule("ingress_net1", {"counter": {"packets": 3, "bytes": 180}}, DROP, comment="default deny (ns1/web)"),
     ]
 }
@@ -425,6 +485,7 @@ def test_table_from_nft_json_equals_the_fake_view() -> None:
         .add(Rule("ingress_net1", f"icmpv6 type {{ {ND_TYPES} }} accept", "IPv6 neighbour discovery"))
         .add(Rule("ingress_net1", "ip6 saddr @v6_all accept"))
         .add(Rule("ingress_net1", "ip saddr . meta l4proto . th dport @v4 accept"))
+        .add(Rule("ingress_net1", drop_log_rule("net1", INGRESS)))
         .add(Rule("ingress_net1", "counter drop", "default deny (ns1/web)"))
         .add(Element("ingress_ifaces", '"net1"', "jump ingress_net1"))
         .add(Element("v4", "192.0.2.0/28 . tcp . 8080-9090", comment="ns1/monitoring ingress[0]"))
@@ -443,7 +504,10 @@ def test_table_from_nft_json_equals_the_fake_view() -> None:
     "expression",
     [
         {"match": {"op": "!=", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
-        {"log": {"prefix": "x"}},
+        {"log": {"prefix": "x"}},  # to the kernel log, not to an nflog group
+        {"log": {"prefix": "x", "group": 667, "snaplen": 64}},
+        {"limit": {"rate": 10, "burst": 20, "per": "second", "inv": True}},  # limit rate over …
+        {"limit": {"rate": 10, "per": "second", "rate_unit": "kbytes"}},
         {"match": {"op": "==", "left": {"osf": {"key": "name"}}, "right": "Linux"}},
     ],
 )
