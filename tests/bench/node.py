@@ -1,0 +1,294 @@
+"""The node under test: a lab node netns with a macvlan master, pod netns attached through the real CNI chain
+(macvlan with static IPAM → the `mnp` plugin, which installs the pending table and writes the state entry), and
+the daemon — in this process, instrumented, or as its own process.
+
+Every namespace is named `mnpb-<pid>-…` (daemon/lab/netns.py deletes them at exit whatever happens; a run killed
+with SIGKILL leaves debris that the next run's `sweep` removes); scratch files live in /dev/shm/mnpb-<pid>-… (the
+state dir on tmpfs, like /run/mnp/state on a node) and are removed on close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.apply import GuardedNft
+from daemon.lab.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.lab.netns import NetNS, Node, sweep_stale_netns
+from shared.nft.exec import subprocess_runner
+from shared.nft.transaction import Transaction
+from tests.bench import cluster as synth
+from tests.bench.common import CNI_BIN, PREFIX, ROOT, BenchError
+
+__test__ = False
+
+ADD_WORKERS = 4
+
+
+def find_plugin() -> tuple[Path, str]:
+    frozen = ROOT / "dist" / "mnp" / "mnp"
+    if frozen.is_file() and os.access(frozen, os.X_OK):
+        return frozen, "frozen one-dir (dist/mnp/mnp)"
+    venv = Path(sys.executable).parent / "mnp"
+    if venv.is_file():
+        return venv, "venv console script (not frozen)"
+    raise BenchError("no mnp plugin: run packaging/build-plugin.sh or pip install -e .")
+
+
+def sweep_stale_scratch(parent: Path) -> None:
+    """Remove `mnpb-<pid>-…` scratch dirs whose creating process is gone (debris of a killed run)."""
+    for path in parent.glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class PodNetns:
+    name: str
+    ip: str
+    netns: NetNS
+    container: str
+    uid: str
+    added_at: float = 0.0  # time.monotonic() when the chain's ADD returned
+
+    @property
+    def path(self) -> str:
+        return self.netns.path
+
+
+class LabNode:
+    """A node netns (`mnpb-…-node`) with master m0, and pod netns attached to it by the real CNI chain."""
+
+    def __init__(self) -> None:
+        sweep_stale_netns(PREFIX)
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        sweep_stale_scratch(Path(shm or tempfile.gettempdir()))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=shm))
+        self.state_dir = self.scratch / "state"
+        self.status_file = self.scratch / "mnpd-status.json"
+        self.bin = self.scratch / "bin"
+        self.bin.mkdir()
+        self.plugin, self.plugin_kind = find_plugin()
+        (self.bin / "mnp").symlink_to(self.plugin)
+        for tool in ("macvlan", "static"):
+            if not (CNI_BIN / tool).exists():
+                raise BenchError(f"CNI plugin {tool} missing in {CNI_BIN}")
+        self.node = Node("node", masters=["m0"], prefix=PREFIX)
+        self.runtime = CniRuntime([self.bin, CNI_BIN], self.scratch / "cni-cache", exec_netns=self.node.ns)
+        self.pods: dict[str, PodNetns] = {}
+        self._lock = threading.Lock()
+
+    def conflist(self, ip: str) -> dict[str, Any]:
+        return {
+            "cniVersion": "1.0.0",
+            "name": synth.NAD_NAME,
+            "plugins": [
+                {
+                    "type": "macvlan",
+                    "master": "m0",
+                    "mode": "bridge",
+                    "ipam": {"type": "static", "addresses": [{"address": f"{ip}/8"}]},
+                },
+                {"type": "mnp", "stateDir": str(self.state_dir)},
+            ],
+        }
+
+    def add_pod(self, name: str, ip: str, uid: str = "", namespace: str = synth.LOCAL_NS) -> PodNetns:
+        ns = self.node.new_pod(name)
+        container = uuid.uuid4().hex
+        uid = uid or str(uuid.uuid4())
+        self.runtime.add(self.conflist(ip), Attachment(container, ns, "net1", PodRef(namespace, name, uid)))
+        pod = PodNetns(name, ip, ns, container, uid, time.monotonic())
+        with self._lock:
+            self.pods[name] = pod
+        return pod
+
+    def add_pods(self, items: Sequence[tuple[str, str, str]]) -> list[PodNetns]:
+        """(name, ip, uid) each; in parallel like a kubelet starting pods."""
+        with ThreadPoolExecutor(max_workers=ADD_WORKERS) as pool:
+            return list(pool.map(lambda item: self.add_pod(*item), items))
+
+    def delete_pod(self, name: str) -> None:
+        pod = self.pods.pop(name, None)
+        if pod is None:
+            return
+        with contextlib.suppress(Exception):
+            self.runtime.delete(
+                self.conflist(pod.ip),
+                Attachment(pod.container, pod.netns, "net1", PodRef(synth.LOCAL_NS, name, pod.uid)),
+            )
+        pod.netns.delete()
+        with contextlib.suppress(ValueError):
+            self.node.pods.remove(pod.netns)
+
+    def close(self) -> None:
+        self.node.delete()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> LabNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------- the daemon
+
+
+@dataclass
+class Recorder:
+    """What the instrumented daemon did, with time.monotonic() stamps."""
+
+    transactions: list[tuple[str, float, float, int]] = field(default_factory=list)  # netns, start, end, lines
+    commands: list[tuple[str, float, float]] = field(default_factory=list)  # argv[3] (conntrack …), start, end
+    store: list[tuple[str, Any, float]] = field(default_factory=list)  # kind, key, when the store took the change
+    syncs: list[tuple[float, float, Any, float, float]] = field(default_factory=list)
+    # start, end, SyncReport, CPU s of the sync thread, CPU s of the children it waited for (nsenter nft/conntrack)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def mark(self) -> tuple[int, int, int]:
+        with self.lock:
+            return len(self.transactions), len(self.commands), len(self.syncs)
+
+    def since(self, mark: tuple[int, int, int]) -> tuple[list[Any], list[Any], list[Any]]:
+        with self.lock:
+            return self.transactions[mark[0] :], self.commands[mark[1] :], self.syncs[mark[2] :]
+
+
+class TimedNft:
+    """The daemon's own nft backend (GuardedNft → nsenter nft -f -), timed."""
+
+    def __init__(self, netns: str, recorder: Recorder) -> None:
+        self.real = GuardedNft(netns)
+        self.netns = netns
+        self.recorder = recorder
+
+    def run(self, tx: Transaction) -> None:
+        t0 = time.monotonic()
+        self.real.run(tx)
+        t1 = time.monotonic()
+        with self.recorder.lock:
+            self.recorder.transactions.append((self.netns, t0, t1, len(tx)))
+
+
+class InProcessDaemon:
+    """`daemon.app.Daemon` with the real nft/conntrack backends and the API source, in this process, with
+    timestamps of every sync, transaction and conntrack call. Logging at info to a file, as mnpd logs to stderr."""
+
+    def __init__(self, node: LabNode, kubeconfig: Path, extra_args: Iterable[str] = ()) -> None:
+        from daemon import logs
+        from daemon.app import Daemon
+        from daemon.config import load
+
+        self.recorder = Recorder()
+        rec = self.recorder
+        self.log_path = node.scratch / "mnpd.log"
+        self._log_stream = self.log_path.open("a")
+        logs.setup("text", "info", self._log_stream)
+
+        def runner(argv: Sequence[str], stdin: str) -> tuple[int, str, str]:
+            t0 = time.monotonic()
+            out = subprocess_runner(argv, stdin)
+            with rec.lock:
+                rec.commands.append((" ".join(argv[3:5]), t0, time.monotonic()))
+            return out
+
+        config = load(
+            [
+                "--kubeconfig", str(kubeconfig), "--node-name", synth.NODE, "--state-dir", str(node.state_dir),
+                "--status-file", str(node.status_file), "--listen", "off", *extra_args,
+            ],
+            {},
+        )  # fmt: skip
+        self.daemon = Daemon(config, nft_for=lambda netns: TimedNft(netns, rec), command_runner=runner)
+        controller = self.daemon.controller
+        original = controller.sync
+        store = self.daemon.store
+        upsert = store.upsert
+
+        def timed_upsert(kind: str, key: Any, value: Any, uid: str = "") -> None:
+            upsert(kind, key, value, uid)
+            with rec.lock:
+                rec.store.append((kind, key, time.monotonic()))
+
+        store.upsert = timed_upsert  # type: ignore[method-assign]
+
+        self.profile_next: Path | None = None  # set: profile the next sync that programs something, to here
+
+        def timed_sync(periodic: bool = False) -> bool:
+            target, profiler = self.profile_next, None
+            if target is not None:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.0005)
+                profiler.start()
+            t0, cpu0, kids0 = time.monotonic(), time.thread_time(), _children_cpu()
+            ok = original(periodic)
+            cpu, kids = time.thread_time() - cpu0, _children_cpu() - kids0
+            if profiler is not None:
+                profiler.stop()
+                if controller.last_report.transactions and target is not None:
+                    target.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+                    self.profile_next = None
+            with rec.lock:
+                rec.syncs.append((t0, time.monotonic(), controller.last_report, cpu, kids))
+            return ok
+
+        controller.sync = timed_sync  # type: ignore[method-assign]
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.daemon.start()
+        deadline = time.monotonic() + timeout
+        while not self.daemon.ready()[0]:
+            if time.monotonic() > deadline:
+                raise BenchError(f"daemon not ready within {timeout:g} s: {self.daemon.ready()[1]}")
+            time.sleep(0.02)
+
+    def states(self) -> dict[str, int]:
+        return dict(self.daemon.controller.state_counts())
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.daemon.stop()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        self._log_stream.close()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def quiet(d: InProcessDaemon, idle: float, timeout: float) -> float:
+    """Wait until no sync has run for `idle` s (bounded by `timeout`); returns when the last sync ended."""
+    recorder = d.recorder
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with recorder.lock:
+            last = recorder.syncs[-1][1] if recorder.syncs else 0.0
+        if d.daemon.runner.stuck_for() == 0 and time.monotonic() - last >= idle:
+            return last
+        time.sleep(0.01)
+    raise BenchError(f"the daemon did not become idle within {timeout:g} s")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    from tests.bench.common import wait_until
+
+    return wait_until(condition, timeout, 0.002, what)
