@@ -3,7 +3,9 @@
 Modelled on Kubernetes' BoundedFrequencyRunner (as kube-proxy and kube-network-policies use it). Sources never
 program anything; they update the store and call `request()`. The runner then calls the sync function
 
-* no sooner than `min_interval` after the previous run started (a burst of events costs one sync),
+* at most `burst` runs in any `min_interval` (a burst of events costs one sync; `burst` 2, like Kubernetes'
+  `burstRuns`, lets the sync that follows an idle one run at once — a new pod's network-status arriving right
+  after its state entry is programmed without waiting out the interval),
 * at the latest `max_interval` after it (the periodic full resync that also covers a missed event),
 * after a failure, again after a retry delay that doubles from `retry_initial` up to `retry_max`, with jitter
   (still no sooner than `min_interval`).
@@ -35,6 +37,7 @@ class RunnerTimings:
     max_interval: float = 60.0
     retry_initial: float = 0.5
     retry_max: float = 30.0
+    burst: int = 2
 
 
 class BoundedFrequencyRunner:
@@ -50,7 +53,7 @@ class BoundedFrequencyRunner:
         name: str = "sync",
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        if timings.min_interval < 0 or timings.max_interval < timings.min_interval:
+        if timings.min_interval < 0 or timings.max_interval < timings.min_interval or timings.burst < 1:
             raise ValueError(f"bad runner timings {timings}")
         self.fn = fn
         self.timings = timings
@@ -59,6 +62,7 @@ class BoundedFrequencyRunner:
         self._jitter = jitter
         self._cond = threading.Condition()
         self._last_start: float | None = None
+        self._starts: list[float] = []  # the last `burst` run starts
         self._requested = False
         self._retry_at: float | None = None
         self._backoff = timings.retry_initial
@@ -87,7 +91,8 @@ class BoundedFrequencyRunner:
         if last is None:
             return float("-inf")
         candidates = [last + self.timings.max_interval]
-        earliest = last + self.timings.min_interval
+        window = self._starts[-self.timings.burst :]
+        earliest = window[0] + self.timings.min_interval if len(window) == self.timings.burst else last
         if self._requested:
             candidates.append(earliest)
         if self._retry_at is not None:
@@ -104,6 +109,7 @@ class BoundedFrequencyRunner:
             periodic = last is None or now >= last + self.timings.max_interval
             self._requested = False
             self._last_start = now
+            self._starts = [*self._starts[-(self.timings.burst - 1) :], now] if self.timings.burst > 1 else [now]
             self._busy_since = now
         ok = False
         try:

@@ -9,7 +9,7 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.runner import BoundedFrequencyRunner, RunnerTimings
 
-TIMINGS = RunnerTimings(min_interval=1.0, max_interval=60.0, retry_initial=2.0, retry_max=16.0)
+TIMINGS = RunnerTimings(min_interval=1.0, max_interval=60.0, retry_initial=2.0, retry_max=16.0, burst=1)
 
 
 class Recorder:
@@ -93,7 +93,7 @@ def test_retry_jitter_shortens_the_delay_by_at_most_half() -> None:
 def test_retry_is_still_bounded_by_min_interval() -> None:
     clock = FakeClock(start=0.0)
     fn = Recorder(clock, [False])
-    runner = BoundedFrequencyRunner(fn, RunnerTimings(5.0, 60.0, 0.1, 1.0), clock, jitter=lambda: 1.0)
+    runner = BoundedFrequencyRunner(fn, RunnerTimings(5.0, 60.0, 0.1, 1.0, burst=1), clock, jitter=lambda: 1.0)
     runner.run_if_due()
     assert runner.due_at() == 5.0
 
@@ -141,3 +141,22 @@ def test_real_loop_runs_on_request_and_stops() -> None:
         runner.wake()
         thread.join(5.0)
     assert not thread.is_alive()
+
+
+def test_burst_lets_the_run_after_an_idle_one_go_at_once_but_still_bounds_the_rate() -> None:
+    clock = FakeClock(start=0.0)
+    calls: list[float] = []
+    runner = BoundedFrequencyRunner(
+        lambda periodic: calls.append(clock.now()) or True, RunnerTimings(1.0, 60.0, burst=2), clock
+    )
+    assert runner.run_if_due()  # t=0: the first run
+    clock.advance(0.1)
+    runner.request()
+    assert runner.run_if_due()  # t=0.1: the second run of the window goes at once
+    clock.advance(0.1)
+    runner.request()
+    assert not runner.run_if_due()  # t=0.2: two runs in the last second already
+    assert runner.due_at() == 1.0  # one second after the first of the two
+    clock.advance(0.8)
+    assert runner.run_if_due()
+    assert calls == [0.0, 0.1, 1.0]
