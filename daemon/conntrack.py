@@ -29,11 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from daemon.logs import fields
-from shared.compiler import DirectionRules, InterfaceRules
 from shared.model import EGRESS, INGRESS, IPAddress
 from shared.netns import netns_command
 from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import RenderOptions
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange, collapse
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,10 @@ def admits(rules: InterfaceRules, flow: Flow, local: Iterable[IPAddress], option
 
 def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     """Whether going from `old` to `new` may withdraw access. Unknown `old` (first programming after a start,
-    when a previous daemon may have left wider rules) counts as a withdrawal. Conservative: any allow of `old`
-    that `new` does not carry unchanged is a withdrawal, even if `new` covers it another way."""
+    when a previous daemon may have left wider rules) counts as a withdrawal. A widening does not: every
+    (peer prefix × port range) of `old` must be covered by `new`'s allows. Still conservative — a port range of
+    `old` that `new` covers only with two adjacent ranges counts as withdrawn — which costs a conntrack listing,
+    never a missed cleanup."""
     if old is None:
         return True
     for direction in (INGRESS, EGRESS):
@@ -121,10 +123,25 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
             continue
         if not before.isolated:
             return True
-        kept = {(a.peers, a.ports) for a in after.allows}
-        if any((a.peers, a.ports) not in kept for a in before.allows):
+        if not all(_covered(a, after.allows) for a in before.allows):
             return True
     return False
+
+
+def _covered(allow: Allow, by: Sequence[Allow]) -> bool:
+    for ports in allow.ports if allow.ports is not None else (None,):
+        peers = collapse(net for b in by if _ports_cover(b.ports, ports) for net in b.peers)
+        if not all(any(net.version == p.version and net.subnet_of(p) for p in peers) for net in allow.peers):  # type: ignore[arg-type]
+            return False
+    return True
+
+
+def _ports_cover(ports: tuple[PortRange, ...] | None, wanted: PortRange | None) -> bool:
+    if ports is None:
+        return True
+    if wanted is None:
+        return False
+    return any(p.protocol == wanted.protocol and p.first <= wanted.first and p.last >= wanted.last for p in ports)
 
 
 def stale_flows(

@@ -197,3 +197,13 @@ def test_the_cleaner_reports_failures() -> None:
     with pytest.raises(OSError, match="not permitted"):
         cleaner.clean("/run/netns/pod", server_rules(CLIENTS_ON_80), LOCAL)
     assert cleaner.clean("/run/netns/pod", server_rules(CLIENTS_ON_80), []) == 0  # no address: nothing to match
+
+
+def test_a_widening_is_not_a_withdrawal() -> None:
+    # A new peer or a wider port range keeps every old allowance: no conntrack listing is needed.
+    clients = server_rules(CLIENTS_ON_80)
+    wider = server_rules(
+        policy("p", select={"app": "server"}, ingress=[from_pods({"role": "client"}), from_pods({"role": "other"})])
+    )
+    assert not withdraws(clients, wider)
+    assert withdraws(wider, clients)
