@@ -78,6 +78,17 @@ class ClusterIndex:
 
     cluster: Cluster
     members: dict[str, list[tuple[Pod, tuple[IPAddress, ...]]]] = field(default_factory=dict)
+    # A rule's peers do not depend on the pod it guards: computed once per (rule, network) and snapshot, not once
+    # per selected pod (the daemon's largest cost with many local pods under one policy).
+    _peers: dict[tuple[int, str, str], tuple[IPNetwork, ...]] = field(default_factory=dict)
+
+    def rule_peers(self, policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[IPNetwork, ...]:
+        # peers depend on the rule, the network and (podSelector-only peers) the policy's namespace; the snapshot
+        # holds every rule for the index's lifetime, so ids stay unique
+        key = (id(rule), policy.namespace, network)
+        if key not in self._peers:
+            self._peers[key] = collapse(_rule_peers(self, policy, rule, network))
+        return self._peers[key]
 
     @staticmethod
     def build(cluster: Cluster) -> ClusterIndex:
@@ -149,7 +160,7 @@ def _rule_allows(
     network: str,
 ) -> list[Allow]:
     source = f"{policy.key} {direction.lower()}[{number}]"
-    peers = collapse(_rule_peers(index, policy, rule, network))
+    peers = index.rule_peers(policy, rule, network)
     if not peers:
         return []
     if not rule.ports:
