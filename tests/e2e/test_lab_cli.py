@@ -130,6 +130,16 @@ def test_a_lab_failing_half_built_is_removed(need_lab: None, lab_dir: Path) -> N
     assert_clean(proc.pid)
 
 
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill `proc` if it still runs, wait for it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
 def _wait_for_line(stream: object, needle: str, timeout: float) -> str:
     """Read lines until one contains `needle` (a thread, so the deadline holds); returns what was read."""
     seen: list[str] = []
@@ -158,12 +168,7 @@ def test_interrupted_lab_tears_everything_down(need_lab: None, sig: signal.Signa
             proc.send_signal(sig)
             proc.wait(60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+            reap(proc)
         assert proc.returncode in (0, 130)
         assert_clean(proc.pid)
         if proc.returncode == 130:
@@ -236,12 +241,7 @@ def test_a_killed_lab_stops_its_daemon_and_down_removes_the_rest(need_lab: None)
         proc.kill()
         proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+        reap(proc)
     assert wait_pid_exit(daemon, 30), "mnpd outlived the killed lab"
     assert leftover_netns(prefix=LAB_PREFIX, pid=proc.pid) != []  # nothing ran the teardown …
     done = run("lab", "--down", str(workdir))
