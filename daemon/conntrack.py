@@ -23,6 +23,7 @@ so it is admitted and survives.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
@@ -121,19 +122,38 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
         before, after = old.direction(direction), new.direction(direction)
         if not after.isolated:
             continue
-        if not before.isolated:
-            return True
-        if not all(_covered(a, after.allows) for a in before.allows):
+        if not before.isolated or not _Coverage(after.allows).covers_all(before.allows):
             return True
     return False
 
 
-def _covered(allow: Allow, by: Sequence[Allow]) -> bool:
-    for ports in allow.ports if allow.ports is not None else (None,):
-        peers = collapse(net for b in by if _ports_cover(b.ports, ports) for net in b.peers)
-        if not all(any(net.version == p.version and net.subnet_of(p) for p in peers) for net in allow.peers):  # type: ignore[arg-type]
-            return False
-    return True
+class _Coverage:
+    """What a set of allows admits, per port spec: the union of their peers as sorted disjoint intervals, so
+    each containment test is a binary search (interfaces carry hundreds of peers)."""
+
+    def __init__(self, allows: Sequence[Allow]) -> None:
+        self.allows = allows
+        self.exact = {(a.peers, a.ports) for a in allows}
+        self._unions: dict[PortRange | None, list[tuple[int, int, int]]] = {}
+
+    def covers_all(self, allows: Iterable[Allow]) -> bool:
+        return all((a.peers, a.ports) in self.exact or self._covers(a) for a in allows)
+
+    def _covers(self, allow: Allow) -> bool:
+        for ports in allow.ports if allow.ports is not None else (None,):
+            union = self._union(ports)
+            for net in allow.peers:
+                key = (net.version, int(net.network_address), int(net.broadcast_address))
+                i = bisect.bisect_right(union, (key[0], key[1], 2**128)) - 1
+                if i < 0 or union[i][0] != key[0] or union[i][2] < key[2]:
+                    return False
+        return True
+
+    def _union(self, ports: PortRange | None) -> list[tuple[int, int, int]]:
+        if ports not in self._unions:
+            nets = collapse(net for b in self.allows if _ports_cover(b.ports, ports) for net in b.peers)
+            self._unions[ports] = sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets)
+        return self._unions[ports]
 
 
 def _ports_cover(ports: tuple[PortRange, ...] | None, wanted: PortRange | None) -> bool:
