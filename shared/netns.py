@@ -2,17 +2,29 @@
 
 `setns(2)` switches the namespace of the calling OS *thread* only (see containernetworking/plugins pkg/ns
 README): a daemon that switched one of its Python threads could send any later work of that thread, or of a
-library pooling it, into the wrong pod. So mnp never switches its own threads; it runs the one command that needs
-the pod's namespace (`nft`, `conntrack`, `ip`) under `nsenter --net=PATH`, a separate process entering the
-namespace by its path (CNI_NETNS may be `/var/run/netns/x` or `/proc/PID/ns/net`; `ip netns exec` takes names).
+library pooling it, into the wrong pod. So mnp never switches a thread it keeps. Two ways in, both by the
+namespace's path (CNI_NETNS may be `/var/run/netns/x` or `/proc/PID/ns/net`; `ip netns exec` takes names):
+
+* `netns_command`: a command that needs the pod's namespace (`conntrack`, `ip`, the `nft` fallback) runs under
+  `nsenter --net=PATH`, a separate process;
+* `in_netns`: a function runs on a new thread that enters the namespace first and ends when the function
+  returns. It is for creating what stays bound to the namespace afterwards — a netlink socket belongs to the
+  namespace it was opened in for its whole life (netlink(7)), so the libnftables context of shared.nft.libnft
+  is opened there once and then used from any thread.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from shared.errors import NetnsGone
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
 
 def netns_command(netns: str | None, argv: Sequence[str]) -> list[str]:
@@ -47,3 +59,58 @@ def is_own_netns(netns: str) -> bool:
     except OSError:
         return False
     return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
+
+
+def netns_identity(netns: str) -> tuple[int, int]:
+    """(st_dev, st_ino) of a namespace file: the namespace itself, whatever path names it. A path can name
+    another namespace later (a reused /proc/PID, a recreated /run/netns/NAME); its identity changes then."""
+    try:
+        st = os.stat(netns)
+    except OSError as exc:
+        raise NetnsGone(f"network namespace {netns} does not exist: {exc.strerror}") from exc
+    return st.st_dev, st.st_ino
+
+
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """`fn()` run on a fresh thread inside `netns`; its result, or its exception, comes back to the caller.
+
+    The thread exists only for `fn`, so no thread of this process stays in the pod's namespace. Raises NetnsGone
+    when `netns` cannot be entered (the file is gone, or is no namespace)."""
+    check_netns(netns)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            outcome.append(NetnsGone(f"network namespace {netns}: {exc.strerror}"))
+            return
+        try:
+            if _libc().setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                outcome.append(NetnsGone(f"cannot enter network namespace {netns}: {os.strerror(err)}"))
+                return
+        finally:
+            os.close(fd)
+        try:
+            outcome.append(("ok", fn()))
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name=f"netns:{os.path.basename(netns)}", daemon=True)
+    thread.start()
+    thread.join()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result[1]  # type: ignore[index,no-any-return]
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC

@@ -1,0 +1,121 @@
+"""nft in-process: libnftables through ctypes, one context per pod network namespace, kept open.
+
+`nsenter --net=PATH nft -f -` costs two execs, a fresh ruleset cache and a fresh netlink socket for every
+transaction — about 29 ms on the benchmark machine, of a few ms the kernel needs (docs/benchmarks.md). nft is a
+thin front of libnftables, which takes the very same text (`nft_run_cmd_from_buffer`) and reports the very same
+error text, so a Transaction means exactly what it means to `nft -f`, and `error_from_stderr` types its errors.
+
+A libnftables context opens its netlink socket when it is created (nft_ctx_new), and a netlink socket belongs to
+the network namespace it was opened in for its whole life (netlink(7)). So `NetnsNft` creates its context on a
+short-lived thread inside the pod netns (shared.netns.in_netns) and then uses it from any thread: no thread this
+process keeps ever changes namespace. Two consequences the owner must handle:
+
+* the socket keeps the namespace alive: `close()` it when the pod's attachment is gone;
+* a path can come to name another namespace (a reused /proc/PID): every call compares the path's identity with
+  the one the context was opened for and raises NetnsGone when they differ (or the path is gone).
+
+ctypes releases the GIL during the call, so contexts of different namespaces can commit concurrently; one
+context is used by one thread at a time (a lock per context).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from functools import cache
+
+from shared.errors import NetnsGone
+from shared.netns import in_netns, netns_identity
+from shared.nft.errors import NftError, error_from_stderr
+from shared.nft.transaction import Transaction
+
+LIBRARY = "libnftables.so.1"
+NFT_CTX_DEFAULT = 0
+
+
+class LibnftUnavailable(NftError):
+    """libnftables cannot be loaded here; callers fall back to the nft command."""
+
+
+@cache
+def library(name: str = LIBRARY) -> ctypes.CDLL:
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise LibnftUnavailable(f"cannot load {name}: {exc}") from exc
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_ctx_free.restype = None
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    for fn in (lib.nft_ctx_buffer_output, lib.nft_ctx_buffer_error):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p]
+    for fn in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = [ctypes.c_void_p]
+    lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    return lib
+
+
+def available() -> bool:
+    try:
+        library()
+    except LibnftUnavailable:
+        return False
+    return True
+
+
+class Context:
+    """One libnftables context, bound to the network namespace of the thread that created it."""
+
+    def __init__(self) -> None:
+        self._lib = library()
+        ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
+        if not ctx:
+            raise NftError("nft_ctx_new failed (out of memory, or no netlink socket)")
+        self._ctx: int | None = ctx
+        self._lib.nft_ctx_buffer_output(ctx)
+        self._lib.nft_ctx_buffer_error(ctx)
+        self._lock = threading.Lock()
+
+    def command(self, text: str) -> str:
+        """Run `text` as `nft -f` would (one transaction); its output, or the typed error of its error text."""
+        with self._lock:
+            if self._ctx is None:
+                raise NftError("libnftables context already closed")
+            rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode())
+            out = (self._lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode(errors="replace")
+            err = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode(errors="replace")
+        if rc != 0:
+            raise error_from_stderr(err.strip() or f"libnftables returned {rc}")
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ctx is not None:
+                self._lib.nft_ctx_free(self._ctx)
+                self._ctx = None
+
+
+class NetnsNft:
+    """nft of one network namespace (`netns` path), in-process: `run` as `RealNft.run`, and `close`."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.identity = netns_identity(netns)
+        self.context = in_netns(netns, Context)
+
+    def _context(self) -> Context:
+        if netns_identity(self.netns) != self.identity:
+            raise NetnsGone(f"{self.netns} names another network namespace now")
+        return self.context
+
+    def run(self, tx: Transaction) -> None:
+        """Apply `tx` atomically: all of it or, on any error, none of it."""
+        if tx.error is not None:
+            raise tx.error
+        self._context().command(str(tx))
+
+    def close(self) -> None:
+        self.context.close()

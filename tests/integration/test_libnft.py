@@ -1,0 +1,102 @@
+"""libnftables in-process (shared.nft.libnft) against the real kernel, in throwaway namespaces.
+
+What the daemon relies on: a context opened on a thread inside a pod netns programs that netns from any thread
+(the netlink socket stays bound to it), errors come back typed as from `nft -f`, no thread of this process is
+left in a pod namespace, and a path that comes to name another namespace is refused instead of programmed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from shared.errors import NetnsGone
+from shared.netns import in_netns
+from shared.nft import libnft
+from shared.nft.errors import NotFoundError
+from shared.nft.objects import Table
+from shared.nft.transaction import Transaction
+from tests.support.host import host_untouched
+from tests.support.netns import NetNS
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(not libnft.available(), reason="no libnftables.so.1")]
+
+
+@pytest.fixture
+def pod() -> Iterator[NetNS]:
+    with host_untouched(), NetNS.create("libnft") as ns:
+        yield ns
+
+
+def tables(ns: NetNS) -> str:
+    return ns.run("nft", "list", "tables").stdout
+
+
+def own_netns() -> tuple[int, int]:
+    st = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def test_context_programs_its_namespace_from_any_thread(pod: NetNS) -> None:
+    home = own_netns()
+    nft = libnft.NetnsNft(pod.path)
+    try:
+        assert own_netns() == home
+        nft.run(Transaction("inet", "mnp").add(Table()))
+        assert "table inet mnp" in tables(pod)
+        other: list[BaseException] = []
+
+        def from_another_thread() -> None:
+            try:
+                nft.run(Transaction("inet", "mnp").add(Table()).delete(Table()))
+            except BaseException as exc:
+                other.append(exc)
+
+        t = threading.Thread(target=from_another_thread)
+        t.start()
+        t.join()
+        assert not other
+        assert "table inet mnp" not in tables(pod)
+    finally:
+        nft.close()
+
+
+def test_errors_are_typed_and_change_nothing(pod: NetNS) -> None:
+    nft = libnft.NetnsNft(pod.path)
+    try:
+        with pytest.raises(NotFoundError, match="No such file or directory"):
+            nft.run(Transaction("inet", "mnp").add(Table()).delete(Table()).delete(Table()))
+        assert "mnp" not in tables(pod)  # the add of the failed transaction did not happen either
+    finally:
+        nft.close()
+
+
+def test_in_netns_runs_on_a_thread_of_its_own(pod: NetNS) -> None:
+    home = own_netns()
+    inside = in_netns(pod.path, own_netns)
+    assert inside != home
+    assert inside == (os.stat(pod.path).st_dev, os.stat(pod.path).st_ino)
+    assert own_netns() == home
+    with pytest.raises(ZeroDivisionError):
+        in_netns(pod.path, lambda: 1 // 0)
+
+
+def test_gone_or_replaced_namespace_is_refused(pod: NetNS) -> None:
+    path = pod.path
+    nft = libnft.NetnsNft(path)
+    try:
+        subprocess.run(["ip", "netns", "del", pod.name], check=True)
+        with pytest.raises(NetnsGone):
+            nft.run(Transaction("inet", "mnp").add(Table()))
+        subprocess.run(["ip", "netns", "add", pod.name], check=True)  # the same path, another namespace
+        with pytest.raises(NetnsGone, match="another network namespace"):
+            nft.run(Transaction("inet", "mnp").add(Table()))
+        assert "mnp" not in tables(pod)
+    finally:
+        nft.close()
+    with pytest.raises(NetnsGone):
+        libnft.NetnsNft("/run/netns/mnpt-does-not-exist")
