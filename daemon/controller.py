@@ -244,8 +244,10 @@ class Controller:
         self.metrics.invalid_policies.set(len(self._invalid))
 
     def _reconcile_entries(self, snap: Snapshot) -> None:
+        released = set()
         for key in [k for k in self.records if k not in snap.entries]:
             gone = self.records.pop(key)
+            released.add(gone.entry.netns)
             log.info("interface released", extra=fields(pod=gone.entry.pod, ifname=key[1], container=key[0]))
         for key, entry in snap.entries.items():
             record = self.records.get(key)
@@ -254,7 +256,10 @@ class Controller:
             elif record.entry != entry:
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
+                    released.add(record.entry.netns)
                 record.entry = entry
+        for netns in released - {record.entry.netns for record in self.records.values()}:
+            self.applier.release(netns)  # its libnftables context would keep the namespace alive
 
     def _all_dirty(self, changes: Iterable[Change]) -> dict[IfaceKey, float]:
         first = {}
@@ -357,7 +362,7 @@ class Controller:
         previous = record.applied
         if rules != previous:
             try:
-                self.applier.apply(entry.netns, rules)
+                self.applier.apply(entry.netns, rules, previous)
             except NetnsGone as exc:
                 self._set_state(record, GONE, str(exc))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)

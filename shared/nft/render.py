@@ -43,6 +43,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
 from shared.nft.transaction import Transaction
@@ -153,34 +154,93 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = RenderOptio
     """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
     tx = skeleton()
     for direction in (INGRESS, EGRESS):
-        _render_direction(tx, rules.ifname, direction, rules.direction(direction), options)
+        rendered = render_direction(rules.ifname, direction, rules.direction(direction), options)
+        chain = Chain(rendered.chain)
+        tx.add(chain)
+        tx.flush(chain)  # drops the rules' references so the sets can be replaced
+        for kind, s in _sets(direction, rules.ifname).items():
+            tx.add(s)
+            tx.delete(s)
+            tx.add(s)
+            for element in rendered.elements.get(kind, ()):
+                tx.add(element)
+        for rule in rendered.rules:
+            tx.add(rule)
+        tx.add(Element(_map(direction).name, f'"{rules.ifname}"', f"jump {chain.name}"))
     return tx
 
 
-def _render_direction(
-    tx: Transaction, ifname: str, direction: str, rules: DirectionRules, options: RenderOptions
-) -> None:
-    chain = Chain(chain_name(direction, ifname))
+def render_update(
+    old: InterfaceRules, new: InterfaceRules, options: RenderOptions = RenderOptions()
+) -> Transaction | None:
+    """The smallest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
+    None when only a full `render_interface(new)` can.
+
+    When both directions' chains keep the very same rules — a peer joined or left, a port changed, a policy's
+    peers moved — only set elements differ: the transaction deletes the elements `new` no longer has and adds
+    the ones it lacks (an element whose comment changed is deleted and added again, so `mnpctl explain` keeps
+    naming the right rules). Its cost is proportional to the change, not to the peers, and it holds no rule or
+    set replacement. It relies on the table holding exactly `render_interface(old)`: if it does not (someone
+    edited it), nft refuses the delta as a whole (a missing element, an overlap) and the caller falls back to
+    the full transaction."""
+    if old.ifname != new.ifname:
+        return None
+    tx = Transaction(FAMILY, TABLE)
+    for direction in (INGRESS, EGRESS):
+        before = render_direction(old.ifname, direction, old.direction(direction), options)
+        after = render_direction(new.ifname, direction, new.direction(direction), options)
+        if before.rules != after.rules:
+            return None
+        for kind in _SET_KINDS:
+            was, now = before.elements.get(kind, ()), after.elements.get(kind, ())
+            if was == now:
+                continue
+            keep = set(was) & set(now)
+            for element in was:
+                if element not in keep:
+                    tx.delete(element)
+            for element in now:
+                if element not in keep:
+                    tx.add(element)
+    return tx
+
+
+_SET_KINDS = ("v4", "v6", "v4_all", "v6_all")
+
+
+@dataclass(frozen=True)
+class RenderedDirection:
+    """One direction of one interface as the table holds it: its chain's rules and its sets' elements."""
+
+    chain: str
+    rules: tuple[Rule, ...]
+    elements: dict[str, tuple[Element, ...]]  # set kind (v4, v6, v4_all, v6_all) → elements
+
+
+def render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
+    """`rules` as chain rules and set elements (memoised: the pods of a Deployment share their rules)."""
+    return _render_direction(ifname, direction, rules, options)
+
+
+@lru_cache(maxsize=512)
+def _render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
+    name = chain_name(direction, ifname)
     sets = _sets(direction, ifname)
-    elements = _elements(rules.allows) if rules.isolated else {}
-    tx.add(chain)
-    tx.flush(chain)  # drops the rules' references so the sets can be replaced
-    for kind, s in sets.items():
-        tx.add(s)
-        tx.delete(s)
-        tx.add(s)
-        for key, sources in elements.get(kind, ()):
-            tx.add(Element(s.name, key, comment=", ".join(sources)))
-    name = chain.name
-    tx.add(Rule(name, "ct state established,related accept"))
-    tx.add(Rule(name, "ct state invalid drop"))
-    tx.add(Rule(name, f"icmpv6 type {{ {ND_TYPES} }} accept", "IPv6 neighbour discovery"))
+    elements = {
+        kind: tuple(Element(sets[kind].name, key, comment=", ".join(sources)) for key, sources in items)
+        for kind, items in (_elements(rules.allows) if rules.isolated else {}).items()
+    }
+    out = [
+        Rule(name, "ct state established,related accept"),
+        Rule(name, "ct state invalid drop"),
+        Rule(name, f"icmpv6 type {{ {ND_TYPES} }} accept", "IPv6 neighbour discovery"),
+    ]
     if options.accept_icmp:
-        tx.add(Rule(name, "meta l4proto icmp accept", "--accept-icmp"))
+        out.append(Rule(name, "meta l4proto icmp accept", "--accept-icmp"))
     if options.accept_icmpv6:
-        tx.add(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
+        out.append(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
     if not rules.isolated:
-        tx.add(Rule(name, "accept", f"not isolated for {direction.lower()}"))
+        out.append(Rule(name, "accept", f"not isolated for {direction.lower()}"))
     else:
         addr = _ADDR[direction]
         for kind, match in (
@@ -190,13 +250,12 @@ def _render_direction(
             ("v6", f"ip6 {addr} . meta l4proto . th dport @{sets['v6'].name}"),
         ):
             if elements.get(kind):
-                tx.add(Rule(name, f"{match} accept"))
+                out.append(Rule(name, f"{match} accept"))
         if options.drop_log:
-            tx.add(Rule(name, drop_log_rule(ifname, direction)))
+            out.append(Rule(name, drop_log_rule(ifname, direction)))
         policies = ", ".join(rules.policies) or "pending: not yet programmed"
-        tx.add(Rule(name, "counter drop", f"default deny ({policies})"))
-    entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")
-    tx.add(entry)
+        out.append(Rule(name, "counter drop", f"default deny ({policies})"))
+    return RenderedDirection(name, tuple(out), elements)
 
 
 def render_remove_interface(ifname: str) -> Transaction:

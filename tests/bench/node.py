@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.apply import GuardedNft
+from daemon.apply import real_nft
 from daemon.lab.cniruntime import Attachment, CniRuntime, PodRef
 from daemon.lab.netns import NetNS, Node, sweep_stale_netns
 from shared.nft.exec import subprocess_runner
@@ -170,12 +170,17 @@ class Recorder:
 
 
 class TimedNft:
-    """The daemon's own nft backend (GuardedNft → nsenter nft -f -), timed."""
+    """The daemon's own nft backend (daemon.apply.real_nft: libnftables per netns, else nsenter nft), timed."""
 
     def __init__(self, netns: str, recorder: Recorder) -> None:
-        self.real = GuardedNft(netns)
+        self.real = real_nft(netns)
         self.netns = netns
         self.recorder = recorder
+
+    def close(self) -> None:
+        close = getattr(self.real, "close", None)
+        if close is not None:
+            close()
 
     def run(self, tx: Transaction) -> None:
         t0 = time.monotonic()

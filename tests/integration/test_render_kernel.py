@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
+from shared.nft.render import render_interface, render_update
 from shared.nft.trace import Packet, table_from_nft_json, trace
 from shared.nft.transaction import Transaction
+from shared.rules import InterfaceRules
+from tests.unit.test_render_update import directions, interface
 
 pytestmark = [
     pytest.mark.netns,
@@ -231,3 +236,28 @@ def test_fake_refuses_concatenation_overlaps_the_kernel_misses(ns: Netns) -> Non
     kernel, faked = run_both(ns, fake, str(around))
     assert isinstance(faked, ExistsError)
     assert kernel is None or isinstance(kernel, ExistsError)
+
+
+# ----------------------------------------------------------------------------------------- deltas
+
+
+def delta_pair() -> st.SearchStrategy[tuple[InterfaceRules, InterfaceRules]]:
+    pairs = st.tuples(directions, directions, directions, directions).map(
+        lambda d: (interface(d[0], d[1]), interface(d[2], d[3]))
+    )
+    return pairs.filter(lambda pair: render_update(*pair) is not None)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delta_pair())
+def test_a_delta_leaves_what_the_full_transaction_leaves(ns: Netns, pair: tuple[InterfaceRules, ...]) -> None:
+    """On the kernel: full(old) then render_update(old, new) == what the Fake holds after full(new). The
+    generated pairs delete and re-add elements with changed comments and swap overlapping intervals in one
+    transaction, which the kernel must take in order (deletions first)."""
+    old, new = pair
+    delta = render_update(old, new)
+    assert delta is not None
+    assert ns.nft("flush", "ruleset").returncode == 0
+    assert ns.apply(str(render_interface(old))) is None
+    assert ns.apply(str(delta)) is None, str(delta)
+    assert ns.view() == FakeNft.from_transaction(render_interface(new)).list_table()

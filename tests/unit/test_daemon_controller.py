@@ -19,6 +19,7 @@ from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.compiler import InterfaceRules
 from shared.nft.errors import NftError
 from shared.nft.fake import FakeNft
+from shared.nft.objects import Element
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
 from shared.nft.transaction import Transaction
@@ -34,6 +35,8 @@ class Harness:
         self.store.register_source("state-dir", [STATE])
         self.nfts: dict[str, FakeNft] = {}
         self.broken: dict[str, int] = defaultdict(int)  # netns → how many more runs fail
+        self.sent: dict[str, list[Transaction]] = defaultdict(list)  # netns → transactions run (ok or not)
+        self.closed: list[str] = []  # netns whose nft the applier released
         self.events = LogEvents()
         self.metrics = Metrics()
         self.applier = Applier(self.nft_for, RenderOptions())
@@ -44,7 +47,11 @@ class Harness:
         harness = self
 
         class Flaky:
+            def close(self) -> None:
+                harness.closed.append(netns)
+
             def run(self, tx: Transaction) -> None:
+                harness.sent[netns].append(tx)
                 if harness.broken[netns] > 0:
                     harness.broken[netns] -= 1
                     nft.transactions += 1
@@ -166,6 +173,47 @@ def test_removing_and_adding_a_peer_updates_existing_pods(h: Harness) -> None:
     assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
 
 
+def only_elements(tx: Transaction) -> bool:
+    return all(isinstance(op.obj, Element) for op in tx.operations)
+
+
+SPARE = pod("spare", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.14")], node="node-b")
+
+
+def test_a_peer_change_is_sent_as_a_delta_of_set_elements(h: Harness) -> None:
+    put(h.store, SPARE)  # db's ingress set never runs empty (an empty set has no lookup rule: a chain change)
+    h.ready()
+    h.sync()
+    assert not only_elements(h.sent[DB.netns][-1])  # the first programming replaces the pending chains
+    remove(h.store, pod("other"))
+    assert h.sync().keys == [DB.key]
+    (delta,) = h.sent[DB.netns][-1:]
+    assert only_elements(delta) and [op.verb for op in delta.operations] == ["delete"]
+    assert h.applier.deltas == 1
+    put(h.store, pod("other", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.11")], node="node-b"))
+    h.sync()
+    assert only_elements(h.sent[DB.netns][-1])
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
+    assert h.ingress(DB, "10.10.0.12", "10.10.0.2", 5432) == "drop"
+
+
+def test_a_table_edited_behind_the_daemons_back_gets_the_full_transaction(h: Harness) -> None:
+    put(h.store, SPARE)
+    h.ready()
+    h.sync()
+    hand = Transaction().delete(Element("ingress_net1_v4", "10.10.0.11 . tcp . 5432"))
+    hand.add(Element("ingress_net1_v4", "10.10.0.99 . tcp . 5432"))
+    h.nfts[DB.netns].run(hand)  # someone edits the table
+    remove(h.store, pod("other"))  # the delta would delete 10.10.0.11, which is not there any more
+    report = h.sync()
+    assert report.keys == [DB.key] and report.failed == 0
+    delta, full = h.sent[DB.netns][-2:]
+    assert only_elements(delta) and not only_elements(full)
+    assert h.applier.deltas == 0
+    assert h.ingress(DB, "10.10.0.99", "10.10.0.2", 5432) == "drop"  # the hand's element is gone with the rest
+    assert h.ingress(DB, "10.10.0.14", "10.10.0.2", 5432) == "accept"
+
+
 def test_a_policy_change_only_touches_the_interfaces_it_selects(h: Harness) -> None:
     h.ready()
     h.sync()
@@ -284,6 +332,7 @@ def test_state_entries_come_and_go(h: Harness) -> None:
     h.store.delete(STATE, DB.key)
     assert h.sync().transactions == 0
     assert DB.key not in h.controller.records
+    assert h.closed == [DB.netns]  # the applier let go of the namespace
     h.attach(DB)
     assert h.sync().keys == [DB.key]
 

@@ -1,0 +1,122 @@
+"""`render_update`: a delta on top of `render_interface(old)` leaves exactly what `render_interface(new)` would.
+
+Checked on the in-memory Fake for generated pairs of rules (peers joining and leaving, overlapping and adjacent
+prefixes, port ranges widening and narrowing, provenance changing), and on the kernel in
+tests/integration/test_render_kernel.py. Also: when the chains' rules differ the delta refuses (None), and a
+delta on a table that does not hold `old` fails as a whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.nft.errors import NftError
+from shared.nft.fake import FakeNft
+from shared.nft.render import render_interface, render_update
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange, collapse
+
+PREFIXES = [
+    "192.0.2.0/28",
+    "192.0.2.8/29",
+    "192.0.2.16/28",
+    "192.0.2.10/32",
+    "192.0.2.11/32",
+    "192.0.2.32/32",
+    "198.51.100.7/32",
+    "2001:db8:1::/120",
+    "2001:db8:1::10/128",
+    "2001:db8:1::11/128",
+]
+PORTS = [
+    PortRange("tcp", 80, 80),
+    PortRange("tcp", 8000, 8100),
+    PortRange("tcp", 8080, 8081),
+    PortRange("udp", 53, 53),
+    PortRange("sctp", 5000, 5000),
+]
+SOURCES = ["ns1/a ingress[0]", "ns1/b ingress[0]", "ns1/c ingress[1]"]
+
+allows = st.builds(
+    lambda source, peers, ports: Allow(source, collapse(ipaddress.ip_network(p) for p in peers), ports),
+    st.sampled_from(SOURCES),
+    st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=5, unique=True),
+    st.one_of(st.none(), st.lists(st.sampled_from(PORTS), min_size=1, max_size=3, unique=True).map(tuple)),
+)
+# Fills all four sets of a direction whatever else is generated, so its lookup rules stay the same and most
+# generated pairs take the delta path.
+ANCHORS = (
+    Allow(
+        "ns1/anchor ingress[0]",
+        collapse([ipaddress.ip_network("203.0.113.1"), ipaddress.ip_network("2001:db8:9::1")]),
+        None,
+    ),
+    Allow(
+        "ns1/anchor ingress[1]",
+        collapse([ipaddress.ip_network("203.0.113.2"), ipaddress.ip_network("2001:db8:9::2")]),
+        (PortRange("tcp", 22, 22),),
+    ),
+)
+directions = st.builds(
+    lambda allowed, anchored: DirectionRules(True, (*ANCHORS, *allowed) if anchored else tuple(allowed), ("ns1/p",)),
+    st.lists(allows, min_size=1, max_size=4),
+    st.sampled_from([True, True, True, False]),  # mostly anchored; sometimes a lookup rule comes or goes
+)
+
+
+def interface(ingress: DirectionRules, egress: DirectionRules) -> InterfaceRules:
+    return InterfaceRules("ns1/pod", "net1", "ns1/net-a", ingress, egress)
+
+
+@settings(max_examples=300, deadline=None)
+@given(directions, directions, directions, directions)
+def test_delta_leaves_what_a_full_transaction_leaves(
+    i1: DirectionRules, e1: DirectionRules, i2: DirectionRules, e2: DirectionRules
+) -> None:
+    old, new = interface(i1, e1), interface(i2, e2)
+    delta = render_update(old, new)
+    expected = FakeNft.from_transaction(render_interface(new)).list_table()
+    if delta is None:  # a set went from empty to filled or back: its lookup rule appears or goes
+        return
+    nft = FakeNft.from_transaction(render_interface(old))
+    nft.run(delta)
+    assert nft.list_table() == expected
+    assert not any(op.obj.__class__.__name__ != "Element" for op in delta.operations)
+
+
+def test_same_rules_no_operations() -> None:
+    rules = interface(
+        DirectionRules(True, (Allow(SOURCES[0], collapse([ipaddress.ip_network("192.0.2.1/32")]), None),)),
+        DirectionRules(True),
+    )
+    delta = render_update(rules, rules)
+    assert delta is not None and len(delta) == 0
+
+
+def test_chain_changes_need_the_full_transaction() -> None:
+    peer = Allow(SOURCES[0], collapse([ipaddress.ip_network("192.0.2.1/32")]), None)
+    isolated = interface(DirectionRules(True, (peer,), ("ns1/p",)), DirectionRules(False))
+    assert render_update(isolated, interface(DirectionRules(False), DirectionRules(False))) is None
+    assert render_update(isolated, interface(DirectionRules(True, (peer,), ("ns1/q",)), DirectionRules(False))) is None
+    renamed = InterfaceRules("ns1/pod", "net2", "ns1/net-a", isolated.ingress, isolated.egress)
+    assert render_update(isolated, renamed) is None
+
+
+def test_a_delta_on_a_table_that_does_not_hold_old_fails_whole() -> None:
+    a = Allow(SOURCES[0], collapse([ipaddress.ip_network("192.0.2.1/32")]), None)
+    b = Allow(SOURCES[0], collapse([ipaddress.ip_network("192.0.2.2/32")]), None)
+    c = Allow(SOURCES[0], collapse([ipaddress.ip_network("192.0.2.3/32")]), None)
+    old, new = (
+        interface(DirectionRules(True, (a,)), DirectionRules(True)),
+        interface(DirectionRules(True, (c,)), DirectionRules(True)),
+    )
+    nft = FakeNft.from_transaction(render_interface(interface(DirectionRules(True, (b,)), DirectionRules(True))))
+    before = nft.list_table()
+    delta = render_update(old, new)
+    assert delta is not None
+    with pytest.raises(NftError):
+        nft.run(delta)
+    assert nft.list_table() == before
