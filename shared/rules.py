@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,12 +33,28 @@ class Allow:
     peers: tuple[IPNetwork, ...]
     ports: tuple[PortRange, ...] | None
 
+    def __hash__(self) -> int:
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        # Rules are compared and used as cache keys on every sync (renderings, conntrack checks); hashing
+        # hundreds of peers each time showed in the profiles. Immutable, so hashed once.
+        return hash((self.source, self.peers, self.ports))
+
 
 @dataclass(frozen=True)
 class DirectionRules:
     isolated: bool
     allows: tuple[Allow, ...] = ()
     policies: tuple[str, ...] = ()  # the policies that isolate this direction
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.isolated, self.allows, self.policies))
 
 
 OPEN = DirectionRules(isolated=False)

@@ -120,3 +120,18 @@ def test_a_delta_on_a_table_that_does_not_hold_old_fails_whole() -> None:
     with pytest.raises(NftError):
         nft.run(delta)
     assert nft.list_table() == before
+
+
+def test_a_delta_dearer_than_the_full_transaction_is_not_offered() -> None:
+    """nft deletes interval elements one lookup at a time: replacing every element of a 300-peer set costs more
+    as a delta than as a full transaction, removing one peer does not."""
+    peers = collapse(ipaddress.ip_network(f"10.0.{i // 200}.{i % 200 + 1}") for i in range(0, 600, 2))
+    assert len(peers) == 300
+
+    def ports(*numbers: int, peers: tuple[ipaddress.IPv4Network, ...] = peers) -> InterfaceRules:
+        allow = Allow(SOURCES[0], peers, tuple(PortRange("tcp", n, n) for n in numbers))
+        return interface(DirectionRules(True, (allow,), ("ns1/p",)), DirectionRules(True))
+
+    assert render_update(ports(8080, 8081), ports(8080)) is None
+    one_less = render_update(ports(8080), ports(8080, peers=peers[1:]))
+    assert one_less is not None and len(one_less) == 1
