@@ -28,6 +28,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from daemon.logs import fields
 from shared.model import EGRESS, INGRESS, IPAddress
@@ -118,13 +119,16 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     never a missed cleanup."""
     if old is None:
         return True
-    for direction in (INGRESS, EGRESS):
-        before, after = old.direction(direction), new.direction(direction)
-        if not after.isolated:
-            continue
-        if not before.isolated or not _Coverage(after.allows).covers_all(before.allows):
-            return True
-    return False
+    return any(_withdraws(old.direction(d), new.direction(d)) for d in (INGRESS, EGRESS))
+
+
+@lru_cache(maxsize=256)
+def _withdraws(before: DirectionRules, after: DirectionRules) -> bool:
+    # Memoised: the pods of one Deployment share their rules objects, so a policy change asks the same question
+    # for every one of them.
+    if not after.isolated:
+        return False
+    return not before.isolated or not _Coverage(after.allows).covers_all(before.allows)
 
 
 class _Coverage:

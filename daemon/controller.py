@@ -328,6 +328,7 @@ class Controller:
         cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
         index = ClusterIndex.build(cluster)
         shared_rules: dict[tuple[object, ...], DirectionRules] = {}
+        withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key in sorted(dirty):
             record = self.records[key]
             resolved = resolve(record.entry, pods)
@@ -345,17 +346,17 @@ class Controller:
                 if record.state != PROGRAMMED:
                     self._set_state(record, PROGRAMMED, "")
                 continue
-            self._program(key, record, rules, resolved, dirty[key], report)
+            if self._program(key, record, rules, dirty[key], report):
+                withdrawn.append((key, record, resolved))
+        # Every pod's new rules first, then the flows they no longer admit: a withdrawal is in force for new
+        # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
+        for key, record, resolved in withdrawn:
+            self._clean_conntrack(key, record, resolved, report)
 
     def _program(
-        self,
-        key: IfaceKey,
-        record: InterfaceRecord,
-        rules: InterfaceRules,
-        resolved: Resolved,
-        since: float,
-        report: SyncReport,
-    ) -> None:
+        self, key: IfaceKey, record: InterfaceRecord, rules: InterfaceRules, since: float, report: SyncReport
+    ) -> bool:
+        """One transaction if `rules` differ from what is programmed; True when conntrack must be cleaned."""
         entry = record.entry
         extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns, container=entry.container_id)
         ref = pod_ref(entry.pod, record.pod_uid)
@@ -366,11 +367,11 @@ class Controller:
             except NetnsGone as exc:
                 self._set_state(record, GONE, str(exc))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
-                return
+                return False
             except (NftError, TransactionError, OSError) as exc:
                 self._failed(key, record, ref, f"nft: {exc}", report)
                 self.metrics.transactions.labels("error").inc()
-                return
+                return False
             self.metrics.transactions.labels("ok").inc()
             report.transactions += 1
             report.keys.append(key)
@@ -382,13 +383,24 @@ class Controller:
                 log.debug("transaction:\n%s", self.applier.render(rules), extra=extra)
             record.conntrack_due = record.conntrack_due or withdraws(previous, rules)
         if record.conntrack_due and self.conntrack is not None:
-            try:
-                deleted = self.conntrack.clean(entry.netns, rules, local_addresses(entry, resolved.attachment))
-            except OSError as exc:
-                self._failed(key, record, ref, f"conntrack: {exc}", report)
-                return
-            report.conntrack_deleted += deleted
-            self.metrics.conntrack_deletions.inc(deleted)
+            return True
+        self._programmed(record, ref)
+        return False
+
+    def _clean_conntrack(self, key: IfaceKey, record: InterfaceRecord, resolved: Resolved, report: SyncReport) -> None:
+        entry = record.entry
+        ref = pod_ref(entry.pod, record.pod_uid)
+        assert self.conntrack is not None and record.applied is not None
+        try:
+            deleted = self.conntrack.clean(entry.netns, record.applied, local_addresses(entry, resolved.attachment))
+        except OSError as exc:
+            self._failed(key, record, ref, f"conntrack: {exc}", report)
+            return
+        report.conntrack_deleted += deleted
+        self.metrics.conntrack_deletions.inc(deleted)
+        self._programmed(record, ref)
+
+    def _programmed(self, record: InterfaceRecord, ref: ObjectRef) -> None:
         record.conntrack_due = False
         record.failures = 0
         record.last_error = ""
