@@ -112,6 +112,8 @@ class Daemon:
         self._stop.set()
         self.runner.wake()
         self._loop.join(10.0)
+        if not self._loop.is_alive():
+            self.controller.applier.close()
         if isinstance(self.events, KubeEvents):
             self.events.stop()
         if self.http is not None:

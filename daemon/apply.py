@@ -21,7 +21,10 @@ Tests pass a factory returning `shared.nft.fake.FakeNft` instances instead (one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from shared.compiler import InterfaceRules
@@ -34,6 +37,10 @@ from shared.nft.render import RenderOptions, render_interface, render_update
 from shared.nft.transaction import Transaction
 
 log = logging.getLogger(__name__)
+
+# Threads programming namespaces at once. The work is mostly the kernel's and libnftables' (no GIL); more
+# threads than this gained nothing on the 2-core benchmark machine (docs/benchmarks.md).
+WORKERS = 4
 
 
 class Nft(Protocol):
@@ -79,11 +86,14 @@ class Applier:
 
     RENDER_CACHE = 128
 
-    def __init__(self, nft_for: NftFactory, options: RenderOptions) -> None:
+    def __init__(self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS) -> None:
         self.nft_for = nft_for
         self.options = options
+        self.workers = workers
         self.transactions = 0
         self.deltas = 0
+        self._lock = threading.Lock()  # the counters and the caches, shared by the workers
+        self._pool: ThreadPoolExecutor | None = None
         self._rendered: dict[tuple[object, ...], Transaction] = {}
         self._nft: dict[str, Nft] = {}
 
@@ -99,37 +109,88 @@ class Applier:
             if delta is not None and not len(delta):
                 return  # the rules differ only in what the table does not show (a pod's name, a provenance)
             if delta is not None:
-                self.transactions += 1
+                self._count(delta=False)
                 try:
                     nft.run(delta)
-                    self.deltas += 1
+                    self._count(delta=True)
                     return
                 except NftError as exc:  # the table is not what we last programmed: replace it as a whole
                     log.warning("delta refused, applying the full transaction: %s", exc.message.splitlines()[0])
-            self.transactions += 1
+            self._count(delta=False)
             nft.run(self.render(rules))
         except NetnsGone:
             self.release(netns)
             raise
 
+    def apply_all(
+        self, work: Sequence[tuple[str, InterfaceRules, InterfaceRules | None]]
+    ) -> list[BaseException | None]:
+        """`apply(netns, rules, previous)` for each item; for each, None or the exception it raised.
+
+        libnftables does its parsing, netlink and the kernel's commit without the GIL (ctypes releases it), so
+        the namespaces are programmed concurrently by up to `workers` threads; the interfaces of one namespace
+        are programmed in order by one thread (they share its context and skeleton)."""
+        outcomes: list[BaseException | None] = [None] * len(work)
+        by_netns: dict[str, list[int]] = defaultdict(list)
+        for i, (netns, _, _) in enumerate(work):
+            by_netns[netns].append(i)
+
+        def program(indexes: list[int]) -> None:
+            for i in indexes:
+                try:
+                    self.apply(*work[i])
+                except Exception as exc:  # handed back to the controller, which classifies it
+                    outcomes[i] = exc
+
+        groups = list(by_netns.values())
+        if self.workers <= 1 or len(groups) <= 1:
+            for group in groups:
+                program(group)
+            return outcomes
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mnpd-apply")
+        for future in [self._pool.submit(program, group) for group in groups]:
+            future.result()
+        return outcomes
+
     def _nft_of(self, netns: str) -> Nft:
         nft = self._nft.get(netns)
-        if nft is None:
-            nft = self._nft[netns] = self.nft_for(netns)
+        if nft is None:  # one worker per netns: no other thread creates this one
+            nft = self.nft_for(netns)
+            with self._lock:
+                self._nft[netns] = nft
         return nft
+
+    def _count(self, delta: bool) -> None:
+        with self._lock:
+            if delta:
+                self.deltas += 1
+            else:
+                self.transactions += 1
 
     def release(self, netns: str) -> None:
         """Forget (and close) the nft of a netns no state entry uses any more."""
-        nft = self._nft.pop(netns, None)
+        with self._lock:
+            nft = self._nft.pop(netns, None)
         close = getattr(nft, "close", None)
         if close is not None:
             close()
+
+    def close(self) -> None:
+        """Stop the workers and close every namespace's nft (the rules stay: they are the kernel's)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for netns in list(self._nft):
+            self.release(netns)
 
     def render(self, rules: InterfaceRules) -> Transaction:
         key = (rules.ifname, rules.ingress, rules.egress)
         tx = self._rendered.get(key)
         if tx is None:
-            if len(self._rendered) >= self.RENDER_CACHE:
-                self._rendered.clear()
-            tx = self._rendered[key] = render_interface(rules, self.options)
+            tx = render_interface(rules, self.options)
+            with self._lock:
+                if len(self._rendered) >= self.RENDER_CACHE:
+                    self._rendered.clear()
+                self._rendered[key] = tx
         return tx

@@ -26,6 +26,7 @@ replaces its chains atomically: the existing rules are adopted without a flush a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections import Counter, defaultdict
@@ -55,6 +56,7 @@ IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
 PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
+CANONICAL_MAX = 8192  # distinct direction rules remembered (a node has at most a few hundred interfaces)
 
 
 @dataclass
@@ -178,6 +180,7 @@ class Controller:
         self._need_full = True
         self._retry: set[IfaceKey] = set()
         self._invalid: dict[str, tuple[str, ...]] = {}
+        self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -328,7 +331,7 @@ class Controller:
         cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
         index = ClusterIndex.build(cluster)
         shared_rules: dict[tuple[object, ...], DirectionRules] = {}
-        withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
+        todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
         for key in sorted(dirty):
             record = self.records[key]
             resolved = resolve(record.entry, pods)
@@ -339,39 +342,68 @@ class Controller:
             if not pod.is_active:
                 self._set_state(record, TERMINATED, f"pod phase {pod.phase}: keeping its last rules")
                 continue
-            rules = rules_for(index, pod, resolved.attachment, shared_rules)
+            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules))
             record.desired = rules
             record.pod_uid = pod.uid
             if rules == record.applied and not record.conntrack_due:
                 if record.state != PROGRAMMED:
                     self._set_state(record, PROGRAMMED, "")
                 continue
-            if self._program(key, record, rules, dirty[key], report):
+            todo.append((key, record, rules, resolved))
+        # One transaction per interface whose rules changed, the namespaces concurrently (daemon.apply).
+        changed = [(key, record, rules) for key, record, rules, _ in todo if rules != record.applied]
+        outcomes = self.applier.apply_all([(record.entry.netns, rules, record.applied) for _, record, rules in changed])
+        failed = {key: outcome for (key, _, _), outcome in zip(changed, outcomes, strict=True)}
+        withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
+        for key, record, rules, resolved in todo:
+            if self._programmed_or_failed(key, record, rules, failed.get(key), key in failed, dirty[key], report):
                 withdrawn.append((key, record, resolved))
         # Every pod's new rules first, then the flows they no longer admit: a withdrawal is in force for new
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
 
-    def _program(
-        self, key: IfaceKey, record: InterfaceRecord, rules: InterfaceRules, since: float, report: SyncReport
+    def _canonical(self, rules: InterfaceRules) -> InterfaceRules:
+        """`rules` with its directions replaced by the equal objects an earlier sync computed, if any.
+
+        Every sync compiles new objects; comparing them with what is programmed (and looking them up in the
+        renderer's and the conntrack check's caches) would compare hundreds of peers per pod. Made canonical,
+        equal rules are the same object, and those comparisons are identity checks."""
+        if len(self._canonical_rules) > CANONICAL_MAX:
+            self._canonical_rules.clear()
+        ingress = self._canonical_rules.setdefault(rules.ingress, rules.ingress)
+        egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
+        if ingress is rules.ingress and egress is rules.egress:
+            return rules
+        return dataclasses.replace(rules, ingress=ingress, egress=egress)
+
+    def _programmed_or_failed(
+        self,
+        key: IfaceKey,
+        record: InterfaceRecord,
+        rules: InterfaceRules,
+        error: BaseException | None,
+        ran: bool,
+        since: float,
+        report: SyncReport,
     ) -> bool:
-        """One transaction if `rules` differ from what is programmed; True when conntrack must be cleaned."""
+        """Bookkeeping after the transaction for `rules` ran (`ran`) with `error`; True when conntrack must be
+        cleaned."""
         entry = record.entry
         extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns, container=entry.container_id)
         ref = pod_ref(entry.pod, record.pod_uid)
         previous = record.applied
-        if rules != previous:
-            try:
-                self.applier.apply(entry.netns, rules, previous)
-            except NetnsGone as exc:
-                self._set_state(record, GONE, str(exc))
+        if ran:
+            if isinstance(error, NetnsGone):
+                self._set_state(record, GONE, str(error))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
                 return False
-            except (NftError, TransactionError, OSError) as exc:
-                self._failed(key, record, ref, f"nft: {exc}", report)
+            if isinstance(error, NftError | TransactionError | OSError):
+                self._failed(key, record, ref, f"nft: {error}", report)
                 self.metrics.transactions.labels("error").inc()
                 return False
+            if error is not None:
+                raise error
             self.metrics.transactions.labels("ok").inc()
             report.transactions += 1
             report.keys.append(key)

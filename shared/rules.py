@@ -36,10 +36,18 @@ class Allow:
     def __hash__(self) -> int:
         return self._hash
 
+    def __eq__(self, other: object) -> bool:
+        # Rules are compared and used as cache keys on every sync (renderings, conntrack checks); comparing and
+        # hashing hundreds of peers each time showed in the profiles. Immutable, so hashed once, and two
+        # different hashes answer at once.
+        if self is other:
+            return True
+        if not isinstance(other, Allow) or self._hash != other._hash:
+            return False
+        return (self.source, self.peers, self.ports) == (other.source, other.peers, other.ports)
+
     @cached_property
     def _hash(self) -> int:
-        # Rules are compared and used as cache keys on every sync (renderings, conntrack checks); hashing
-        # hundreds of peers each time showed in the profiles. Immutable, so hashed once.
         return hash((self.source, self.peers, self.ports))
 
 
@@ -51,6 +59,13 @@ class DirectionRules:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __eq__(self, other: object) -> bool:  # as Allow's
+        if self is other:
+            return True
+        if not isinstance(other, DirectionRules) or self._hash != other._hash:
+            return False
+        return (self.isolated, self.allows, self.policies) == (other.isolated, other.allows, other.policies)
 
     @cached_property
     def _hash(self) -> int:

@@ -35,6 +35,7 @@ class Transaction:
     table: str = "mnp"
     operations: list[Operation] = field(default_factory=list)
     error: TransactionError | None = None
+    _text: str | None = field(default=None, repr=False, compare=False)  # str(self), until the next operation
 
     # ----------------------------------------------------------------------------------------- building
 
@@ -57,6 +58,7 @@ class Transaction:
     def _append(self, verb: Verb, obj: NftObject) -> Transaction:
         if self.error is not None:
             return self
+        self._text = None
         problem = _validate(verb, obj)
         if problem:
             self.error = TransactionError(f"{verb} {type(obj).__name__.lower()}: {problem}")
@@ -73,7 +75,10 @@ class Transaction:
     # ----------------------------------------------------------------------------------------- text
 
     def __str__(self) -> str:
-        return "".join(line + "\n" for line in self.lines())
+        # Kept: the daemon sends one rendered transaction to every pod of a Deployment.
+        if self._text is None:
+            self._text = "".join(line + "\n" for line in self.lines())
+        return self._text
 
     def lines(self) -> Iterator[str]:
         ops = self.operations
