@@ -16,7 +16,8 @@ The plugin's own keys and their defaults — a NetworkAttachmentDefinition chain
 | `onError`  | `fail`           | `fail`: an ADD that cannot close the interface fails, so the pod never runs open.   |
 |            |                  | `ignore`: log and pass prevResult through — the pod then runs with the interface    |
 |            |                  | OPEN until the daemon reaches it. Unsafe; only for debugging a broken node.         |
-| `nftPath`  | `nft`            | the nft binary (looked up in PATH when not absolute)                                |
+| `nftPath`  | unset            | unset: libnftables.so.1 in-process, or — on a host without it — `nft` from PATH;    |
+|            |                  | set: always this nft binary under nsenter (looked up in PATH when not absolute)     |
 
 Unknown keys are ignored (the spec allows plugins to accept extra fields); a known key with the wrong type or
 value is code 7. `prevResult` is required on ADD and validated on ADD and CHECK; DEL ignores it — it needs

@@ -20,7 +20,9 @@ All of it happens under the state dir's lock (StateStore.lock): "no other interf
 so remove the table" must not interleave with an ADD of another interface of the same pod.
 
 Every side effect comes through `Deps` — an nft factory (netns path → Nft), the state store, the clock, the netns
-checks — so the unit tests run this very code against `FakeNft` and a temporary directory. The renderer and the
+checks — so the unit tests run this very code against `FakeNft` and a temporary directory. On a node, nft is
+libnftables in-process (`LibnftNft`) when it can be loaded and `nftPath` is not set, else the nft command under
+nsenter (`real_deps`); the ADD log line says which (`nft=libnftables` or `nft=<command>`). The renderer and the
 nft backend are imported only by the verbs that need them: VERSION, the first call of every runtime, stays cheap.
 """
 
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cni import __version__
-from cni.config import CmdArgs, PluginConf, result_for
+from cni.config import DEFAULT_NFT, CmdArgs, PluginConf, result_for
 from cni.errors import (
     CHECK_FAILED,
     INTERNAL,
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
 
 class Nft(Protocol):
-    """The part of shared.nft.exec.RealNft the plugin uses."""
+    """What the plugin needs of nft in one network namespace: `LibnftNft` below, or shared.nft.exec.RealNft."""
 
     def run(self, tx: Transaction) -> None: ...
 
@@ -70,12 +72,59 @@ class Deps:
     clock: Callable[[], float] = time.time
     own_netns: Callable[[str], bool] = is_own_netns
     check_netns: Callable[[str], None] = check_netns  # raises NetnsGone
+    nft_via: str = "nft"  # what `nft` runs, for the log: "libnftables" or the nft command
 
 
-def real_deps(conf: PluginConf) -> Deps:
+def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
+    """nft through libnftables in-process (`LibnftNft`) when `nftPath` is left at its default and
+    libnftables.so.1 loads (`load`, injectable for the tests); otherwise the command `nftPath` names, under
+    nsenter — a host without libnftables, or an operator who chose a binary."""
+    if conf.nft_path == DEFAULT_NFT:
+        from shared.nft import libnft
+
+        try:
+            (load or libnft.library)()
+        except libnft.LibnftUnavailable:
+            pass
+        else:
+            return Deps(nft=LibnftNft, nft_via="libnftables")
     from shared.nft.exec import RealNft
 
-    return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path))
+    return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path), nft_via=conf.nft_path)
+
+
+class LibnftNft:
+    """nft of one network namespace (`netns` path; None: the plugin's own) through libnftables, in-process.
+
+    Each call opens a libnftables context inside the namespace (shared.nft.libnft: its netlink socket is bound
+    to the namespace it was opened in), runs one command — the same text and the same typed errors as
+    `nft -f` — and frees it: the plugin makes one or two calls and exits. Saves the two execs of
+    `nsenter --net=… nft -f -` on every ADD and DEL (docs/benchmarks.md, CNI ADD)."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+
+    def run(self, tx: Transaction) -> None:
+        """Apply `tx` atomically: all of it or, on any error, none of it."""
+        if tx.error is not None:
+            raise tx.error
+        self._command(str(tx))
+
+    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
+        """As `nft -j list table`: raises NotFoundError when the table does not exist."""
+        return self._command(f"list table {family} {table}", as_json=True)
+
+    def _command(self, text: str, as_json: bool = False) -> str:
+        from shared.netns import in_netns
+        from shared.nft.libnft import Context
+
+        context = Context() if self.netns is None else in_netns(self.netns, Context)
+        try:
+            if as_json:
+                context.output_json()
+            return context.command(text)
+        finally:
+            context.close()
 
 
 def rfc3339(epoch: float) -> str:
@@ -110,11 +159,12 @@ def _locked(store: StateStore) -> Iterator[None]:
 
 
 def _nft_error(exc: Exception, what: str, netns: str | None, deps: Deps) -> CNIError:
-    """The CNIError for an nft failure. "No such file or directory" may mean the netns vanished under us."""
+    """The CNIError for an nft failure. "No such file or directory" from nsenter, or NetnsGone from libnftables'
+    way in (shared.netns.in_netns), may mean the netns vanished under us."""
     from shared.nft.errors import BusyError, NotFoundError
 
     details = str(exc).strip()[:2000]
-    if netns and isinstance(exc, NotFoundError) and not _netns_exists(netns, deps):
+    if netns and isinstance(exc, NotFoundError | NetnsGone) and not _netns_exists(netns, deps):
         return CNIError(INVALID_NETNS, f"{what}: the pod network namespace disappeared", details)
     if isinstance(exc, BusyError):
         return CNIError(TRY_AGAIN_LATER, f"{what}: nft was busy", details)
@@ -127,7 +177,7 @@ def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
 
     try:
         deps.nft(netns).run(tx)
-    except (NftError, TransactionError, OSError) as exc:
+    except (NftError, TransactionError, NetnsGone, OSError) as exc:
         raise _nft_error(exc, what, netns, deps) from exc
 
 
@@ -197,7 +247,7 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         except StateError as exc:
             undo = _undo_add(args, deps, store, recorded_before, log)
             raise CNIError(IO_FAILURE, "cannot record the attachment in the state dir", f"{exc}; {undo}") from exc
-    log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips))
+    log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips), nft=deps.nft_via)
 
 
 def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: bool, log: Log) -> str:
@@ -271,7 +321,7 @@ def _list_table(deps: Deps, netns: str) -> Any:
         if not _netns_exists(netns, deps):
             raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)) from exc
         return None
-    except (NftError, OSError) as exc:
+    except (NftError, NetnsGone, OSError) as exc:
         raise _nft_error(exc, "listing the table", netns, deps) from exc
     try:
         return json.loads(text)
@@ -370,7 +420,7 @@ def cmd_status(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     except NotFoundError:
         pass
     except (NftError, OSError) as exc:
-        raise CNIError(NOT_AVAILABLE, f"{conf.nft_path} cannot run", str(exc).strip()[:2000]) from exc
+        raise CNIError(NOT_AVAILABLE, f"{deps.nft_via} cannot run", str(exc).strip()[:2000]) from exc
     try:
         deps.store(conf.state_dir).check_writable()
     except StateError as exc:
