@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
 
 from cni import __version__
 from cni.config import DEFAULT_NFT, CmdArgs, PluginConf, result_for
@@ -50,29 +47,43 @@ from cni.log import Log
 from shared.errors import NetnsGone, StateError
 from shared.netns import check_netns, is_own_netns
 from shared.state import StateEntry, StateStore
+from shared.value import Value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Protocol
+
     from shared.nft.transaction import Transaction
 
+    class Nft(Protocol):
+        """What the plugin needs of nft in one netns: `LibnftNft` below, or shared.nft.exec.RealNft."""
 
-class Nft(Protocol):
-    """What the plugin needs of nft in one network namespace: `LibnftNft` below, or shared.nft.exec.RealNft."""
+        def run(self, tx: Transaction) -> None: ...
 
-    def run(self, tx: Transaction) -> None: ...
-
-    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str: ...
+        def list_table_json(self, family: str = "inet", table: str = "mnp") -> str: ...
 
 
-@dataclass(frozen=True)
-class Deps:
+class Deps(Value):
     """Everything the verbs do to the node goes through these (the unit tests pass fakes: tests/support/cnifake.py)."""
 
-    nft: Callable[[str | None], Nft]  # netns path (None: the plugin's own netns) → nft acting there
-    store: Callable[[str], StateStore] = StateStore  # state dir → store
-    clock: Callable[[], float] = time.time
-    own_netns: Callable[[str], bool] = is_own_netns
-    check_netns: Callable[[str], None] = check_netns  # raises NetnsGone
-    nft_via: str = "nft"  # what `nft` runs, for the log: "libnftables" or the nft command
+    __slots__ = ("check_netns", "clock", "nft", "nft_via", "own_netns", "store")
+
+    def __init__(
+        self,
+        nft: Callable[[str | None], Nft],
+        store: Callable[[str], StateStore] = StateStore,
+        clock: Callable[[], float] = time.time,
+        own_netns: Callable[[str], bool] = is_own_netns,
+        check_netns: Callable[[str], None] = check_netns,
+        nft_via: str = "nft",
+    ) -> None:
+        self.nft = nft  # netns path (None: the plugin's own netns) → nft acting there
+        self.store = store  # state dir → store
+        self.clock = clock
+        self.own_netns = own_netns
+        self.check_netns = check_netns  # raises NetnsGone
+        self.nft_via = nft_via  # what `nft` runs, for the log: "libnftables" or the nft command
 
 
 def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
@@ -331,8 +342,10 @@ def _list_table(deps: Deps, netns: str) -> Any:
 
 def table_problems(listing: Any, ifname: str) -> list[str]:
     """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table)."""
-    from shared.model import EGRESS, INGRESS
+    from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
+
     from shared.nft.render import FAMILY, TABLE, chain_name
+    from shared.rules import EGRESS, INGRESS
 
     if listing is None:
         return [f"table {FAMILY} {TABLE} does not exist"]

@@ -18,12 +18,16 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 from shared.errors import NetnsGone
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin's start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 CLONE_NEWNET = 0x40000000
 
 

@@ -41,12 +41,17 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
 from shared.nft.transaction import Transaction
-from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, collapse
+from shared.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange
 
 TABLE = "mnp"
 FAMILY = "inet"
@@ -71,17 +76,22 @@ DROP_LOG_BURST = 20
 DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
 
 
-@dataclass(frozen=True)
-class RenderOptions:
+class RenderOptions(Value):
     """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
 
     `drop_log`: the rate-limited nflog rule before each counted default drop (see the module docstring). On by
     default, for the daemon and for the plugin's pending table alike: it is the same rendering, and the drops of
     the pending window (a pod that cannot talk yet at start-up) are among the ones worth seeing."""
 
-    accept_icmp: bool = False
-    accept_icmpv6: bool = False
-    drop_log: bool = True
+    __slots__ = ("accept_icmp", "accept_icmpv6", "drop_log")
+
+    def __init__(self, accept_icmp: bool = False, accept_icmpv6: bool = False, drop_log: bool = True) -> None:
+        self.accept_icmp = accept_icmp
+        self.accept_icmpv6 = accept_icmpv6
+        self.drop_log = drop_log
+
+
+DEFAULTS = RenderOptions()
 
 
 def drop_log_prefix(ifname: str, direction: str) -> str:
@@ -149,7 +159,7 @@ def skeleton() -> Transaction:
     return tx
 
 
-def render_interface(rules: InterfaceRules, options: RenderOptions = RenderOptions()) -> Transaction:
+def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction:
     """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
     tx = skeleton()
     for direction in (INGRESS, EGRESS):

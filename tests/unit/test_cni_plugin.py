@@ -665,6 +665,21 @@ def test_version_stays_cheap() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_add_path_stays_light() -> None:
+    """What ADD imports (frozen: every one is paid on every pod ADD) has none of the expensive stdlib modules:
+    dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.libnft;"
+        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'shared.model', 'shared.nft.exec');"
+        "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == ""
+
+
 def test_a_plain_file_is_no_netns(tmp_path: Path) -> None:
     """A file left under /run/netns after its nsfs mount went away must read as "gone" (DEL then succeeds)."""
     from shared.errors import NetnsGone
