@@ -107,9 +107,10 @@ def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Dep
 class LibnftNft:
     """nft of one network namespace (`netns` path; None: the plugin's own) through libnftables, in-process.
 
-    Each call opens a libnftables context inside the namespace (shared.nft.libnft: its netlink socket is bound
-    to the namespace it was opened in), runs one command — the same text and the same typed errors as
-    `nft -f` — and frees it: the plugin makes one or two calls and exits. Saves the two execs of
+    Each call opens a libnftables context inside the namespace — on the plugin's one thread, switched in and
+    back (shared.netns.in_netns_here); its netlink socket stays bound to the namespace it was opened in — runs
+    one command, the same text with the same typed errors as `nft -f`, and frees it: the plugin makes one or two
+    calls and exits. Saves the two execs of
     `nsenter --net=… nft -f -` on every ADD and DEL (docs/benchmarks.md, CNI ADD)."""
 
     def __init__(self, netns: str | None) -> None:
@@ -126,10 +127,10 @@ class LibnftNft:
         return self._command(f"list table {family} {table}", as_json=True)
 
     def _command(self, text: str, as_json: bool = False) -> str:
-        from shared.netns import in_netns
+        from shared.netns import in_netns_here
         from shared.nft.libnft import Context
 
-        context = Context() if self.netns is None else in_netns(self.netns, Context)
+        context = Context() if self.netns is None else in_netns_here(self.netns, Context)
         try:
             if as_json:
                 context.output_json()
