@@ -16,7 +16,8 @@ The plugin's own keys and their defaults — a NetworkAttachmentDefinition chain
 | `onError`  | `fail`           | `fail`: an ADD that cannot close the interface fails, so the pod never runs open.   |
 |            |                  | `ignore`: log and pass prevResult through — the pod then runs with the interface    |
 |            |                  | OPEN until the daemon reaches it. Unsafe; only for debugging a broken node.         |
-| `nftPath`  | `nft`            | the nft binary (looked up in PATH when not absolute)                                |
+| `nftPath`  | unset            | unset: libnftables.so.1 in-process, or — on a host without it — `nft` from PATH;    |
+|            |                  | set: always this nft binary under nsenter (looked up in PATH when not absolute)     |
 
 Unknown keys are ignored (the spec allows plugins to accept extra fields); a known key with the wrong type or
 value is code 7. `prevResult` is required on ADD and validated on ADD and CHECK; DEL ignores it — it needs
@@ -28,9 +29,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS
 from cni.errors import (
@@ -40,8 +38,11 @@ from cni.errors import (
     INVALID_ENV,
     CNIError,
 )
+from shared.value import Value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 __all__ = ["LATEST_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: they belong to the config's contract
@@ -69,14 +70,16 @@ def version_tuple(version: str) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------------------------ CNI_ARGS
 
 
-@dataclass(frozen=True)
-class PodRef:
+class PodRef(Value):
     """What the runtime said about the pod (Kubernetes runtimes; podman may say nothing)."""
 
-    namespace: str = ""
-    name: str = ""
-    uid: str = ""
-    infra_container_id: str = ""
+    __slots__ = ("infra_container_id", "name", "namespace", "uid")
+
+    def __init__(self, namespace: str = "", name: str = "", uid: str = "", infra_container_id: str = "") -> None:
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.infra_container_id = infra_container_id
 
     @property
     def key(self) -> str:
@@ -107,16 +110,26 @@ def pod_ref(args: Mapping[str, str]) -> PodRef:
     )
 
 
-@dataclass(frozen=True)
-class CmdArgs:
+class CmdArgs(Value):
     """The CNI_* environment of one call, already checked by the dispatcher (cni/skel.py)."""
 
-    command: str
-    container_id: str = ""
-    netns: str = ""  # "" on containerd's repeated DEL, and on GC/STATUS/VERSION
-    ifname: str = ""
-    path: str = ""
-    args: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("args", "command", "container_id", "ifname", "netns", "path")
+
+    def __init__(
+        self,
+        command: str,
+        container_id: str = "",
+        netns: str = "",
+        ifname: str = "",
+        path: str = "",
+        args: Mapping[str, str] | None = None,
+    ) -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns  # "" on containerd's repeated DEL, and on GC/STATUS/VERSION
+        self.ifname = ifname
+        self.path = path
+        self.args: Mapping[str, str] = {} if args is None else args
 
     @property
     def pod(self) -> PodRef:
@@ -126,22 +139,51 @@ class CmdArgs:
 # ------------------------------------------------------------------------------------------------ stdin
 
 
-@dataclass(frozen=True)
-class PluginConf:
+class PluginConf(Value):
     """The whole validated network config of one call."""
 
-    cni_version: str
-    name: str
-    type: str
-    state_dir: str = DEFAULT_STATE_DIR
-    log_file: str | None = None
-    log_level: str = "info"
-    on_error: str = "fail"
-    nft_path: str = DEFAULT_NFT
-    prev_result: Mapping[str, Any] | None = None  # as received (validated on ADD/CHECK)
-    ips: tuple[str, ...] = ()  # "addr/len" of CNI_IFNAME, from prevResult
-    mac: str = ""  # of CNI_IFNAME, from prevResult
-    valid_attachments: tuple[tuple[str, str], ...] | None = None  # GC: (containerID, ifname)
+    __slots__ = (
+        "cni_version",
+        "ips",
+        "log_file",
+        "log_level",
+        "mac",
+        "name",
+        "nft_path",
+        "on_error",
+        "prev_result",
+        "state_dir",
+        "type",
+        "valid_attachments",
+    )
+
+    def __init__(
+        self,
+        cni_version: str,
+        name: str,
+        type: str,
+        state_dir: str = DEFAULT_STATE_DIR,
+        log_file: str | None = None,
+        log_level: str = "info",
+        on_error: str = "fail",
+        nft_path: str = DEFAULT_NFT,
+        prev_result: Mapping[str, Any] | None = None,
+        ips: tuple[str, ...] = (),
+        mac: str = "",
+        valid_attachments: tuple[tuple[str, str], ...] | None = None,
+    ) -> None:
+        self.cni_version = cni_version
+        self.name = name
+        self.type = type
+        self.state_dir = state_dir
+        self.log_file = log_file
+        self.log_level = log_level
+        self.on_error = on_error
+        self.nft_path = nft_path
+        self.prev_result = prev_result  # as received (validated on ADD/CHECK)
+        self.ips = ips  # "addr/len" of CNI_IFNAME, from prevResult
+        self.mac = mac  # of CNI_IFNAME, from prevResult
+        self.valid_attachments = valid_attachments  # GC: (containerID, ifname)
 
 
 def _invalid(msg: str, details: str = "") -> CNIError:

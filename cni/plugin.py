@@ -20,7 +20,9 @@ All of it happens under the state dir's lock (StateStore.lock): "no other interf
 so remove the table" must not interleave with an ADD of another interface of the same pod.
 
 Every side effect comes through `Deps` — an nft factory (netns path → Nft), the state store, the clock, the netns
-checks — so the unit tests run this very code against `FakeNft` and a temporary directory. The renderer and the
+checks — so the unit tests run this very code against `FakeNft` and a temporary directory. On a node, nft is
+libnftables in-process (`LibnftNft`) when it can be loaded and `nftPath` is not set, else the nft command under
+nsenter (`real_deps`); the ADD log line says which (`nft=libnftables` or `nft=<command>`). The renderer and the
 nft backend are imported only by the verbs that need them: VERSION, the first call of every runtime, stays cheap.
 """
 
@@ -28,13 +30,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
 
 from cni import __version__
-from cni.config import CmdArgs, PluginConf, result_for
+from cni.config import DEFAULT_NFT, CmdArgs, PluginConf, result_for
 from cni.errors import (
     CHECK_FAILED,
     INTERNAL,
@@ -48,34 +47,96 @@ from cni.log import Log
 from shared.errors import NetnsGone, StateError
 from shared.netns import check_netns, is_own_netns
 from shared.state import StateEntry, StateStore
+from shared.value import Value
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, Protocol
+
     from shared.nft.transaction import Transaction
 
+    class Nft(Protocol):
+        """What the plugin needs of nft in one netns: `LibnftNft` below, or shared.nft.exec.RealNft."""
 
-class Nft(Protocol):
-    """The part of shared.nft.exec.RealNft the plugin uses."""
+        def run(self, tx: Transaction) -> None: ...
 
-    def run(self, tx: Transaction) -> None: ...
-
-    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str: ...
+        def list_table_json(self, family: str = "inet", table: str = "mnp") -> str: ...
 
 
-@dataclass(frozen=True)
-class Deps:
+class Deps(Value):
     """Everything the verbs do to the node goes through these (the unit tests pass fakes: tests/support/cnifake.py)."""
 
-    nft: Callable[[str | None], Nft]  # netns path (None: the plugin's own netns) → nft acting there
-    store: Callable[[str], StateStore] = StateStore  # state dir → store
-    clock: Callable[[], float] = time.time
-    own_netns: Callable[[str], bool] = is_own_netns
-    check_netns: Callable[[str], None] = check_netns  # raises NetnsGone
+    __slots__ = ("check_netns", "clock", "nft", "nft_via", "own_netns", "store")
+
+    def __init__(
+        self,
+        nft: Callable[[str | None], Nft],
+        store: Callable[[str], StateStore] = StateStore,
+        clock: Callable[[], float] = time.time,
+        own_netns: Callable[[str], bool] = is_own_netns,
+        check_netns: Callable[[str], None] = check_netns,
+        nft_via: str = "nft",
+    ) -> None:
+        self.nft = nft  # netns path (None: the plugin's own netns) → nft acting there
+        self.store = store  # state dir → store
+        self.clock = clock
+        self.own_netns = own_netns
+        self.check_netns = check_netns  # raises NetnsGone
+        self.nft_via = nft_via  # what `nft` runs, for the log: "libnftables" or the nft command
 
 
-def real_deps(conf: PluginConf) -> Deps:
+def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
+    """nft through libnftables in-process (`LibnftNft`) when `nftPath` is left at its default and
+    libnftables.so.1 loads (`load`, injectable for the tests); otherwise the command `nftPath` names, under
+    nsenter — a host without libnftables, or an operator who chose a binary."""
+    if conf.nft_path == DEFAULT_NFT:
+        from shared.nft import libnft
+
+        try:
+            (load or libnft.library)()
+        except libnft.LibnftUnavailable:
+            pass
+        else:
+            return Deps(nft=LibnftNft, nft_via="libnftables")
     from shared.nft.exec import RealNft
 
-    return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path))
+    return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path), nft_via=conf.nft_path)
+
+
+class LibnftNft:
+    """nft of one network namespace (`netns` path; None: the plugin's own) through libnftables, in-process.
+
+    Each call opens a libnftables context inside the namespace — on the plugin's one thread, switched in and
+    back (shared.netns.in_netns_here); its netlink socket stays bound to the namespace it was opened in — runs
+    one command, the same text with the same typed errors as `nft -f`, and frees it: the plugin makes one or two
+    calls and exits. Saves the two execs of
+    `nsenter --net=… nft -f -` on every ADD and DEL (docs/benchmarks.md, CNI ADD)."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+
+    def run(self, tx: Transaction) -> None:
+        """Apply `tx` atomically: all of it or, on any error, none of it."""
+        if tx.error is not None:
+            raise tx.error
+        self._command(str(tx))
+
+    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
+        """As `nft -j list table`: raises NotFoundError when the table does not exist."""
+        return self._command(f"list table {family} {table}", as_json=True)
+
+    def _command(self, text: str, as_json: bool = False) -> str:
+        from shared.netns import in_netns_here
+        from shared.nft.libnft import Context
+
+        context = Context() if self.netns is None else in_netns_here(self.netns, Context)
+        try:
+            if as_json:
+                context.output_json()
+            return context.command(text)
+        finally:
+            context.close()
 
 
 def rfc3339(epoch: float) -> str:
@@ -110,11 +171,12 @@ def _locked(store: StateStore) -> Iterator[None]:
 
 
 def _nft_error(exc: Exception, what: str, netns: str | None, deps: Deps) -> CNIError:
-    """The CNIError for an nft failure. "No such file or directory" may mean the netns vanished under us."""
+    """The CNIError for an nft failure. "No such file or directory" from nsenter, or NetnsGone from libnftables'
+    way in (shared.netns.in_netns), may mean the netns vanished under us."""
     from shared.nft.errors import BusyError, NotFoundError
 
     details = str(exc).strip()[:2000]
-    if netns and isinstance(exc, NotFoundError) and not _netns_exists(netns, deps):
+    if netns and isinstance(exc, NotFoundError | NetnsGone) and not _netns_exists(netns, deps):
         return CNIError(INVALID_NETNS, f"{what}: the pod network namespace disappeared", details)
     if isinstance(exc, BusyError):
         return CNIError(TRY_AGAIN_LATER, f"{what}: nft was busy", details)
@@ -127,7 +189,7 @@ def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
 
     try:
         deps.nft(netns).run(tx)
-    except (NftError, TransactionError, OSError) as exc:
+    except (NftError, TransactionError, NetnsGone, OSError) as exc:
         raise _nft_error(exc, what, netns, deps) from exc
 
 
@@ -197,7 +259,7 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         except StateError as exc:
             undo = _undo_add(args, deps, store, recorded_before, log)
             raise CNIError(IO_FAILURE, "cannot record the attachment in the state dir", f"{exc}; {undo}") from exc
-    log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips))
+    log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips), nft=deps.nft_via)
 
 
 def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: bool, log: Log) -> str:
@@ -271,7 +333,7 @@ def _list_table(deps: Deps, netns: str) -> Any:
         if not _netns_exists(netns, deps):
             raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)) from exc
         return None
-    except (NftError, OSError) as exc:
+    except (NftError, NetnsGone, OSError) as exc:
         raise _nft_error(exc, "listing the table", netns, deps) from exc
     try:
         return json.loads(text)
@@ -281,8 +343,10 @@ def _list_table(deps: Deps, netns: str) -> Any:
 
 def table_problems(listing: Any, ifname: str) -> list[str]:
     """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table)."""
-    from shared.model import EGRESS, INGRESS
+    from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
+
     from shared.nft.render import FAMILY, TABLE, chain_name
+    from shared.rules import EGRESS, INGRESS
 
     if listing is None:
         return [f"table {FAMILY} {TABLE} does not exist"]
@@ -370,7 +434,7 @@ def cmd_status(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     except NotFoundError:
         pass
     except (NftError, OSError) as exc:
-        raise CNIError(NOT_AVAILABLE, f"{conf.nft_path} cannot run", str(exc).strip()[:2000]) from exc
+        raise CNIError(NOT_AVAILABLE, f"{deps.nft_via} cannot run", str(exc).strip()[:2000]) from exc
     try:
         deps.store(conf.state_dir).check_writable()
     except StateError as exc:

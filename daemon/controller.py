@@ -26,7 +26,6 @@ replaces its chains atomically: the existing rules are adopted without a flush a
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 from collections import Counter, defaultdict
@@ -375,7 +374,7 @@ class Controller:
         egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
         if ingress is rules.ingress and egress is rules.egress:
             return rules
-        return dataclasses.replace(rules, ingress=ingress, egress=egress)
+        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress)
 
     def _programmed_or_failed(
         self,

@@ -2,28 +2,33 @@
 
 `setns(2)` switches the namespace of the calling OS *thread* only (see containernetworking/plugins pkg/ns
 README): a daemon that switched one of its Python threads could send any later work of that thread, or of a
-library pooling it, into the wrong pod. So mnp never switches a thread it keeps. Two ways in, both by the
-namespace's path (CNI_NETNS may be `/var/run/netns/x` or `/proc/PID/ns/net`; `ip netns exec` takes names):
+library pooling it, into the wrong pod. So the daemon never switches a thread it keeps. Three ways in, all by
+the namespace's path (CNI_NETNS may be `/var/run/netns/x` or `/proc/PID/ns/net`; `ip netns exec` takes names):
 
 * `netns_command`: a command that needs the pod's namespace (`conntrack`, `ip`, the `nft` fallback) runs under
   `nsenter --net=PATH`, a separate process;
 * `in_netns`: a function runs on a new thread that enters the namespace first and ends when the function
   returns. It is for creating what stays bound to the namespace afterwards — a netlink socket belongs to the
   namespace it was opened in for its whole life (netlink(7)), so the libnftables context of shared.nft.libnft
-  is opened there once and then used from any thread.
+  is opened there once and then used from any thread;
+* `in_netns_here`: the same on the calling thread, switched in and back — only for the CNI plugin, a
+  single-threaded process that exits right after its verb.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 from shared.errors import NetnsGone
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin's start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -76,22 +81,17 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
 
     The thread exists only for `fn`, so no thread of this process stays in the pod's namespace. Raises NetnsGone
     when `netns` cannot be entered (the file is gone, or is no namespace)."""
+    import threading  # only here: the CNI plugin enters namespaces with in_netns_here and never starts a thread
+
     check_netns(netns)
     outcome: list[object] = []
 
     def run() -> None:
         try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            outcome.append(NetnsGone(f"network namespace {netns}: {exc.strerror}"))
+            _enter(netns)
+        except NetnsGone as exc:
+            outcome.append(exc)
             return
-        try:
-            if _libc().setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                outcome.append(NetnsGone(f"cannot enter network namespace {netns}: {os.strerror(err)}"))
-                return
-        finally:
-            os.close(fd)
         try:
             outcome.append(("ok", fn()))
         except BaseException as exc:  # handed to the caller's thread, raised there
@@ -104,6 +104,42 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
     if isinstance(result, BaseException):
         raise result
     return result[1]  # type: ignore[index,no-any-return]
+
+
+def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
+    """`fn()` run on the calling thread, switched into `netns` for the call and back into its own namespace
+    before this returns or raises. For the CNI plugin only: a single-threaded process that exits right after
+    its verb, so no other code can run on the thread while it is in the pod's namespace, and a thread of its own
+    (in_netns) would cost more than the rest of entering (≈ 4 ms to start and join one on a busy 2-core node,
+    against 0.02 ms for setns; docs/benchmarks.md, CNI ADD). Never use it in the daemon, whose threads are
+    shared. Raises NetnsGone when `netns` cannot be entered; if the thread cannot return to its namespace, it
+    raises OSError rather than let the process go on in the pod's."""
+    check_netns(netns)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _enter(netns)
+        try:
+            return fn()
+        finally:
+            if _libc().setns(home, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"cannot return to this process's network namespace: {os.strerror(err)}")
+    finally:
+        os.close(home)
+
+
+def _enter(netns: str) -> None:
+    """Move the calling thread into `netns` (NetnsGone if it cannot)."""
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetnsGone(f"network namespace {netns}: {exc.strerror}") from exc
+    try:
+        if _libc().setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise NetnsGone(f"cannot enter network namespace {netns}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 _LIBC: ctypes.CDLL | None = None

@@ -7,84 +7,82 @@ ADD, imports only this small module and not the policy model (its start-up time 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
+
+from shared.value import HashedValue, Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 INGRESS, EGRESS = "Ingress", "Egress"
 
 
-@dataclass(frozen=True, order=True)
-class PortRange:
-    """Destination ports `first`..`last` (inclusive) of one transport protocol, in nft's spelling."""
+class PortRange(Value):
+    """Destination ports `first`..`last` (inclusive) of one transport protocol, in nft's spelling. Ordered by
+    (protocol, first, last)."""
 
-    protocol: str  # "tcp" | "udp" | "sctp"
-    first: int
-    last: int
+    __slots__ = ("first", "last", "protocol")
+
+    def __init__(self, protocol: str, first: int, last: int) -> None:
+        self.protocol = protocol  # "tcp" | "udp" | "sctp"
+        self.first = first
+        self.last = last
+
+    def _key(self) -> tuple[str, int, int]:
+        return (self.protocol, self.first, self.last)
+
+    def __lt__(self, other: PortRange) -> bool:
+        return self._key() < other._key()
+
+    def __le__(self, other: PortRange) -> bool:
+        return self._key() <= other._key()
+
+    def __gt__(self, other: PortRange) -> bool:
+        return self._key() > other._key()
+
+    def __ge__(self, other: PortRange) -> bool:
+        return self._key() >= other._key()
 
 
-@dataclass(frozen=True)
-class Allow:
+class Allow(HashedValue):
     """Traffic to/from `peers` on `ports` (None: every protocol and port), granted by one rule of one policy."""
 
-    source: str  # provenance, e.g. "ns1/allow-db ingress[0]"
-    peers: tuple[IPNetwork, ...]
-    ports: tuple[PortRange, ...] | None
+    __slots__ = ("peers", "ports", "source")
 
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        # Rules are compared and used as cache keys on every sync (renderings, conntrack checks); comparing and
-        # hashing hundreds of peers each time showed in the profiles. Immutable, so hashed once, and two
-        # different hashes answer at once.
-        if self is other:
-            return True
-        if not isinstance(other, Allow) or self._hash != other._hash:
-            return False
-        return (self.source, self.peers, self.ports) == (other.source, other.peers, other.ports)
-
-    @cached_property
-    def _hash(self) -> int:
-        return hash((self.source, self.peers, self.ports))
+    def __init__(self, source: str, peers: tuple[IPNetwork, ...], ports: tuple[PortRange, ...] | None) -> None:
+        self.source = source  # provenance, e.g. "ns1/allow-db ingress[0]"
+        self.peers = peers
+        self.ports = ports
 
 
-@dataclass(frozen=True)
-class DirectionRules:
-    isolated: bool
-    allows: tuple[Allow, ...] = ()
-    policies: tuple[str, ...] = ()  # the policies that isolate this direction
+class DirectionRules(HashedValue):
+    __slots__ = ("allows", "isolated", "policies")
 
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:  # as Allow's
-        if self is other:
-            return True
-        if not isinstance(other, DirectionRules) or self._hash != other._hash:
-            return False
-        return (self.isolated, self.allows, self.policies) == (other.isolated, other.allows, other.policies)
-
-    @cached_property
-    def _hash(self) -> int:
-        return hash((self.isolated, self.allows, self.policies))
+    def __init__(self, isolated: bool, allows: tuple[Allow, ...] = (), policies: tuple[str, ...] = ()) -> None:
+        self.isolated = isolated
+        self.allows = allows
+        self.policies = policies  # the policies that isolate this direction
 
 
 OPEN = DirectionRules(isolated=False)
 CLOSED = DirectionRules(isolated=True)
 
 
-@dataclass(frozen=True)
-class InterfaceRules:
+class InterfaceRules(Value):
     """What one pod interface admits. `pending()` is the form the CNI plugin installs at ADD: closed both ways."""
 
-    pod: str
-    ifname: str
-    network: str
-    ingress: DirectionRules = OPEN
-    egress: DirectionRules = OPEN
+    __slots__ = ("egress", "ifname", "ingress", "network", "pod")
+
+    def __init__(
+        self, pod: str, ifname: str, network: str, ingress: DirectionRules = OPEN, egress: DirectionRules = OPEN
+    ) -> None:
+        self.pod = pod
+        self.ifname = ifname
+        self.network = network
+        self.ingress = ingress
+        self.egress = egress
 
     @staticmethod
     def pending(ifname: str, pod: str = "", network: str = "") -> InterfaceRules:

@@ -45,10 +45,13 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from shared.errors import StateError
+from shared.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SCHEMA = 1
 SUFFIX = ".json"
@@ -81,20 +84,49 @@ def is_entry_name(name: str) -> bool:
     return name.endswith(SUFFIX) and not name.startswith(".")
 
 
-@dataclass(frozen=True)
-class StateEntry:
-    container_id: str
-    ifname: str
-    netns: str
-    pod_namespace: str = ""
-    pod_name: str = ""
-    pod_uid: str = ""
-    network: str = ""
-    ips: tuple[str, ...] = ()
-    mac: str = ""
-    created: str = ""
-    plugin: str = ""
-    schema: int = SCHEMA
+class StateEntry(Value):
+    __slots__ = (
+        "container_id",
+        "created",
+        "ifname",
+        "ips",
+        "mac",
+        "netns",
+        "network",
+        "plugin",
+        "pod_name",
+        "pod_namespace",
+        "pod_uid",
+        "schema",
+    )
+
+    def __init__(
+        self,
+        container_id: str,
+        ifname: str,
+        netns: str,
+        pod_namespace: str = "",
+        pod_name: str = "",
+        pod_uid: str = "",
+        network: str = "",
+        ips: tuple[str, ...] = (),
+        mac: str = "",
+        created: str = "",
+        plugin: str = "",
+        schema: int = SCHEMA,
+    ) -> None:
+        self.container_id = container_id
+        self.ifname = ifname
+        self.netns = netns
+        self.pod_namespace = pod_namespace
+        self.pod_name = pod_name
+        self.pod_uid = pod_uid
+        self.network = network
+        self.ips = ips
+        self.mac = mac
+        self.created = created
+        self.plugin = plugin
+        self.schema = schema
 
     @property
     def key(self) -> tuple[str, str]:
@@ -161,12 +193,14 @@ class StateEntry:
         )
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Value):
     """An entry that could not be read: skipped, and reported so a human can look at it."""
 
-    path: str
-    reason: str
+    __slots__ = ("path", "reason")
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
 
 
 class StateStore:

@@ -31,6 +31,7 @@ from shared.nft.transaction import Transaction
 
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0
+NFT_CTX_OUTPUT_JSON = 1 << 4  # enum nft_ctx_output_flags: what `nft -j` sets
 
 
 class LibnftUnavailable(NftError):
@@ -53,6 +54,10 @@ def library(name: str = LIBRARY) -> ctypes.CDLL:
     for fn in (lib.nft_ctx_get_output_buffer, lib.nft_ctx_get_error_buffer):
         fn.restype = ctypes.c_char_p
         fn.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_output_get_flags.restype = ctypes.c_uint
+    lib.nft_ctx_output_get_flags.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_output_set_flags.restype = None
+    lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
     lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
     lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     return lib
@@ -90,6 +95,14 @@ class Context:
         if rc != 0:
             raise error_from_stderr(err.strip() or f"libnftables returned {rc}")
         return out
+
+    def output_json(self) -> None:
+        """Print what later commands list as JSON, exactly as `nft -j` does."""
+        with self._lock:
+            if self._ctx is None:
+                raise NftError("libnftables context already closed")
+            flags = self._lib.nft_ctx_output_get_flags(self._ctx)
+            self._lib.nft_ctx_output_set_flags(self._ctx, flags | NFT_CTX_OUTPUT_JSON)
 
     def close(self) -> None:
         with self._lock:

@@ -7,10 +7,13 @@ Only the small grammar mnp emits is modelled. Every object belongs to the one ta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from shared.value import Value
 
-Verb = Literal["add", "flush", "delete"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Verb = Literal["add", "flush", "delete"]
 
 
 def quote(text: str) -> str:
@@ -26,18 +29,21 @@ def comment(text: str | None) -> str:
     return f" comment {quote(data)}"
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(Value):
+    __slots__ = ()
+
     def body(self) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Chain:
-    name: str
-    hook: str | None = None  # base chains: "input" | "output"
-    priority: str = "filter"
-    policy: str = "accept"
+class Chain(Value):
+    __slots__ = ("hook", "name", "policy", "priority")
+
+    def __init__(self, name: str, hook: str | None = None, priority: str = "filter", policy: str = "accept") -> None:
+        self.name = name
+        self.hook = hook  # base chains: "input" | "output"
+        self.priority = priority
+        self.policy = policy
 
     def body(self) -> str:
         if self.hook is None:
@@ -45,22 +51,33 @@ class Chain:
         return f" {{ type filter hook {self.hook} priority {self.priority}; policy {self.policy}; }}"
 
 
-@dataclass(frozen=True)
-class Rule:
-    chain: str
-    text: str
-    comment: str | None = None
+class Rule(Value):
+    __slots__ = ("chain", "comment", "text")
+
+    def __init__(self, chain: str, text: str, comment: str | None = None) -> None:
+        self.chain = chain
+        self.text = text
+        self.comment = comment
 
 
-@dataclass(frozen=True)
-class Set:
+class Set(Value):
     """A named set or, with `value_type`, a map."""
 
-    name: str
-    key_type: str
-    flags: tuple[str, ...] = ()
-    comment: str | None = None
-    value_type: str | None = None
+    __slots__ = ("comment", "flags", "key_type", "name", "value_type")
+
+    def __init__(
+        self,
+        name: str,
+        key_type: str,
+        flags: tuple[str, ...] = (),
+        comment: str | None = None,
+        value_type: str | None = None,
+    ) -> None:
+        self.name = name
+        self.key_type = key_type
+        self.flags = flags
+        self.comment = comment
+        self.value_type = value_type
 
     @property
     def is_map(self) -> bool:
@@ -72,14 +89,16 @@ class Set:
         return f" {{ type {type_};{flags}{comment(self.comment)} }}"
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(Value):
     """One element of set `set`: its key as nft text (`10.0.0.0/24 . tcp . 80-90`), and a map value."""
 
-    set: str
-    key: str
-    value: str | None = None
-    comment: str | None = None
+    __slots__ = ("comment", "key", "set", "value")
+
+    def __init__(self, set: str, key: str, value: str | None = None, comment: str | None = None) -> None:
+        self.set = set
+        self.key = key
+        self.value = value
+        self.comment = comment
 
     def text(self, with_value: bool = True) -> str:
         value = f" : {self.value}" if self.value is not None and with_value else ""

@@ -41,13 +41,18 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
 from shared.nft.transaction import Transaction
-from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, collapse
+from shared.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange
 
 TABLE = "mnp"
 FAMILY = "inet"
@@ -72,17 +77,22 @@ DROP_LOG_BURST = 20
 DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
 
 
-@dataclass(frozen=True)
-class RenderOptions:
+class RenderOptions(Value):
     """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
 
     `drop_log`: the rate-limited nflog rule before each counted default drop (see the module docstring). On by
     default, for the daemon and for the plugin's pending table alike: it is the same rendering, and the drops of
     the pending window (a pod that cannot talk yet at start-up) are among the ones worth seeing."""
 
-    accept_icmp: bool = False
-    accept_icmpv6: bool = False
-    drop_log: bool = True
+    __slots__ = ("accept_icmp", "accept_icmpv6", "drop_log")
+
+    def __init__(self, accept_icmp: bool = False, accept_icmpv6: bool = False, drop_log: bool = True) -> None:
+        self.accept_icmp = accept_icmp
+        self.accept_icmpv6 = accept_icmpv6
+        self.drop_log = drop_log
+
+
+DEFAULTS = RenderOptions()
 
 
 def drop_log_prefix(ifname: str, direction: str) -> str:
@@ -150,7 +160,7 @@ def skeleton() -> Transaction:
     return tx
 
 
-def render_interface(rules: InterfaceRules, options: RenderOptions = RenderOptions()) -> Transaction:
+def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction:
     """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
     tx = skeleton()
     for direction in (INGRESS, EGRESS):
@@ -170,9 +180,7 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = RenderOptio
     return tx
 
 
-def render_update(
-    old: InterfaceRules, new: InterfaceRules, options: RenderOptions = RenderOptions()
-) -> Transaction | None:
+def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction | None:
     """The cheapest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when that is the full `render_interface(new)` — see `_render_update`. Memoised per interface name and
     directions (the pods of a Deployment change alike); the transaction returned must not be modified."""
@@ -204,7 +212,7 @@ def _render_update(
     A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
     deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
     elements it writes (docs/benchmarks.md: 300 deletions from a set of 300 take 25 ms, the full replacement of
-    600 elements 10 ms). When `DELTA_COST` estimates the delta dearer than the full form, None."""
+    600 elements 10 ms). When the COST_* estimate makes the delta dearer than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0
@@ -221,39 +229,35 @@ def _render_update(
             keep = set(was) & set(now)
             deleted = [element for element in was if element not in keep]
             added = [element for element in now if element not in keep]
-            cost += DELTA_COST.delete_per_element_of_set * len(deleted) * len(was) + DELTA_COST.add * len(added)
+            cost += COST_DELETE_PER_SET_ELEMENT * len(deleted) * len(was) + COST_ADD * len(added)
             for element in deleted:
                 tx.delete(element)
             for element in added:
                 tx.add(element)
-    if cost > DELTA_COST.full_per_element * total + DELTA_COST.full_fixed:
+    if cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
         return None
     return tx
 
 
-@dataclass(frozen=True)
-class DeltaCost:
-    """Relative costs (µs, nft 1.0.6 on the benchmark machine) of the two ways to change an interface's sets."""
-
-    delete_per_element_of_set: float = 0.27  # one deleted element, per element of the set it is deleted from
-    add: float = 26.0  # one added element (checked against the set's elements for overlaps)
-    full_per_element: float = 15.0  # one element of a full replacement
-    full_fixed: float = 2000.0  # the chains and sets a full replacement writes on top
-
-
-DELTA_COST = DeltaCost()
+# What the two ways to change an interface's sets cost (µs; nft 1.0.6 on the benchmark machine).
+COST_DELETE_PER_SET_ELEMENT = 0.27  # one deleted element, per element of the set it is deleted from
+COST_ADD = 26.0  # one added element (checked against the set's elements for overlaps)
+COST_FULL_PER_ELEMENT = 15.0  # one element of a full replacement
+COST_FULL_FIXED = 2000.0  # the chains and sets a full replacement writes on top
 
 
 _SET_KINDS = ("v4", "v6", "v4_all", "v6_all")
 
 
-@dataclass(frozen=True)
-class RenderedDirection:
+class RenderedDirection(Value):
     """One direction of one interface as the table holds it: its chain's rules and its sets' elements."""
 
-    chain: str
-    rules: tuple[Rule, ...]
-    elements: dict[str, tuple[Element, ...]]  # set kind (v4, v6, v4_all, v6_all) → elements
+    __slots__ = ("chain", "elements", "rules")
+
+    def __init__(self, chain: str, rules: tuple[Rule, ...], elements: dict[str, tuple[Element, ...]]) -> None:
+        self.chain = chain
+        self.rules = rules
+        self.elements = elements  # set kind (v4, v6, v4_all, v6_all) → elements
 
 
 def render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:

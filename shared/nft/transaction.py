@@ -10,10 +10,15 @@ ones are ignored, and running the transaction raises it. Building code never che
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from shared.nft.objects import Chain, Element, NftObject, Rule, Set, Table, Verb, comment
+from shared.nft.objects import Chain, Element, NftObject, Rule, Set, Table, comment
+from shared.value import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shared.nft.objects import Verb
 
 # nft identifiers: a letter or underscore, then letters, digits, '_', '.', '-' (mnp emits a subset of that).
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -23,19 +28,42 @@ class TransactionError(ValueError):
     """An operation that cannot be written as nft text."""
 
 
-@dataclass(frozen=True)
-class Operation:
-    verb: Verb
-    obj: NftObject
+class Operation(Value):
+    __slots__ = ("obj", "verb")
+
+    def __init__(self, verb: Verb, obj: NftObject) -> None:
+        self.verb = verb
+        self.obj = obj
 
 
-@dataclass
 class Transaction:
-    family: str = "inet"
-    table: str = "mnp"
-    operations: list[Operation] = field(default_factory=list)
-    error: TransactionError | None = None
-    _text: str | None = field(default=None, repr=False, compare=False)  # str(self), until the next operation
+    def __init__(
+        self,
+        family: str = "inet",
+        table: str = "mnp",
+        operations: list[Operation] | None = None,
+        error: TransactionError | None = None,
+    ) -> None:
+        self.family = family
+        self.table = table
+        self.operations: list[Operation] = [] if operations is None else operations
+        self.error = error
+        self._text: str | None = None  # str(self), until the next operation
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Transaction:
+            return NotImplemented
+        return (self.family, self.table, self.operations, self.error) == (
+            other.family,
+            other.table,
+            other.operations,
+            other.error,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Transaction({self.family!r}, {self.table!r}, {len(self.operations)} operations, error={self.error!r})"
 
     # ----------------------------------------------------------------------------------------- building
 

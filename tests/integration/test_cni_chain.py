@@ -452,3 +452,52 @@ def test_frozen_plugin_closes_an_interface_with_a_hashed_name(frozen_bundle: Pat
         assert nft_table(pod) == ""
     finally:
         pod.delete()
+
+
+@pytest.mark.parametrize("via", ["libnftables", "nft"])
+def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> None:
+    """The plugin's real dependencies in this very process (no exec of mnp): ADD closes the interface through
+    libnftables — or, when it cannot be loaded, through `nsenter nft` — CHECK finds it, DEL removes it, and no
+    thread of this process is left in the pod's namespace."""
+    import io
+    import threading
+
+    from cni.plugin import real_deps
+    from cni.skel import Dispatcher
+    from shared.nft.libnft import LibnftUnavailable, available
+
+    if via == "libnftables" and not available():
+        pytest.skip("no libnftables.so.1 on this host")
+
+    def load() -> None:
+        if via == "nft":
+            raise LibnftUnavailable("cannot load libnftables.so.1 (test)")
+
+    def own_netns() -> tuple[int, int]:
+        st = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+        return st.st_dev, st.st_ino
+
+    home = own_netns()
+    pod = NetNS.create("inproc")
+    try:
+        conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-inproc", "type": "mnp"}
+        conf["stateDir"] = str(tmp_path / "state")
+        conf["prevResult"] = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": pod.path}]}
+        env = {"CNI_CONTAINERID": "ctr-inproc", "CNI_NETNS": pod.path, "CNI_IFNAME": "net1", "CNI_PATH": "/x"}
+        for command in ("ADD", "CHECK", "DEL"):
+            out, err = io.StringIO(), io.StringIO()
+            rc = Dispatcher(
+                env | {"CNI_COMMAND": command},
+                json.dumps(conf).encode(),
+                out,
+                err,
+                deps=lambda c: real_deps(c, load=load),
+            ).run()
+            assert rc == 0, (command, out.getvalue(), err.getvalue())
+            if command == "ADD":
+                assert f"nft={via}" in err.getvalue()
+                assert "chain ingress_net1" in nft_table(pod) and "counter packets 0 bytes 0 drop" in nft_table(pod)
+        assert nft_table(pod) == ""
+        assert own_netns() == home  # and the host's ruleset is unchanged: the module's host_untouched checks it
+    finally:
+        pod.delete()

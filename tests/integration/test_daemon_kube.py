@@ -255,7 +255,7 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
     for name in ("a", "bad"):
         (netns / f"c-{name}").touch()
         e = entry(f"c-{name}", name, uid=uids[name])
-        state.write(type(e)(**{**e.__dict__, "netns": str(netns / f"c-{name}")}))
+        state.write(e.replace(netns=str(netns / f"c-{name}")))
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(

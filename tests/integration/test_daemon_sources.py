@@ -70,7 +70,7 @@ def test_state_dir_scan_then_watch(state_source: tuple[StateDirSource, Store, St
     added = make_entry(netns_dir, "c2", "net2")
     state.write(added)  # tmp + rename: a `moved` event
     assert wait_for(lambda: store.get(STATE, added.key) == added)
-    changed = StateEntry(**{**added.__dict__, "ips": ("10.10.0.5/24",)})
+    changed = added.replace(ips=("10.10.0.5/24",))
     state.write(changed)
     assert wait_for(lambda: store.get(STATE, added.key) == changed)
 

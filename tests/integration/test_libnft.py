@@ -100,3 +100,25 @@ def test_gone_or_replaced_namespace_is_refused(pod: NetNS) -> None:
         nft.close()
     with pytest.raises(NetnsGone):
         libnft.NetnsNft("/run/netns/mnpt-does-not-exist")
+
+
+def test_in_netns_here_switches_the_calling_thread_in_and_back(pod: NetNS) -> None:
+    from shared.netns import in_netns_here
+
+    home = own_netns()
+    before = threading.active_count()
+    inside = in_netns_here(pod.path, own_netns)
+    assert inside == (os.stat(pod.path).st_dev, os.stat(pod.path).st_ino)
+    assert own_netns() == home and threading.active_count() == before  # back, and no thread was started
+    context = in_netns_here(pod.path, libnft.Context)
+    try:
+        context.command(str(Transaction("inet", "mnp").add(Table())))
+        assert "table inet mnp" in tables(pod)  # the context stays bound to the pod's namespace
+    finally:
+        context.close()
+    with pytest.raises(ZeroDivisionError):
+        in_netns_here(pod.path, lambda: 1 // 0)
+    assert own_netns() == home  # back after an exception too
+    with pytest.raises(NetnsGone):
+        in_netns_here("/run/netns/mnpt-does-not-exist", own_netns)
+    assert own_netns() == home

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import cni
-from cni.config import result_for
+from cni.config import PluginConf, parse_config, result_for
 from cni.errors import (
     CHECK_FAILED,
     INTERNAL,
@@ -24,7 +24,7 @@ from cni.errors import (
     NOT_AVAILABLE,
     TRY_AGAIN_LATER,
 )
-from shared.errors import StateError
+from shared.errors import NetnsGone, StateError
 from shared.nft.errors import BusyError, NftError, NotFoundError
 from shared.nft.render import chain_name
 from shared.state import StateEntry, StateStore
@@ -251,6 +251,18 @@ def test_add_when_the_netns_vanishes_under_nft(node: FakeNode) -> None:
     assert entries(node) == []
 
 
+@pytest.mark.parametrize(("netns_stays", "code"), [(False, INVALID_NETNS), (True, INTERNAL)])
+def test_add_when_libnftables_cannot_enter_the_netns(node: FakeNode, netns_stays: bool, code: int) -> None:
+    """libnftables' way in (shared.netns.in_netns) raises NetnsGone; like nsenter's "No such file", that is code 8
+    when the netns is really gone, and an internal error when it is still there (setns refused)."""
+    node.nft(POD_A).fail.append(NetnsGone(f"cannot enter network namespace {POD_A}: Operation not permitted"))  # type: ignore[union-attr]
+    if not netns_stays:
+        node.netns.discard(POD_A)
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, code)
+    assert entries(node) == []
+
+
 def test_on_error_ignore_passes_through_and_says_so(node: FakeNode) -> None:
     node.nft(POD_A).fail.append(NftError("Error: syntax error"))  # type: ignore[union-attr]
     conf = node.conf(onError="ignore")
@@ -325,9 +337,14 @@ def test_del_after_the_netns_is_gone(node: FakeNode) -> None:
     assert entries(node) == []
 
 
-def test_del_when_the_netns_vanishes_under_nft(node: FakeNode) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [NotFoundError("nsenter: cannot open: No such file or directory"), NetnsGone("network namespace gone")],
+    ids=["nsenter", "libnftables"],
+)
+def test_del_when_the_netns_vanishes_under_nft(node: FakeNode, error: Exception) -> None:
     node.call("ADD")
-    node.nft(POD_A).fail.append(NotFoundError("nsenter: cannot open: No such file or directory"))  # type: ignore[union-attr]
+    node.nft(POD_A).fail.append(error)  # type: ignore[union-attr]
     node.netns.discard(POD_A)
     assert node.call("DEL").rc == 0
     assert entries(node) == []
@@ -560,6 +577,55 @@ def test_status_with_the_real_nft_backend_and_a_missing_binary(tmp_path: Path) -
     assert (out.rc, out.code) == (1, NOT_AVAILABLE)
 
 
+# ----------------------------------------------------------------------------------------------- nft backend
+
+
+def _conf(**keys: Any) -> PluginConf:
+    return parse_config(json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "mnp", **keys}), "STATUS")
+
+
+def test_libnftables_is_used_when_it_loads() -> None:
+    from cni.plugin import LibnftNft, real_deps
+
+    loaded: list[bool] = []
+    deps = real_deps(_conf(), load=lambda: loaded.append(True))
+    assert loaded == [True]
+    assert deps.nft_via == "libnftables"
+    assert isinstance(deps.nft("/run/netns/x"), LibnftNft)
+
+
+def test_without_libnftables_the_nft_command_runs() -> None:
+    from cni.plugin import real_deps
+    from shared.nft.exec import RealNft
+    from shared.nft.libnft import LibnftUnavailable
+
+    def missing() -> None:
+        raise LibnftUnavailable("cannot load libnftables.so.1: libnftables.so.1: cannot open shared object file")
+
+    deps = real_deps(_conf(), load=missing)
+    assert deps.nft_via == "nft"
+    nft = deps.nft("/run/netns/x")
+    assert isinstance(nft, RealNft) and (nft.netns, nft.nft) == ("/run/netns/x", "nft")
+
+
+def test_an_explicit_nft_path_is_always_the_command() -> None:
+    from cni.plugin import real_deps
+    from shared.nft.exec import RealNft
+
+    def never() -> None:
+        raise AssertionError("libnftables must not even be loaded")
+
+    deps = real_deps(_conf(nftPath="/usr/local/sbin/nft"), load=never)
+    nft = deps.nft(None)
+    assert deps.nft_via == "/usr/local/sbin/nft"
+    assert isinstance(nft, RealNft) and (nft.netns, nft.nft) == (None, "/usr/local/sbin/nft")
+
+
+def test_add_logs_which_nft_ran(node: FakeNode) -> None:
+    out = node.call("ADD")
+    assert out.rc == 0 and "nft=nft" in out.stderr  # FakeNode's deps keep the default: the command
+
+
 # ----------------------------------------------------------------------------------------------- misc
 
 
@@ -593,6 +659,21 @@ def test_version_stays_cheap() -> None:
         "import sys, io, cni.skel;"
         "cni.skel.Dispatcher({'CNI_COMMAND': 'VERSION'}, b'', io.StringIO(), io.StringIO()).run();"
         "heavy = ('dataclasses', 'typing', 'subprocess', 'ipaddress', 'shared', 'cni.config', 'cni.plugin');"
+        "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == ""
+
+
+def test_add_path_stays_light() -> None:
+    """What ADD imports (frozen: every one is paid on every pod ADD) has none of the expensive stdlib modules:
+    dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.libnft;"
+        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'shared.model', 'shared.nft.exec');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
