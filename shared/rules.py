@@ -15,7 +15,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 INGRESS, EGRESS = "Ingress", "Egress"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class PortRange:
     """Destination ports `first`..`last` (inclusive) of one transport protocol, in nft's spelling."""
 
@@ -24,7 +24,7 @@ class PortRange:
     last: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Allow:
     """Traffic to/from `peers` on `ports` (None: every protocol and port), granted by one rule of one policy."""
 
@@ -33,7 +33,7 @@ class Allow:
     ports: tuple[PortRange, ...] | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DirectionRules:
     isolated: bool
     allows: tuple[Allow, ...] = ()
@@ -44,7 +44,7 @@ OPEN = DirectionRules(isolated=False)
 CLOSED = DirectionRules(isolated=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InterfaceRules:
     """What one pod interface admits. `pending()` is the form the CNI plugin installs at ADD: closed both ways."""
 
