@@ -21,6 +21,7 @@ resync recomputes everything anyway and is the safety net, and a unit test check
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Mapping
 
 from shared.model import EGRESS, INGRESS, MultiNetworkPolicy, Namespace, Peer, Pod, Rule
@@ -68,18 +69,88 @@ def policy_sees_pod(policy: MultiNetworkPolicy, pod: Pod, ns_labels: Mapping[str
     return False
 
 
+class PolicyIndex:
+    """The policies of one collection by the pod labels their peers require, so that a pod's change tests only
+    the policies that can see it, not all of them.
+
+    A peer whose podSelector has an `In` requirement can only match pods carrying its key with one of its values;
+    the policy is filed under each such (key, value) of every peer (one requirement per peer suffices). A policy
+    that has a peer without one (no podSelector, an empty one, only NotIn/Exists/DoesNotExist) or an egress rule
+    with named ports (every pod of the network counts) is tested for every pod; a policy whose rules have no pod
+    peers at all never sees a pod. The candidates are then tested exactly (`policy_sees_pod`), so the answer is
+    the full scan's (tests/unit/test_scale_indexes.py)."""
+
+    def __init__(self, policies: Iterable[MultiNetworkPolicy]) -> None:
+        self.policies = tuple(policies)
+        self._always: list[int] = []
+        self._by_label: dict[tuple[str, str], list[int]] = {}
+        for position, policy in enumerate(self.policies):
+            labels = _required_labels(policy)
+            if labels is None:
+                self._always.append(position)
+            for item in labels or ():
+                self._by_label.setdefault(item, []).append(position)
+
+    def candidates(self, pod: Pod) -> set[int]:
+        """Positions of the policies that may see `pod` (a superset of those that do)."""
+        found = set(self._always)
+        for item in pod.labels.items():
+            found.update(self._by_label.get(item, ()))
+        return found
+
+    def seeing(self, pods: Iterable[Pod | None], namespaces: Mapping[str, Namespace]) -> set[str]:
+        found = set()
+        for pod in pods:
+            if pod is None:
+                continue
+            ns_labels = namespace_labels(namespaces, pod.namespace)
+            for position in self.candidates(pod):
+                policy = self.policies[position]
+                if policy.key not in found and policy_sees_pod(policy, pod, ns_labels):
+                    found.add(policy.key)
+        return found
+
+
+def _required_labels(policy: MultiNetworkPolicy) -> set[tuple[str, str]] | None:
+    """The (key, value) pairs a pod must carry one of to be seen by `policy`; None: any pod may be."""
+    out: set[tuple[str, str]] = set()
+    for direction, rule in _rules(policy):
+        if direction == EGRESS and _has_named_ports(rule):
+            return None
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                continue  # never a pod
+            requirement = min(
+                (r for r in peer.pod_selector.requirements if r.operator == "In") if peer.pod_selector else (),
+                key=lambda r: len(r.values),
+                default=None,
+            )
+            if requirement is None:
+                return None
+            out.update((requirement.key, value) for value in requirement.values)
+    return out
+
+
+_last_index = PolicyIndex(())
+
+
+def policy_index(policies: Iterable[MultiNetworkPolicy]) -> PolicyIndex:
+    """The index of `policies`, reused while the collection holds the very same policy objects (the store's
+    values are immutable: a changed policy is a new object). The controller passes a new list on every sync
+    but the same policies between policy changes, so the index is rebuilt only when a policy changes."""
+    global _last_index
+    current = policies if isinstance(policies, list | tuple) else list(policies)
+    last = _last_index
+    if len(last.policies) != len(current) or not all(map(operator.is_, last.policies, current)):
+        last = _last_index = PolicyIndex(current)
+    return last
+
+
 def policies_seeing_pod(
     policies: Iterable[MultiNetworkPolicy], pods: Iterable[Pod | None], namespaces: Mapping[str, Namespace]
 ) -> set[str]:
     """Keys of the policies whose allows may change when a pod goes from one version to another."""
-    found = set()
-    versions = [p for p in pods if p is not None]
-    for policy in policies:
-        for pod in versions:
-            if policy_sees_pod(policy, pod, namespace_labels(namespaces, pod.namespace)):
-                found.add(policy.key)
-                break
-    return found
+    return policy_index(policies).seeing(pods, namespaces)
 
 
 def policies_seeing_namespace(policies: Iterable[MultiNetworkPolicy], labels: Iterable[Mapping[str, str]]) -> set[str]:
