@@ -22,9 +22,11 @@ resync recomputes everything anyway and is the safety net, and a unit test check
 from __future__ import annotations
 
 import operator
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from shared.model import EGRESS, INGRESS, MultiNetworkPolicy, Namespace, Peer, Pod, Rule
+from shared.selectors import LabelSelector
 
 
 def namespace_labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:
@@ -69,66 +71,74 @@ def policy_sees_pod(policy: MultiNetworkPolicy, pod: Pod, ns_labels: Mapping[str
     return False
 
 
-class PolicyIndex:
-    """The policies of one collection by the pod labels their peers require, so that a pod's change tests only
-    the policies that can see it, not all of them.
+Entry = tuple[str, LabelSelector | None]  # a policy's key and the podSelector of one of its peers
+Label = tuple[str, str] | None  # a (key, value) a peer's podSelector requires; None: it requires none
 
-    A peer whose podSelector has an `In` requirement can only match pods carrying its key with one of its values;
-    the policy is filed under each such (key, value) of every peer (one requirement per peer suffices). A policy
-    that has a peer without one (no podSelector, an empty one, only NotIn/Exists/DoesNotExist) or an egress rule
-    with named ports (every pod of the network counts) is tested for every pod; a policy whose rules have no pod
-    peers at all never sees a pod. The candidates are then tested exactly (`policy_sees_pod`), so the answer is
-    the full scan's (tests/unit/test_scale_indexes.py)."""
+
+class PolicyIndex:
+    """The pod peers of a collection of policies, filed so that a changed pod meets only the peers that can match
+    it instead of every rule of every policy.
+
+    Per network of a policy's `policy-for`, each peer that is not an ipBlock is filed under the (key, value)s of
+    its podSelector's most selective `In` requirement (a pod without one of them cannot match it), or under None
+    when it has no such requirement; a peer without namespaceSelector also under the policy's namespace, one
+    with a namespaceSelector grouped by that selector, which is then evaluated once per pod rather than once per
+    peer. A policy with an egress rule on named ports sees every pod of its networks. `seeing` tests the peers it
+    meets exactly, so its answer is `policy_sees_pod`'s for every policy (tests/unit/test_scale_indexes.py)."""
 
     def __init__(self, policies: Iterable[MultiNetworkPolicy]) -> None:
         self.policies = tuple(policies)
-        self._always: list[int] = []
-        self._by_label: dict[tuple[str, str], list[int]] = {}
-        for position, policy in enumerate(self.policies):
-            labels = _required_labels(policy)
-            if labels is None:
-                self._always.append(position)
-            for item in labels or ():
-                self._by_label.setdefault(item, []).append(position)
+        self._everything: dict[str, set[str]] = defaultdict(set)  # network → policies seeing all of its pods
+        self._same_namespace: dict[tuple[str, str, Label], list[Entry]] = defaultdict(list)
+        self._by_namespaces: dict[tuple[str, Label], dict[LabelSelector, list[Entry]]] = defaultdict(dict)
+        for policy in self.policies:
+            rules = list(_rules(policy))
+            if any(direction == EGRESS and _has_named_ports(rule) for direction, rule in rules):
+                for network in policy.policy_for:
+                    self._everything[network].add(policy.key)
+                continue
+            for _, rule in rules:
+                for peer in rule.peers:
+                    if peer.ip_block is None:
+                        self._file(policy, peer)
 
-    def candidates(self, pod: Pod) -> set[int]:
-        """Positions of the policies that may see `pod` (a superset of those that do)."""
-        found = set(self._always)
-        for item in pod.labels.items():
-            found.update(self._by_label.get(item, ()))
-        return found
+    def _file(self, policy: MultiNetworkPolicy, peer: Peer) -> None:
+        requirement = min(
+            (r for r in peer.pod_selector.requirements if r.operator == "In") if peer.pod_selector else (),
+            key=lambda r: len(r.values),
+            default=None,
+        )
+        labels: list[Label] = [(requirement.key, v) for v in requirement.values] if requirement else [None]
+        entry = (policy.key, peer.pod_selector)
+        for network in policy.policy_for:
+            for label in labels:
+                if peer.namespace_selector is None:
+                    self._same_namespace[(network, policy.namespace, label)].append(entry)
+                else:
+                    self._by_namespaces[(network, label)].setdefault(peer.namespace_selector, []).append(entry)
 
     def seeing(self, pods: Iterable[Pod | None], namespaces: Mapping[str, Namespace]) -> set[str]:
-        found = set()
+        """Keys of the policies that see any of `pods` (None: a version that does not exist)."""
+        found: set[str] = set()
         for pod in pods:
             if pod is None:
                 continue
             ns_labels = namespace_labels(namespaces, pod.namespace)
-            for position in self.candidates(pod):
-                policy = self.policies[position]
-                if policy.key not in found and policy_sees_pod(policy, pod, ns_labels):
-                    found.add(policy.key)
+            labels: list[Label] = [None, *pod.labels.items()]
+            for network in _networks(pod):
+                found.update(self._everything.get(network, ()))
+                for label in labels:
+                    self._match(self._same_namespace.get((network, pod.namespace, label), ()), pod, found)
+                    for selector, entries in self._by_namespaces.get((network, label), {}).items():
+                        if selector.matches(ns_labels):
+                            self._match(entries, pod, found)
         return found
 
-
-def _required_labels(policy: MultiNetworkPolicy) -> set[tuple[str, str]] | None:
-    """The (key, value) pairs a pod must carry one of to be seen by `policy`; None: any pod may be."""
-    out: set[tuple[str, str]] = set()
-    for direction, rule in _rules(policy):
-        if direction == EGRESS and _has_named_ports(rule):
-            return None
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                continue  # never a pod
-            requirement = min(
-                (r for r in peer.pod_selector.requirements if r.operator == "In") if peer.pod_selector else (),
-                key=lambda r: len(r.values),
-                default=None,
-            )
-            if requirement is None:
-                return None
-            out.update((requirement.key, value) for value in requirement.values)
-    return out
+    @staticmethod
+    def _match(entries: Iterable[Entry], pod: Pod, found: set[str]) -> None:
+        for key, selector in entries:
+            if key not in found and (selector is None or selector.matches(pod.labels)):
+                found.add(key)
 
 
 _last_index = PolicyIndex(())

@@ -106,7 +106,9 @@ class Pod:
     def secondary_attachments(self) -> tuple[Attachment, ...]:
         if self.host_network:
             return ()
-        return tuple(a for a in self.attachments if not a.default)
+        if any(a.default for a in self.attachments):
+            return tuple(a for a in self.attachments if not a.default)
+        return self.attachments  # the daemon's compact pods: nothing to filter, nothing to allocate
 
     def addresses_on(self, network: str) -> tuple[IPAddress, ...]:
         return tuple(ip for a in self.secondary_attachments() if a.network == network for ip in a.ips)

@@ -150,15 +150,24 @@ def test_policy_index_is_reused_while_the_policies_are_the_same_objects() -> Non
     assert policy_index([a, changed]).policies[1] is changed
 
 
-def test_policy_index_files_a_policy_by_its_peers_required_labels() -> None:
+def test_policy_index_files_peers_by_required_label_and_namespace() -> None:
     by_app = parse_policy(policy("a", ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}]))
-    anyone = parse_policy(policy("b", ingress=[{"from": [{"namespaceSelector": {}}]}]))
+    team = {"namespaceSelector": {"matchLabels": {"team": "t1"}}, "podSelector": {"matchLabels": {"app": "x"}}}
+    by_team = parse_policy(policy("b", "blue", ingress=[{"from": [team]}]))
     blocks = parse_policy(policy("c", ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]))
-    index = PolicyIndex([by_app, anyone, blocks])
-    x = parse_pod(pod("p", labels={"app": "x"}, nets=[(NET_A, "net1", "10.10.0.1")]))[0]
-    y = parse_pod(pod("p", labels={"app": "y"}, nets=[(NET_A, "net1", "10.10.0.1")]))[0]
-    assert index.candidates(x) == {0, 1}
-    assert index.candidates(y) == {1}  # neither `a` (needs app=x) nor `c` (no pod peers) is tested
+    named = parse_policy(
+        policy("d", "green", egress=[{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": "http"}]}])
+    )
+    index = PolicyIndex([by_app, by_team, blocks, named])
+    t1 = {"default": Namespace("default", {"team": "t1"})}
+
+    def seeing(ns: str, app: str, namespaces: Mapping[str, Namespace]) -> set[str]:
+        return index.seeing([parse_pod(pod("p", ns, {"app": app}, [(NET_A, "net1", "10.10.0.1")]))[0]], namespaces)
+
+    assert seeing("default", "x", t1) == {"default/a", "blue/b", "green/d"}
+    assert seeing("default", "x", {}) == {"default/a", "green/d"}  # default has no team=t1 label
+    assert seeing("blue", "x", {}) == {"green/d"}  # `a` looks in its own namespace only
+    assert seeing("default", "y", t1) == {"green/d"}  # only the named-port policy sees every pod of its network
 
 
 def scan_peer_pods(index: ClusterIndex, p: MultiNetworkPolicy, peer: Peer, network: str) -> list[Any]:
