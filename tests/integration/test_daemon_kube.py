@@ -215,7 +215,9 @@ def test_core_v1_answers_like_the_generated_core_v1_api(fake_api: FakeKubeAPI, a
         "watch": "true", "resourceVersion": "1", "allowWatchBookmarks": "true", "timeoutSeconds": "1"
     }  # fmt: skip
     body = {"metadata": {"generateName": "x-"}, "reason": "R", "message": "m", "involvedObject": {"kind": "Pod"}}
-    light.create_namespaced_event("default", body).release_conn()
+    posted = light.create_namespaced_event("default", body)
+    assert b'"reason": "R"' in posted.data  # read the answer before the connection goes back to the pool
+    posted.release_conn()
     assert [e["reason"] for e in fake_api.objects("event")] == ["R"]
     for client in (light, generated):
         with pytest.raises(k8s.ApiException) as raised:
