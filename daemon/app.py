@@ -26,7 +26,7 @@ from daemon.events import EventRecorder, KubeEvents, LogEvents
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from daemon.runner import BoundedFrequencyRunner, RunnerTimings
-from daemon.sources.kube import Backoff, KubeSource, api_client
+from daemon.sources.kube import Backoff, KubeSource, api_client, core_v1
 from daemon.sources.manifests import ManifestsSource
 from daemon.sources.statedir import StateDirSource
 from daemon.status import StatusWriter
@@ -64,10 +64,8 @@ class Daemon:
         self.client: Any = None
         self.events: EventRecorder
         if config.source == "api":
-            from kubernetes import client as k8s
-
             self.client = client if client is not None else api_client(config.kubeconfig)
-            self.events = KubeEvents(k8s.CoreV1Api(self.client), config.node_name)
+            self.events = KubeEvents(core_v1(self.client), config.node_name)
             self.objects: KubeSource | ManifestsSource = KubeSource(
                 self.store, self.client, watch_timeout=config.watch_timeout, backoff=backoff
             )

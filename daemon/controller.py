@@ -130,7 +130,7 @@ def rules_for(
         selecting = tuple(
             sorted(
                 p.key
-                for p in index.cluster.policies
+                for p in index.policies_in(pod.namespace)
                 if direction in p.policy_types and selects(p, pod, attachment.network)
             )
         )

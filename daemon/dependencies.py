@@ -21,9 +21,12 @@ resync recomputes everything anyway and is the safety net, and a unit test check
 
 from __future__ import annotations
 
+import operator
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from shared.model import EGRESS, INGRESS, MultiNetworkPolicy, Namespace, Peer, Pod, Rule
+from shared.selectors import LabelSelector
 
 
 def namespace_labels(namespaces: Mapping[str, Namespace], name: str) -> Mapping[str, str]:
@@ -68,18 +71,96 @@ def policy_sees_pod(policy: MultiNetworkPolicy, pod: Pod, ns_labels: Mapping[str
     return False
 
 
+Entry = tuple[str, LabelSelector | None]  # a policy's key and the podSelector of one of its peers
+Label = tuple[str, str] | None  # a (key, value) a peer's podSelector requires; None: it requires none
+
+
+class PolicyIndex:
+    """The pod peers of a collection of policies, filed so that a changed pod meets only the peers that can match
+    it instead of every rule of every policy.
+
+    Per network of a policy's `policy-for`, each peer that is not an ipBlock is filed under the (key, value)s of
+    its podSelector's most selective `In` requirement (a pod without one of them cannot match it), or under None
+    when it has no such requirement; a peer without namespaceSelector also under the policy's namespace, one
+    with a namespaceSelector grouped by that selector, which is then evaluated once per pod rather than once per
+    peer. A policy with an egress rule on named ports sees every pod of its networks. `seeing` tests the peers it
+    meets exactly, so its answer is `policy_sees_pod`'s for every policy (tests/unit/test_scale_indexes.py)."""
+
+    def __init__(self, policies: Iterable[MultiNetworkPolicy]) -> None:
+        self.policies = tuple(policies)
+        self._everything: dict[str, set[str]] = defaultdict(set)  # network → policies seeing all of its pods
+        self._same_namespace: dict[tuple[str, str, Label], list[Entry]] = defaultdict(list)
+        self._by_namespaces: dict[tuple[str, Label], dict[LabelSelector, list[Entry]]] = defaultdict(dict)
+        for policy in self.policies:
+            rules = list(_rules(policy))
+            if any(direction == EGRESS and _has_named_ports(rule) for direction, rule in rules):
+                for network in policy.policy_for:
+                    self._everything[network].add(policy.key)
+                continue
+            for _, rule in rules:
+                for peer in rule.peers:
+                    if peer.ip_block is None:
+                        self._file(policy, peer)
+
+    def _file(self, policy: MultiNetworkPolicy, peer: Peer) -> None:
+        requirement = min(
+            (r for r in peer.pod_selector.requirements if r.operator == "In") if peer.pod_selector else (),
+            key=lambda r: len(r.values),
+            default=None,
+        )
+        labels: list[Label] = [(requirement.key, v) for v in requirement.values] if requirement else [None]
+        entry = (policy.key, peer.pod_selector)
+        for network in policy.policy_for:
+            for label in labels:
+                if peer.namespace_selector is None:
+                    self._same_namespace[(network, policy.namespace, label)].append(entry)
+                else:
+                    self._by_namespaces[(network, label)].setdefault(peer.namespace_selector, []).append(entry)
+
+    def seeing(self, pods: Iterable[Pod | None], namespaces: Mapping[str, Namespace]) -> set[str]:
+        """Keys of the policies that see any of `pods` (None: a version that does not exist)."""
+        found: set[str] = set()
+        for pod in pods:
+            if pod is None:
+                continue
+            ns_labels = namespace_labels(namespaces, pod.namespace)
+            labels: list[Label] = [None, *pod.labels.items()]
+            for network in _networks(pod):
+                found.update(self._everything.get(network, ()))
+                for label in labels:
+                    self._match(self._same_namespace.get((network, pod.namespace, label), ()), pod, found)
+                    for selector, entries in self._by_namespaces.get((network, label), {}).items():
+                        if selector.matches(ns_labels):
+                            self._match(entries, pod, found)
+        return found
+
+    @staticmethod
+    def _match(entries: Iterable[Entry], pod: Pod, found: set[str]) -> None:
+        for key, selector in entries:
+            if key not in found and (selector is None or selector.matches(pod.labels)):
+                found.add(key)
+
+
+_last_index = PolicyIndex(())
+
+
+def policy_index(policies: Iterable[MultiNetworkPolicy]) -> PolicyIndex:
+    """The index of `policies`, reused while the collection holds the very same policy objects (the store's
+    values are immutable: a changed policy is a new object). The controller passes a new list on every sync
+    but the same policies between policy changes, so the index is rebuilt only when a policy changes."""
+    global _last_index
+    current = policies if isinstance(policies, list | tuple) else list(policies)
+    last = _last_index
+    if len(last.policies) != len(current) or not all(map(operator.is_, last.policies, current)):
+        last = _last_index = PolicyIndex(current)
+    return last
+
+
 def policies_seeing_pod(
     policies: Iterable[MultiNetworkPolicy], pods: Iterable[Pod | None], namespaces: Mapping[str, Namespace]
 ) -> set[str]:
     """Keys of the policies whose allows may change when a pod goes from one version to another."""
-    found = set()
-    versions = [p for p in pods if p is not None]
-    for policy in policies:
-        for pod in versions:
-            if policy_sees_pod(policy, pod, namespace_labels(namespaces, pod.namespace)):
-                found.add(policy.key)
-                break
-    return found
+    return policy_index(policies).seeing(pods, namespaces)
 
 
 def policies_seeing_namespace(policies: Iterable[MultiNetworkPolicy], labels: Iterable[Mapping[str, str]]) -> set[str]:

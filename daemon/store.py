@@ -37,7 +37,7 @@ STATE = "StateEntry"
 KINDS = (NAMESPACE, POD, NAD, POLICY, STATE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodObject:
     """A pod as the daemon keeps it. `status_reported`: Multus wrote the network-status annotation, so the
     attachments are the real interfaces (otherwise they were guessed from the request and a local interface
@@ -47,7 +47,7 @@ class PodObject:
     status_reported: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     kind: str
     key: Any  # "ns/name", a namespace name, or a state entry's (containerID, ifname)

@@ -42,6 +42,7 @@ from shared.rules import DirectionRules as DirectionRules
 from shared.rules import InterfaceRules as InterfaceRules
 from shared.rules import PortRange as PortRange
 from shared.rules import collapse as collapse
+from shared.selectors import LabelSelector
 
 ALL_V4 = ipaddress.ip_network("0.0.0.0/0")
 ALL_V6 = ipaddress.ip_network("::/0")
@@ -72,27 +73,39 @@ def host_network(address: IPAddress) -> IPNetwork:
     return ipaddress.IPv6Network((int(address), 128))
 
 
+Member = tuple[Pod, tuple[IPAddress, ...]]
+
+
 @dataclass
 class ClusterIndex:
-    """Lookups the compiler needs many times, built once per cluster snapshot."""
+    """Lookups the compiler needs many times, built once per cluster snapshot.
+
+    `members` is built eagerly (one pass over the pods); the rest lazily, on the first lookup that needs it: the
+    members of a network grouped by namespace, and per (network, namespace) the members carrying each label
+    (key, value). With them a peer's pods are found by visiting only the namespaces its namespaceSelector matches
+    and, when its podSelector has an `In` requirement, only the pods carrying one of its values — not every pod
+    on the network (tests/unit/test_scale_indexes.py checks the result against the plain scan)."""
 
     cluster: Cluster
-    members: dict[str, list[tuple[Pod, tuple[IPAddress, ...]]]] = field(default_factory=dict)
+    members: dict[str, list[Member]] = field(default_factory=dict)
     # A rule's peers do not depend on the pod it guards: computed once per (rule, network) and snapshot, not once
     # per selected pod (the daemon's largest cost with many local pods under one policy).
-    _peers: dict[tuple[int, str, str], tuple[IPNetwork, ...]] = field(default_factory=dict)
+    _peers: dict[tuple[int, str, str], tuple[IPNetwork, ...]] = field(default_factory=dict, repr=False)
+    _by_namespace: dict[str, dict[str, list[int]]] = field(default_factory=dict, repr=False)
+    _by_label: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = field(default_factory=dict, repr=False)
+    _policies_in: dict[str, tuple[MultiNetworkPolicy, ...]] | None = field(default=None, repr=False)
 
     def rule_peers(self, policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[IPNetwork, ...]:
         # peers depend on the rule, the network and (podSelector-only peers) the policy's namespace; the snapshot
         # holds every rule for the index's lifetime, so ids stay unique
         key = (id(rule), policy.namespace, network)
         if key not in self._peers:
-            self._peers[key] = collapse(_rule_peers(self, policy, rule, network))
+            self._peers[key] = _rule_peers(self, policy, rule, network)
         return self._peers[key]
 
     @staticmethod
     def build(cluster: Cluster) -> ClusterIndex:
-        members: dict[str, list[tuple[Pod, tuple[IPAddress, ...]]]] = defaultdict(list)
+        members: dict[str, list[Member]] = defaultdict(list)
         for pod in cluster.pods:
             if not pod.is_active:
                 continue
@@ -101,42 +114,121 @@ class ClusterIndex:
                     members[attachment.network].append((pod, attachment.ips))
         return ClusterIndex(cluster, dict(members))
 
-    def peer_pods(
-        self, policy: MultiNetworkPolicy, peer: Peer, network: str
-    ) -> list[tuple[Pod, tuple[IPAddress, ...]]]:
-        out = []
-        for pod, ips in self.members.get(network, ()):
-            if peer.namespace_selector is None:
-                if pod.namespace != policy.namespace:  # podSelector alone: the policy's own namespace
-                    continue
-            elif not peer.namespace_selector.matches(self.cluster.namespace_labels(pod.namespace)):
+    def policies_in(self, namespace: str) -> tuple[MultiNetworkPolicy, ...]:
+        """The policies of one namespace (the only ones that can select its pods), in the cluster's order."""
+        if self._policies_in is None:
+            grouped: dict[str, list[MultiNetworkPolicy]] = defaultdict(list)
+            for policy in self.cluster.policies:
+                grouped[policy.namespace].append(policy)
+            self._policies_in = {ns: tuple(ps) for ns, ps in grouped.items()}
+        return self._policies_in.get(namespace, ())
+
+    def _namespaces(self, network: str) -> dict[str, list[int]]:
+        """Positions in `members[network]` by pod namespace, ascending."""
+        groups = self._by_namespace.get(network)
+        if groups is None:
+            groups = self._by_namespace[network] = defaultdict(list)
+            for position, (pod, _) in enumerate(self.members.get(network, ())):
+                groups[pod.namespace].append(position)
+        return groups
+
+    def _labelled(self, network: str, namespace: str) -> dict[tuple[str, str], list[int]]:
+        """Positions of one namespace's members on `network` by label (key, value), ascending."""
+        index = self._by_label.get((network, namespace))
+        if index is None:
+            index = self._by_label[(network, namespace)] = defaultdict(list)
+            members = self.members[network]
+            for position in self._namespaces(network)[namespace]:
+                for item in members[position][0].labels.items():
+                    index[item].append(position)
+        return index
+
+    def _candidates(self, network: str, namespace: str, selector: LabelSelector | None) -> list[int]:
+        """Positions of the namespace's members that `selector` may match: the pods carrying a value of its most
+        selective `In` requirement (a pod without one cannot match), or every pod of the namespace."""
+        best: list[int] | None = None
+        for requirement in selector.requirements if selector is not None else ():
+            if requirement.operator != "In":
                 continue
-            if peer.pod_selector is not None and not peer.pod_selector.matches(pod.labels):
-                continue
-            out.append((pod, ips))
-        return out
+            index = self._labelled(network, namespace)
+            found = [p for value in requirement.values for p in index.get((requirement.key, value), ())]
+            if best is None or len(found) < len(best):
+                best = found
+        return self._namespaces(network)[namespace] if best is None else best
+
+    def peer_pods(self, policy: MultiNetworkPolicy, peer: Peer, network: str) -> list[Member]:
+        """The members of `network` that `peer` (of `policy`) selects, in the order of `members[network]`."""
+        members = self.members.get(network)
+        if not members:
+            return []
+        groups = self._namespaces(network)
+        if peer.namespace_selector is None:  # podSelector alone: the policy's own namespace
+            namespaces = [policy.namespace] if policy.namespace in groups else []
+        else:
+            selector = peer.namespace_selector
+            namespaces = [ns for ns in groups if selector.matches(self.cluster.namespace_labels(ns))]
+        positions: list[int] = []
+        for namespace in namespaces:
+            positions.extend(self._candidates(network, namespace, peer.pod_selector))
+        positions.sort()
+        pod_selector = peer.pod_selector
+        return [members[p] for p in positions if pod_selector is None or pod_selector.matches(members[p][0].labels)]
 
 
 def selects(policy: MultiNetworkPolicy, pod: Pod, network: str) -> bool:
     """Whether `policy` applies to `pod`'s interface on `network`."""
     return (
-        pod.is_active
-        and policy.namespace == pod.namespace
+        policy.namespace == pod.namespace  # first: the cheapest test, and the one most policies fail
+        and pod.is_active
         and network in policy.policy_for
         and policy.pod_selector.matches(pod.labels)
     )
 
 
-def _rule_peers(index: ClusterIndex, policy: MultiNetworkPolicy, rule: Rule, network: str) -> list[IPNetwork]:
+# The last peers computed for each rule slot — (policy, direction, rule number, network) — across snapshots, with
+# the inputs they were computed from. A peer's change elsewhere in the cluster (most pod events) leaves most rules'
+# inputs as they were; such a rule then gets the very tuple it got before, without building a /32 network per
+# address and collapsing them again, and the daemon's "same rules as programmed?" test finds identical objects.
+# A memo only: the result is a function of the inputs alone. Bounded; a slot whose policy is gone is dropped when
+# the table is cleared.
+_LAST_PEERS: dict[tuple[str, str, int, str], tuple[tuple[object, ...], tuple[IPNetwork, ...]]] = {}
+_LAST_PEERS_MAX = 4096
+
+
+def _slot(policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[str, str, int, str]:
+    for direction, rules in ((INGRESS, policy.ingress), (EGRESS, policy.egress)):
+        for number, candidate in enumerate(rules):
+            if candidate is rule:
+                return (policy.key, direction, number, network)
+    return (policy.key, "", id(rule), network)  # not one of the policy's own rules (a caller's own Rule)
+
+
+def _rule_peers(index: ClusterIndex, policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[IPNetwork, ...]:
     if not rule.peers:
-        return [ALL_V4, ALL_V6]
-    nets: list[IPNetwork] = []
+        return (ALL_V4, ALL_V6)
+    blocks: list[IPNetwork] = []
+    v4: list[int] = []
+    v6: list[int] = []
     for peer in rule.peers:
         if peer.ip_block is not None:
-            nets.extend(subtract(peer.ip_block.cidr, peer.ip_block.excepts))
+            blocks.extend(subtract(peer.ip_block.cidr, peer.ip_block.excepts))
         else:
-            nets.extend(host_network(ip) for _, ips in index.peer_pods(policy, peer, network) for ip in ips)
-    return nets
+            for _, ips in index.peer_pods(policy, peer, network):
+                for ip in ips:
+                    (v4 if ip.version == 4 else v6).append(int(ip))
+    v4.sort()
+    v6.sort()
+    inputs = (tuple(blocks), tuple(v4), tuple(v6))
+    slot = _slot(policy, rule, network)
+    last = _LAST_PEERS.get(slot)
+    if last is not None and last[0] == inputs:
+        return last[1]
+    hosts = [ipaddress.IPv4Network((a, 32)) for a in v4] + [ipaddress.IPv6Network((a, 128)) for a in v6]
+    peers = collapse([*blocks, *hosts])
+    if len(_LAST_PEERS) >= _LAST_PEERS_MAX:
+        _LAST_PEERS.clear()
+    _LAST_PEERS[slot] = (inputs, peers)
+    return peers
 
 
 def _numeric_ranges(rule: Rule) -> list[PortRange]:
@@ -200,7 +292,7 @@ def _resolve(pod: Pod, named: list) -> tuple[PortRange, ...]:  # type: ignore[ty
 
 def compile_direction(index: ClusterIndex, pod: Pod, network: str, direction: str) -> DirectionRules:
     policies = sorted(
-        (p for p in index.cluster.policies if direction in p.policy_types and selects(p, pod, network)),
+        (p for p in index.policies_in(pod.namespace) if direction in p.policy_types and selects(p, pod, network)),
         key=lambda p: p.key,
     )
     if not policies:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,20 +47,20 @@ def is_port_name(value: str) -> bool:
 # --------------------------------------------------------------------------------------------------- objects
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerPort:
     port: int
     protocol: str = "TCP"
     name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attachment:
     """One network interface of a pod, from Multus' network-status (or, before it exists, the request)."""
 
@@ -70,7 +71,7 @@ class Attachment:
     default: bool = False  # the primary (cluster) network: never guarded by a MultiNetworkPolicy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkRequest:
     """One entry of the `k8s.v1.cni.cncf.io/networks` annotation."""
 
@@ -80,7 +81,7 @@ class NetworkRequest:
     mac: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pod:
     namespace: str
     name: str
@@ -105,7 +106,9 @@ class Pod:
     def secondary_attachments(self) -> tuple[Attachment, ...]:
         if self.host_network:
             return ()
-        return tuple(a for a in self.attachments if not a.default)
+        if any(a.default for a in self.attachments):
+            return tuple(a for a in self.attachments if not a.default)
+        return self.attachments  # the daemon's compact pods: nothing to filter, nothing to allocate
 
     def addresses_on(self, network: str) -> tuple[IPAddress, ...]:
         return tuple(ip for a in self.secondary_attachments() if a.network == network for ip in a.ips)
@@ -118,7 +121,7 @@ class Pod:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NetworkAttachmentDefinition:
     namespace: str
     name: str
@@ -164,7 +167,7 @@ class NetworkAttachmentDefinition:
         return tuple(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortSpec:
     """One entry of a rule's `ports`. `port` None means every port of the protocol."""
 
@@ -173,7 +176,7 @@ class PortSpec:
     end_port: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IPBlock:
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
@@ -182,7 +185,7 @@ class IPBlock:
         return address in self.cidr and not any(address in e for e in self.excepts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Peer:
     """A NetworkPolicyPeer: an ipBlock, or pod/namespace selectors (None = the field is absent)."""
 
@@ -191,7 +194,7 @@ class Peer:
     ip_block: IPBlock | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """An ingress or egress rule. `peers` None or empty, and `ports` empty, mean "everything"."""
 
@@ -199,7 +202,7 @@ class Rule:
     ports: tuple[PortSpec, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MultiNetworkPolicy:
     namespace: str
     name: str
@@ -226,7 +229,7 @@ class MultiNetworkPolicy:
         return self.ingress if direction == INGRESS else self.egress
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """Everything the compiler reads, indexed once."""
 
@@ -261,7 +264,7 @@ class Cluster:
 def normalise_network(name: str, namespace: str) -> str:
     """`name` → `namespace/name`; `ns/name` stays. Used for policy-for, requests and network-status alike."""
     name = name.strip()
-    return name if "/" in name else f"{namespace}/{name}"
+    return sys.intern(name if "/" in name else f"{namespace}/{name}")
 
 
 def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], list[str]]:
@@ -297,7 +300,8 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     labels = meta.get("labels")
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    # Interned: a cluster's pods repeat a few keys and values thousands of times (the daemon keeps them all).
+    return {sys.intern(str(k)): sys.intern(str(v)) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def _annotations(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,7 +311,7 @@ def _annotations(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_namespace(obj: Mapping[str, Any]) -> Namespace:
     meta = _meta(obj)
-    name = str(meta.get("name", ""))
+    name = sys.intern(str(meta.get("name", "")))
     labels = _labels(meta)
     # "The Kubernetes control plane sets an immutable label kubernetes.io/metadata.name on all namespaces, the
     # value of the label is the namespace name": whatever a manifest says, the API server would overwrite it.
@@ -380,7 +384,9 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
         default = bool(item.get("default", False))
         network = item["name"] if default else normalise_network(item["name"], namespace)
         attachments.append(
-            Attachment(network, str(item.get("interface") or ""), tuple(ips), str(item.get("mac") or ""), default)
+            Attachment(
+                network, sys.intern(str(item.get("interface") or "")), tuple(ips), str(item.get("mac") or ""), default
+            )
         )
     return tuple(attachments), problems
 
@@ -405,16 +411,16 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
     assert isinstance(spec, dict) and isinstance(status, dict)
-    namespace = str(meta.get("namespace") or "default")
+    namespace = sys.intern(str(meta.get("namespace") or "default"))
     annotations = _annotations(meta)
     problems: list[str] = []
     ports: list[ContainerPort] = []
     for container in spec.get("containers") or ():
         for p in (container or {}).get("ports") or ():
             try:
-                ports.append(
-                    ContainerPort(int(p["containerPort"]), str(p.get("protocol") or "TCP"), p.get("name") or "")
-                )
+                number = int(p["containerPort"])  # first: a port that is not a mapping fails here (TypeError)
+                protocol, name = sys.intern(str(p.get("protocol") or "TCP")), sys.intern(str(p.get("name") or ""))
+                ports.append(ContainerPort(number, protocol, name))
             except (KeyError, TypeError, ValueError):
                 problems.append(f"spec.containers[].ports: bad entry {p!r}")
     requests, req_problems = parse_network_requests(annotations.get(NETWORKS), namespace)
@@ -426,8 +432,8 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid") or ""),
         labels=_labels(meta),
-        node_name=str(spec.get("nodeName") or ""),
-        phase=str(status.get("phase") or "Running"),
+        node_name=sys.intern(str(spec.get("nodeName") or "")),
+        phase=sys.intern(str(status.get("phase") or "Running")),
         host_network=bool(spec.get("hostNetwork", False)),
         container_ports=tuple(ports),
         requests=requests,

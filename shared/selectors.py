@@ -54,7 +54,7 @@ def label_value_problem(value: object) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Requirement:
     key: str
     operator: str
@@ -70,7 +70,7 @@ class Requirement:
         return self.key not in labels  # DoesNotExist
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelSelector:
     """A parsed selector: the AND of its requirements. No requirements matches everything."""
 
@@ -102,6 +102,20 @@ class LabelSelector:
 
 MATCH_EVERYTHING = LabelSelector()
 
+# Requirements are immutable, and a thousand policies repeat a handful of them (`role in (client)`): equal ones are
+# shared rather than kept once per peer. Bounded, so a stream of distinct selectors cannot grow it without end.
+_SHARED: dict[tuple[str, str, frozenset[str]], Requirement] = {}
+_SHARED_MAX = 4096
+
+
+def _requirement(key: str, operator: str, values: frozenset[str]) -> Requirement:
+    found = _SHARED.get((key, operator, values))
+    if found is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        found = _SHARED[(key, operator, values)] = Requirement(key, operator, values)
+    return found
+
 
 def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
     """Parse a LabelSelector dict. Returns the selector and every problem found, each prefixed with `where`."""
@@ -122,7 +136,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
         for problem in (label_key_problem(key), label_value_problem(value)):
             if problem:
                 problems.append(f"{where}.matchLabels: {problem}")
-        requirements.append(Requirement(str(key), "In", frozenset({str(value)})))
+        requirements.append(_requirement(str(key), "In", frozenset({str(value)})))
     expressions: Any = raw.get("matchExpressions") or []
     if not isinstance(expressions, list):
         problems.append(f"{where}.matchExpressions: must be a list")
@@ -151,5 +165,5 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
             value_problem = label_value_problem(value)
             if value_problem:
                 problems.append(f"{at}.values: {value_problem}")
-        requirements.append(Requirement(str(key), str(operator), frozenset(str(v) for v in values)))
+        requirements.append(_requirement(str(key), str(operator), frozenset(str(v) for v in values)))
     return LabelSelector(tuple(requirements)), problems

@@ -8,10 +8,15 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
   (value None), which is most of a cluster's pods and most of the memory the pod cache would otherwise cost.
 * A pod records whether Multus has reported its network-status (`PodObject.status_reported`): before that its
   attachments are guesses from the request, good enough for a peer's static addresses but not to program it.
+* A kept pod is kept compact (`compact`): only what the compiler and the controller read. Its primary-network
+  attachment and its parsed network requests are dropped (the attachments already reflect the requests), and
+  equal label dicts are shared — the pods of one Deployment carry the same labels, so 10,000 pods hold a few
+  hundred dicts, not 10,000. Strings are interned by shared.model's parsers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,10 +49,34 @@ def status_reported(obj: Mapping[str, Any]) -> bool:
     return isinstance(annotations, dict) and NETWORK_STATUS in annotations
 
 
+_LABEL_SETS: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
+_LABEL_SETS_MAX = 8192  # distinct label sets remembered; beyond that the table starts over (sharing is only a saving)
+
+
+def shared_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """An equal label dict already held by another pod, or `labels` (remembered for the next ones). Pods never
+    mutate their labels (`Pod.labels` is a read-only Mapping), so sharing one dict is safe."""
+    items = frozenset(labels.items())
+    found = _LABEL_SETS.get(items)
+    if found is None:
+        if len(_LABEL_SETS) >= _LABEL_SETS_MAX:
+            _LABEL_SETS.clear()
+        found = _LABEL_SETS[items] = labels
+    return found
+
+
+def compact(pod: Pod) -> Pod:
+    """The pod with only what the daemon reads: secondary attachments, no requests, shared labels. Equal for
+    every purpose of the compiler, the dependencies and the controller (tests/unit/test_daemon_builders.py)."""
+    return dataclasses.replace(
+        pod, labels=shared_labels(pod.labels), requests=(), attachments=pod.secondary_attachments()
+    )
+
+
 def pod_value(pod: Pod, reported: bool) -> PodObject | None:
     """What the store keeps of a pod, or None for a pod that can be neither guarded nor a peer."""
     relevant = not pod.host_network and bool(pod.requests or pod.secondary_attachments())
-    return PodObject(pod, reported) if relevant else None
+    return PodObject(compact(pod), reported) if relevant else None
 
 
 def convert(kind: str, obj: Mapping[str, Any]) -> tuple[str, Any, str]:

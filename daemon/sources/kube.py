@@ -33,7 +33,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -75,8 +75,78 @@ class Kind:
     call: Callable[..., Any]  # the list function of the official client, without per-call arguments
 
 
+class CoreV1:
+    """The three core/v1 calls mnpd makes — list/watch pods, list/watch namespaces, create an Event — made the way
+    the official client's generated `CoreV1Api` makes them: `ApiClient.param_serialize` + `ApiClient.call_api`
+    (the same configuration, auth, TLS and `ApiException`s), returning the raw urllib3 response like
+    `_preload_content=False`. Not the generated class itself, because importing its module costs ~21 MB of RSS:
+    it defines a pydantic-validated method for each of ~1,000 endpoints and imports the models they use, for
+    three calls whose answers mnpd parses as plain JSON anyway (`CustomObjectsApi`, 1.6 MB, is used as it is)."""
+
+    QUERY: ClassVar[dict[str, str]] = {
+        "watch": "watch",
+        "resource_version": "resourceVersion",
+        "allow_watch_bookmarks": "allowWatchBookmarks",
+        "timeout_seconds": "timeoutSeconds",
+        "limit": "limit",
+        "_continue": "continue",
+    }
+
+    def __init__(self, api_client: Any) -> None:
+        self.api_client = api_client
+
+    def list_pod_for_all_namespaces(self, **kwargs: Any) -> Any:
+        return self._call("GET", "/api/v1/pods", **kwargs)
+
+    def list_namespace(self, **kwargs: Any) -> Any:
+        return self._call("GET", "/api/v1/namespaces", **kwargs)
+
+    def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any:
+        path = "/api/v1/namespaces/{namespace}/events"
+        return self._call("POST", path, path_params={"namespace": namespace}, body=body, **kwargs)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        path_params: dict[str, str] | None = None,
+        body: Any = None,
+        _preload_content: bool = False,
+        _request_timeout: Any = None,
+        **query: Any,
+    ) -> Any:
+        if _preload_content:
+            raise ValueError("CoreV1 returns raw responses only (_preload_content=False)")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params=path_params,
+            query_params=[(self.QUERY[k], v) for k, v in query.items() if v is not None],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*request, _request_timeout=_request_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
+
+
+def core_v1(api_client: Any) -> Any:
+    """`CoreV1` where the client has the generic request methods (the pydantic-based generated clients), else the
+    generated `CoreV1Api` (older clients import it cheaply)."""
+    if hasattr(api_client, "param_serialize") and hasattr(ApiException, "from_response"):
+        return CoreV1(api_client)
+    return k8s.CoreV1Api(api_client)
+
+
 def kinds(api_client: Any) -> list[Kind]:
-    core = k8s.CoreV1Api(api_client)
+    core = core_v1(api_client)
     custom = k8s.CustomObjectsApi(api_client)
     return [
         Kind(
