@@ -327,20 +327,24 @@ class Controller:
 
     def _sync_interfaces(self, dirty: dict[IfaceKey, float], snap: Snapshot, report: SyncReport) -> None:
         pods = snap.pods
-        cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
-        index = ClusterIndex.build(cluster)
-        shared_rules: dict[tuple[object, ...], DirectionRules] = {}
-        todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
+        ready: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key in sorted(dirty):
             record = self.records[key]
             resolved = resolve(record.entry, pods)
             if isinstance(resolved, str):
                 self._set_state(record, PENDING, resolved)
-                continue
+            elif not resolved.pod.is_active:
+                self._set_state(record, TERMINATED, f"pod phase {resolved.pod.phase}: keeping its last rules")
+            else:
+                ready.append((key, record, resolved))
+        if not ready:  # e.g. a new pod's state entry, before its network-status: nothing to compile
+            return
+        cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
+        index = ClusterIndex.build(cluster)
+        shared_rules: dict[tuple[object, ...], DirectionRules] = {}
+        todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
+        for key, record, resolved in ready:
             pod = resolved.pod
-            if not pod.is_active:
-                self._set_state(record, TERMINATED, f"pod phase {pod.phase}: keeping its last rules")
-                continue
             rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules))
             record.desired = rules
             record.pod_uid = pod.uid

@@ -120,7 +120,9 @@ class StatusWriter:
         if doc == self._last and not force:
             return
         self._last = doc
-        text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}, indent=1) + "\n"
+        # Compact: with `indent` json uses its pure-Python encoder, ~10 ms per sync for a 110-pod node, on the
+        # sync thread. `mnpctl status` (or `jq .`) shows it readably.
+        text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)
