@@ -25,15 +25,17 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
-from shared.netns import check_netns, is_own_netns
+from shared.model import EGRESS, INGRESS
+from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft
-from shared.nft.errors import NftError
+from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
-from shared.nft.render import RenderOptions, render_interface, render_update
+from shared.nft.fake import FakeNft, TableView
+from shared.nft.render import RenderOptions, chain_name, render_interface, render_update, set_names
 from shared.nft.transaction import Transaction
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,16 @@ class Nft(Protocol):
 
 
 NftFactory = Callable[[str], Nft]  # netns path → the nft of that namespace
+
+
+class Work(NamedTuple):
+    """One interface to program: `rules` into `netns`, where this daemon last programmed `previous` (None:
+    unknown), the path naming the namespace `identity` ((st_dev, st_ino); None: not checked)."""
+
+    netns: str
+    rules: InterfaceRules
+    previous: InterfaceRules | None = None
+    identity: tuple[int, int] | None = None
 
 
 class GuardedNft:
@@ -76,6 +88,19 @@ def real_nft(netns: str) -> Nft:
     return libnft.NetnsNft(netns)
 
 
+def _interface_view(view: TableView, ifname: str) -> tuple[object, ...]:
+    """What one interface owns in a table: its chains' rules (without counters) and its sets' elements."""
+    chains = []
+    sets = []
+    for direction in (INGRESS, EGRESS):
+        chain = view.chains.get(chain_name(direction, ifname))
+        chains.append(None if chain is None else tuple((r.text, r.comment) for r in chain.rules))
+        for name in set_names(direction, ifname).values():
+            s = view.sets.get(name)
+            sets.append(None if s is None else tuple((e.key, e.comment) for e in s.elements))
+    return tuple(chains), tuple(sets)
+
+
 class Applier:
     """Renders and runs; counts the transactions it ran (successful or not) and how many were deltas.
 
@@ -96,13 +121,25 @@ class Applier:
         self._pool: ThreadPoolExecutor | None = None
         self._rendered: dict[tuple[object, ...], Transaction] = {}
         self._nft: dict[str, Nft] = {}
+        self._unverified: set[tuple[str, str]] = set()  # (netns, ifname) programmed by a delta since a full form
 
-    def apply(self, netns: str, rules: InterfaceRules, previous: InterfaceRules | None = None) -> None:
-        """Program `rules` into `netns`, where this daemon last programmed `previous` (None: unknown).
+    def apply(
+        self,
+        netns: str,
+        rules: InterfaceRules,
+        previous: InterfaceRules | None = None,
+        identity: tuple[int, int] | None = None,
+    ) -> None:
+        """Program `rules` into `netns`, where this daemon last programmed `previous` (None: unknown). With
+        `identity`, refuse (NetnsGone) when the path names another namespace now: this interface's rules must
+        never land in another pod that got the path (a reused /proc/PID).
 
         Raises NftError, TransactionError or NetnsGone; then nothing changed."""
         if not netns:
             raise NetnsGone("the state entry has no netns path")
+        if identity is not None and netns_identity(netns) != identity:
+            self.release(netns)
+            raise NetnsGone(f"{netns} names another network namespace than the one this interface was added in")
         nft = self._nft_of(netns)
         try:
             delta = render_update(previous, rules, self.options) if previous is not None else None
@@ -113,27 +150,30 @@ class Applier:
                 try:
                     nft.run(delta)
                     self._count(delta=True)
+                    with self._lock:
+                        self._unverified.add((netns, rules.ifname))
                     return
                 except NftError as exc:  # the table is not what we last programmed: replace it as a whole
-                    log.warning("delta refused, applying the full transaction: %s", exc.message.splitlines()[0])
+                    first = (exc.message.splitlines() or [""])[0]
+                    log.warning("delta refused, applying the full transaction: %s", first)
             self._count(delta=False)
             nft.run(self.render(rules))
+            with self._lock:
+                self._unverified.discard((netns, rules.ifname))
         except NetnsGone:
             self.release(netns)
             raise
 
-    def apply_all(
-        self, work: Sequence[tuple[str, InterfaceRules, InterfaceRules | None]]
-    ) -> list[BaseException | None]:
-        """`apply(netns, rules, previous)` for each item; for each, None or the exception it raised.
+    def apply_all(self, work: Sequence[Work]) -> list[BaseException | None]:
+        """`apply` for each item; for each, None or the exception it raised (never raised here).
 
         libnftables does its parsing, netlink and the kernel's commit without the GIL (ctypes releases it), so
         the namespaces are programmed concurrently by up to `workers` threads; the interfaces of one namespace
         are programmed in order by one thread (they share its context and skeleton)."""
         outcomes: list[BaseException | None] = [None] * len(work)
         by_netns: dict[str, list[int]] = defaultdict(list)
-        for i, (netns, _, _) in enumerate(work):
-            by_netns[netns].append(i)
+        for i, item in enumerate(work):
+            by_netns[item.netns].append(i)
 
         def program(indexes: list[int]) -> None:
             for i in indexes:
@@ -168,10 +208,54 @@ class Applier:
             else:
                 self.transactions += 1
 
+    def repair(self, work: Work) -> bool:
+        """If `work.rules` reached its interface by deltas, check that the live table holds exactly what the full
+        form would (the interface's chain rules and set elements) and apply the full form if not; True then.
+
+        A delta assumes the table holds what this daemon programmed. An element nobody removes — someone's
+        `nft add element` by hand — would survive every delta; this catches it on the periodic resync. Backends
+        that cannot list (the nft command fallback) are not checked."""
+        key = (work.netns, work.rules.ifname)
+        if key not in self._unverified:
+            return False
+        nft = self._nft_of(work.netns)
+        list_table = getattr(nft, "list_table", None)
+        if list_table is None:
+            return False
+        if work.identity is not None and netns_identity(work.netns) != work.identity:
+            raise NetnsGone(f"{work.netns} names another network namespace than the one this interface was added in")
+        expected = _interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
+        try:
+            live = _interface_view(list_table(), work.rules.ifname)
+        except NotFoundError:
+            live = None
+        if live == expected:
+            with self._lock:
+                self._unverified.discard(key)
+            return False
+        self.apply(work.netns, work.rules, None, work.identity)
+        return True
+
+    def release_missing(self) -> None:
+        """Close every context whose path is gone or names another namespace now: without a state entry going
+        (a runtime that never ran DEL), it would keep a dead pod's namespace alive. (Backends that pin no
+        namespace — the nft command, the Fake — have no `identity` and are left alone.)"""
+        for netns, nft in list(self._nft.items()):
+            identity = getattr(nft, "identity", None)
+            if identity is None:
+                continue
+            try:
+                current: tuple[int, int] | None = netns_identity(netns)
+            except NetnsGone:
+                current = None
+            if current != identity:
+                self.release(netns)
+
     def release(self, netns: str) -> None:
         """Forget (and close) the nft of a netns no state entry uses any more."""
         with self._lock:
             nft = self._nft.pop(netns, None)
+            self._unverified = {key for key in self._unverified if key[0] != netns}
         close = getattr(nft, "close", None)
         if close is not None:
             close()

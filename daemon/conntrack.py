@@ -122,7 +122,7 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     return any(_withdraws(old.direction(d), new.direction(d)) for d in (INGRESS, EGRESS))
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=128)
 def _withdraws(before: DirectionRules, after: DirectionRules) -> bool:
     # Memoised: the pods of one Deployment share their rules objects, so a policy change asks the same question
     # for every one of them.

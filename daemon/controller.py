@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from daemon.apply import Applier
+from daemon.apply import Applier, Work
 from daemon.clock import Clock
 from daemon.conntrack import ConntrackCleaner, withdraws
 from daemon.dependencies import namespace_labels, policies_seeing_namespace, policies_seeing_pod
@@ -44,6 +44,7 @@ from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snaps
 from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
 from shared.errors import NetnsGone
 from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
+from shared.netns import netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
 from shared.state import StateEntry
@@ -55,7 +56,6 @@ IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
 PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
-CANONICAL_MAX = 8192  # distinct direction rules remembered (a node has at most a few hundred interfaces)
 
 
 @dataclass
@@ -72,6 +72,9 @@ class InterfaceRecord:
     failures: int = 0
     conntrack_due: bool = False  # a withdrawal whose conntrack cleanup has not succeeded yet
     pod_uid: str = ""
+    # The namespace the entry's path named when this daemon first saw it: a path that later names another one
+    # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
+    identity: tuple[int, int] | None = None
 
     def policies(self) -> set[str]:
         if self.desired is None:
@@ -94,6 +97,7 @@ class SyncReport:
     transactions: int = 0
     failed: int = 0
     conntrack_deleted: int = 0
+    repaired: int = 0  # interfaces whose table had drifted from what was programmed (Applier.repair)
     keys: list[IfaceKey] = field(default_factory=list)  # interfaces that got a successful transaction
 
 
@@ -140,6 +144,13 @@ def rules_for(
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
     return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS])
+
+
+def _identity(netns: str) -> tuple[int, int] | None:
+    try:
+        return netns_identity(netns) if netns else None
+    except NetnsGone:
+        return None
 
 
 def local_addresses(entry: StateEntry, attachment: Attachment | None) -> tuple[IPAddress, ...]:
@@ -202,6 +213,8 @@ class Controller:
             return True
         full = periodic or self._need_full
         self._need_full = False
+        if periodic:
+            self.applier.release_missing()
         dirty = self._all_dirty(changes) if full else self._dirty(changes, snap)
         for key in self._retry:
             dirty.setdefault(key, started)
@@ -209,6 +222,8 @@ class Controller:
         report = SyncReport(ran=True, dirty=len(dirty))
         if dirty:
             self._sync_interfaces(dirty, snap, report)
+        if periodic:
+            self._repair_drift(report)
         self.synced_once = True
         self.last_report = report
         elapsed = self.clock.now() - started
@@ -254,10 +269,11 @@ class Controller:
         for key, entry in snap.entries.items():
             record = self.records.get(key)
             if record is None:
-                self.records[key] = InterfaceRecord(entry)
+                self.records[key] = InterfaceRecord(entry, identity=_identity(entry.netns))
             elif record.entry != entry:
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
+                    record.identity = _identity(entry.netns)
                     released.add(record.entry.netns)
                 record.entry = entry
         for netns in released - {record.entry.netns for record in self.records.values()}:
@@ -355,16 +371,44 @@ class Controller:
             todo.append((key, record, rules, resolved))
         # One transaction per interface whose rules changed, the namespaces concurrently (daemon.apply).
         changed = [(key, record, rules) for key, record, rules, _ in todo if rules != record.applied]
-        outcomes = self.applier.apply_all([(record.entry.netns, rules, record.applied) for _, record, rules in changed])
-        failed = {key: outcome for (key, _, _), outcome in zip(changed, outcomes, strict=True)}
+        outcomes = self.applier.apply_all(
+            [Work(record.entry.netns, rules, record.applied, record.identity) for _, record, rules in changed]
+        )
+        outcome_of = {key: outcome for (key, _, _), outcome in zip(changed, outcomes, strict=True)}
         withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key, record, rules, resolved in todo:
-            if self._programmed_or_failed(key, record, rules, failed.get(key), key in failed, dirty[key], report):
+            ran = key in outcome_of
+            if self._programmed_or_failed(key, record, rules, outcome_of.get(key), ran, dirty[key], report):
                 withdrawn.append((key, record, resolved))
+        self._keep_canonical_live()
         # Every pod's new rules first, then the flows they no longer admit: a withdrawal is in force for new
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
+
+    def _repair_drift(self, report: SyncReport) -> None:
+        """On the periodic resync: interfaces programmed by deltas are checked against their full form."""
+        for record in self.records.values():
+            if record.state != PROGRAMMED or record.applied is None:
+                continue
+            entry = record.entry
+            extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
+            try:
+                repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
+            except (NftError, TransactionError, OSError, NetnsGone) as exc:
+                log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
+                continue
+            if repaired:
+                report.repaired += 1
+                report.transactions += 1
+                log.warning(
+                    "the interface's table differed from what mnpd programmed; programmed it again", extra=extra
+                )
+
+    def _keep_canonical_live(self) -> None:
+        """Forget the canonical objects no interface holds any more (each holds hundreds of peers)."""
+        live = [r for record in self.records.values() for r in (record.applied, record.desired) if r is not None]
+        self._canonical_rules = {d: d for rules in live for d in (rules.ingress, rules.egress)}
 
     def _canonical(self, rules: InterfaceRules) -> InterfaceRules:
         """`rules` with its directions replaced by the equal objects an earlier sync computed, if any.
@@ -372,8 +416,6 @@ class Controller:
         Every sync compiles new objects; comparing them with what is programmed (and looking them up in the
         renderer's and the conntrack check's caches) would compare hundreds of peers per pod. Made canonical,
         equal rules are the same object, and those comparisons are identity checks."""
-        if len(self._canonical_rules) > CANONICAL_MAX:
-            self._canonical_rules.clear()
         ingress = self._canonical_rules.setdefault(rules.ingress, rules.ingress)
         egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
         if ingress is rules.ingress and egress is rules.egress:
@@ -397,16 +439,20 @@ class Controller:
         ref = pod_ref(entry.pod, record.pod_uid)
         previous = record.applied
         if ran:
+            if error is not None:
+                # Whatever went wrong, what the table holds is no longer known for sure (a delta refused and the
+                # full form after it failed too, a timeout after the commit): program the full form next time.
+                record.applied = None
             if isinstance(error, NetnsGone):
                 self._set_state(record, GONE, str(error))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
                 return False
-            if isinstance(error, NftError | TransactionError | OSError):
+            if error is not None:
+                if not isinstance(error, NftError | TransactionError | OSError):
+                    log.error("unexpected error programming an interface", exc_info=error, extra=extra)
                 self._failed(key, record, ref, f"nft: {error}", report)
                 self.metrics.transactions.labels("error").inc()
                 return False
-            if error is not None:
-                raise error
             self.metrics.transactions.labels("ok").inc()
             report.transactions += 1
             report.keys.append(key)

@@ -33,16 +33,24 @@ class PortRange(Value):
     def _key(self) -> tuple[str, int, int]:
         return (self.protocol, self.first, self.last)
 
-    def __lt__(self, other: PortRange) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, PortRange):
+            return NotImplemented
         return self._key() < other._key()
 
-    def __le__(self, other: PortRange) -> bool:
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, PortRange):
+            return NotImplemented
         return self._key() <= other._key()
 
-    def __gt__(self, other: PortRange) -> bool:
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, PortRange):
+            return NotImplemented
         return self._key() > other._key()
 
-    def __ge__(self, other: PortRange) -> bool:
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, PortRange):
+            return NotImplemented
         return self._key() >= other._key()
 
 

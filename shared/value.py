@@ -87,3 +87,7 @@ class HashedValue(Value):
         if type(other) is not type(self):
             return NotImplemented
         return hash(self) == hash(other) and self._get(self) == self._get(other)
+
+    def __getstate__(self) -> tuple[None, dict[str, object]]:
+        # The fields only: a hash is only valid in the process that computed it (PYTHONHASHSEED).
+        return None, dict(zip(self._fields, self._get(self), strict=True))

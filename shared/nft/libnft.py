@@ -29,6 +29,10 @@ from shared.netns import in_netns, netns_identity
 from shared.nft.errors import NftError, error_from_stderr
 from shared.nft.transaction import Transaction
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin imports this module)
+if TYPE_CHECKING:
+    from shared.nft.fake import TableView
+
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0
 NFT_CTX_OUTPUT_JSON = 1 << 4  # enum nft_ctx_output_flags: what `nft -j` sets
@@ -129,6 +133,14 @@ class NetnsNft:
         if tx.error is not None:
             raise tx.error
         self._context().command(str(tx))
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
+        """The live table as the tracer and the Fake see it (what `nft -j list table` shows)."""
+        from shared.nft.trace import table_from_nft_json  # the daemon's; the CNI plugin never lists
+
+        context = self._context()
+        context.output_json()
+        return table_from_nft_json(context.command(f"list table {family} {table}"), family, table)
 
     def close(self) -> None:
         self.context.close()

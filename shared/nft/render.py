@@ -189,7 +189,7 @@ def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptio
     return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
 def _render_update(
     ifname: str,
     old_ingress: DirectionRules,
@@ -265,7 +265,7 @@ def render_direction(ifname: str, direction: str, rules: DirectionRules, options
     return _render_direction(ifname, direction, rules, options)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=128)
 def _render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
     name = chain_name(direction, ifname)
     sets = _sets(direction, ifname)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import json
 import os
 import signal
@@ -101,7 +100,7 @@ def retag(node: LabNode, uids: dict[str, str]) -> None:
     for entry in entries:
         name = entry.pod_name
         if entry.pod_namespace == synth.LOCAL_NS and name in uids and entry.pod_uid != uids[name]:
-            store.write(dataclasses.replace(entry, pod_uid=uids[name]))
+            store.write(entry.replace(pod_uid=uids[name]))
 
 
 def _die_with_parent() -> None:

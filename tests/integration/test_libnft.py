@@ -122,3 +122,33 @@ def test_in_netns_here_switches_the_calling_thread_in_and_back(pod: NetNS) -> No
     with pytest.raises(NetnsGone):
         in_netns_here("/run/netns/mnpt-does-not-exist", own_netns)
     assert own_netns() == home
+
+
+def test_the_applier_repairs_a_table_edited_behind_its_deltas(pod: NetNS) -> None:
+    """daemon.apply end to end on the kernel: full form, a delta, an element added by hand, then the periodic
+    check finds it (reading the live table back as JSON) and re-applies the full form."""
+    import ipaddress
+
+    from daemon.apply import Applier, Work, real_nft
+    from shared.nft.render import RenderOptions
+    from shared.rules import Allow, DirectionRules, InterfaceRules, collapse
+
+    def rules(*peers: str) -> InterfaceRules:
+        allow = Allow("ns/p ingress[0]", collapse(ipaddress.ip_network(p) for p in peers), None)
+        return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), ("ns/p",)))
+
+    applier = Applier(real_nft, RenderOptions())
+    try:
+        work = Work(pod.path, rules("192.0.2.1", "192.0.2.3"))
+        assert applier.apply_all([work]) == [None]
+        assert applier.repair(work) is False  # a full form: nothing to check
+        changed = Work(pod.path, rules("192.0.2.1", "192.0.2.5"), work.rules)
+        assert applier.apply_all([changed]) == [None] and applier.deltas == 1
+        pod.run("nft", "add", "element", "inet", "mnp", "ingress_net1_v4_all", "{ 198.51.100.9 }")
+        assert "198.51.100.9" in pod.run("nft", "list", "set", "inet", "mnp", "ingress_net1_v4_all").stdout
+        assert applier.repair(changed) is True
+        listed = pod.run("nft", "list", "set", "inet", "mnp", "ingress_net1_v4_all").stdout
+        assert "198.51.100.9" not in listed and "192.0.2.5" in listed and "192.0.2.3" not in listed
+        assert applier.repair(changed) is False
+    finally:
+        applier.close()

@@ -18,7 +18,7 @@ from daemon.metrics import Metrics
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.compiler import InterfaceRules
 from shared.nft.errors import NftError
-from shared.nft.fake import FakeNft
+from shared.nft.fake import FakeNft, TableView
 from shared.nft.objects import Element
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
@@ -49,6 +49,9 @@ class Harness:
         class Flaky:
             def close(self) -> None:
                 harness.closed.append(netns)
+
+            def list_table(self) -> TableView:
+                return nft.list_table()
 
             def run(self, tx: Transaction) -> None:
                 harness.sent[netns].append(tx)
@@ -383,3 +386,66 @@ def test_namespaces_are_programmed_concurrently_and_reported_in_order() -> None:
     assert h.applier.workers > 1 and h.applier._pool is not None  # the concurrent path ran
     assert h.sync().keys == [entries[3].key]  # retried
     h.applier.close()
+
+
+def test_an_unexpected_error_in_one_namespace_loses_no_other_outcome(h: Harness) -> None:
+    """The transactions of a sync all run before their bookkeeping: one that raises something unexpected must
+    not leave later interfaces' records behind their tables (they would keep allowing what they allowed)."""
+    h.ready()
+    h.sync()
+    nft_db = h.nfts[DB.netns]
+    original = nft_db.run
+
+    def explode(tx: Transaction) -> None:
+        raise RuntimeError("libnftables crashed")
+
+    nft_db.run = explode  # type: ignore[method-assign]
+    put(h.store, pod("x", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.20")], node="node-b"))
+    put(h.store, pod("y", labels={"role": "other"}, nets=[(NET_A, "net1", "10.10.0.21")], node="node-b"))
+    report = h.sync()  # must not raise
+    assert report.keys == [SERVER.key] and report.failed == 1
+    assert h.controller.records[DB.key].state == FAILED and h.controller.records[DB.key].applied is None
+    nft_db.run = original  # type: ignore[method-assign]
+    remove(h.store, pod("x"))
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.20", "10.10.0.1", 80) == "drop"  # SERVER's record followed its table
+    assert h.ingress(DB, "10.10.0.21", "10.10.0.2", 5432) == "accept"  # DB retried with the full form
+
+
+def test_canonical_rules_keep_only_what_interfaces_hold(h: Harness) -> None:
+    h.ready()
+    h.sync()
+    for i in range(20):  # peer churn: every sync compiles new rules for DB
+        put(
+            h.store,
+            pod(f"churn{i}", labels={"role": "other"}, nets=[(NET_A, "net1", f"10.10.2.{i + 1}")], node="node-b"),
+        )
+        h.sync()
+    live = {
+        d
+        for r in h.controller.records.values()
+        for rules in (r.applied, r.desired)
+        if rules
+        for d in (rules.ingress, rules.egress)
+    }
+    assert set(h.controller._canonical_rules) == live and len(live) <= 4
+
+
+def test_an_element_added_by_hand_survives_deltas_until_the_periodic_resync(h: Harness) -> None:
+    """Deltas only delete what mnpd added: an element someone added by hand is found and removed by the check
+    the periodic resync runs on interfaces programmed by deltas — and only on those."""
+    put(h.store, SPARE)
+    h.ready()
+    h.sync()
+    h.nfts[DB.netns].run(Transaction().add(Element("ingress_net1_v4", "10.10.0.99 . tcp . 5432")))  # by hand
+    remove(h.store, pod("other"))
+    h.sync()
+    assert only_elements(h.sent[DB.netns][-1])
+    assert h.ingress(DB, "10.10.0.99", "10.10.0.2", 5432) == "accept"  # the delta could not know
+    report = h.sync(periodic=True)
+    assert report.repaired == 1 and not only_elements(h.sent[DB.netns][-1])
+    assert h.ingress(DB, "10.10.0.99", "10.10.0.2", 5432) == "drop"
+    assert h.ingress(DB, "10.10.0.14", "10.10.0.2", 5432) == "accept"
+    sent = {ns: len(txs) for ns, txs in h.sent.items()}
+    assert h.sync(periodic=True).repaired == 0  # checked once per delta, not on every resync
+    assert {ns: len(txs) for ns, txs in h.sent.items()} == sent

@@ -75,3 +75,14 @@ def test_hashed_value_is_hashed_once_and_keeps_value_semantics() -> None:
     assert repr(a) == "Big(name='x', peers=" + repr(a.peers) + ")"  # the cached hash is no field
     with pytest.raises(AttributeError):
         a.name = "y"
+
+
+def test_a_hashed_value_pickles_its_fields_not_its_hash() -> None:
+    from shared.rules import Allow
+
+    allow = Allow("ns/p ingress[0]", (), None)
+    hash(allow)  # computed and kept
+    state = allow.__getstate__()
+    assert state == (None, {"peers": (), "ports": None, "source": "ns/p ingress[0]"})
+    again = pickle.loads(pickle.dumps(allow))
+    assert again == allow and hash(again) == hash(allow)
