@@ -20,9 +20,11 @@ Tests pass a factory returning `shared.nft.fake.FakeNft` instances instead (one 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
-from collections import defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 # Threads programming namespaces at once. The work is mostly the kernel's and libnftables' (no GIL); more
 # threads than this gained nothing on the 2-core benchmark machine (docs/benchmarks.md).
 WORKERS = 4
+KEEP_CONTEXTS = 16  # nft objects (libnftables contexts) kept open between syncs, least recently used closed first
+CLOSERS = 4  # threads closing contexts: each close waits for the kernel, without CPU
 
 
 class Nft(Protocol):
@@ -80,6 +84,12 @@ def _guard(netns: str) -> None:
         raise NftError(f"refusing to program {netns}: it is the daemon's own network namespace")
 
 
+def _malloc_trim() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def real_nft(netns: str) -> Nft:
     """libnftables in-process when it loads here, else the nft command under nsenter."""
     if not libnft.available():
@@ -107,20 +117,31 @@ class Applier:
     The pods of one Deployment usually get equal rules on equally named interfaces, and rendering a direction
     with a thousand peers costs tens of milliseconds, so the last RENDER_CACHE full renderings are kept (the text
     depends only on the interface name and the two directions' rules, never on the pod; render_update memoises
-    per direction). The nft of each netns is made once and kept until `release`."""
+    per direction).
+
+    The nft of a netns is kept for the next change, up to `keep` of them (least recently used closed first, on
+    closer threads: closing a netlink socket that committed waits ≈ 10 ms for the kernel). A libnftables context
+    holds ≈ 0.5 MB from its first transaction on (measured: mallinfo2's in-use bytes), so keeping one per pod
+    would cost a 110-pod node 55 MB; reopening one costs ≈ 1 ms (docs/benchmarks.md, Scale)."""
 
     RENDER_CACHE = 128
 
-    def __init__(self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS) -> None:
+    def __init__(
+        self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS, keep: int = KEEP_CONTEXTS
+    ) -> None:
         self.nft_for = nft_for
         self.options = options
         self.workers = workers
+        self.keep = keep
         self.transactions = 0
         self.deltas = 0
         self._lock = threading.Lock()  # the counters and the caches, shared by the workers
         self._pool: ThreadPoolExecutor | None = None
         self._rendered: dict[tuple[object, ...], Transaction] = {}
-        self._nft: dict[str, Nft] = {}
+        self._nft: OrderedDict[str, Nft] = OrderedDict()  # least recently used first
+        self._in_use: Counter[str] = Counter()  # netns being programmed by a worker: never closed meanwhile
+        self._closer: ThreadPoolExecutor | None = None
+        self._closing = 0  # contexts handed to the closer threads, not closed yet
         self._unverified: set[tuple[str, str]] = set()  # (netns, ifname) programmed by a delta since a full form
 
     def apply(
@@ -176,11 +197,21 @@ class Applier:
             by_netns[item.netns].append(i)
 
         def program(indexes: list[int]) -> None:
-            for i in indexes:
-                try:
-                    self.apply(*work[i])
-                except Exception as exc:  # handed back to the controller, which classifies it
-                    outcomes[i] = exc
+            netns = work[indexes[0]].netns
+            with self._lock:
+                self._in_use[netns] += 1
+            try:
+                for i in indexes:
+                    try:
+                        self.apply(*work[i])
+                    except Exception as exc:  # handed back to the controller, which classifies it
+                        outcomes[i] = exc
+            finally:
+                with self._lock:
+                    self._in_use[netns] -= 1
+                    if not self._in_use[netns]:
+                        del self._in_use[netns]
+                self._close_least_used()
 
         groups = list(by_netns.values())
         if self.workers <= 1 or len(groups) <= 1:
@@ -194,12 +225,52 @@ class Applier:
         return outcomes
 
     def _nft_of(self, netns: str) -> Nft:
-        nft = self._nft.get(netns)
-        if nft is None:  # one worker per netns: no other thread creates this one
-            nft = self.nft_for(netns)
-            with self._lock:
-                self._nft[netns] = nft
+        with self._lock:
+            nft = self._nft.get(netns)
+            if nft is not None:
+                self._nft.move_to_end(netns)
+                return nft
+        nft = self.nft_for(netns)  # one worker per netns: no other thread creates this one
+        with self._lock:
+            self._nft[netns] = nft
         return nft
+
+    def _close_least_used(self) -> None:
+        """Close the least recently used nfts beyond `keep` (not those a worker is using)."""
+        with self._lock:
+            excess = len(self._nft) - self.keep
+            victims = []
+            for netns in list(self._nft):
+                if excess <= 0:
+                    break
+                if netns not in self._in_use:
+                    victims.append(self._nft.pop(netns))
+                    excess -= 1
+        for nft in victims:
+            self._close_later(nft)
+
+    def _close_later(self, nft: Nft | None) -> None:
+        close = getattr(nft, "close", None)
+        if close is None:
+            return
+        with self._lock:
+            if self._closer is None:
+                self._closer = ThreadPoolExecutor(CLOSERS, thread_name_prefix="mnpd-close")
+            closer = self._closer
+            self._closing += 1
+        closer.submit(self._close, close)
+
+    def _close(self, close: Callable[[], None]) -> None:
+        try:
+            close()
+        finally:
+            with self._lock:
+                self._closing -= 1
+                last = not self._closing
+            if last:
+                # What libnftables freed stays in glibc's heaps (one per thread that allocated) until trimmed:
+                # without this, a sync that cycles through every pod's context leaves its peak as RSS.
+                _malloc_trim()
 
     def _count(self, delta: bool) -> None:
         with self._lock:
@@ -232,8 +303,10 @@ class Applier:
         if live == expected:
             with self._lock:
                 self._unverified.discard(key)
+            self._close_least_used()
             return False
         self.apply(work.netns, work.rules, None, work.identity)
+        self._close_least_used()
         return True
 
     def release_missing(self) -> None:
@@ -256,9 +329,7 @@ class Applier:
         with self._lock:
             nft = self._nft.pop(netns, None)
             self._unverified = {key for key in self._unverified if key[0] != netns}
-        close = getattr(nft, "close", None)
-        if close is not None:
-            close()
+        self._close_later(nft)
 
     def close(self) -> None:
         """Stop the workers and close every namespace's nft (the rules stay: they are the kernel's)."""
@@ -267,6 +338,14 @@ class Applier:
             self._pool = None
         for netns in list(self._nft):
             self.release(netns)
+        self.wait_closed()
+
+    def wait_closed(self) -> None:
+        """Wait until every nft handed to the closer threads is closed."""
+        with self._lock:
+            closer, self._closer = self._closer, None
+        if closer is not None:
+            closer.shutdown(wait=True)
 
     def render(self, rules: InterfaceRules) -> Transaction:
         key = (rules.ifname, rules.ingress, rules.egress)

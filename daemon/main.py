@@ -20,6 +20,20 @@ from shared.errors import ConfigError
 
 log = logging.getLogger("mnpd")
 
+M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """At most `arenas` glibc malloc arenas. glibc gives each thread that allocates its own arena (up to 8 per
+    core); mnpd's apply and closer threads allocate in libnftables, and what one arena frees no other reuses —
+    measured as RSS that only grows (docs/benchmarks.md, Scale). Python's own objects are not affected (pymalloc).
+    Must run before any thread starts; a no-op where the C library is not glibc."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
@@ -27,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mnpd: {exc}", file=sys.stderr)
         return 2
+    limit_malloc_arenas()
     logs.setup(config.log_format, config.log_level)
     for name, value in config.settings():
         log.info("setting %s = %s", name, value)

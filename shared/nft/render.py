@@ -265,7 +265,7 @@ def render_direction(ifname: str, direction: str, rules: DirectionRules, options
     return _render_direction(ifname, direction, rules, options)
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=64)  # ≈ 80 KB each with 300 peers: a node's groups, old and new, not more
 def _render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
     name = chain_name(direction, ifname)
     sets = _sets(direction, ifname)

@@ -42,9 +42,11 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
     assert netns_identity(str(path)) != identity
     with pytest.raises(NetnsGone, match="another network namespace"):
         applier.apply(str(path), rules, None, identity)
-    assert made[0].closed and len(made) == 1  # its context was let go, nothing new was opened or run
     (outcome,) = applier.apply_all([Work(str(path), rules, None, identity)])
     assert isinstance(outcome, NetnsGone)
+    applier.close()  # waits for the closer threads
+    assert made[0].closed and len(made) == 1  # its context was let go, nothing new was opened or run
+    assert made[0].transactions == 1
 
 
 def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
@@ -64,6 +66,28 @@ def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
     (tmp_path / "other").touch()
     os.replace(tmp_path / "other", paths[1])  # the same path, another file
     applier.release_missing()
+    applier.wait_closed()
     assert [made[str(p)].closed for p in paths] == [True, True, False]
     applier.close()
     assert made[str(paths[2])].closed
+
+
+def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
+    paths = [tmp_path / f"ns{i}" for i in range(10)]
+    for p in paths:
+        p.touch()
+    made: dict[str, Closable] = {}
+
+    def factory(p: str) -> Closable:
+        made[p] = Closable(p)
+        return made[p]
+
+    applier = Applier(factory, RenderOptions(), workers=1, keep=3)
+    for p in paths:
+        assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1"))]) == [None]
+    applier.wait_closed()
+    assert [made[str(p)].closed for p in paths] == [True] * 7 + [False] * 3
+    before = len(made)
+    applier.apply_all([Work(str(paths[0]), InterfaceRules.pending("net2"))])  # reopened on demand
+    assert len(made) == before and made[str(paths[0])].transactions == 1  # a new object replaced the closed one
+    applier.close()
