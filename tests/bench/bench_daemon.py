@@ -4,14 +4,15 @@ Setup (shared by both parts): the fake API server in its own process (tests/benc
 synthetic cluster of tests/bench/cluster.py (5,000 pods, 500 policies by default), and a lab node with 110 pod
 netns attached by the real CNI chain (macvlan → the `mnp` plugin, which installs the pending table and writes the
 state entry). mnpd runs in this process (daemon.app.Daemon, the API source through a kubeconfig, the real
-`nsenter nft` and `nsenter conntrack` backends, default timings: min sync interval 200 ms), instrumented from the
-outside: every sync, transaction and conntrack call is timestamped with time.monotonic() (the fake API answers
-with the same clock).
+backends — libnftables in-process (daemon.apply.real_nft) and `nsenter conntrack` — default timings: min sync
+interval 200 ms), instrumented from the outside: every sync, transaction and conntrack call is timestamped with
+time.monotonic() (the fake API answers with the same clock).
 
 Part 2 — `mnpb-local/base` selects all 110 local pods; each repeat edits its ingress ports, alternately
 8080 → 8080+8081 (widening) and back (narrowing: the daemon then also checks conntrack). Latency = from just
 before the write is sent to the API until the last of the 110 transactions has been applied. Baseline, same run:
-the same 110 rendered transactions applied back to back by `RealNft` with no daemon (the actuator's floor).
+the same 110 rendered full transactions applied back to back by `RealNft` (`nsenter nft -f`, the actuator
+before issue 7's work) with no daemon.
 Then: one remote pod's label change (expected: exactly the 22 local pods whose app policies it enters or
 leaves), a change nobody sees (0), a full resync (0 transactions), a relist after a compacted watch (0).
 
