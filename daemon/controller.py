@@ -75,6 +75,9 @@ class InterfaceRecord:
     # The namespace the entry's path named when this daemon first saw it: a path that later names another one
     # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
     identity: tuple[int, int] | None = None
+    # The state entry appeared while this process was running and synced: the interface still has the plugin's
+    # pending table (closed both ways), so its first programming withdraws nothing and needs no conntrack pass.
+    fresh: bool = False
 
     def policies(self) -> set[str]:
         if self.desired is None:
@@ -269,7 +272,7 @@ class Controller:
         for key, entry in snap.entries.items():
             record = self.records.get(key)
             if record is None:
-                self.records[key] = InterfaceRecord(entry, identity=_identity(entry.netns))
+                self.records[key] = InterfaceRecord(entry, identity=_identity(entry.netns), fresh=self.synced_once)
             elif record.entry != entry:
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
@@ -462,7 +465,13 @@ class Controller:
             log.info("programmed", extra=extra)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("transaction:\n%s", self.applier.render(rules), extra=extra)
-            record.conntrack_due = record.conntrack_due or withdraws(previous, rules)
+            was = previous
+            if was is None and record.fresh:
+                # Through the pending table only established/related packets and neighbour discovery passed,
+                # and nothing can have been established through it: no flow to withdraw.
+                was = InterfaceRules.pending(rules.ifname, rules.pod, rules.network)
+            record.fresh = False
+            record.conntrack_due = record.conntrack_due or withdraws(was, rules)
         if record.conntrack_due and self.conntrack is not None:
             return True
         self._programmed(record, ref)

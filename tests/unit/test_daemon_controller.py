@@ -450,3 +450,31 @@ def test_an_element_added_by_hand_survives_deltas_until_the_periodic_resync(h: H
     sent = {ns: len(txs) for ns, txs in h.sent.items()}
     assert h.sync(periodic=True).repaired == 0  # checked once per delta, not on every resync
     assert {ns: len(txs) for ns, txs in h.sent.items()} == sent
+
+
+class CountingConntrack:
+    def __init__(self) -> None:
+        self.cleaned: list[str] = []
+
+    def clean(self, netns: str, rules: InterfaceRules, addresses: object) -> int:
+        self.cleaned.append(netns)
+        return 0
+
+
+def test_a_pod_added_while_running_needs_no_conntrack_pass_for_its_first_rules(h: Harness) -> None:
+    """Interfaces found at start may carry a previous daemon's wider rules: their first programming lists
+    conntrack. One whose state entry appears later still has the plugin's closed table: nothing to withdraw."""
+    conntrack = CountingConntrack()
+    h.controller.conntrack = conntrack  # type: ignore[assignment]
+    h.ready()
+    h.sync()
+    assert sorted(conntrack.cleaned) == sorted([SERVER.netns, DB.netns])
+    conntrack.cleaned.clear()
+    late = entry("c-late", "late", ip="10.10.0.3")
+    put(h.store, pod("late", labels={"app": "db"}, nets=[(NET_A, "net1", "10.10.0.3")]))
+    h.attach(late)
+    assert h.sync().keys == [late.key]
+    assert conntrack.cleaned == []
+    remove(h.store, pod("other"))  # a real withdrawal for db and late
+    h.sync()
+    assert sorted(conntrack.cleaned) == sorted([DB.netns, late.netns])
