@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pair in nft:nftables ip:iproute2 conntrack:conntrack nsenter:util-linux tcpdump:tcpdump; do
+for pair in nft:nftables ip:iproute2 conntrack:conntrack nsenter:util-linux tcpdump:tcpdump cc:gcc; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/macvlan ] || need+=(containernetworking-plugins)

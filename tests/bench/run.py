@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -82,7 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     if args.profile_dir is None:
-        args.profile_dir = tempfile.mkdtemp(prefix=f"{PREFIX}profiles-")
+        # Profiles are extra runs for the docs' analysis; pyinstrument and py-spy are not part of README's setup.
+        have = importlib.util.find_spec("pyinstrument") is not None
+        args.profile_dir = tempfile.mkdtemp(prefix=f"{PREFIX}profiles-") if have else ""
     return args
 
 
@@ -331,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     log(f"machine: {machine_line(doc['machine'])}")
-    log(f"profiles: {args.profile_dir}")
+    log(
+        f"profiles: {args.profile_dir}"
+        if args.profile_dir
+        else "profiles: none (.venv/bin/pip install pyinstrument py-spy, or --profile-dir DIR, to get them)"
+    )
     doc["parts"] = run_parts(args)
     doc["seconds"] = round(time.monotonic() - started, 1)
     doc["profile_dir"] = args.profile_dir
