@@ -8,44 +8,4 @@ deliberately differs.
 from __future__ import annotations
 
 from daemon.lab.cniruntime import *  # noqa: F403
-from daemon.lab.cniruntime import (
-    CACHE_KIND,
-    NEWEST_VERSION,
-    Attachment,
-    CachedAttachment,
-    CniError,
-    CniFailure,
-    CniResult,
-    CniRuntime,
-    Conflist,
-    Interface,
-    IPConfig,
-    NetworkList,
-    PluginCall,
-    PodRef,
-    VersionInfo,
-    build_plugin_config,
-    load_conflist,
-    version_ge,
-)
-
-__all__ = [
-    "CACHE_KIND",
-    "NEWEST_VERSION",
-    "Attachment",
-    "CachedAttachment",
-    "CniError",
-    "CniFailure",
-    "CniResult",
-    "CniRuntime",
-    "Conflist",
-    "IPConfig",
-    "Interface",
-    "NetworkList",
-    "PluginCall",
-    "PodRef",
-    "VersionInfo",
-    "build_plugin_config",
-    "load_conflist",
-    "version_ge",
-]
+from daemon.lab.cniruntime import __all__ as __all__

@@ -12,29 +12,7 @@ from collections.abc import Iterable
 
 from daemon.lab import netns as _lab
 from daemon.lab.netns import *  # noqa: F403
-from daemon.lab.netns import (
-    NETNS_DIR,
-    Attempt,
-    Connection,
-    Hammer,
-    MasterKind,
-    NetnsError,
-    Probe,
-    ProbeResult,
-    Proto,
-    Server,
-    cleanup_all,
-    have_netns_support,
-    leftover_processes,
-    probe_matrix,
-    release_servers,
-    run_probes,
-    stop_servers,
-    tcp_probe,
-    tcp_server,
-    udp_echo_server,
-    udp_probe,
-)
+from daemon.lab.netns import MasterKind
 
 PREFIX = "mnpt-"
 
@@ -88,35 +66,4 @@ def sweep_stale_netns(prefix: str = PREFIX) -> list[str]:
     return _lab.sweep_stale_netns(prefix)
 
 
-__all__ = [
-    "NETNS_DIR",
-    "PREFIX",
-    "Attempt",
-    "Connection",
-    "Hammer",
-    "MasterKind",
-    "NetNS",
-    "NetnsError",
-    "Probe",
-    "ProbeResult",
-    "Proto",
-    "Server",
-    "TestNode",
-    "check_leftovers",
-    "cleanup_all",
-    "have_netns_support",
-    "leftover_netns",
-    "leftover_processes",
-    "list_netns",
-    "owner_pid",
-    "probe_matrix",
-    "release_servers",
-    "run_probes",
-    "stop_servers",
-    "sweep_stale_netns",
-    "tcp_probe",
-    "tcp_server",
-    "udp_echo_server",
-    "udp_probe",
-    "unique_name",
-]
+__all__ = [*_lab.__all__, "PREFIX", "TestNode"]  # the lab's names (those above with the tests' prefix) and ours
