@@ -25,69 +25,75 @@ class Closable(FakeNft):
         self.closed = True
 
 
+class Namespaces:
+    """Files standing in for namespace files (a namespace's identity is its (st_dev, st_ino)), and the factory
+    an Applier opens them with, remembering the latest object made per path."""
+
+    def __init__(self, tmp_path: Path, count: int) -> None:
+        self.tmp_path = tmp_path
+        self.paths = [tmp_path / f"ns{i}" for i in range(count)]
+        for path in self.paths:
+            path.touch()
+        self.made: dict[str, Closable] = {}
+        self.opened = 0
+
+    def __call__(self, path: str) -> Closable:
+        self.opened += 1
+        self.made[path] = Closable(path)
+        return self.made[path]
+
+    def nft(self, i: int) -> Closable:
+        return self.made[str(self.paths[i])]
+
+    def replace(self, i: int) -> None:
+        """The same path, another file (another namespace)."""
+        other = self.tmp_path / "other"
+        other.touch()
+        os.replace(other, self.paths[i])
+
+
 def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> None:
     """A netns path can come to name another pod's namespace (a reused /proc/PID): this interface's rules must
-    not land there. Files stand in for namespace files: identity is (st_dev, st_ino)."""
-    path = tmp_path / "netns"
-    path.touch()
-    identity = netns_identity(str(path))
-    made: list[Closable] = []
-    applier = Applier(lambda p: made.append(Closable(p)) or made[-1], RenderOptions())
+    not land there."""
+    ns = Namespaces(tmp_path, 1)
+    path = str(ns.paths[0])
+    identity = netns_identity(path)
+    applier = Applier(ns, RenderOptions())
     rules = InterfaceRules.pending("net1")
-    applier.apply(str(path), rules, None, identity)
-    assert made[0].transactions == 1
-    replacement = tmp_path / "other"
-    replacement.touch()
-    os.replace(replacement, path)  # the same path, another file
-    assert netns_identity(str(path)) != identity
+    applier.apply(path, rules, None, identity)
+    assert ns.nft(0).transactions == 1
+    ns.replace(0)
+    assert netns_identity(path) != identity
     with pytest.raises(NetnsGone, match="another network namespace"):
-        applier.apply(str(path), rules, None, identity)
-    (outcome,) = applier.apply_all([Work(str(path), rules, None, identity)])
+        applier.apply(path, rules, None, identity)
+    (outcome,) = applier.apply_all([Work(path, rules, None, identity)])
     assert isinstance(outcome, NetnsGone)
     applier.close()  # waits for the closer threads
-    assert made[0].closed and len(made) == 1  # its context was let go, nothing new was opened or run
-    assert made[0].transactions == 1
+    assert ns.nft(0).closed and ns.opened == 1  # its context was let go, nothing new was opened or run
+    assert ns.nft(0).transactions == 1
 
 
 def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
-    paths = [tmp_path / f"ns{i}" for i in range(3)]
-    for p in paths:
-        p.touch()
-    made: dict[str, Closable] = {}
-
-    def factory(p: str) -> Closable:
-        made[p] = Closable(p)
-        return made[p]
-
-    applier = Applier(factory, RenderOptions())
-    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1")) for p in paths])
+    ns = Namespaces(tmp_path, 3)
+    applier = Applier(ns, RenderOptions())
+    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1")) for p in ns.paths])
     assert outcomes == [None, None, None]
-    os.unlink(paths[0])  # gone without a DEL
-    (tmp_path / "other").touch()
-    os.replace(tmp_path / "other", paths[1])  # the same path, another file
+    os.unlink(ns.paths[0])  # gone without a DEL
+    ns.replace(1)
     applier.release_missing()
     applier.wait_closed()
-    assert [made[str(p)].closed for p in paths] == [True, True, False]
+    assert [ns.nft(i).closed for i in range(3)] == [True, True, False]
     applier.close()
-    assert made[str(paths[2])].closed
+    assert ns.nft(2).closed
 
 
 def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
-    paths = [tmp_path / f"ns{i}" for i in range(10)]
-    for p in paths:
-        p.touch()
-    made: dict[str, Closable] = {}
-
-    def factory(p: str) -> Closable:
-        made[p] = Closable(p)
-        return made[p]
-
-    applier = Applier(factory, RenderOptions(), workers=1, keep=3)
-    for p in paths:
+    ns = Namespaces(tmp_path, 10)
+    applier = Applier(ns, RenderOptions(), workers=1, keep=3)
+    for p in ns.paths:
         assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1"))]) == [None]
     applier.wait_closed()
-    assert [made[str(p)].closed for p in paths] == [True] * 7 + [False] * 3
-    before = len(made)
-    applier.apply_all([Work(str(paths[0]), InterfaceRules.pending("net2"))])  # reopened on demand
-    assert len(made) == before and made[str(paths[0])].transactions == 1  # a new object replaced the closed one
+    assert [ns.nft(i).closed for i in range(10)] == [True] * 7 + [False] * 3
+    applier.apply_all([Work(str(ns.paths[0]), InterfaceRules.pending("net2"))])  # reopened on demand
+    assert ns.opened == 11 and ns.nft(0).transactions == 1  # a new object replaced the closed one
     applier.close()
