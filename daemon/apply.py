@@ -158,9 +158,7 @@ class Applier:
         Raises NftError, TransactionError or NetnsGone; then nothing changed."""
         if not netns:
             raise NetnsGone("the state entry has no netns path")
-        if identity is not None and netns_identity(netns) != identity:
-            self.release(netns)
-            raise NetnsGone(f"{netns} names another network namespace than the one this interface was added in")
+        self._check_identity(netns, identity)
         nft = self._nft_of(netns)
         try:
             delta = render_update(previous, rules, self.options) if previous is not None else None
@@ -184,6 +182,12 @@ class Applier:
         except NetnsGone:
             self.release(netns)
             raise
+
+    def _check_identity(self, netns: str, identity: tuple[int, int] | None) -> None:
+        """NetnsGone (and the path's nft let go) when `netns` no longer names the namespace `identity`."""
+        if identity is not None and netns_identity(netns) != identity:
+            self.release(netns)
+            raise NetnsGone(f"{netns} names another network namespace than the one this interface was added in")
 
     def apply_all(self, work: Sequence[Work]) -> list[BaseException | None]:
         """`apply` for each item; for each, None or the exception it raised (never raised here).
@@ -293,8 +297,7 @@ class Applier:
         list_table = getattr(nft, "list_table", None)
         if list_table is None:
             return False
-        if work.identity is not None and netns_identity(work.netns) != work.identity:
-            raise NetnsGone(f"{work.netns} names another network namespace than the one this interface was added in")
+        self._check_identity(work.netns, work.identity)
         expected = _interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
         try:
             live = _interface_view(list_table(), work.rules.ifname)

@@ -66,7 +66,9 @@ class InterfaceRecord:
     state: str = PENDING
     reason: str = "not computed yet"
     desired: InterfaceRules | None = None  # last computed
-    applied: InterfaceRules | None = None  # last programmed by this process (None: unknown)
+    # What the table holds as far as this process knows: what it last programmed, or the plugin's pending table
+    # for an entry that appeared while it ran (None: unknown — full form and a conntrack pass next).
+    applied: InterfaceRules | None = None
     last_programmed: float | None = None  # wall clock
     last_error: str = ""
     failures: int = 0
@@ -75,9 +77,6 @@ class InterfaceRecord:
     # The namespace the entry's path named when this daemon first saw it: a path that later names another one
     # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
     identity: tuple[int, int] | None = None
-    # The state entry appeared while this process was running and synced: the interface still has the plugin's
-    # pending table (closed both ways), so its first programming withdraws nothing and needs no conntrack pass.
-    fresh: bool = False
 
     def policies(self) -> set[str]:
         if self.desired is None:
@@ -272,7 +271,11 @@ class Controller:
         for key, entry in snap.entries.items():
             record = self.records.get(key)
             if record is None:
-                self.records[key] = InterfaceRecord(entry, identity=_identity(entry.netns), fresh=self.synced_once)
+                # An entry that appears while this process runs and has synced was just written by the plugin's
+                # ADD: its table is the pending one (closed both ways), so the first programming withdraws
+                # nothing and needs no conntrack pass. Entries found at start may hold a previous daemon's rules.
+                known = InterfaceRules.pending(entry.ifname) if self.synced_once else None
+                self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
             elif record.entry != entry:
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
@@ -465,13 +468,7 @@ class Controller:
             log.info("programmed", extra=extra)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("transaction:\n%s", self.applier.render(rules), extra=extra)
-            was = previous
-            if was is None and record.fresh:
-                # Through the pending table only established/related packets and neighbour discovery passed,
-                # and nothing can have been established through it: no flow to withdraw.
-                was = InterfaceRules.pending(rules.ifname, rules.pod, rules.network)
-            record.fresh = False
-            record.conntrack_due = record.conntrack_due or withdraws(was, rules)
+            record.conntrack_due = record.conntrack_due or withdraws(previous, rules)
         if record.conntrack_due and self.conntrack is not None:
             return True
         self._programmed(record, ref)
