@@ -38,6 +38,7 @@ from cni.errors import (
     INVALID_ENV,
     CNIError,
 )
+from shared.state import DEFAULT_STATE_DIR
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -49,7 +50,6 @@ __all__ = ["LATEST_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: they belong t
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 
-DEFAULT_STATE_DIR = "/run/mnp/state"
 DEFAULT_NFT = "nft"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ON_ERROR = ("fail", "ignore")

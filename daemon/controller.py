@@ -39,6 +39,7 @@ from daemon.dependencies import namespace_labels, policies_seeing_namespace, pol
 from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_ref
 from daemon.logs import fields
 from daemon.metrics import Metrics
+from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.status import StatusWriter
 from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
 from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
@@ -51,37 +52,8 @@ from shared.state import StateEntry
 
 log = logging.getLogger(__name__)
 
-IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
-
-PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
-
-
-@dataclass
-class InterfaceRecord:
-    """The controller's bookkeeping for one local interface (one state entry)."""
-
-    entry: StateEntry
-    state: str = PENDING
-    reason: str = "not computed yet"
-    desired: InterfaceRules | None = None  # last computed
-    # What the table holds as far as this process knows: what it last programmed, or the plugin's pending table
-    # for an entry that appeared while it ran (None: unknown — full form and a conntrack pass next).
-    applied: InterfaceRules | None = None
-    last_programmed: float | None = None  # wall clock
-    last_error: str = ""
-    failures: int = 0
-    conntrack_due: bool = False  # a withdrawal whose conntrack cleanup has not succeeded yet
-    pod_uid: str = ""
-    # The namespace the entry's path named when this daemon first saw it: a path that later names another one
-    # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
-    identity: tuple[int, int] | None = None
-
-    def policies(self) -> set[str]:
-        if self.desired is None:
-            return set()
-        return set(self.desired.ingress.policies) | set(self.desired.egress.policies)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's `stateDir`, mnpd's and mnpctl's `--state-dir` unless set
 SCHEMA = 1
 SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"

@@ -40,8 +40,8 @@ from typing import Any, TextIO
 
 from daemon.cli import Subparsers
 from daemon.cli.droplog import LIMIT, DropLog, Event, LogProblem, Spawn, spawn_process
+from daemon.cli.exitcodes import EXIT_OK
 from daemon.cli.node import (
-    EXIT_OK,
     InspectError,
     Inspector,
     LiveTable,

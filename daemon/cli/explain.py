@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
 from daemon.cli.node import (
-    EXIT_FAILED,
-    EXIT_OK,
     InspectError,
     Inspector,
     add_node_options,

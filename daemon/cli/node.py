@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.config import DEFAULT_LISTEN, parse_duration
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
+from daemon.config import DEFAULT_LISTEN, STATUS_NAME, default_status_file, parse_duration
 from shared.errors import NetnsGone, StateError
 from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, netns_command
@@ -39,15 +39,12 @@ from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
 from shared.nft.render import FAMILY, TABLE, chain_name, set_names
 from shared.nft.trace import table_from_nft_json
-from shared.state import Problem, StateEntry, StateStore
+from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 
-DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's default (cni/config.py), also mnpd's (daemon/config.py)
-STATUS_NAME = "mnpd-status.json"  # mnpd's default status file, beside the state dir (daemon/config.py)
 HTTP_TIMEOUT = 1.0
 STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
 WORKERS = 8  # nsenter + nft processes at once when reading many pods
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
 PENDING_COMMENT = "pending"  # the plugin's table: `default deny (pending: not yet programmed)`
 
@@ -464,7 +461,7 @@ class Inspector:
 
     @property
     def status_path(self) -> str:
-        return self.status_file or str(Path(self.state_dir or DEFAULT_STATE_DIR).parent / STATUS_NAME)
+        return self.status_file or default_status_file(self.state_dir)
 
     # -- the state dir
 
@@ -585,7 +582,7 @@ def run_node_command(args: argparse.Namespace, body: Callable[[Inspector], int],
         return body(Inspector.from_args(args))
     except InspectError as exc:
         print(f"mnpctl {args.command}: {exc}", file=err)
-        return EXIT_USAGE if exc.usage else EXIT_FAILED
+        return EXIT_INVALID if exc.usage else EXIT_FAILED
 
 
 def _why(exc: BaseException) -> str:

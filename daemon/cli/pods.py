@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
+from daemon.cli.exitcodes import EXIT_OK
 from daemon.cli.node import (
-    EXIT_OK,
     Direction,
     Inspector,
     add_node_options,

@@ -15,8 +15,8 @@ import sys
 from typing import TextIO
 
 from daemon.cli import Subparsers
+from daemon.cli.exitcodes import EXIT_OK
 from daemon.cli.node import (
-    EXIT_OK,
     InspectError,
     Inspector,
     LiveTable,

@@ -17,9 +17,8 @@ from collections import Counter
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
 from daemon.cli.node import (
-    EXIT_FAILED,
-    EXIT_OK,
     DaemonHealth,
     InspectError,
     Inspector,

@@ -28,9 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daemon.cli import Subparsers
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LAB = 0, 1, 2, 3  # see the module docstring
-
+from daemon.cli.exitcodes import EXIT_INVALID, EXIT_LAB, EXIT_OK
 
 # ------------------------------------------------------------------------------------------------ command
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from daemon.cli.matrix import load_probes
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.cli.output import use_colour
 from daemon.lab import enforcer as enforcers
 from daemon.lab import node as nodes
-from daemon.lab.cli import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.lab.cniruntime import CniFailure
 from daemon.lab.netns import PREFIX, NetnsError, Proto
 from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, WORK_ROOT, Lab, LabError
@@ -38,6 +37,7 @@ from daemon.lab.observe import (
     write_json,
 )
 from daemon.lab.plan import LabPaths, plan
+from shared.predict import load_probes
 from shared.probes import ResolvedProbe
 
 TOOLS = ("ip", "nft", "nsenter")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.matrix import Record
 from daemon.ctl import build_parser
 from daemon.lab import cli as lab_cli
 from daemon.lab import session
@@ -29,6 +28,7 @@ from shared.compiler import InterfaceRules
 from shared.model import NETWORK_STATUS
 from shared.nft.fake import FakeNft
 from shared.nft.render import render_interface
+from shared.predict import Record
 from shared.probes import Probe
 from tests.e2e.conftest import REPO
 

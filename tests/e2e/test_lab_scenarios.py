@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.matrix import evaluate_probes, load_probes
-from daemon.lab.cli import EXIT_INVALID, EXIT_OK
+from daemon.cli.exitcodes import EXIT_INVALID, EXIT_OK
 from daemon.lab.plan import LabPaths, plan
 from daemon.lab.session import LabRun, run_lab
 from shared.manifests import load_dir
+from shared.predict import evaluate_probes, load_probes
 from tests.e2e.conftest import REPO, assert_gone, lab_unavailable
 from tests.support.netns import PREFIX
 

@@ -12,9 +12,10 @@ import pytest
 
 from daemon.apply import Applier
 from daemon.clock import FakeClock
-from daemon.controller import FAILED, PENDING, PROGRAMMED, TERMINATED, Controller, SyncReport
+from daemon.controller import Controller, SyncReport
 from daemon.events import LogEvents
 from daemon.metrics import Metrics
+from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.compiler import InterfaceRules
 from shared.nft.errors import NftError

@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from daemon.controller import PROGRAMMED
+from daemon.records import PROGRAMMED
 from daemon.store import POD
 from shared.compiler import ClusterIndex, InterfaceRules, compile_pod
 from shared.model import Cluster
