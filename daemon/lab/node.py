@@ -1,19 +1,19 @@
 """The lab's throwaway node, built for real: namespaces, links, CNI chains, outside hosts, listeners, teardown.
 
-Everything the lab creates lives in network namespaces named `mnplab-<pid>-<hex>-…` (daemon/lab/netns.py) and in
+Everything the lab creates lives in network namespaces named `mnplab-<pid>-<hex>-…` (daemon/testbed/netns.py) and in
 one work dir under /run/mnplab/; no link, route, rule or file of the host is touched:
 
 * the **node** netns holds the NADs' `master` links (plan.Master) — the CNI plugins run inside it, so a macvlan
   is created there and moved into the pod netns;
 * each **pod** gets a netns and, attachment by attachment in request order, the NAD's real CNI chain run the way
-  Multus runs a delegate (daemon/lab/cniruntime.py: libcni's semantics): CNI_IFNAME is the requested interface
+  Multus runs a delegate (daemon/testbed/cniruntime.py: libcni's semantics): CNI_IFNAME is the requested interface
   (else `netN`), CNI_ARGS carry K8S_POD_* plus the `IP`/`MAC` Multus still adds, runtimeConfig carries the
   requested `ips`/`mac` to plugins declaring those capabilities. The Pod object is written into the runtime
   manifests dir before the calls (scheduled, Pending) and again after them, Running with Multus'
   `k8s.v1.cni.cncf.io/network-status` — the daemon watches that dir as it would watch the API;
 * a **host outside the cluster** (a probe address no pod has) gets a plain netns attached to its network by the
   network's own interface plugin with static IPAM (never the mnp plugin: it is not a pod);
-* **listeners** (TCP accept, UDP echo — daemon/lab/netns.py's Server) start after the CNI calls, like a container.
+* **listeners** (TCP accept, UDP echo — daemon/testbed/netns.py's Server) start after the CNI calls, like a container.
 
 IPv6 duplicate address detection is switched off inside the lab's pod and host namespaces (only there), so
 addresses are usable when ADD returns instead of ~1 s later; it has no bearing on policy.
@@ -44,8 +44,6 @@ from typing import Any
 
 import yaml
 
-from daemon.lab import cniruntime, netns
-from daemon.lab.netns import PREFIX, NetNS, Node, Proto, Server
 from daemon.lab.plan import (
     MNP_PLUGIN,
     AttachmentRequest,
@@ -57,6 +55,8 @@ from daemon.lab.plan import (
     network_subnets,
     runtime_pod_manifest,
 )
+from daemon.testbed import cniruntime, netns
+from daemon.testbed.netns import PREFIX, NetNS, Node, Proto, Server
 from shared.manifests import load_dir
 from shared.model import Cluster, IPAddress
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from daemon.cli.output import BOLD, DIM, GREEN, RED, YELLOW, table
-from daemon.lab.netns import Probe as PacketProbe
-from daemon.lab.netns import ProbeResult, Proto, probe_matrix
+from daemon.testbed.netns import Probe as PacketProbe
+from daemon.testbed.netns import ProbeResult, Proto, probe_matrix
 from shared.model import Cluster
 from shared.predict import Record, evaluate_probe
 from shared.probes import Probe, ResolvedProbe, resolve

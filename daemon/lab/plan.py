@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.netns import MasterKind
+from daemon.testbed.netns import MasterKind
 from shared.manifests import Manifests, load_dir, manifest_files, read_documents
 from shared.model import NETWORK_STATUS, IPNetwork, NetworkAttachmentDefinition, Pod
 

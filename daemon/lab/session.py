@@ -1,8 +1,8 @@
 """One lab session, start to end: plan → build → wait until programmed → probe → report → tear down (or keep).
 
-`run_lab` is what `mnpctl lab` runs (daemon/lab/cli.py only parses the command line, so that every other `mnpctl`
+`run_lab` is what `mnpctl lab` runs (daemon/cli/lab.py only parses the command line, so that every other `mnpctl`
 command starts without loading any of this) and what the end-to-end tests call in-process. Its exit statuses are
-documented in daemon/lab/cli.py and docs/lab.md.
+documented in daemon/cli/lab.py and docs/lab.md.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.cli.output import use_colour
 from daemon.lab import enforcer as enforcers
 from daemon.lab import node as nodes
-from daemon.lab.cniruntime import CniFailure
-from daemon.lab.netns import PREFIX, NetnsError, Proto
 from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, WORK_ROOT, Lab, LabError
 from daemon.lab.observe import (
     NOT_RUN,
@@ -37,6 +35,8 @@ from daemon.lab.observe import (
     write_json,
 )
 from daemon.lab.plan import LabPaths, plan
+from daemon.testbed.cniruntime import CniFailure
+from daemon.testbed.netns import PREFIX, NetnsError, Proto
 from shared.predict import load_probes
 from shared.probes import ResolvedProbe
 

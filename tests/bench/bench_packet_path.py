@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.netns import tcp_probe
+from daemon.testbed.netns import tcp_probe
 from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
 from shared.nft.render import render_interface
 from tests.bench.common import BenchError, loadavg

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 
 from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, mnpd_available, targets
-from daemon.lab.netns import Attempt, Hammer, Server
-from daemon.lab.netns import Probe as Packet
 from daemon.lab.node import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
 from daemon.lab.plan import LabPaths, plan
+from daemon.testbed.netns import Attempt, Hammer, Server
+from daemon.testbed.netns import Probe as Packet
 from shared.compiler import InterfaceRules
 from shared.evaluate import evaluate
 from shared.manifests import load_dir

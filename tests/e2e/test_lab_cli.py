@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.lab.netns import Probe, leftover_netns, run_probes
 from daemon.lab.node import WORK_ROOT, process_alive, read_record, wait_pid_exit
 from daemon.lab.session import run_lab
+from daemon.testbed.netns import Probe, leftover_netns, run_probes
 from tests.e2e.conftest import REPO, assert_gone
 from tests.support.netns import PREFIX
 

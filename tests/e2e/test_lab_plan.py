@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli import lab as lab_cli
 from daemon.ctl import build_parser
-from daemon.lab import cli as lab_cli
 from daemon.lab import session
 from daemon.lab.enforcer import describe_difference, expected_digest, interface_digest
 from daemon.lab.observe import NOT_RUN, SKIPPED, Observation, render_table, summarise

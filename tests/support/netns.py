@@ -1,18 +1,18 @@
-"""The tests' netns, node, server and probe helpers: a re-export of `daemon.lab.netns` with the tests' prefix.
+"""The tests' netns, node, server and probe helpers: a re-export of `daemon.testbed.netns` with the tests' prefix.
 
 The helpers are product code because `mnpctl lab` builds its throwaway node with them; the tests import them from
 here, where every namespace name starts with `mnpt-` (the lab's start with `mnplab-`), so a test run and a lab on
 the same machine never mistake each other's namespaces for their own debris. Everything else — `Server`,
-`Probe`, `run_probes`, `probe_matrix`, `Hammer` … — is the lab's code unchanged; see daemon/lab/netns.py.
+`Probe`, `run_probes`, `probe_matrix`, `Hammer` … — is the lab's code unchanged; see daemon/testbed/netns.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from daemon.lab import netns as _lab
-from daemon.lab.netns import *  # noqa: F403
-from daemon.lab.netns import MasterKind
+from daemon.testbed import netns as _lab
+from daemon.testbed.netns import *  # noqa: F403
+from daemon.testbed.netns import MasterKind
 
 PREFIX = "mnpt-"
 
@@ -23,7 +23,7 @@ def unique_name(label: str = "ns", *, prefix: str = PREFIX) -> str:
 
 
 class NetNS(_lab.NetNS):
-    """`daemon.lab.netns.NetNS`, created with the tests' prefix."""
+    """`daemon.testbed.netns.NetNS`, created with the tests' prefix."""
 
     @classmethod
     def create(cls, label: str = "ns", *, lo_up: bool = True, prefix: str = PREFIX) -> _lab.NetNS:
@@ -31,7 +31,7 @@ class NetNS(_lab.NetNS):
 
 
 class TestNode(_lab.Node):
-    """`daemon.lab.netns.Node` with the tests' prefix (and not collected by pytest)."""
+    """`daemon.testbed.netns.Node` with the tests' prefix (and not collected by pytest)."""
 
     __test__ = False
 
