@@ -1,6 +1,6 @@
 """`mnpctl`: the command-line tool of mnp.
 
-Each subcommand lives in its own module (`daemon.cli.matrix`, `daemon.cli.lab` …) and registers itself on the
+Each subcommand lives in its own module (`daemon.cli.matrix`, `daemon.lab.cli` …) and registers itself on the
 parser built here, so adding one (`pods`, `rules`, `explain`, `drops`, `status` …) is a new module plus one entry
 in `SUBCOMMANDS`:
 
@@ -24,16 +24,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from daemon.cli import (
-    drops,
-    explain,
-    lab,  # `mnpctl lab`: real packets on a throwaway node (daemon/lab/)
-    matrix,
-    pods,
-    rules,
-    status,
-)
+from daemon.cli import drops, explain, matrix, pods, rules, status
 from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
+from daemon.lab import cli as lab  # `mnpctl lab`: real packets on a throwaway node (daemon/lab/)
 
 NODE_COMMANDS = (pods, rules, explain, drops, status)  # node inspection: state dir, pod netns, mnpd's status
 SUBCOMMANDS = (matrix, lab, *NODE_COMMANDS)

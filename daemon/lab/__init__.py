@@ -11,6 +11,5 @@ Modules, in the order a run uses them:
   until every pod is programmed.
 * `observe` — probes in parallel, compares with the prediction, renders the matrix.
 * `session` — one run from start to end (`run_lab`), as `mnpctl lab` and the end-to-end tests use it.
-
-The `mnpctl lab` command line is daemon/cli/lab.py; it imports this package only when a lab runs.
+* `cli` — the `mnpctl lab` subcommand (command line only; imports the rest when a lab runs).
 """

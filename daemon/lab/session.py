@@ -1,8 +1,8 @@
 """One lab session, start to end: plan → build → wait until programmed → probe → report → tear down (or keep).
 
-`run_lab` is what `mnpctl lab` runs (daemon/cli/lab.py only parses the command line, so that every other `mnpctl`
+`run_lab` is what `mnpctl lab` runs (daemon/lab/cli.py only parses the command line, so that every other `mnpctl`
 command starts without loading any of this) and what the end-to-end tests call in-process. Its exit statuses are
-documented in daemon/cli/lab.py and docs/lab.md.
+documented in daemon/lab/cli.py and docs/lab.md.
 """
 
 from __future__ import annotations

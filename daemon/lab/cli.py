@@ -81,9 +81,20 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from daemon.lab.session import run_lab  # the lab's machinery loads only when a lab runs
+NOT_INSTALLED = (
+    "mnpctl lab: the lab is not installed here (the mnp image leaves it and its test bed out); "
+    "run it from a checkout or a `pip install mnp` on a test machine"
+)
 
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from daemon.lab.session import run_lab  # the lab's machinery loads only when a lab runs
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("daemon.lab.", "daemon.testbed")):
+            raise
+        print(NOT_INSTALLED, file=sys.stderr)
+        return EXIT_LAB
     if args.down is not None:
         return _down(args.down)
     if args.directory is None:
