@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, mnpd_available, targets
+from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, targets
 from daemon.lab.node import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
 from daemon.lab.plan import LabPaths, plan
 from daemon.testbed.netns import Attempt, Hammer, Server
@@ -70,8 +70,6 @@ EGRESS = [
 
 @pytest.fixture
 def lab(need_lab: None) -> Iterator[tuple[Lab, Mnpd]]:
-    if not mnpd_available():
-        pytest.skip("mnpd (daemon/main.py) is not available")
     paths = LabPaths(WORK_ROOT / f"{PREFIX}{os.getpid()}-{os.urandom(2).hex()}")
     the_plan = plan(SCENARIO, paths)
     assert the_plan.errors == [] and the_plan.invalid == []
