@@ -56,7 +56,7 @@ from daemon.lab.plan import (
     runtime_pod_manifest,
 )
 from daemon.testbed import cniruntime, netns
-from daemon.testbed.netns import PREFIX, NetNS, Node, Proto, Server
+from daemon.testbed.netns import PREFIX, NetNS, NetnsError, Node, Proto, Server
 from shared.manifests import load_dir
 from shared.model import Cluster, IPAddress
 
@@ -296,8 +296,9 @@ class Lab:
         for master in self.plan.masters:
             node.add_master(master.name, master.kind)
             if master.default_route:
-                node.ns.ip("route", "add", "default", "dev", master.name)
-                node.ns.ip("-6", "route", "add", "default", "dev", master.name, check=False)
+                node.ns.add_default_route(master.name)
+                with contextlib.suppress(NetnsError):  # a kernel without IPv6
+                    node.ns.add_default_route(master.name, family=6)
         self.log(
             f"node {node.name}: " + (", ".join(f"{m.name} ({m.kind})" for m in self.plan.masters) or "no master links")
         )

@@ -17,28 +17,35 @@ tests/support/) uses the very same code, so what the lab reports and what the te
   `probe_matrix` runs several source namespaces in parallel.
 * `leftover_netns` / `leftover_processes` / `check_leftovers` / `sweep_stale_netns` — leak checks and cleanup.
 
-Everything shells out to iproute2 (`ip`), which the plugin and the daemon do not use, so these helpers cannot
-mask a bug in the code they exercise.
+Namespaces, links, addresses and routes go through netlink with pyroute2, which the plugin and the daemon do not
+use, so these helpers cannot mask a bug in the code they exercise; `NetNS.run` executes a program inside the netns
+with `ip netns exec` (which also gives it the namespace's own /sys).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import netns as pyroute2_netns
 
 __all__ = [
     "NETNS_DIR",
@@ -46,6 +53,7 @@ __all__ = [
     "Attempt",
     "Connection",
     "Hammer",
+    "Link",
     "MasterKind",
     "NetNS",
     "NetnsError",
@@ -76,6 +84,8 @@ __all__ = [
 PREFIX = "mnplab-"  # the lab's; tests/support/netns.py uses "mnpt-"
 NETNS_DIR = Path("/run/netns")
 MasterKind = Literal["veth", "bridge"]
+IFF_UP = 0x1  # <linux/if.h>
+RT_SCOPE_UNIVERSE = 0  # <linux/rtnetlink.h>: a global address
 Proto = Literal["tcp", "udp"]
 
 _LABEL_RE = re.compile(r"[^a-z0-9-]+")
@@ -102,12 +112,28 @@ def _run(
 
 
 def have_netns_support() -> str | None:
-    """Return why real-netns tests cannot run here, or None if they can (root and ``ip`` present)."""
+    """Return why real-netns tests cannot run here, or None if they can (root and ``ip`` present for `run`)."""
     if os.geteuid() != 0:
         return "needs root"
     if shutil.which("ip") is None:
         return "iproute2 'ip' not found"
     return None
+
+
+def _netlink_error(what: str, exc: NetlinkError | OSError) -> NetnsError:
+    code = exc.code if isinstance(exc, NetlinkError) else (exc.errno or 1)
+    return NetnsError(["netlink", *what.split()], code, os.strerror(code) if code > 0 else str(exc))
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of a netns, as netlink reports it."""
+
+    ifname: str
+    index: int
+    up: bool  # administratively up (IFF_UP)
+    operstate: str
+    mac: str
 
 
 def unique_name(label: str = "ns", *, prefix: str = PREFIX) -> str:
@@ -137,12 +163,15 @@ class NetNS(os.PathLike[str]):
     @classmethod
     def create(cls, label: str = "ns", *, lo_up: bool = True, prefix: str = PREFIX) -> NetNS:
         ns = cls(unique_name(label, prefix=prefix))
-        _run(["ip", "netns", "add", ns.name])
+        try:
+            pyroute2_netns.create(ns.name)
+        except OSError as exc:
+            raise _netlink_error(f"netns add {ns.name}", exc) from exc
         with _live_lock:
             _live_netns[ns.name] = ns
         try:
             if lo_up:
-                ns.ip("link", "set", "lo", "up")
+                ns.set_up("lo")
         except BaseException:
             ns.delete()
             raise
@@ -177,39 +206,103 @@ class NetNS(os.PathLike[str]):
         """Run ``argv`` inside the netns (``ip netns exec``); raises NetnsError if check and rc != 0."""
         return _run([*self.exec_prefix(), *argv], check=check, input=input, timeout=timeout)
 
-    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``ip -n NAME ARGS…``."""
-        return _run(["ip", "-n", self.name, *args], check=check)
+    @contextlib.contextmanager
+    def netlink(self, what: str) -> Iterator[IPRoute]:
+        """A netlink socket inside the netns; a netlink error becomes a NetnsError naming `what`."""
+        try:
+            with IPRoute(netns=self.name) as ipr:
+                yield ipr
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"{what} in {self.name}", exc) from exc
 
-    def ip_json(self, *args: str) -> Any:
-        out = _run(["ip", "-n", self.name, "-j", *args]).stdout
-        return json.loads(out) if out.strip() else []
+    def _index(self, ipr: IPRoute, ifname: str) -> int:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise NetnsError(["netlink", "link", ifname], errno.ENODEV, f"no link {ifname} in {self.name}")
+        return int(found[0])
 
-    def links(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.ip_json("link", "show")
-        return result
+    def set_up(self, ifname: str, up: bool = True) -> None:
+        with self.netlink(f"link set {ifname} {'up' if up else 'down'}") as ipr:
+            ipr.link("set", index=self._index(ipr, ifname), state="up" if up else "down")
 
-    def link(self, ifname: str) -> dict[str, Any] | None:
-        """The link's ``ip -j link`` object, or None if there is no such link."""
-        for link in self.links():
-            if link.get("ifname") == ifname:
-                return link
-        return None
+    def add_veth(self, name: str, peer: str) -> None:
+        with self.netlink(f"link add {name} veth peer {peer}") as ipr:
+            ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+
+    def add_bridge(self, name: str) -> None:
+        with self.netlink(f"link add {name} bridge") as ipr:
+            ipr.link("add", ifname=name, kind="bridge")
+
+    def add_address(self, ifname: str, cidr: str) -> None:
+        """Add ``addr/prefix`` to a link."""
+        iface = ipaddress.ip_interface(cidr)
+        with self.netlink(f"addr add {cidr} dev {ifname}") as ipr:
+            ipr.addr("add", index=self._index(ipr, ifname), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+    def del_address(self, ifname: str, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        with self.netlink(f"addr del {cidr} dev {ifname}") as ipr:
+            ipr.addr("del", index=self._index(ipr, ifname), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+    def add_default_route(self, ifname: str, *, family: Literal[4, 6] = 4) -> None:
+        """A default route out of `ifname` (on-link: no gateway)."""
+        with self.netlink(f"route add default dev {ifname} (IPv{family})") as ipr:
+            ipr.route(
+                "add",
+                dst="0.0.0.0/0" if family == 4 else "::/0",
+                oif=self._index(ipr, ifname),
+                family=socket.AF_INET if family == 4 else socket.AF_INET6,
+            )
+
+    def links(self) -> list[Link]:
+        with self.netlink("link show") as ipr:
+            return [
+                Link(
+                    str(m.get("ifname")),
+                    int(m["index"]),
+                    bool(m["flags"] & IFF_UP),
+                    str(m.get("operstate") or "UNKNOWN"),
+                    str(m.get("address") or ""),
+                )
+                for m in ipr.get_links()
+            ]
+
+    def link(self, ifname: str) -> Link | None:
+        """The link named `ifname`, or None if there is no such link."""
+        return next((link for link in self.links() if link.ifname == ifname), None)
 
     def link_names(self) -> list[str]:
-        return [str(link["ifname"]) for link in self.links()]
+        return [link.ifname for link in self.links()]
 
     def addresses(self, ifname: str | None = None, *, family: Literal[4, 6] = 4) -> list[str]:
         """Global addresses as ``addr/prefix`` (of one link, or all)."""
-        args = ["-4" if family == 4 else "-6", "addr", "show", "scope", "global"]
-        if ifname is not None:
-            args += ["dev", ifname]
-        entries: list[dict[str, Any]] = self.ip_json(*args)
-        return [f"{a['local']}/{a['prefixlen']}" for e in entries for a in e.get("addr_info", []) if "local" in a]
+        with self.netlink("addr show") as ipr:
+            match: dict[str, Any] = {"family": socket.AF_INET if family == 4 else socket.AF_INET6}
+            if ifname is not None:
+                match["index"] = self._index(ipr, ifname)
+            return [
+                f"{m.get('address')}/{m['prefixlen']}"
+                for m in ipr.get_addr(**match)
+                if m["scope"] == RT_SCOPE_UNIVERSE and m.get("address")
+            ]
 
     def pids(self) -> list[int]:
-        proc = _run(["ip", "netns", "pids", self.name], check=False)
-        return [int(p) for p in proc.stdout.split()] if proc.returncode == 0 else []
+        """The processes whose network namespace this is (what `ip netns pids` does: compare /proc/PID/ns/net)."""
+        try:
+            own = os.stat(self.path)
+        except OSError:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                found.append(int(entry))
+        return found
 
     def release(self) -> None:
         """Stop owning it: it (and the servers in it) survive this process (`mnpctl lab --keep`)."""
@@ -232,7 +325,7 @@ class NetNS(os.PathLike[str]):
                 for pid in self.pids():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, 9)
-                _run(["ip", "netns", "del", self.name], check=False)
+                pyroute2_netns.remove(self.name)
         with _live_lock:
             _live_netns.pop(self.name, None)
 
@@ -286,13 +379,13 @@ class Node:
         if name in self.masters:
             raise ValueError(f"master {name!r} exists")
         if kind == "veth":
-            self.ns.ip("link", "add", name, "type", "veth", "peer", "name", f"{name}p")
-            self.ns.ip("link", "set", f"{name}p", "up")
+            self.ns.add_veth(name, f"{name}p")
+            self.ns.set_up(f"{name}p")
         elif kind == "bridge":
-            self.ns.ip("link", "add", name, "type", "bridge")
+            self.ns.add_bridge(name)
         else:
             raise ValueError(f"unknown master kind {kind!r}")
-        self.ns.ip("link", "set", name, "up")
+        self.ns.set_up(name)
         self.masters[name] = kind
         return name
 
@@ -302,7 +395,7 @@ class Node:
     def set_carrier(self, master: str, up: bool) -> None:
         """Give or take away the master's carrier (veth: via its peer; bridge: the bridge itself)."""
         target = self.peer_of(master) or master
-        self.ns.ip("link", "set", target, "up" if up else "down")
+        self.ns.set_up(target, up)
 
     def new_pod(self, label: str = "pod") -> NetNS:
         """A fresh pod netns (loopback up), deleted together with the node."""

@@ -116,7 +116,7 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
     try:
         tool = build_tool(node.scratch)
         server, client = node.add_pods([("pp-server", SERVER_IP, ""), ("pp-client", CLIENT_IP, "")])
-        client.netns.ip("addr", "add", f"{OUTSIDER_IP}/8", "dev", "net1")
+        client.netns.add_address("net1", f"{OUTSIDER_IP}/8")
         clear_tables(client.path)  # the client is not guarded in any layout
         peers = peer_addresses()
         tables = {

@@ -298,7 +298,7 @@ def test_check_detects_removed_address(need_plugins: None, veth_node: TestNode, 
     att = Attachment("ctr-check", pod)
     rt.add(conflist, att)
     rt.check(conflist, att)
-    pod.ip("addr", "del", "10.233.0.5/24", "dev", "net1")
+    pod.del_address("net1", "10.233.0.5/24")
     with pytest.raises(CniError) as ei:
         rt.check(conflist, att)
     assert ei.value.code == 999 and "10.233.0.5/24" in ei.value.msg
@@ -588,7 +588,8 @@ def test_netns_objects_are_named_and_removed(need_netns: None) -> None:
     try:
         assert ns.name.startswith(f"mnpt-{os.getpid()}-") and ns.name.endswith("-odd-label")
         assert ns.exists() and os.fspath(ns) == f"/run/netns/{ns.name}"
-        assert ns.link("lo") is not None and "UP" in ns.link("lo")["flags"]  # type: ignore[index]
+        lo = ns.link("lo")
+        assert lo is not None and lo.up
         assert ns.name in leftover_netns()
     finally:
         ns.delete()
