@@ -118,8 +118,8 @@ class StatusWriter:
         if doc == self._last and not force:
             return
         self._last = doc
-        # Compact: with `indent` json uses its pure-Python encoder, ~10 ms per sync for a 110-pod node, on the
-        # sync thread. `mnpctl status` (or `jq .`) shows it readably.
+        # Compact: with `indent` json uses its pure-Python encoder, on the sync thread (docs/benchmarks.md).
+        # `mnpctl status` (or `jq .`) shows it readably.
         text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:

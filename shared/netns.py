@@ -110,8 +110,8 @@ def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
     """`fn()` run on the calling thread, switched into `netns` for the call and back into its own namespace
     before this returns or raises. For the CNI plugin only: a single-threaded process that exits right after
     its verb, so no other code can run on the thread while it is in the pod's namespace, and a thread of its own
-    (in_netns) would cost more than the rest of entering (≈ 4 ms to start and join one on a busy 2-core node,
-    against 0.02 ms for setns; docs/benchmarks.md, CNI ADD). Never use it in the daemon, whose threads are
+    (in_netns) would cost far more than setns itself (docs/benchmarks.md, CNI ADD, has the figures). Never use
+    it in the daemon, whose threads are
     shared. Raises NetnsGone when `netns` cannot be entered; if the thread cannot return to its namespace, it
     raises OSError rather than let the process go on in the pod's."""
     check_netns(netns)
