@@ -52,13 +52,13 @@ from daemon.lab.plan import (
     Plan,
     PodPlan,
     host_attachment_config,
-    network_subnets,
     runtime_pod_manifest,
 )
 from daemon.testbed import cniruntime, netns
 from daemon.testbed.netns import PREFIX, NetNS, NetnsError, Node, Proto, Server
 from shared.manifests import load_dir
 from shared.model import Cluster, IPAddress
+from shared.probes import on_link_prefixes
 
 NODE_NAME = "mnplab"
 WORK_ROOT = Path("/run/mnplab")
@@ -426,7 +426,7 @@ class Lab:
         return host
 
     def _prefix_for(self, network: Network, address: IPAddress) -> int:
-        subnets = [n for n in network_subnets(network, self.plan.pods) if address in n]
+        subnets = [n for n in on_link_prefixes(self.plan.manifests.cluster, network.key) if address in n]
         if not subnets:
             # the pods' real addresses on the network (host-local results carry the prefix length)
             for pod in self.pods.values():
@@ -440,7 +440,8 @@ class Lab:
         if not subnets:
             raise LabError(
                 f"outside host {address}: no subnet of {network.key} holds it (neither its IPAM config nor its "
-                "pods' addresses): the lab cannot put it on that network"
+                "pods' addresses and requested prefixes): the lab cannot put it on that network; probe an address "
+                "inside one of them"
             )
         return max(subnets, key=lambda n: n.prefixlen).prefixlen
 

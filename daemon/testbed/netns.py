@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as pyroute2_netns
 
 __all__ = [
@@ -85,6 +86,11 @@ PREFIX = "mnplab-"  # the lab's; tests/support/netns.py uses "mnpt-"
 NETNS_DIR = Path("/run/netns")
 MasterKind = Literal["veth", "bridge"]
 IFF_UP = 0x1  # <linux/if.h>
+
+# pyroute2 opens a socket in another netns from a fork()ed child, which it ends with SIGTERM. Without this the child
+# keeps the parent's handlers: `mnpctl lab` turns SIGTERM into KeyboardInterrupt, so the child would unwind a copy
+# of the lab's stack and run its teardown. With it the child takes SIGTERM's default action and just ends.
+pyroute2_config.disable_mp_signal = True
 RT_SCOPE_UNIVERSE = 0  # <linux/rtnetlink.h>: a global address
 Proto = Literal["tcp", "udp"]
 

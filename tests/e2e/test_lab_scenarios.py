@@ -55,6 +55,7 @@ CURATED = {
     "ipblock-except": "ipBlock with except",
     "egress-to-outside-host": "a host outside the cluster, by ipBlock",
     "ingress-from-outside-host": "a host outside the cluster as the client",
+    "static-ipam-outside-host": "hosts outside the cluster on a static-IPAM network (no NAD subnet)",
     "named-port-ingress": "named ports",
     "named-port-egress-per-peer": "egress named ports resolved per peer",
     "stacked": "stacked policies",
