@@ -55,12 +55,13 @@ from daemon.lab.plan import (
     runtime_pod_manifest,
 )
 from daemon.testbed import cniruntime, netns
-from daemon.testbed.netns import PREFIX, NetNS, NetnsError, Node, Proto, Server
+from daemon.testbed.netns import NetNS, NetnsError, Node, Proto, Server
 from shared.manifests import load_dir
 from shared.model import Cluster, IPAddress
 from shared.probes import on_link_prefixes
 
 NODE_NAME = "mnplab"
+PREFIX = "mnplab-"  # of every namespace a lab creates (the tests' are `mnpt-`)
 WORK_ROOT = Path("/run/mnplab")
 DEFAULT_CNI_DIRS = (Path("/opt/cni/bin"), Path("/usr/lib/cni"))
 HOST_NAMESPACE = "mnplab-outside"  # CNI_ARGS namespace of outside hosts (they are not pods)

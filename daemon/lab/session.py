@@ -22,7 +22,7 @@ from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.cli.output import use_colour
 from daemon.lab import enforcer as enforcers
 from daemon.lab import node as nodes
-from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, WORK_ROOT, Lab, LabError
+from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, PREFIX, WORK_ROOT, Lab, LabError
 from daemon.lab.observe import (
     NOT_RUN,
     Observation,
@@ -36,7 +36,7 @@ from daemon.lab.observe import (
 )
 from daemon.lab.plan import LabPaths, plan
 from daemon.testbed.cniruntime import CniFailure
-from daemon.testbed.netns import PREFIX, NetnsError, Proto
+from daemon.testbed.netns import NetnsError, Proto
 from shared.predict import load_probes
 from shared.probes import ResolvedProbe
 

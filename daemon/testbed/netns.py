@@ -1,13 +1,14 @@
 """Network namespaces, "node" netns with macvlan masters, traffic servers and probes — real packets, nothing
 touched outside the namespaces created here.
 
-`mnpctl lab` builds a throwaway node from manifests with these, and the test suite (through the re-export shims in
-tests/support/) uses the very same code, so what the lab reports and what the tests assert come from one place:
+`mnpctl lab` builds a throwaway node from manifests with these, and the test suite uses the very same code, so
+what the lab reports and what the tests assert come from one place:
 
 * `NetNS` — a named netns under /run/netns with a unique, recognisable name `<prefix><pid>-<random>-<label>`.
-  The prefix is per user of the module (`mnplab-` for the lab, `mnpt-` for the tests); the creating process id
-  in the name lets a sweeper tell a namespace leaked by a dead run from one a live run still uses. Deletion never
-  raises; an `atexit` hook deletes whatever was not deleted or explicitly `release()`d (`mnpctl lab --keep`).
+  The prefix is per user of the module (`mnpt-`, the default, for the tests; `mnplab-` for the lab); the creating
+  process id in the name lets a sweeper tell a namespace leaked by a dead run from one a live run still uses.
+  Deletion never raises; an `atexit` hook deletes whatever was not deleted or explicitly `release()`d
+  (`mnpctl lab --keep`).
 * `Node` — a "node" netns that owns the macvlan masters (a veth pair with both ends up, or a port-less bridge).
   CNI plugins run *inside* it, so no link is ever created in the host's root netns.
 * Traffic servers, probes and the `Hammer` run in a *child process* that enters the target netns with
@@ -82,7 +83,7 @@ __all__ = [
     "unique_name",
 ]
 
-PREFIX = "mnplab-"  # the lab's; tests/support/netns.py uses "mnpt-"
+PREFIX = "mnpt-"  # the tests'; the lab names its own (`mnplab-`, daemon/lab/node.py)
 NETNS_DIR = Path("/run/netns")
 MasterKind = Literal["veth", "bridge"]
 IFF_UP = 0x1  # <linux/if.h>

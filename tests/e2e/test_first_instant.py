@@ -30,14 +30,13 @@ import pytest
 from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, targets
 from daemon.lab.node import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
 from daemon.lab.plan import LabPaths, plan
-from daemon.testbed.netns import Attempt, Hammer, Server
+from daemon.testbed.netns import PREFIX, Attempt, Hammer, Server
 from daemon.testbed.netns import Probe as Packet
 from shared.compiler import InterfaceRules
 from shared.evaluate import evaluate
 from shared.manifests import load_dir
 from shared.model import IPAddress
 from tests.e2e.conftest import assert_gone
-from tests.support.netns import PREFIX
 
 pytestmark = pytest.mark.netns
 

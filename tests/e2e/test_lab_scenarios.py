@@ -25,10 +25,10 @@ import pytest
 from daemon.cli.exitcodes import EXIT_INVALID, EXIT_OK
 from daemon.lab.plan import LabPaths, plan
 from daemon.lab.session import LabRun, run_lab
+from daemon.testbed.netns import PREFIX
 from shared.manifests import load_dir
 from shared.predict import evaluate_probes, load_probes
 from tests.e2e.conftest import REPO, assert_gone, lab_unavailable
-from tests.support.netns import PREFIX
 
 pytestmark = pytest.mark.netns
 

@@ -1,4 +1,4 @@
-"""The chain `macvlan (+ host-local IPAM) → mnp`, executed exactly as libcni does (tests/support/cniruntime.py),
+"""The chain `macvlan (+ host-local IPAM) → mnp`, executed exactly as libcni does (daemon/testbed/cniruntime.py),
 with the real Debian plugins and real packets, inside a test node netns.
 
 Two variants of the `mnp` executable on CNI_PATH: a wrapper running the source with the venv's Python, and the
@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.cniruntime import Attachment, CniError, CniRuntime, PodRef
-from tests.support.host import CNI_BIN, host_untouched
-from tests.support.netns import (
+from daemon.testbed.cniruntime import Attachment, CniError, CniRuntime, PodRef
+from daemon.testbed.netns import (
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     probe_matrix,
 )
+from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
 
@@ -129,8 +129,8 @@ def plugin_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node() -> Iterator[TestNode]:
-    n = TestNode("chain", masters=["m0", "m1"])
+def node() -> Iterator[Node]:
+    n = Node("chain", masters=["m0", "m1"])
     try:
         yield n
     finally:
@@ -141,7 +141,7 @@ class Lab:
     """One node, its runtime, and the conflists of the test: `closed` (macvlan → mnp) and `open` (macvlan only)
     on m0, `closed2` (macvlan → mnp) and `open2` on m1."""
 
-    def __init__(self, node: TestNode, plugin_dir: Path, scratch: Path) -> None:
+    def __init__(self, node: Node, plugin_dir: Path, scratch: Path) -> None:
         self.node = node
         self.state = scratch / "state"
         self.runtime = CniRuntime([plugin_dir, CNI_BIN], scratch / "cache", exec_netns=node.ns)
@@ -194,7 +194,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(node: TestNode, plugin_dir: Path, tmp_path: Path) -> Lab:
+def lab(node: Node, plugin_dir: Path, tmp_path: Path) -> Lab:
     return Lab(node, plugin_dir, tmp_path)
 
 

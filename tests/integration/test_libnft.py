@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from daemon.testbed.netns import NetNS
 from shared.errors import NetnsGone
 from shared.netns import in_netns
 from shared.nft import libnft
@@ -21,7 +22,6 @@ from shared.nft.errors import NotFoundError
 from shared.nft.objects import Table
 from shared.nft.transaction import Transaction
 from tests.support.host import host_untouched
-from tests.support.netns import NetNS
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not libnft.available(), reason="no libnftables.so.1")]
 

@@ -31,7 +31,7 @@ from daemon.cli.droplog import (
     parse_nflog,
     pcap_records,
 )
-from daemon.cli.node import InspectError
+from daemon.cli.errors import InspectError
 from shared.model import EGRESS, INGRESS
 from shared.nft.render import DROP_LOG_GROUP, drop_log_prefix, iface_token
 from shared.state import StateStore
