@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _down(target: str) -> int:
-    from daemon.lab import node as nodes
-    from daemon.lab.node import WORK_ROOT, LabError
+    from daemon.lab import build as nodes
+    from daemon.lab.build import WORK_ROOT, LabError
     from daemon.lab.session import preflight
 
     why = preflight()

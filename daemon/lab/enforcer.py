@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.node import Lab, LabError, stop_process
+from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
 from shared.compiler import InterfaceRules, compile_cluster
 from shared.model import EGRESS, INGRESS, Cluster

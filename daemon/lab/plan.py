@@ -17,7 +17,7 @@
   is still 2, as `matrix`'s) and **warnings**.
 
 Where a network's addresses come from is the NAD's business (static with the `ips` capability, host-local …):
-the lab reads the real addresses from the CNI results afterwards (see daemon/lab/node.py).
+the lab reads the real addresses from the CNI results afterwards (see daemon/lab/build.py).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from typing import TextIO
 
 from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.cli.output import use_colour
+from daemon.lab import build as nodes
 from daemon.lab import enforcer as enforcers
-from daemon.lab import node as nodes
-from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, PREFIX, WORK_ROOT, Lab, LabError
+from daemon.lab.build import DEFAULT_CNI_DIRS, NODE_NAME, PREFIX, WORK_ROOT, Lab, LabError
 from daemon.lab.observe import (
     NOT_RUN,
     Observation,

@@ -83,7 +83,7 @@ __all__ = [
     "unique_name",
 ]
 
-PREFIX = "mnpt-"  # the tests'; the lab names its own (`mnplab-`, daemon/lab/node.py)
+PREFIX = "mnpt-"  # the tests'; the lab names its own (`mnplab-`, daemon/lab/build.py)
 NETNS_DIR = Path("/run/netns")
 MasterKind = Literal["veth", "bridge"]
 IFF_UP = 0x1  # <linux/if.h>

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.lab.node import WORK_ROOT, down, find_plugin, process_alive, read_record
+from daemon.lab.build import WORK_ROOT, down, find_plugin, process_alive, read_record
 from daemon.testbed.netns import PREFIX, check_leftovers, have_netns_support, sweep_stale_netns
 
 REPO = Path(__file__).resolve().parent.parent.parent

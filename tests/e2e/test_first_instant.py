@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.lab.build import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
 from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, targets
-from daemon.lab.node import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
 from daemon.lab.plan import LabPaths, plan
 from daemon.testbed.netns import PREFIX, Attempt, Hammer, Server
 from daemon.testbed.netns import Probe as Packet

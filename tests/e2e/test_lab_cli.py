@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.lab.node import WORK_ROOT, process_alive, read_record, wait_pid_exit
+from daemon.lab.build import WORK_ROOT, process_alive, read_record, wait_pid_exit
 from daemon.testbed.netns import Probe, leftover_netns, run_probes
 from tests.e2e.conftest import REPO
 
