@@ -29,9 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
-from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft
 from shared.nft.errors import NftError, NotFoundError
@@ -39,6 +37,7 @@ from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
 from shared.nft.render import RenderOptions, chain_name, render_interface, render_update, set_names
 from shared.nft.transaction import Transaction
+from shared.rules import EGRESS, INGRESS, InterfaceRules
 
 log = logging.getLogger(__name__)
 

@@ -42,12 +42,13 @@ from daemon.metrics import Metrics
 from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.status import StatusWriter
 from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
-from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
+from shared.compiler import ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
+from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
+from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
 from shared.state import StateEntry
 
 log = logging.getLogger(__name__)

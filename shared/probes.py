@@ -18,8 +18,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from shared.model import PROTOCOLS, Cluster, IPAddress, Pod, normalise_network
-from shared.rules import IPNetwork
+from shared.model import PROTOCOLS, Cluster, Pod, normalise_network
+from shared.rules import IPAddress, IPNetwork
 
 
 @dataclass(frozen=True)

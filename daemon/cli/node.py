@@ -37,13 +37,13 @@ from daemon.cli.options import listen_address
 from daemon.cli.statusfile import StatusFile, read_status_file
 from daemon.config import DEFAULT_LISTEN, default_status_file, parse_duration
 from shared.errors import NetnsGone, StateError
-from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, netns_command
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
 from shared.nft.render import FAMILY, TABLE, chain_name, set_names
 from shared.nft.trace import table_from_nft_json
+from shared.rules import EGRESS, INGRESS
 from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 
 WORKERS = 8  # nsenter + nft processes at once when reading many pods

@@ -57,8 +57,9 @@ from daemon.lab.plan import (
 from daemon.testbed import cniruntime, netns
 from daemon.testbed.netns import NetNS, NetnsError, Node, Proto, Server
 from shared.manifests import load_dir
-from shared.model import Cluster, IPAddress
+from shared.model import Cluster
 from shared.probes import on_link_prefixes
+from shared.rules import IPAddress
 
 NODE_NAME = "mnplab"
 PREFIX = "mnplab-"  # of every namespace a lab creates (the tests' are `mnpt-`)

@@ -32,13 +32,14 @@ from typing import Any
 
 from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
-from shared.compiler import InterfaceRules, compile_cluster
-from shared.model import EGRESS, INGRESS, Cluster
+from shared.compiler import compile_cluster
+from shared.model import Cluster
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
 from shared.nft.render import chain_name, render_interface, set_names
 from shared.nft.trace import TraceError, table_from_nft_json
+from shared.rules import EGRESS, INGRESS, InterfaceRules
 
 PROGRAM_TIMEOUT = 30.0
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.testbed.netns import tcp_probe
-from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
 from shared.nft.render import render_interface
+from shared.rules import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
 from tests.bench.common import BenchError, loadavg
 from tests.bench.node import LabNode
 

@@ -32,10 +32,9 @@ from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_
 from daemon.lab.plan import LabPaths, plan
 from daemon.testbed.netns import PREFIX, Attempt, Hammer, Server
 from daemon.testbed.netns import Probe as Packet
-from shared.compiler import InterfaceRules
 from shared.evaluate import evaluate
 from shared.manifests import load_dir
-from shared.model import IPAddress
+from shared.rules import InterfaceRules, IPAddress
 from tests.e2e.conftest import assert_gone
 
 pytestmark = pytest.mark.netns

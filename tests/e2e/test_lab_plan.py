@@ -26,12 +26,12 @@ from daemon.lab.plan import (
     plan,
     runtime_pod_manifest,
 )
-from shared.compiler import InterfaceRules
 from shared.model import NETWORK_STATUS
 from shared.nft.fake import FakeNft
 from shared.nft.render import render_interface
 from shared.predict import Record
 from shared.probes import Probe
+from shared.rules import InterfaceRules
 from tests.e2e.conftest import REPO
 
 PATHS = LabPaths(Path("/run/mnplab/test"))

@@ -49,9 +49,9 @@ from daemon.testbed.netns import (
     Server,
     probe_matrix,
 )
-from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
 from shared.nft.exec import RealNft
 from shared.nft.render import DROP_LOG_GROUP, render_interface
+from shared.rules import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
 from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns

@@ -103,8 +103,8 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
 
 
 def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
-    from shared.compiler import InterfaceRules
     from shared.nft.render import render_interface
+    from shared.rules import InterfaceRules
 
     node.call("ADD")
     expected = JsonFakeNft()

@@ -38,11 +38,10 @@ from daemon.cli.options import listen_address
 from daemon.cli.statusfile import StatusFile
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange
-from shared.model import EGRESS, INGRESS
 from shared.nft.fake import FakeNft, RuleView, TableView
 from shared.nft.render import render_interface
 from shared.nft.trace import Packet, table_from_nft_json, trace
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, PortRange
 from shared.state import StateEntry, StateStore
 
 NOW = 1_778_312_125.0  # 2026-05-09T07:35:25Z
