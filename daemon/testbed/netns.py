@@ -72,14 +72,13 @@ __all__ = [
     "list_netns",
     "owner_pid",
     "probe_matrix",
+    "probe_once",
     "release_servers",
     "run_probes",
     "stop_servers",
     "sweep_stale_netns",
-    "tcp_probe",
     "tcp_server",
     "udp_echo_server",
-    "udp_probe",
     "unique_name",
 ]
 
@@ -503,28 +502,10 @@ def run_probes(ns: str | os.PathLike[str] | None, probes: Sequence[Probe], *, ma
     ]
 
 
-def tcp_probe(
-    ns: str | os.PathLike[str] | None,
-    host: str,
-    port: int,
-    *,
-    timeout: float = 0.5,
-    source: str | None = None,
-) -> ProbeResult:
-    """One TCP probe from ``ns`` to host:port (connect, send a nonce line, expect it echoed)."""
-    return run_probes(ns, [Probe("tcp", host, port, timeout, source)])[0]
-
-
-def udp_probe(
-    ns: str | os.PathLike[str] | None,
-    host: str,
-    port: int,
-    *,
-    timeout: float = 0.5,
-    source: str | None = None,
-) -> ProbeResult:
-    """One UDP probe from ``ns`` (nonce datagram, resent a few times, until echoed or timeout)."""
-    return run_probes(ns, [Probe("udp", host, port, timeout, source)])[0]
+def probe_once(ns: str | os.PathLike[str] | None, probe: Probe) -> ProbeResult:
+    """One probe from ``ns``: TCP connects, sends a nonce line and expects it echoed; UDP resends a nonce
+    datagram a few times until it is echoed or the timeout passes."""
+    return run_probes(ns, [probe])[0]
 
 
 def probe_matrix(items: Sequence[tuple[str | os.PathLike[str], Probe]]) -> list[ProbeResult]:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.testbed.netns import tcp_probe
+from daemon.testbed.netns import Probe, probe_once
 from shared.nft.render import render_interface
 from shared.rules import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
 from tests.bench.common import BenchError, loadavg
@@ -162,7 +162,7 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
             for layout in LAYOUTS if rep % 2 == 0 else tuple(reversed(LAYOUTS)):
                 load_s[layout].append(load(layout))
                 if rep == 0:
-                    probe = tcp_probe(client.path, SERVER_IP, PORT, timeout=0.5, source=OUTSIDER_IP)
+                    probe = probe_once(client.path, Probe("tcp", SERVER_IP, PORT, 0.5, OUTSIDER_IP))
                     denied[layout] = probe.outcome
                 subprocess.run(["nsenter", f"--net={server.path}", "conntrack", "-F"], capture_output=True, check=False)
                 r = client_run("crr", SERVER_IP, str(PORT), str(seconds), "2")

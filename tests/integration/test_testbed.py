@@ -252,20 +252,16 @@ def test_two_pods_on_one_macvlan_master(need_plugins: None, node: Node, tmp_path
         assert "prevResult" not in rt.calls_for(command="DEL")[-1].config
 
 
+def static_macvlan(name: str, master: str, address: str) -> dict[str, Any]:
+    """A one-plugin macvlan conflist with static IPAM holding `address`."""
+    plugin = {"type": "macvlan", "master": master, "ipam": {"type": "static", "addresses": [{"address": address}]}}
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+
+
 def test_plugin_error_is_typed(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     rt = CniRuntime([CNI_BIN], tmp_path / "cache", exec_netns=veth_node.ns)
     pod = veth_node.new_pod("p")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "mnpt-err",
-        "plugins": [
-            {
-                "type": "macvlan",
-                "master": "nosuchmaster",
-                "ipam": {"type": "static", "addresses": [{"address": "10.232.0.5/24"}]},
-            }
-        ],
-    }
+    conflist = static_macvlan("mnpt-err", "nosuchmaster", "10.232.0.5/24")
     att = Attachment("ctr-err", pod)
     with pytest.raises(CniError) as ei:
         rt.add(conflist, att)
@@ -284,17 +280,7 @@ def test_plugin_error_is_typed(need_plugins: None, veth_node: Node, tmp_path: Pa
 def test_check_detects_removed_address(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     rt = CniRuntime([CNI_BIN], tmp_path / "cache", exec_netns=veth_node.ns)
     pod = veth_node.new_pod("p")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "mnpt-check",
-        "plugins": [
-            {
-                "type": "macvlan",
-                "master": "m0",
-                "ipam": {"type": "static", "addresses": [{"address": "10.233.0.5/24"}]},
-            }
-        ],
-    }
+    conflist = static_macvlan("mnpt-check", "m0", "10.233.0.5/24")
     att = Attachment("ctr-check", pod)
     rt.add(conflist, att)
     rt.check(conflist, att)
