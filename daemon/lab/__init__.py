@@ -11,4 +11,7 @@ Modules, in the order a run uses them:
 * `observe` — probes in parallel, compares with the prediction, renders the matrix.
 * `session` — one run from start to end (`run_lab`), as `mnpctl lab` and the end-to-end tests use it.
 * `cli` — the `mnpctl lab` subcommand (command line only; imports the rest when a lab runs).
+
+The prediction it checks is shared/predict.py, the same `mnpctl matrix` prints. The container image keeps only
+`cli` of this package (packaging/Containerfile), so `mnpctl lab` there says the lab is not installed.
 """

@@ -8,5 +8,5 @@ the test suite uses the very same code, so what the lab reports and what the tes
   (`python -m daemon.testbed.agent`).
 * `cniruntime` — runs a NAD's conflist like libcni (ADD/DEL/CHECK with prevResult chaining and the cache).
 
-The container image leaves this package out (packaging/container/containerignore).
+The container image leaves this package out (packaging/Containerfile, packaging/container/containerignore).
 """
