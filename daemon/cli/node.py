@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.config import DEFAULT_LISTEN, parse_duration
-from shared.errors import NetnsGone, StateError
+from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, netns_command
 from shared.nft.errors import NftError, NotFoundError
@@ -123,7 +123,7 @@ def netns_problem(path: str) -> str | None:
         return "the state entry names no netns"
     try:
         check_netns(path)
-    except NetnsGone as exc:
+    except (NetnsGone, NetnsUnusable) as exc:  # the reason says which: gone, or no namespace mnpctl can use
         return str(exc)
     return None
 

@@ -294,6 +294,31 @@ def test_a_second_interface_joins_without_disturbing_the_first(lab: Lab) -> None
     assert nft_table(pod_a) == "" and lab.entries() == []
 
 
+def test_del_of_another_container_in_the_same_netns_keeps_the_interface_closed(lab: Lab) -> None:
+    """Issue 11, item 1: containers A (net1) and B (net2) in one netns share its table. B's DEL removes only B's
+    objects; A's net1 stays closed both ways, with real packets, and CHECK of A still passes."""
+    node, rt = lab.node, lab.runtime
+    pod_a, pod_c = node.new_pod("a"), node.new_pod("c")
+    att_a = lab.attachment(pod_a)
+    ip_a = rt.add(lab.closed, att_a).ip("net1")
+    att_b = Attachment(f"ctr-{uuid.uuid4().hex[:12]}", pod_a, "net2", att_a.pod)
+    rt.add(lab.closed2, att_b)
+    ip_c = rt.add(lab.open, lab.attachment(pod_c)).ip("net1")
+
+    with Server(pod_a, [("tcp", 8080), ("udp", 5353)]) as server_a, Server(pod_c, [("tcp", 8080), ("udp", 5353)]):
+        assert verdicts(both_ways(pod_c, ip_a) + both_ways(pod_a, ip_c)) == [False] * 4
+        rt.delete(lab.closed2, att_b)
+        assert verdicts(both_ways(pod_c, ip_a) + both_ways(pod_a, ip_c)) == [False] * 4
+        assert server_a.connections() == []
+        table = nft_table(pod_a)
+        assert "chain ingress_net1" in table and "net2" not in table
+        assert [e["containerID"] for e in lab.entries()] == [att_a.container_id]
+        rt.check(lab.closed, att_a)
+
+    rt.delete(lab.closed, att_a)
+    assert nft_table(pod_a) == "" and lab.entries() == []
+
+
 def test_del_after_the_netns_is_gone(lab: Lab) -> None:
     pod = lab.node.new_pod("gone")
     att = lab.attachment(pod)
