@@ -376,6 +376,31 @@ def test_own_netns_is_refused(lab: Lab) -> None:
     assert nft_tables(lab.node.ns) == "" and lab.entries() == []
 
 
+def test_a_path_that_is_no_network_namespace_is_refused(lab: Lab, tmp_path: Path) -> None:
+    """Issue 11, item 13: the real plugin, given a mount namespace or a plain file with content as CNI_NETNS,
+    answers code 8 on ADD, CHECK and DEL — before nft, so no table appears anywhere (the module checks the
+    host) — and DEL leaves the entry of an earlier ADD alone."""
+    pod = lab.node.new_pod("a")
+    att = lab.attachment(pod)
+    res = lab.runtime.add(lab.closed, att)
+    before = lab.entries()
+    plain = tmp_path / "plain"
+    plain.write_text("not a namespace")
+    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-closed", "type": "mnp", "stateDir": str(lab.state)}
+    conf["prevResult"] = res.raw
+    for netns in ("/proc/self/ns/mnt", str(plain)):
+        for command in ("ADD", "CHECK", "DEL"):
+            call = lab.runtime.exec_plugin(
+                "mnp", command, conf, container_id=att.container_id, netns=netns, ifname="net1", cni_args=""
+            )
+            error = call.error()
+            assert error is not None and error.code == 8, (netns, command, call.stdout, call.stderr)
+            assert len(call.stdout.splitlines()) == 1 and "Traceback" not in call.stderr
+    assert lab.entries() == before and "chain ingress_net1" in nft_table(pod)
+    assert nft_tables(lab.node.ns) == ""
+    lab.runtime.delete(lab.closed, att)
+
+
 def test_a_failed_add_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
