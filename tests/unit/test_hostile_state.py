@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from daemon.sources.statedir import StateDirSource
 from daemon.store import STATE, Store
 from shared.errors import StateError
 from shared.state import MAX_ENTRY_BYTES, NAME_RE, StateEntry, StateStore, entry_name
+from tests.integration.test_daemon_sources import wait_for
 from tests.support.cnifake import FakeNode
 
 DEADLINE_S = 10.0
@@ -64,15 +64,6 @@ def finishes(fn: Callable[[], Any], timeout: float = DEADLINE_S) -> Any:
     if not ok:
         raise value
     return value
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def entry(netns_dir: Path, container: str, ifname: str = "net1") -> StateEntry:
