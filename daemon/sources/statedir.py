@@ -20,8 +20,9 @@ Nothing in the directory can stop the watch: entries are read through shared.sta
 non-blocking, size-bounded), and this source never raises out of a watchdog callback. What it cannot use is kept
 as a problem, logged once (WARNING, quoting at most a short excerpt) and counted in
 `mnp_state_entry_problems{kind}`: `unreadable` (not an entry: corrupt, a FIFO or other non-regular file, too
-big, permission denied) and `netns_unchecked` (a readable entry whose netns path cannot be checked: it is kept
-and enforced as far as mnpd can, never dropped as "gone").
+big, permission denied — an entry that turns unreadable keeps its last good version in force until its file is
+removed) and `netns_unchecked` (a readable entry whose netns path cannot be checked: it is kept and enforced as
+far as mnpd can, never dropped as "gone").
 """
 
 from __future__ import annotations
@@ -57,12 +58,8 @@ def netns_gone(path: str) -> bool | None:
     return _netns_check(path)[0]
 
 
-def netns_unchecked(path: str) -> str | None:
-    """Why the netns path of an entry cannot be checked (permission denied, a loop …), or None."""
-    return _netns_check(path)[1]
-
-
 def _netns_check(path: str) -> tuple[bool | None, str | None]:
+    """netns_gone's answer, and why the path cannot be checked (permission denied, a loop …) when that is so."""
     if not path:
         return None, None
     try:
@@ -148,6 +145,12 @@ class StateDirSource:
             self.problems[UNREADABLE] = unreadable
             keep = {}
             paths = {}
+            for path in unreadable:  # an entry that turned unreadable: its last good version stays in force
+                key = self._paths.get(path)
+                last_good = self.store.get(STATE, key) if key is not None else None
+                if key is not None and last_good is not None:
+                    keep[key] = last_good
+                    paths[path] = key
             for entry in entries:
                 if self._drop_if_gone(entry):
                     continue

@@ -330,3 +330,34 @@ def test_the_state_dir_is_created_0700(tmp_path: Path) -> None:
         assert daemon_dir.stat().st_mode & 0o777 == 0o700
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "fifo"])
+def test_an_entry_that_turns_unreadable_keeps_its_last_good_version(
+    kind: str, state: StateStore, netns_dir: Path, tmp_path: Path
+) -> None:
+    """mnpd keeps enforcing the last good view: the interface stays managed (later policy changes still reach
+    it) while its file is broken, and goes only when the file is removed."""
+    store = Store(SystemClock())
+    source = StateDirSource(store, state.directory, rescan_period=3600)
+    good = entry(netns_dir, "c1")
+    state.write(good)
+    path = Path(state.path(*good.key))
+    try:
+        source.start()
+        assert store.get(STATE, good.key) == good
+        broken = tmp_path / "broken"
+        if kind == "fifo":
+            os.mkfifo(broken)
+        else:
+            broken.write_text("{garbage")
+        os.replace(broken, path)  # a `moved` event onto the entry's name
+        assert wait_for(lambda: path.name in {os.path.basename(p) for p in source.problems[statedir.UNREADABLE]})
+        assert store.get(STATE, good.key) == good
+        finishes(source.scan)
+        assert store.get(STATE, good.key) == good
+        path.unlink()
+        assert wait_for(lambda: store.get(STATE, good.key) is None)
+        assert source.problems[statedir.UNREADABLE] == {}
+    finally:
+        source.stop()
