@@ -101,7 +101,7 @@ def is_own_netns(netns: str) -> bool:
     """Whether `netns` is the namespace this process runs in: acting there would close the host itself."""
     try:
         own, other = os.stat("/proc/self/ns/net"), os.stat(netns)
-    except OSError:
+    except (OSError, ValueError):  # the callers go on to check_netns, which says what is wrong with the path
         return False
     return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
 

@@ -117,14 +117,20 @@ def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]
         conn.close()
 
 
+UNUSABLE = "unusable: "
+
+
 def netns_problem(path: str) -> str | None:
-    """Why `path` is not (any more) a usable network namespace, or None when it is one."""
+    """Why `path` is not (any more) a usable network namespace, or None when it is one. A path that exists but
+    cannot be used (permission denied, not a network namespace) is not "gone": its reason starts with UNUSABLE."""
     if not path:
         return "the state entry names no netns"
     try:
         check_netns(path)
-    except (NetnsGone, NetnsUnusable) as exc:  # the reason says which: gone, or no namespace mnpctl can use
+    except NetnsGone as exc:
         return str(exc)
+    except NetnsUnusable as exc:
+        return UNUSABLE + str(exc)
     return None
 
 
@@ -536,9 +542,11 @@ class Inspector:
     # -- pod netns
 
     def _nft(self, netns: str, args: Sequence[str]) -> str:
-        gone = self.netns_check(netns)
-        if gone is not None:
-            raise NetnsGone(gone)
+        problem = self.netns_check(netns)
+        if problem is not None and problem.startswith(UNUSABLE):
+            raise InspectError(f"netns {problem}")
+        if problem is not None:
+            raise NetnsGone(problem)
         rc, out, err = self.runner(netns_command(netns, [self.nft, *args]), "")
         if rc != 0:
             raise wrap_error(err, rc)
@@ -566,7 +574,9 @@ class Inspector:
                 return f"netns gone: {exc}"
             except NotFoundError:
                 return "no mnp table in the pod netns"
-            except (NftError, InspectError) as exc:
+            except InspectError as exc:
+                return str(exc)
+            except NftError as exc:
                 return f"nft failed: {exc}"
 
         if len(paths) <= 1:

@@ -361,3 +361,17 @@ def test_an_entry_that_turns_unreadable_keeps_its_last_good_version(
         assert source.problems[statedir.UNREADABLE] == {}
     finally:
         source.stop()
+
+
+def test_mnpctl_pods_tells_an_unusable_netns_from_a_gone_one(state: StateStore, tmp_path: Path) -> None:
+    """Item 9 in mnpctl: a netns path that exists but is no network namespace is an error, not "netns gone"."""
+    state.write(StateEntry("c1", "net1", "/proc/self/ns/mnt", "ns", "p", "u", "net-a"))
+    state.write(StateEntry("c2", "net1", str(tmp_path / "missing"), "ns", "q", "u", "net-a"))
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        finishes(lambda: ctl.main(["pods", "--state-dir", state.directory, "--listen", "off", "--json"]))
+    rows = {row["containerID"]: row for row in json.loads(out.getvalue())["interfaces"]}
+    assert rows["c1"]["state"] == "error" and "mount namespace" in rows["c1"]["reason"]
+    assert rows["c2"]["state"] == "netns gone"
