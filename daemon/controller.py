@@ -43,7 +43,7 @@ from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceK
 from daemon.status import StatusWriter
 from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
 from shared.compiler import ClusterIndex, compile_direction, selects
-from shared.errors import NetnsGone
+from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import netns_identity
 from shared.nft.errors import NftError
@@ -124,7 +124,7 @@ def rules_for(
 def _identity(netns: str) -> tuple[int, int] | None:
     try:
         return netns_identity(netns) if netns else None
-    except NetnsGone:
+    except (NetnsGone, NetnsUnusable):
         return None
 
 
@@ -374,7 +374,7 @@ class Controller:
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
-            except (NftError, TransactionError, OSError, NetnsGone) as exc:
+            except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:
                 log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
                 continue
             if repaired:
@@ -427,7 +427,7 @@ class Controller:
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
                 return False
             if error is not None:
-                if not isinstance(error, NftError | TransactionError | OSError):
+                if not isinstance(error, NftError | TransactionError | OSError | NetnsUnusable):
                     log.error("unexpected error programming an interface", exc_info=error, extra=extra)
                 self._failed(key, record, ref, f"nft: {error}", report)
                 self.metrics.transactions.labels("error").inc()

@@ -36,7 +36,7 @@ from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
 from daemon.cli.options import listen_address
 from daemon.cli.statusfile import StatusFile, read_status_file
 from daemon.config import DEFAULT_LISTEN, default_status_file, parse_duration
-from shared.errors import NetnsGone, StateError
+from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.netns import check_netns, netns_command
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
@@ -52,14 +52,20 @@ DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
 PENDING_COMMENT = "pending"  # the plugin's table: `default deny (pending: not yet programmed)`
 
 
+UNUSABLE = "unusable: "
+
+
 def netns_problem(path: str) -> str | None:
-    """Why `path` is not (any more) a usable network namespace, or None when it is one."""
+    """Why `path` is not (any more) a usable network namespace, or None when it is one. A path that exists but
+    cannot be used (permission denied, not a network namespace) is not "gone": its reason starts with UNUSABLE."""
     if not path:
         return "the state entry names no netns"
     try:
         check_netns(path)
     except NetnsGone as exc:
         return str(exc)
+    except NetnsUnusable as exc:
+        return UNUSABLE + str(exc)
     return None
 
 
@@ -319,9 +325,11 @@ class Inspector:
     # -- pod netns
 
     def _nft(self, netns: str, args: Sequence[str]) -> str:
-        gone = self.netns_check(netns)
-        if gone is not None:
-            raise NetnsGone(gone)
+        problem = self.netns_check(netns)
+        if problem is not None and problem.startswith(UNUSABLE):
+            raise InspectError(f"netns {problem}")
+        if problem is not None:
+            raise NetnsGone(problem)
         rc, out, err = self.runner(netns_command(netns, [self.nft, *args]), "")
         if rc != 0:
             raise wrap_error(err, rc)
@@ -349,7 +357,9 @@ class Inspector:
                 return f"netns gone: {exc}"
             except NotFoundError:
                 return "no mnp table in the pod netns"
-            except (NftError, InspectError) as exc:
+            except InspectError as exc:
+                return str(exc)
+            except NftError as exc:
                 return f"nft failed: {exc}"
 
         if len(paths) <= 1:
