@@ -26,6 +26,7 @@ from daemon.events import EventRecorder, KubeEvents, LogEvents
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from daemon.runner import BoundedFrequencyRunner, RunnerTimings
+from daemon.sources.adopt import Adopter, NetnsScanner
 from daemon.sources.kube import Backoff, KubeSource, api_client, core_v1
 from daemon.sources.manifests import ManifestsSource
 from daemon.sources.statedir import StateDirSource
@@ -74,6 +75,18 @@ class Daemon:
             self.events = LogEvents()
             self.objects = ManifestsSource(self.store, config.manifests_dir)
         self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period)
+        self.adopter = Adopter(
+            self.store,
+            config.state_dir,
+            self.clock,
+            enabled=config.adopt,
+            plugins=config.network_plugins,
+            node_name=config.node_name,
+            scanner=NetnsScanner(self.clock, config.netns_dirs),
+            nft_for=nft_for,
+            events=self.events,
+            metrics=self.metrics,
+        )
         self.controller = Controller(
             self.store,
             Applier(nft_for, options),
@@ -82,6 +95,7 @@ class Daemon:
             events=self.events,
             metrics=self.metrics,
             status=StatusWriter(config.status_file, self.clock, config.node_name),
+            adopter=self.adopter,
         )
         address = config.listen_address
         self.http = HealthServer(address, self.metrics, self.healthy, self.ready) if address else None

@@ -47,6 +47,12 @@ class Metrics:
         self.source_synced = Gauge(
             "mnp_source_synced", "1 once a source completed its first list.", ["source"], registry=r
         )
+        self.unguarded = Gauge(
+            "mnp_unguarded_interfaces",
+            "Local pod interfaces a policy selects that mnp neither chains nor adopts, by reason.",
+            ["reason"],
+            registry=r,
+        )
         for state in INTERFACE_STATES:
             self.interfaces.labels(state).set(0)
         for result in ("ok", "error"):
