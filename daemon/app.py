@@ -17,6 +17,7 @@ import logging
 import threading
 from typing import Any
 
+from daemon import operator
 from daemon.apply import Applier, NftFactory, real_nft
 from daemon.clock import Clock, SystemClock
 from daemon.config import DaemonConfig
@@ -60,8 +61,6 @@ class Daemon:
         timings = RunnerTimings(config.min_sync_interval, config.resync_period, *retry)
         self.runner = BoundedFrequencyRunner(self._sync, timings, self.clock, name="sync")
         self.store = Store(self.clock, on_change=self.runner.request)
-        options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6)
-        conntrack = ConntrackCleaner(options, runner=command_runner) if config.flush_conntrack else None
         self.client: Any = None
         self.events: EventRecorder
         if config.source == "api":
@@ -74,6 +73,16 @@ class Daemon:
             assert config.manifests_dir is not None
             self.events = LogEvents()
             self.objects = ManifestsSource(self.store, config.manifests_dir)
+        additions = operator.load(
+            config.allow_src_prefixes,
+            config.allow_dst_prefixes,
+            config.custom_rule_files,
+            events=self.events,
+            node=config.node_name,
+            runner=command_runner,
+        )
+        options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6, additions=additions)
+        conntrack = ConntrackCleaner(options, runner=command_runner) if config.flush_conntrack else None
         self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period)
         self.adopter = Adopter(
             self.store,

@@ -16,13 +16,16 @@ Where the cluster comes from (exactly one source of objects, plus the state dir,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from daemon.operator import RuleFile, parse_prefixes
 from shared.errors import ConfigError
+from shared.rules import EGRESS, INGRESS, IPNetwork
 
 DEFAULT_STATE_DIR = "/run/mnp/state"
 DEFAULT_LISTEN = "127.0.0.1:9741"
@@ -56,6 +59,9 @@ class DaemonConfig:
     adopt: bool = True
     network_plugins: tuple[str, ...] = DEFAULT_NETWORK_PLUGINS
     netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
+    allow_src_prefixes: tuple[IPNetwork, ...] = ()
+    allow_dst_prefixes: tuple[IPNetwork, ...] = ()
+    custom_rule_files: tuple[RuleFile, ...] = ()
 
     def settings(self) -> list[tuple[str, object]]:
         """Every setting as (name, value), for the start-up log."""
@@ -158,6 +164,32 @@ OPTIONS = (
         "where the daemon sees the host's processes)",
         ",".join(DEFAULT_NETNS_DIRS),
         "DIRS",
+    ),
+    _Option(
+        "--allow-src-prefix",
+        "MNP_ALLOW_SRC_PREFIX",
+        "CIDRs always accepted as source on isolated interfaces, both directions (the telekom fork's flag)",
+        None,
+        "CIDRS",
+    ),
+    _Option(
+        "--allow-dst-prefix",
+        "MNP_ALLOW_DST_PREFIX",
+        "CIDRs always accepted as destination on isolated interfaces, both directions",
+        None,
+        "CIDRS",
+    ),
+    *(
+        _Option(
+            f"--custom-v{family}-{direction}-rule-file",
+            f"MNP_CUSTOM_V{family}_{direction.upper()}_RULE_FILE",
+            f"nft rules (one per line, # comments) for IPv{family} {direction} of isolated interfaces, checked "
+            "by the kernel in a dry run at start",
+            None,
+            "FILE",
+        )
+        for family in (4, 6)
+        for direction in ("ingress", "egress")
     ),
     _Option("--log-format", "MNP_LOG_FORMAT", f"one of {', '.join(LOG_FORMATS)}", "text"),
     _Option("--log-level", "MNP_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)}", "info"),
@@ -319,6 +351,27 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
         adopt=boolean("adopt"),
         network_plugins=_comma_list(raw["network_plugins"]),
         netns_dirs=_comma_list(raw["netns_dirs"]),
+    )
+    prefixes = {}
+    for name in ("allow_src_prefix", "allow_dst_prefix"):
+        nets, bad = parse_prefixes(raw[name])
+        prefixes[name] = nets
+        problems += [f"--{name.replace('_', '-')}: {p}" for p in bad]
+    rule_files = []
+    for family in (4, 6):
+        for direction in (INGRESS, EGRESS):
+            flag = f"custom_v{family}_{direction.lower()}_rule_file"
+            path = (raw[flag] or "").strip()
+            if not path:
+                continue
+            if not Path(path).is_file():
+                problems.append(f"--{flag.replace('_', '-')}: {path} does not exist or is not a file")
+            rule_files.append(RuleFile(path, direction, family))
+    config = dataclasses.replace(
+        config,
+        allow_src_prefixes=prefixes["allow_src_prefix"],
+        allow_dst_prefixes=prefixes["allow_dst_prefix"],
+        custom_rule_files=tuple(rule_files),
     )
     if not all(os.path.isabs(d) for d in config.netns_dirs):
         problems.append(f"--netns-dirs: {', '.join(config.netns_dirs)}: every directory must be an absolute path")

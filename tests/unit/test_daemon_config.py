@@ -103,7 +103,7 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     from daemon.config import OPTIONS
 
-    assert len(OPTIONS) == 17
+    assert len(OPTIONS) == 23
     for option in OPTIONS:
         assert option.flag in out and f"[{option.env}]" in out
 
