@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.events import EventRecorder, ObjectRef
+from daemon.events import EventRecorder, node_ref
 from shared.model import EGRESS, INGRESS
 from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import OperatorAdditions, RenderOptions, render_interface
@@ -131,7 +131,7 @@ def load(
     for origin, why in refused:
         log.error("custom rule refused, not used: %s: %s", origin, why)
         if events is not None and node:
-            events.warn(ObjectRef("Node", "v1", "", node), REASON_REFUSED, f"{origin}: {why}"[:1000])
+            events.warn(node_ref(node), REASON_REFUSED, f"{origin}: {why}"[:1000])
     for direction in (INGRESS, EGRESS):
         count = len(additions.custom_rules(direction))
         if count:
