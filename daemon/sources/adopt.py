@@ -213,18 +213,28 @@ class NetnsScanner:
             found[identity] = path
 
     def locate(self, wants: Iterable[tuple[Want, float]]) -> dict[IfaceKey, list[tuple[str, Identity]]]:
-        """For each (want, since): the namespaces holding its interface, listing those not listed since `since`."""
+        """For each (want, since): the namespaces holding its interface.
+
+        Namespaces never listed are listed first (a new pod's namespace is new); a want found in exactly one
+        listing is done. Only the others cause the namespaces listed before their `since` to be listed again (a
+        listing taken between a namespace's creation and its interface's arrival lacks the interface)."""
         wants = list(wants)
         if not wants:
             return {}
-        oldest = min(since for _, since in wants)
         present = self.namespaces()
         for identity in [i for i in self.listings if i not in present]:
             del self.listings[identity]
-        for identity, path in present.items():
-            listing = self.listings.get(identity)
-            if listing is not None and listing.at >= oldest:
-                continue
+        self._list({i: p for i, p in present.items() if i not in self.listings})
+        out = self._match(wants)
+        unsure = [(want, since) for want, since in wants if len(out[want.key]) != 1]
+        if unsure:
+            oldest = min(since for _, since in unsure)
+            self._list({i: p for i, p in present.items() if i in self.listings and self.listings[i].at < oldest})
+            out.update(self._match(unsure))
+        return out
+
+    def _list(self, namespaces: Mapping[Identity, str]) -> None:
+        for identity, path in namespaces.items():
             at = self.clock.now()
             try:
                 links = self.links_of(path)
@@ -233,14 +243,16 @@ class NetnsScanner:
                 continue
             self.scans += 1
             self.listings[identity] = _Listing(path, links, at)
-        out: dict[IfaceKey, list[tuple[str, Identity]]] = {}
-        for want, _ in wants:
-            out[want.key] = [
+
+    def _match(self, wants: Sequence[tuple[Want, float]]) -> dict[IfaceKey, list[tuple[str, Identity]]]:
+        return {
+            want.key: [
                 (listing.path, identity)
                 for identity, listing in self.listings.items()
                 if any(want.matches(link) for link in listing.links)
             ]
-        return out
+            for want, _ in wants
+        }
 
 
 class Adopter:
@@ -383,17 +395,35 @@ class Adopter:
                 unguarded.append(self._unguarded(pod, attachment, reason, None, detail))
             else:
                 log.info("cannot adopt an interface: %s", detail, extra=fields(pod=pod.key, ifname=key[1]))
+        plugin_owned: set[tuple[str, str]] | None = None  # read from the directory once, when first needed
         for key, (want, path, identity) in self._found.items():
             self._where[key] = (path, identity)
             entry = self._entry(want, path)
             old = adopted.get(key)
             if old is not None and _same(old, entry):
                 continue
+            if old is None:
+                # The plugin's entry may be on its way through inotify while the network-status came first:
+                # the directory, not the store, says whether the plugin already guards this interface.
+                plugin_owned = self._plugin_owned() if plugin_owned is None else plugin_owned
+                if (entry.pod, entry.ifname) in plugin_owned:
+                    continue
             ok &= self._write(entry, old)
+        owned = {(e.netns, e.ifname) for e in snap.entries.values() if not e.adopted}
+        owned |= {(e.pod, e.ifname) for e in snap.entries.values() if not e.adopted}
         for key, entry in adopted.items():
             if key not in wants and not self._keep_terminated(entry, snap):
-                ok &= self._remove(entry)
+                # the plugin's chains for this interface (a NAD chained meanwhile) are not ours to remove
+                mine = (entry.netns, entry.ifname) not in owned and (entry.pod, entry.ifname) not in owned
+                ok &= self._remove(entry, rules=mine)
         return ok
+
+    def _plugin_owned(self) -> set[tuple[str, str]]:
+        try:
+            entries, _ = self.state.entries()
+        except StateError:
+            return set()
+        return {(e.pod, e.ifname) for e in entries if not e.adopted}
 
     def _still_there(self, want: Want, entry: StateEntry) -> bool:
         """An entry written before (by this process or a previous one): its namespace still has the interface."""
@@ -444,10 +474,10 @@ class Adopter:
         log.info("adopted interface (open until programmed)" if old is None else "adopted interface moved", extra=extra)
         return True
 
-    def _remove(self, entry: StateEntry) -> bool:
+    def _remove(self, entry: StateEntry, *, rules: bool = True) -> bool:
         """The attachment or its pod went: remove the interface's chains where they are, then the entry."""
         extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns, container=entry.container_id)
-        if not self._remove_rules(entry, extra):
+        if rules and not self._remove_rules(entry, extra):
             return False
         try:
             self.state.delete(*entry.key)

@@ -19,7 +19,7 @@ from daemon.sources.adopt import ADOPTION_OFF, AMBIGUOUS, NETNS_NOT_FOUND, NOT_A
 from daemon.status import status_document
 from daemon.store import NAD, POD, STATE
 from shared.nft.fake import FakeNft
-from shared.state import StateStore
+from shared.state import StateEntry, StateStore
 from tests.unit.test_daemon_builders import NET_A, from_pods, nad, pod, policy, put, remove
 from tests.unit.test_daemon_controller import Harness, namespace
 
@@ -295,3 +295,24 @@ def test_unknown_nad_and_pending_status(h: Harness, tmp_path: Path) -> None:
     h.sync()
     assert node.adopter.unguarded == [] and node.entries() == {}
     assert all(r.state == PENDING for r in h.controller.records.values())
+
+
+def test_a_plugin_entry_wins_and_its_chains_are_never_removed_by_adoption(h: Harness, tmp_path: Path) -> None:
+    """The plugin's entry reaches the directory before the store (inotify lag): nothing is adopted; and when a
+    plugin entry shows up for an adopted interface, the adopted entry goes without touching the chains."""
+    node = Node(tmp_path, h)
+    path = node.netns("cni-web", net1("10.10.0.1"))
+    plugin = StateEntry("c-web", "net1", path, "default", "web", "uid-default-web", "net-a", ("10.10.0.1",))
+    StateStore(str(node.state_dir)).write(plugin)  # on disk, not yet in the store
+    put(h.store, web())
+    h.sync()
+    assert [e.adopted for e in node.entries().values()] == [False]
+    StateStore(str(node.state_dir)).delete(*plugin.key)
+    h.clock.advance(1.0)
+    h.sync(periodic=True)
+    (adopted,) = node.entries().values()
+    assert adopted.adopted and "ingress_net1" in h.nfts[path].list_table().chains
+    h.store.upsert(STATE, plugin.key, plugin)  # the plugin's own entry for the same interface
+    h.sync()
+    assert plugin.key in h.store.snapshot().entries and adopted.key not in h.store.snapshot().entries
+    assert "ingress_net1" in h.nfts[path].list_table().chains
