@@ -48,6 +48,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from daemon.apply import Nft, NftFactory
@@ -68,6 +69,7 @@ from shared.state import ORIGIN_ADOPTED, StateEntry, StateStore
 
 log = logging.getLogger(__name__)
 
+LISTERS = 4  # namespaces listed at once
 CONTAINER_PREFIX = "adopted-"  # adopted entries' containerID: no sandbox ID without a CRI socket
 REASON_UNGUARDED = "Unguarded"
 PLUGIN_TYPE = "mnp"
@@ -234,15 +236,28 @@ class NetnsScanner:
         return out
 
     def _list(self, namespaces: Mapping[Identity, str]) -> None:
-        for identity, path in namespaces.items():
-            at = self.clock.now()
+        """List `namespaces`, LISTERS at a time (each listing mostly waits for the kernel: ≈ 2–5 ms)."""
+        if not namespaces:
+            return
+        at = self.clock.now()
+
+        def one(path: str) -> tuple[Link, ...] | None:
             try:
-                links = self.links_of(path)
+                return self.links_of(path)
             except (NetnsGone, OSError) as exc:
                 log.debug("cannot list the links of %s: %s", path, exc)
-                continue
-            self.scans += 1
-            self.listings[identity] = _Listing(path, links, at)
+                return None
+
+        items = list(namespaces.items())
+        if len(items) == 1:
+            results = [one(items[0][1])]
+        else:
+            with ThreadPoolExecutor(min(LISTERS, len(items)), thread_name_prefix="mnpd-adopt") as pool:
+                results = list(pool.map(one, [path for _, path in items]))
+        for (identity, path), links in zip(items, results, strict=True):
+            if links is not None:
+                self.scans += 1
+                self.listings[identity] = _Listing(path, links, at)
 
     def _match(self, wants: Sequence[tuple[Want, float]]) -> dict[IfaceKey, list[tuple[str, Identity]]]:
         return {
