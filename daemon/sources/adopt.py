@@ -10,8 +10,11 @@ its creation until mnpd programs it — like the other implementations, never be
 closes that window (docs/user-guide.md, Migrating).
 
 Which attachments: those of the pods of this node (`spec.nodeName`; every pod with the manifests source and no
-node name) whose network-status lists them, on a NAD that does not chain mnp and whose main plugin (the first
-of its conflist, as the anchors read it) has a type in `--network-plugins`, and that no plugin entry covers.
+node name) whose network-status lists them, on a NAD whose main plugin (the first of its conflist, as the
+anchors read it) has a type in `--network-plugins`, and that no plugin entry covers: a NAD that does not chain
+mnp, or one that chains it now but not when the pod started (no plugin entry in the state dir — the directory,
+not the store, decides, since the plugin's entry may still be on its way through inotify). With adoption off,
+nothing new is adopted; what was adopted stays until its pod or attachment goes.
 
 Finding the pod's netns — no CRI socket: every namespace file under the netns directories (`/run/netns` holds
 containerd's and CRI-O's) and, where the daemon sees the host's processes (the proc-netns overlay: hostPID),
@@ -42,6 +45,7 @@ Warning Event on its Pod and on each policy naming the network.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -313,9 +317,7 @@ class Adopter:
             return True
         snap = self.store.snapshot()
         wants, unguarded = self._wants(snap)
-        ok = True
-        if self.enabled:
-            ok = self._adopt(wants, snap, unguarded, periodic)
+        ok = self._adopt(wants, snap, unguarded, periodic)
         self._report(unguarded, snap)
         self._seen = self.store.generation(POD, NAD, POLICY, STATE)
         return ok
@@ -328,31 +330,62 @@ class Adopter:
 
     def _wants(self, snap: Snapshot) -> tuple[dict[IfaceKey, Want], list[Unguarded]]:
         covered = {(e.pod, e.ifname) for e in snap.entries.values() if not e.adopted}
+        adopted = {key for key, e in snap.entries.items() if e.adopted}
         policies = list(snap.policies.values())
         wants: dict[IfaceKey, Want] = {}
         unguarded: list[Unguarded] = []
+        late: list[tuple[Pod, Attachment, NetworkAttachmentDefinition]] = []
         for pod in self._local_pods(snap.pods):
             for attachment in pod.secondary_attachments():
                 if (pod.key, attachment.interface) in covered:
                     continue
                 nad = snap.nads.get(attachment.network)
-                if nad is not None and chains_mnp(nad):
-                    continue  # the plugin's (its entry appears with the ADD)
-                reason = ""
-                if nad is None:
-                    reason = NAD_UNKNOWN
-                elif not self.enabled:
-                    reason = ADOPTION_OFF
-                elif main_type(nad) not in self.plugins:
-                    reason = NOT_ADOPTED_TYPE
-                else:
-                    name = str(nad.config.get("name") or nad.name)
-                    want = Want(pod, attachment, name)
-                    wants[want.key] = want
+                if nad is not None and chains_mnp(nad) and (container_id(pod), attachment.interface) not in adopted:
+                    late.append((pod, attachment, nad))  # the plugin's, unless the pod predates the NAD's edit
                     continue
-                if selected(pod, attachment.network, policies):
-                    unguarded.append(self._unguarded(pod, attachment, reason, nad))
+                kept = (container_id(pod), attachment.interface) in adopted
+                self._want(pod, attachment, nad, wants, unguarded, policies, kept=kept)
+        if late:
+            # A chained NAD's attachment without a plugin entry: the entry may be on its way (inotify), so the
+            # directory decides; one without any started before the NAD chained mnp and is adopted like the rest.
+            owned = self._plugin_owned()
+            for pod, attachment, nad in late:
+                if (pod.key, attachment.interface) not in owned:
+                    self._want(pod, attachment, nad, wants, unguarded, policies, chained=True)
         return wants, unguarded
+
+    def _want(
+        self,
+        pod: Pod,
+        attachment: Attachment,
+        nad: NetworkAttachmentDefinition | None,
+        wants: dict[IfaceKey, Want],
+        unguarded: list[Unguarded],
+        policies: Sequence[MultiNetworkPolicy],
+        *,
+        chained: bool = False,
+        kept: bool = False,
+    ) -> None:
+        """Want `attachment` adopted, or say why it is not guarded. With adoption off, what was adopted before
+        stays adopted until its pod or attachment goes (`kept`); nothing new is."""
+        reason = ""
+        if nad is None:
+            reason = NAD_UNKNOWN
+        elif not self.enabled and not kept:
+            reason = ADOPTION_OFF
+        elif main_type(nad) not in self.plugins:
+            reason = NOT_ADOPTED_TYPE
+        else:
+            want = Want(pod, attachment, str(nad.config.get("name") or nad.name))
+            wants[want.key] = want
+            return
+        if selected(pod, attachment.network, policies):
+            found = self._unguarded(pod, attachment, reason, nad)
+            if chained:  # the NAD chains mnp now, but this pod started before: no plugin closed it
+                found = dataclasses.replace(
+                    found, message=found.message.replace("NAD does not chain mnp", "started before its NAD chained mnp")
+                )
+            unguarded.append(found)
 
     def _unguarded(
         self, pod: Pod, attachment: Attachment, reason: str, nad: NetworkAttachmentDefinition | None, extra: str = ""

@@ -43,7 +43,7 @@ class Node:
     def __init__(self, tmp: Path, h: Harness, *, enabled: bool = True) -> None:
         self.h = h
         self.dir = tmp / "netns"
-        self.dir.mkdir(exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = tmp / "state"
         self.links: dict[str, tuple[Link, ...]] = {}
         self.listed: list[str] = []
@@ -152,6 +152,7 @@ def test_pods_of_other_nodes_chained_nads_and_plugin_entries_are_not_adopted(h: 
     node.netns("cni-web", net1("10.10.0.1"))
     put(h.store, web(node="node-b"))
     put(h.store, pod("chained", labels={"app": "web"}, nets=[(NET_C, "net1", "10.10.0.5")]))
+    h.attach(StateEntry("c-chained", "net1", "/run/netns/x", "default", "chained", "uid-default-chained"))
     h.sync()
     assert node.entries() == {} and node.listed == []  # nothing wanted: nothing scanned
 
@@ -316,3 +317,31 @@ def test_a_plugin_entry_wins_and_its_chains_are_never_removed_by_adoption(h: Har
     h.sync()
     assert plugin.key in h.store.snapshot().entries and adopted.key not in h.store.snapshot().entries
     assert "ingress_net1" in h.nfts[path].list_table().chains
+
+
+def test_pods_from_before_a_nad_chained_mnp_stay_or_become_adopted(h: Harness, tmp_path: Path) -> None:
+    """Chaining mnp in a NAD (the migration's step 2) must not open the pods that started before the edit."""
+    node = Node(tmp_path, h)
+    path = node.netns("cni-web", net1("10.10.0.1"))
+    put(h.store, web())
+    h.sync()
+    (before,) = node.entries().values()
+    chained = nad("net-a")
+    chained["spec"]["config"] = json.dumps({"cniVersion": "1.0.0", "name": "net-a", "plugins": [
+        {"type": "macvlan"}, {"type": "mnp"}]})  # fmt: skip
+    put(h.store, chained)
+    h.sync()
+    assert node.entries() == {before.key: before} and "ingress_net1" in h.nfts[path].list_table().chains
+    # a pod of the chained NAD without a plugin entry (it started before the edit) is adopted too …
+    other = node.netns("cni-old", net1("10.10.0.7"))
+    put(h.store, pod("old", labels={"app": "web"}, nets=[(NET_A, "net1", "10.10.0.7")]))
+    h.sync()
+    assert {e.netns for e in node.entries().values()} == {path, other}
+    # … and with adoption off, what was adopted stays; a new one is reported for what it is
+    node2 = Node(tmp_path, h, enabled=False)
+    node2.links = node.links
+    put(h.store, pod("older", labels={"app": "web"}, nets=[(NET_A, "net1", "10.10.0.8")]))
+    h.sync(periodic=True)
+    assert {e.netns for e in node2.entries().values()} == {path, other}
+    messages = {u.pod: u.message for u in node2.adopter.unguarded}
+    assert messages == {"default/older": "started before its NAD chained mnp and adoption is off"}
