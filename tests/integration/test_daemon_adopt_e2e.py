@@ -23,7 +23,6 @@ from daemon.config import load
 from tests.integration.test_daemon_e2e import (
     NAD_NAME,
     NETWORK,
-    EchoServer,
     PodHandle,
     World,
     can,
@@ -31,6 +30,7 @@ from tests.integration.test_daemon_e2e import (
     ingress_policy,
     pod_manifest,
     wait_for,
+    world_of,
 )
 from tests.support.cniruntime import Attachment, PodRef
 from tests.support.host import host_untouched
@@ -106,12 +106,8 @@ def chains(p: PodHandle) -> str:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[AdoptWorld]:
-    node = TestNode("adopt", masters=["m0"])
-    try:
-        yield AdoptWorld(node, tmp_path)
-    finally:
-        EchoServer.stop_all()
-        node.delete()
+    with world_of(AdoptWorld, "adopt", tmp_path) as w:
+        yield w
 
 
 def start(w: World, *extra: str) -> Daemon:
@@ -160,12 +156,18 @@ def test_pods_before_and_after_start_are_adopted_follow_relabels_and_survive_a_r
         d.stop()
 
 
-def test_an_attachment_that_goes_and_a_deleted_pod_release_their_interfaces(world: AdoptWorld) -> None:
-    w = world
+def client_and_server(w: AdoptWorld) -> tuple[PodHandle, PodHandle]:
+    """A client and a server whose ingress admits the client on 8080 only."""
     client = w.add_pod("client", {"role": "client"})
     server = w.add_pod("server", {"app": "server"})
-    gone = w.add_pod("gone", {"app": "server"})
     w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    return client, server
+
+
+def test_an_attachment_that_goes_and_a_deleted_pod_release_their_interfaces(world: AdoptWorld) -> None:
+    w = world
+    client, server = client_and_server(w)
+    gone = w.add_pod("gone", {"app": "server"})
     d = start(w)
     try:
         w.wait_programmed(server)
@@ -185,9 +187,7 @@ def test_an_attachment_that_goes_and_a_deleted_pod_release_their_interfaces(worl
 
 def test_adoption_off_says_what_is_unguarded(world: AdoptWorld) -> None:
     w = world
-    client = w.add_pod("client", {"role": "client"})
-    server = w.add_pod("server", {"app": "server"})
-    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    client, server = client_and_server(w)
     d = start(w, "--no-adopt")
     try:
         wait_for(lambda: bool(w.status().get("unguarded")), what="unguarded reported")

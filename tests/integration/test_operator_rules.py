@@ -19,9 +19,8 @@ from daemon.operator import RuleFile, dry_run
 from daemon.operator import load as load_additions
 from shared.nft.render import OperatorAdditions
 from shared.rules import INGRESS
-from tests.integration.test_daemon_e2e import EchoServer, World, can, daemon_args, ingress_policy, wait_for
+from tests.integration.test_daemon_e2e import World, can, daemon_args, ingress_policy, wait_for, world_of
 from tests.support.host import host_untouched
-from tests.support.netns import TestNode
 
 pytestmark = pytest.mark.netns
 
@@ -34,12 +33,8 @@ def _host_stays_untouched() -> Iterator[None]:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    node = TestNode("oprules", masters=["m0"])
-    try:
-        yield World(node, tmp_path)
-    finally:
-        EchoServer.stop_all()
-        node.delete()
+    with world_of(World, "oprules", tmp_path) as w:
+        yield w
 
 
 def test_prefixes_and_custom_rules_open_exactly_what_they_say_and_bad_snippets_are_left_out(
