@@ -345,3 +345,19 @@ def test_pods_from_before_a_nad_chained_mnp_stay_or_become_adopted(h: Harness, t
     assert {e.netns for e in node2.entries().values()} == {path, other}
     messages = {u.pod: u.message for u in node2.adopter.unguarded}
     assert messages == {"default/older": "started before its NAD chained mnp and adoption is off"}
+
+
+def test_mnpctl_lines_for_unguarded_and_open_adopted_interfaces() -> None:
+    from daemon.cli.pods import _adopted_open
+    from daemon.cli.status import unguarded_lines
+
+    doc = {"unguarded": [{"pod": "ns/db", "ifname": "net1", "network": "ns/legacy", "reason": "adoption-off",
+                          "message": "NAD does not chain mnp and adoption is off"}, "junk"]}  # fmt: skip
+    assert unguarded_lines(doc) == [
+        "ns/db net1 (network ns/legacy) unguarded: NAD does not chain mnp and adoption is off"
+    ]
+    assert unguarded_lines(None) == [] and unguarded_lines({"unguarded": "x"}) == []
+    adopted = StateEntry("adopted-u", "net1", "/run/netns/x", origin="adopted")
+    assert _adopted_open(adopted, "no such table", {"state": "pending"})
+    assert not _adopted_open(adopted, "no such table", {"state": "programmed"})
+    assert not _adopted_open(adopted, "netns gone: /run/netns/x", None)
