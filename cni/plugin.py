@@ -422,8 +422,9 @@ def cmd_gc(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         for problem in problems:
             log.warning("unreadable state entry left in place", path=problem.path, reason=problem.reason)
         present = {e.key: e for e in entries}
-        # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge.
-        stale = [e for e in entries if e.network == conf.name and e.key not in valid]
+        # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge, nor
+        # mnpd's adopted ones (a NAD that does not chain mnp may carry the same network name; mnpd removes them).
+        stale = [e for e in entries if e.network == conf.name and e.key not in valid and not e.adopted]
         for entry in stale:
             try:
                 _collect(entry, present, bool(problems), deps, store, log)

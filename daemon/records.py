@@ -7,7 +7,7 @@ the controller imports this module and daemon.status, never the other way round.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.rules import InterfaceRules
 from shared.state import StateEntry
@@ -48,3 +48,7 @@ class InterfaceBook(Protocol):
 
     records: dict[IfaceKey, InterfaceRecord]
     synced_once: bool  # a sync ran after every source had synced
+
+    def unguarded_report(self) -> list[dict[str, Any]]:
+        """The selected local interfaces mnp neither chains nor adopts, as status-file items."""
+        ...

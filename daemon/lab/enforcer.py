@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.config import DEFAULT_NETWORK_PLUGINS
 from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
 from shared.compiler import compile_cluster
@@ -54,7 +55,7 @@ class Target:
     container_id: str
     network: str
     rules: InterfaceRules
-    recorded: bool  # the network's chain has the mnp plugin: the daemon knows the interface
+    recorded: bool  # the daemon knows the interface: its network's chain has the mnp plugin, or mnpd adopts it
 
     @property
     def label(self) -> str:
@@ -75,9 +76,9 @@ def targets(lab: Lab, cluster: Cluster | None = None, pods: Iterable[str] | None
             if rules is None:
                 continue
             network = lab.plan.networks[att.request.network]
-            out.append(
-                Target(key, att.request.ifname, pod.ns.path, pod.container_id, network.key, rules, network.chains_mnp)
-            )
+            # mnpd knows the interface from the plugin's entry, or adopts it (daemon/sources/adopt.py)
+            known = network.chains_mnp or any(network.plugin_types[:1] == (t,) for t in DEFAULT_NETWORK_PLUGINS)
+            out.append(Target(key, att.request.ifname, pod.ns.path, pod.container_id, network.key, rules, known))
     return out
 
 
@@ -317,9 +318,14 @@ class Mnpd:
 
     def _why(self, target: Target) -> str:
         for item in self.status().get("interfaces") or ():
-            if isinstance(item, dict) and (item.get("containerID"), item.get("ifname")) == (
-                target.container_id,
-                target.ifname,
+            if (
+                isinstance(item, dict)
+                and item.get("ifname") == target.ifname
+                and target.pod
+                in (
+                    item.get("pod"),
+                    item.get("containerID"),
+                )
             ):
                 state, reason = item.get("state", "?"), item.get("reason") or ""
                 return f"mnpd says {state}" + (f": {reason}" if reason else "")
@@ -336,7 +342,7 @@ class Mnpd:
             left = unprogrammed(watched)
             if not left:
                 missing = [
-                    f"{t.label}: not programmed (its network's chain has no mnp plugin)"
+                    f"{t.label}: not programmed (its network's chain has no mnp plugin, its type is not adopted)"
                     for t in unknown
                     if not _open(t.rules)
                 ]
@@ -348,7 +354,10 @@ class Mnpd:
                 missing = [
                     f"{t.label}: not programmed after {timeout:.0f} s ({self._why(t)}; {why})" for t, why in left
                 ]
-                missing += [f"{t.label}: not programmed (its network's chain has no mnp plugin)" for t in unknown]
+                missing += [
+                    f"{t.label}: not programmed (its network's chain has no mnp plugin, its type is not adopted)"
+                    for t in unknown
+                ]
                 return Programmed(time.monotonic() - start, missing)
 
     def stop(self) -> None:
