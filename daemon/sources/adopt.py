@@ -63,7 +63,7 @@ from daemon.logs import fields
 from daemon.metrics import Metrics
 from daemon.store import NAD, POD, POLICY, STATE, PodObject, Snapshot, Store
 from shared.compiler import selects
-from shared.errors import NetnsGone, StateError
+from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.model import Attachment, MultiNetworkPolicy, NetworkAttachmentDefinition, Pod
 from shared.netns import in_netns, is_own_netns, netns_identity
 from shared.nft.errors import NftError
@@ -213,8 +213,8 @@ class NetnsScanner:
     def _add(found: dict[Identity, str], path: str) -> None:
         try:
             identity = netns_identity(path)
-        except NetnsGone:
-            return
+        except (NetnsGone, NetnsUnusable):
+            return  # gone, or not one this process may enter (EACCES, another kind): no candidate
         if identity not in found and not is_own_netns(path):
             found[identity] = path
 
@@ -248,7 +248,7 @@ class NetnsScanner:
         def one(path: str) -> tuple[Link, ...] | None:
             try:
                 return self.links_of(path)
-            except (NetnsGone, OSError) as exc:
+            except (NetnsGone, NetnsUnusable, OSError) as exc:
                 log.debug("cannot list the links of %s: %s", path, exc)
                 return None
 
@@ -481,7 +481,7 @@ class Adopter:
         try:
             identity = netns_identity(entry.netns)
             links = self.scanner.links_of(entry.netns)
-        except (NetnsGone, OSError):
+        except (NetnsGone, NetnsUnusable, OSError):
             return False
         if not any(want.matches(link) for link in links):
             return False
@@ -544,6 +544,9 @@ class Adopter:
             current = netns_identity(entry.netns)
         except NetnsGone:
             return True  # the namespace is gone, and its table with it
+        except NetnsUnusable as exc:
+            log.warning("cannot check an adopted interface's namespace (retrying): %s", exc, extra=extra)
+            return False
         where = self._where.get(entry.key)
         known = where[1] if where is not None and where[0] == entry.netns else None
         if (known is not None and known != current) or (known is None and entry.netns.startswith("/proc/")):
@@ -555,7 +558,7 @@ class Adopter:
             nft.run(render_remove_interface(entry.ifname))
         except NetnsGone:
             return True
-        except (NftError, TransactionError, OSError) as exc:
+        except (NftError, TransactionError, NetnsUnusable, OSError) as exc:
             log.warning("cannot remove an adopted interface's rules (retrying): %s", exc, extra=extra)
             return False
         finally:

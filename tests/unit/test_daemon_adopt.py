@@ -361,3 +361,23 @@ def test_mnpctl_lines_for_unguarded_and_open_adopted_interfaces() -> None:
     assert _adopted_open(adopted, "no such table", {"state": "pending"})
     assert not _adopted_open(adopted, "no such table", {"state": "programmed"})
     assert not _adopted_open(adopted, "netns gone: /run/netns/x", None)
+
+
+def test_a_namespace_file_that_cannot_be_checked_is_no_candidate_and_stops_nothing(tmp_path: Path) -> None:
+    """EACCES on one namespace file (seen for /proc/1/ns/net in a sandbox) is neither "gone" nor fatal: the scan
+    skips it and lists the others."""
+    import daemon.sources.adopt as adopt
+
+    (tmp_path / "locked").write_text("")
+    (tmp_path / "pod").write_text("")
+    real = adopt.netns_identity
+
+    def identity(path: str) -> tuple[int, int]:
+        if path.endswith("locked"):
+            raise adopt.NetnsUnusable(f"cannot check network namespace {path}: Permission denied")
+        return real(path)
+
+    scanner = NetnsScanner(Harness().clock, (str(tmp_path),), proc=None, links_of=lambda path: ())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(adopt, "netns_identity", identity)
+        assert list(scanner.namespaces().values()) == [str(tmp_path / "pod")]
