@@ -44,7 +44,7 @@ from collections import defaultdict
 from functools import lru_cache
 
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
-from shared.nft.transaction import Transaction
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import EGRESS, INGRESS, collapse
 from shared.value import Value
 
@@ -136,15 +136,26 @@ def _map(direction: str) -> Set:
     return Set(f"{_PREFIX[direction]}_ifaces", "ifname", value_type="verdict")
 
 
+# The key type of each kind of per-interface set (all of them have `flags interval`).
+SET_KEY_TYPES = {
+    "v4": "ipv4_addr . inet_proto . inet_service",
+    "v6": "ipv6_addr . inet_proto . inet_service",
+    "v4_all": "ipv4_addr",
+    "v6_all": "ipv6_addr",
+}
+
+
+def element_key_type(set_name: str) -> str:
+    """The key type of a per-interface set, from its name (what an element delta sent as netlink needs)."""
+    for kind in ("v4_all", "v6_all", "v4", "v6"):
+        if set_name.endswith(f"_{kind}"):
+            return SET_KEY_TYPES[kind]
+    raise TransactionError(f"{set_name!r} is not a per-interface set")
+
+
 def _sets(direction: str, ifname: str) -> dict[str, Set]:
     names = set_names(direction, ifname)
-    ports = "inet_proto . inet_service"
-    return {
-        "v4": Set(names["v4"], f"ipv4_addr . {ports}", ("interval",)),
-        "v6": Set(names["v6"], f"ipv6_addr . {ports}", ("interval",)),
-        "v4_all": Set(names["v4_all"], "ipv4_addr", ("interval",)),
-        "v6_all": Set(names["v6_all"], "ipv6_addr", ("interval",)),
-    }
+    return {kind: Set(names[kind], key_type, ("interval",)) for kind, key_type in SET_KEY_TYPES.items()}
 
 
 def skeleton() -> Transaction:
@@ -180,13 +191,18 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
     return tx
 
 
-def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction | None:
+def render_update(
+    old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS, *, priced: bool = True
+) -> Transaction | None:
     """The cheapest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when that is the full `render_interface(new)` — see `_render_update`. Memoised per interface name and
-    directions (the pods of a Deployment change alike); the transaction returned must not be modified."""
+    directions (the pods of a Deployment change alike); the transaction returned must not be modified.
+
+    `priced=False`: the delta whenever the chains keep their rules, whatever it costs nft — for a backend that
+    sends the elements itself (shared.nft.netlink), where a deletion is one kernel lookup, not a scan."""
     if old.ifname != new.ifname:
         return None
-    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options)
+    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
 
 
 @lru_cache(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
@@ -197,6 +213,7 @@ def _render_update(
     new_ingress: DirectionRules,
     new_egress: DirectionRules,
     options: RenderOptions,
+    priced: bool = True,
 ) -> Transaction | None:
     """The smallest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when only a full `render_interface(new)` can.
@@ -234,7 +251,7 @@ def _render_update(
                 tx.delete(element)
             for element in added:
                 tx.add(element)
-    if cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
+    if priced and cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
         return None
     return tx
 

@@ -159,6 +159,8 @@ class Recorder:
     syncs: list[tuple[float, float, Any, float, float]] = field(default_factory=list)
     # start, end, SyncReport, CPU s of the sync thread, CPU s of the children it waited for (nsenter nft/conntrack)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Element deltas through libnftables instead of netlink (the path before issue 12), switchable between runs.
+    libnft_deltas: bool = False
 
     def mark(self) -> tuple[int, int, int]:
         with self.lock:
@@ -170,7 +172,9 @@ class Recorder:
 
 
 class TimedNft:
-    """The daemon's own nft backend (daemon.apply.real_nft: libnftables per netns, else nsenter nft), timed."""
+    """The daemon's own nft backend (daemon.apply.real_nft: netlink deltas + libnftables per netns, else nsenter
+    nft), timed. While `recorder.libnft_deltas` is set, deltas go through libnftables like every other change
+    (priced by render_update as before netlink): the path before, measured in the same run."""
 
     def __init__(self, netns: str, recorder: Recorder) -> None:
         self.real = real_nft(netns)
@@ -178,20 +182,28 @@ class TimedNft:
         self.recorder = recorder
 
     def close(self) -> None:
-        close = getattr(self.real, "close", None)
-        if close is not None:
-            close()
+        self.real.close()
 
     @property
     def identity(self) -> Any:
         return getattr(self.real, "identity", None)
 
-    def list_table(self) -> Any:  # the periodic drift check reads the table (not a transaction: not timed)
-        return self.real.list_table()
+    @property
+    def netlink_deltas(self) -> bool:
+        return bool(getattr(self.real, "netlink_deltas", False)) and not self.recorder.libnft_deltas
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> Any:  # the drift check: not timed
+        return self.real.list_table(family, table)
 
     def run(self, tx: Transaction) -> None:
+        self._timed(self.real.run, tx)
+
+    def apply_delta(self, tx: Transaction) -> None:
+        self._timed(self.real.run if self.recorder.libnft_deltas else self.real.apply_delta, tx)
+
+    def _timed(self, call: Callable[[Transaction], None], tx: Transaction) -> None:
         t0 = time.monotonic()
-        self.real.run(tx)
+        call(tx)
         t1 = time.monotonic()
         with self.recorder.lock:
             self.recorder.transactions.append((self.netns, t0, t1, len(tx)))

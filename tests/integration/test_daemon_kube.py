@@ -21,7 +21,7 @@ from daemon.events import KubeEvents, pod_ref, policy_ref
 from daemon.sources.kube import Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.nft.errors import NftError
-from shared.nft.fake import FakeNft
+from shared.nft.fake import FakeNft, TableView
 from shared.nft.transaction import Transaction
 from shared.state import StateStore
 from tests.support.fakeapi import FakeKubeAPI, fake_api
@@ -272,6 +272,14 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
             if self.path in failing:
                 raise NftError("Error: Could not process rule: Operation not supported")
             fakes.setdefault(self.path, FakeNft()).run(tx)
+
+        apply_delta = run
+
+        def list_table(self) -> TableView:
+            return fakes[self.path].list_table()
+
+        def close(self) -> None:
+            pass
 
     for obj in api_objects(
         pod("a", labels={"app": "a"}, nets=[(NET_A, "net1", "10.10.0.1")]),
