@@ -31,7 +31,6 @@ from daemon.sources.manifests import ManifestsSource
 from daemon.sources.statedir import StateDirSource
 from daemon.status import StatusWriter
 from daemon.store import Store
-from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import RenderOptions
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ class Daemon:
         config: DaemonConfig,
         *,
         nft_for: NftFactory = real_nft,
-        command_runner: Runner = subprocess_runner,
         client: Any = None,
         clock: Clock | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -60,7 +58,8 @@ class Daemon:
         self.runner = BoundedFrequencyRunner(self._sync, timings, self.clock, name="sync")
         self.store = Store(self.clock, on_change=self.runner.request)
         options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6)
-        conntrack = ConntrackCleaner(options, runner=command_runner) if config.flush_conntrack else None
+        applier = Applier(nft_for, options)
+        conntrack = ConntrackCleaner(options, applier.netlink_socket) if config.flush_conntrack else None
         self.client: Any = None
         self.events: EventRecorder
         if config.source == "api":
@@ -76,7 +75,7 @@ class Daemon:
         self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period)
         self.controller = Controller(
             self.store,
-            Applier(nft_for, options),
+            applier,
             self.clock,
             conntrack=conntrack,
             events=self.events,

@@ -22,17 +22,18 @@ Tests pass a factory returning `shared.nft.fake.FakeNft` instances instead (one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
 from shared.netns import check_netns, is_own_netns, netns_identity
-from shared.nft import libnft
+from shared.nft import libnft, netlink
 from shared.nft.backend import NetlinkNft, NftBackend, interface_view
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
@@ -229,6 +230,18 @@ class Applier:
             return False
         self.apply(work.netns, work.rules, None, work.identity)
         return True
+
+    @contextlib.contextmanager
+    def netlink_socket(self, netns: str) -> Iterator[netlink.NfnetlinkSocket]:
+        """The NETLINK_NETFILTER socket the backend of `netns` keeps (conntrack cleanup shares it), else one
+        opened for this use."""
+        with self._lock:
+            kept = getattr(self._nft.get(netns), "socket", None)
+        if isinstance(kept, netlink.NfnetlinkSocket):
+            yield kept
+            return
+        with netlink.opened(netns) as sock:
+            yield sock
 
     def release_missing(self) -> None:
         """Close every context whose path is gone or names another namespace now: without a state entry going

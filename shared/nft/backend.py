@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from shared.errors import NetnsGone
-
 from shared.model import EGRESS, INGRESS
 from shared.nft import netlink
 from shared.nft.fake import TableView

@@ -30,6 +30,7 @@ until closed, and every use checks that the path still names the namespace it wa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -397,3 +398,13 @@ def _explanation(payload: bytes) -> str:
     offset = 4 + (_HEADER.size if len(payload) < 4 + size else size)
     text = attributes(payload, (offset + 3) & ~3).get(NLMSGERR_ATTR_MSG, b"")
     return text.rstrip(b"\0").decode(errors="replace")
+
+
+@contextlib.contextmanager
+def opened(netns: str) -> Iterator[NfnetlinkSocket]:
+    """A socket of `netns` for one use, closed after it (where no backend keeps one)."""
+    sock = NfnetlinkSocket(netns)
+    try:
+        yield sock
+    finally:
+        sock.close()

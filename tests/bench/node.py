@@ -28,7 +28,6 @@ from typing import Any
 from daemon.apply import real_nft
 from daemon.lab.cniruntime import Attachment, CniRuntime, PodRef
 from daemon.lab.netns import NetNS, Node, sweep_stale_netns
-from shared.nft.exec import subprocess_runner
 from shared.nft.transaction import Transaction
 from tests.bench import cluster as synth
 from tests.bench.common import CNI_BIN, PREFIX, ROOT, BenchError
@@ -154,7 +153,7 @@ class Recorder:
     """What the instrumented daemon did, with time.monotonic() stamps."""
 
     transactions: list[tuple[str, float, float, int]] = field(default_factory=list)  # netns, start, end, lines
-    commands: list[tuple[str, float, float]] = field(default_factory=list)  # argv[3] (conntrack …), start, end
+    commands: list[tuple[str, float, float]] = field(default_factory=list)  # conntrack passes: what, start, end
     store: list[tuple[str, Any, float]] = field(default_factory=list)  # kind, key, when the store took the change
     syncs: list[tuple[float, float, Any, float, float]] = field(default_factory=list)
     # start, end, SyncReport, CPU s of the sync thread, CPU s of the children it waited for (nsenter nft/conntrack)
@@ -224,13 +223,6 @@ class InProcessDaemon:
         self._log_stream = self.log_path.open("a")
         logs.setup("text", "info", self._log_stream)
 
-        def runner(argv: Sequence[str], stdin: str) -> tuple[int, str, str]:
-            t0 = time.monotonic()
-            out = subprocess_runner(argv, stdin)
-            with rec.lock:
-                rec.commands.append((" ".join(argv[3:5]), t0, time.monotonic()))
-            return out
-
         config = load(
             [
                 "--kubeconfig", str(kubeconfig), "--node-name", synth.NODE, "--state-dir", str(node.state_dir),
@@ -238,8 +230,21 @@ class InProcessDaemon:
             ],
             {},
         )  # fmt: skip
-        self.daemon = Daemon(config, nft_for=lambda netns: TimedNft(netns, rec), command_runner=runner)
+        self.daemon = Daemon(config, nft_for=lambda netns: TimedNft(netns, rec))
         controller = self.daemon.controller
+        cleaner = controller.conntrack
+        if cleaner is not None:  # each conntrack pass (ctnetlink dump + deletions in one pod netns), timed
+            clean = cleaner.clean
+
+            def timed_clean(netns: str, rules: Any, local: Any) -> int:
+                t0 = time.monotonic()
+                try:
+                    return clean(netns, rules, local)
+                finally:
+                    with rec.lock:
+                        rec.commands.append(("conntrack pass", t0, time.monotonic()))
+
+            cleaner.clean = timed_clean  # type: ignore[method-assign]
         original = controller.sync
         store = self.daemon.store
         upsert = store.upsert

@@ -306,12 +306,9 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
         )
     )
     args = ["--kubeconfig", str(kubeconfig), "--node-name", "node-a", "--state-dir", state.directory]
-    config = load([*args, "--listen", "127.0.0.1:0", "--min-sync-interval", "0"], {})
-
-    def no_conntrack(argv: object, stdin: str) -> tuple[int, str, str]:
-        return 0, "", ""  # the "netns" here are plain files: there is no conntrack table to list
-
-    daemon = Daemon(config, nft_for=Nft, command_runner=no_conntrack, backoff=FAST, retry=(0.05, 0.2))
+    # the "netns" here are plain files: there is no conntrack table to clean
+    config = load([*args, "--listen", "127.0.0.1:0", "--min-sync-interval", "0", "--flush-conntrack", "false"], {})
+    daemon = Daemon(config, nft_for=Nft, backoff=FAST, retry=(0.05, 0.2))
     with daemon:
         wait_for(lambda: daemon.ready()[0])
         wait_for(lambda: str(netns / "c-a") in fakes)
