@@ -196,6 +196,32 @@ def element_batch(tx: Transaction, key_type_of: Callable[[str], str], first_seq:
     operations with the same verb on the same set (split where the attribute would exceed 64 KB). The batch and
     the sequence number of its last message (the only one that asks for an acknowledgement: errors are always
     reported). Raises NftError for an operation that is not an element add or delete."""
+    bodies = _bodies(tx, key_type_of)
+    if not bodies:
+        return b"", first_seq  # nothing to send
+    seq = first_seq
+    out = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
+    family = _family(tx.family)
+    for n, (kind, flags, body) in enumerate(bodies):
+        seq += 1
+        ack = NLM_F_ACK if n == len(bodies) - 1 else 0  # only the last message asks for an acknowledgement
+        out.append(message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags | ack, seq, family, 0, body))
+    out.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
+    return b"".join(out), seq
+
+
+# The encoded messages of the last deltas, by transaction: render_update hands the very same Transaction to
+# every pod of a Deployment, so a policy change encodes its elements once, not once per pod.
+_ENCODED: dict[int, tuple[Transaction, list[tuple[int, int, bytes]]]] = {}
+_ENCODED_LOCK = threading.Lock()
+ENCODED_CACHE = 64
+
+
+def _bodies(tx: Transaction, key_type_of: Callable[[str], str]) -> list[tuple[int, int, bytes]]:
+    with _ENCODED_LOCK:
+        cached = _ENCODED.get(id(tx))
+    if cached is not None and cached[0] is tx:
+        return cached[1]
     from shared.nft.objects import Element
 
     runs: list[tuple[int, str, list[bytes]]] = []
@@ -208,9 +234,7 @@ def element_batch(tx: Transaction, key_type_of: Callable[[str], str], first_seq:
         if not runs or runs[-1][0] != kind or runs[-1][1] != obj.set:
             runs.append((kind, obj.set, []))
         runs[-1][2].extend(encoded)
-    seq = first_seq
-    out = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
-    last = seq
+    bodies = []
     for kind, set_name, elements in runs:
         head = strz(NFTA_SET_ELEM_LIST_TABLE, tx.table) + strz(NFTA_SET_ELEM_LIST_SET, set_name)
         flags = NLM_F_REQUEST | (NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0)
@@ -219,21 +243,14 @@ def element_batch(tx: Transaction, key_type_of: Callable[[str], str], first_seq:
         for i, element in enumerate(elements):
             chunk.append(element)
             size += len(element)
-            if size < MAX_NEST and i + 1 < len(elements):
-                continue
-            seq += 1
-            body = head + nested(NFTA_SET_ELEM_LIST_ELEMENTS, *chunk)
-            out.append(message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, _family(tx.family), 0, body))
-            chunk, size = [], 0
-    last = seq
-    if last == first_seq:
-        return b"", first_seq  # nothing to send
-    # Only the last message asks for an acknowledgement; set the flag on it now that it is known.
-    final = bytearray(out[-1])
-    struct.pack_into("=H", final, 6, struct.unpack_from("=H", final, 6)[0] | NLM_F_ACK)
-    out[-1] = bytes(final)
-    out.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
-    return b"".join(out), last
+            if size >= MAX_NEST or i + 1 == len(elements):
+                bodies.append((kind, flags, head + nested(NFTA_SET_ELEM_LIST_ELEMENTS, *chunk)))
+                chunk, size = [], 0
+    with _ENCODED_LOCK:
+        if len(_ENCODED) >= ENCODED_CACHE:
+            _ENCODED.clear()
+        _ENCODED[id(tx)] = (tx, bodies)
+    return bodies
 
 
 def _family(name: str) -> int:
