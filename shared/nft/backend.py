@@ -28,7 +28,7 @@ from shared.errors import NetnsGone
 from shared.model import EGRESS, INGRESS
 from shared.nft import netlink
 from shared.nft.fake import TableView
-from shared.nft.render import chain_name, element_key_type, set_names
+from shared.nft.render import chain_name, element_key_type, map_name, set_names
 from shared.nft.transaction import Transaction
 
 TYPE_CHECKING = False
@@ -46,22 +46,32 @@ class NftBackend(Protocol):
     def close(self) -> None: ...
 
 
-InterfaceSlice = tuple[tuple[object, ...], tuple[object, ...]]
+InterfaceSlice = tuple[tuple[object, ...], ...]
 
 
 def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
-    """What one interface owns in a table: its chains' rules (text and comment, without counters) and its sets'
-    elements (key and comment); None for each that is missing. Two tables enforce the same on the interface when
-    their slices are equal."""
-    chains: list[object] = []
-    sets: list[object] = []
+    """What one interface owns in a table, per direction: the verdict-map keys that jump to its chain, its
+    chain's rules (text and comment, without counters; None: no chain) and its sets' elements (key and comment;
+    None: no set). Two tables enforce the same on the interface when their slices are equal. Used by the
+    daemon's repair (shared.nft.backend's users) and the lab (daemon/lab/enforcer.py)."""
+    parts = []
     for direction in (INGRESS, EGRESS):
-        chain = view.chains.get(chain_name(direction, ifname))
-        chains.append(None if chain is None else tuple((r.text, r.comment) for r in chain.rules))
-        for name in set_names(direction, ifname).values():
+        chain = chain_name(direction, ifname)
+        vmap = view.sets.get(map_name(direction))
+        jumps = tuple(sorted(e.key for e in vmap.elements if e.value == f"jump {chain}")) if vmap else ()
+        found = view.chains.get(chain)
+        rules = None if found is None else tuple((r.text, r.comment) for r in found.rules)
+        sets = []
+        for name in sorted(set_names(direction, ifname).values()):
             s = view.sets.get(name)
-            sets.append(None if s is None else tuple((e.key, e.comment) for e in s.elements))
-    return tuple(chains), tuple(sets)
+            sets.append((name, None if s is None else tuple((e.key, e.comment) for e in s.elements)))
+        parts.append((direction, jumps, rules, tuple(sets)))
+    return tuple(parts)
+
+
+def is_guarded(part: InterfaceSlice) -> bool:
+    """Whether the interface is in any direction's verdict map."""
+    return any(jumps for _, jumps, _, _ in part)
 
 
 class NetlinkNft:

@@ -76,6 +76,16 @@ DROP_LOG_RATE = "10/second"
 DROP_LOG_BURST = 20
 DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
 
+# The comments the readers of a live table look for (mnpctl, the lab): defined here, where they are written.
+DENY_COMMENT = "default deny"  # the counted drop: `default deny (ns/policy, …)`
+PENDING_POLICIES = "pending: not yet programmed"  # …in place of the policies: the plugin's pending table
+NOT_ISOLATED = "not isolated for"  # the `accept` of a direction no policy isolates: `not isolated for ingress`
+
+
+def deny_comment(policies: Iterable[str]) -> str:
+    """The counted drop's comment: the policies that isolate the direction, or the pending marker."""
+    return f"{DENY_COMMENT} ({', '.join(policies) or PENDING_POLICIES})"
+
 
 class RenderOptions(Value):
     """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
@@ -151,6 +161,11 @@ def element_key_type(set_name: str) -> str:
         if set_name.endswith(f"_{kind}"):
             return SET_KEY_TYPES[kind]
     raise TransactionError(f"{set_name!r} is not a per-interface set")
+
+
+def map_name(direction: str) -> str:
+    """The verdict map that sends a direction's guarded interfaces to their chains."""
+    return _map(direction).name
 
 
 def _sets(direction: str, ifname: str) -> dict[str, Set]:
@@ -300,7 +315,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
     if options.accept_icmpv6:
         out.append(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
     if not rules.isolated:
-        out.append(Rule(name, "accept", f"not isolated for {direction.lower()}"))
+        out.append(Rule(name, "accept", f"{NOT_ISOLATED} {direction.lower()}"))
     else:
         addr = _ADDR[direction]
         for kind, match in (
@@ -313,8 +328,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
                 out.append(Rule(name, f"{match} accept"))
         if options.drop_log:
             out.append(Rule(name, drop_log_rule(ifname, direction)))
-        policies = ", ".join(rules.policies) or "pending: not yet programmed"
-        out.append(Rule(name, "counter drop", f"default deny ({policies})"))
+        out.append(Rule(name, "counter drop", deny_comment(rules.policies)))
     return RenderedDirection(name, tuple(out), elements)
 
 
