@@ -133,9 +133,7 @@ class Applier:
         self._check_identity(netns, identity)
         nft = self._nft_of(netns)
         try:
-            # A backend whose deltas are netlink batches takes any delta: no per-element cost to weigh.
-            priced = not getattr(nft, "netlink_deltas", False)
-            delta = render_update(previous, rules, self.options, priced=priced) if previous is not None else None
+            delta = render_update(previous, rules, self.options) if previous is not None else None
             if delta is not None and not len(delta):
                 return  # the rules differ only in what the table does not show (a pod's name, a provenance)
             if delta is not None:

@@ -80,8 +80,6 @@ class NetlinkNft:
     on demand, closed when least recently used). `identity` is the namespace the path named when opened; every
     call refuses (NetnsGone) a path that names another one now."""
 
-    netlink_deltas = True  # the Applier asks render_update for unpriced deltas: no per-element cost here
-
     def __init__(self, netns: str, pool: ContextPool) -> None:
         self.netns = netns
         self.pool = pool

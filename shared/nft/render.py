@@ -213,8 +213,8 @@ def render_update(
     None when that is the full `render_interface(new)` — see `_render_update`. Memoised per interface name and
     directions (the pods of a Deployment change alike); the transaction returned must not be modified.
 
-    `priced=False`: the delta whenever the chains keep their rules, whatever it costs nft — for a backend that
-    sends the elements itself (shared.nft.netlink), where a deletion is one kernel lookup, not a scan."""
+    `priced=False`: the delta whenever the chains keep their rules, whatever it costs (the tests use it to
+    exercise every delta)."""
     if old.ifname != new.ifname:
         return None
     return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
@@ -241,10 +241,13 @@ def _render_update(
     edited it), nft refuses the delta as a whole (a missing element, an overlap) and the caller falls back to
     the full transaction.
 
-    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
-    deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
-    elements it writes (docs/benchmarks.md: 300 deletions from a set of 300 take 25 ms, the full replacement of
-    600 elements 10 ms). When the COST_* estimate makes the delta dearer than the full form, None."""
+    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, and
+    the kernel's set for concatenated intervals (pipapo) reshapes its lookup tables for every element inserted
+    or removed, so changing d elements of a set of n costs about d × n — whether the elements come as nft text
+    or as a netlink batch (shared.nft.netlink) — while the full form costs about the total number of elements it
+    writes (docs/benchmarks.md: 300 deletions from a set of 300 take 25 ms, the full replacement of 600
+    elements 10 ms; 600 changes in a netlink batch to a set of 1,050 take 0.4–0.6 s, its full form 28 ms).
+    When the COST_* estimate makes the delta dearer than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0

@@ -172,8 +172,8 @@ class Recorder:
 
 class TimedNft:
     """The daemon's own nft backend (daemon.apply.real_nft: netlink deltas + libnftables per netns, else nsenter
-    nft), timed. While `recorder.libnft_deltas` is set, deltas go through libnftables like every other change
-    (priced by render_update as before netlink): the path before, measured in the same run."""
+    nft), timed. While `recorder.libnft_deltas` is set, deltas go through libnftables like every other change:
+    the path before, measured in the same run."""
 
     def __init__(self, netns: str, recorder: Recorder) -> None:
         self.real = real_nft(netns)
@@ -188,8 +188,8 @@ class TimedNft:
         return getattr(self.real, "identity", None)
 
     @property
-    def netlink_deltas(self) -> bool:
-        return bool(getattr(self.real, "netlink_deltas", False)) and not self.recorder.libnft_deltas
+    def socket(self) -> Any:  # the netns' kept netlink socket: the conntrack pass uses it, as in production
+        return getattr(self.real, "socket", None)
 
     def list_table(self, family: str = "inet", table: str = "mnp") -> Any:  # the drift check: not timed
         return self.real.list_table(family, table)
