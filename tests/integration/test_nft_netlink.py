@@ -134,3 +134,60 @@ def listed(pod: NetNS) -> object:
     from shared.nft.trace import table_from_nft_json
 
     return table_from_nft_json(pod.run("nft", "-j", "list", "table", "inet", "mnp").stdout)
+
+
+def test_conntrack_entries_no_longer_admitted_are_deleted_in_process() -> None:
+    """daemon.conntrack over ctnetlink on the kernel: two UDP flows from a peer namespace into a pod, both
+    admitted; then the rules admit only port 5000: the pass deletes the flow to 5001 (by its own tuple) and
+    keeps the one to 5000 and a flow that is not on the interface's address."""
+    import ipaddress as ipa
+
+    from daemon.conntrack import ConntrackCleaner
+
+    def udp_rules(*ports: int) -> InterfaceRules:
+        allow = Allow(
+            "ns/udp ingress[0]", (ipa.ip_network("10.99.0.2/32"),), tuple(PortRange("udp", p, p) for p in ports)
+        )
+        return InterfaceRules("ns/pod", "p0", "ns/net", DirectionRules(True, (allow,), ("ns/udp",)))
+
+    with NetNS.create("ctpod") as pod, NetNS.create("ctpeer") as peer:  # the module fixture checks the host
+        pod.ip("link", "add", "p0", "type", "veth", "peer", "name", "q0")
+        pod.ip("link", "set", "q0", "netns", peer.name)
+        pod.ip("addr", "add", "10.99.0.1/24", "dev", "p0")
+        pod.ip("link", "set", "p0", "up")
+        peer.ip("addr", "add", "10.99.0.2/24", "dev", "q0")
+        peer.ip("link", "set", "q0", "up")
+        applier = Applier(real_nft, RenderOptions())
+        try:
+            applier.apply(pod.path, udp_rules(5000, 5001))
+            send = (
+                "import socket\n"
+                "for port in (5000, 5001):\n"
+                "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "    s.sendto(b'x', ('10.99.0.1', port))\n"
+            )
+            peer.run("python3", "-c", send)
+            pod.run(
+                "python3",
+                "-c",
+                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', 9))",
+            )
+
+            def flows() -> set[tuple[str, int | None]]:
+                from daemon.conntrack import dump_request, parse_entry
+
+                with applier.netlink_socket(pod.path) as sock:
+                    entries = [parse_entry(p) for _, p in sock.dump(dump_request, "conntrack dump")]
+                return {(str(e.flow.dst), e.flow.dport) for e in entries if e is not None and e.flow.protocol == "udp"}
+
+            assert {("10.99.0.1", 5000), ("10.99.0.1", 5001), ("127.0.0.1", 9)} <= flows()
+            narrowed = udp_rules(5000)
+            applier.apply(pod.path, narrowed, udp_rules(5000, 5001))
+            cleaner = ConntrackCleaner(RenderOptions(), applier.netlink_socket)
+            assert cleaner.clean(pod.path, narrowed, [ipa.ip_address("10.99.0.1")]) == 1
+            left = flows()
+            assert ("10.99.0.1", 5001) not in left
+            assert {("10.99.0.1", 5000), ("127.0.0.1", 9)} <= left
+            assert cleaner.clean(pod.path, narrowed, [ipa.ip_address("10.99.0.1")]) == 0
+        finally:
+            applier.close()
