@@ -10,7 +10,7 @@ Everything before this point is pure (store → compiler → renderer); this mod
 * The real backend (shared.nft.backend.NetlinkNft) keeps one NETLINK_NETFILTER socket per pod netns, opened
   inside it (no thread the daemon keeps changes namespace): element deltas go over it as one nfnetlink batch;
   full transactions and the repair's listing go through a libnftables context from a bounded pool
-  (shared.nft.libnft.ContextPool). Where libnftables cannot be loaded, `nsenter --net=PATH nft -f -` does all.
+  (shared.nft.pool.ContextPool). Where libnftables cannot be loaded, `nsenter --net=PATH nft -f -` does all.
   A socket or context keeps its namespace alive, so the controller `release()`s a netns when its last state
   entry goes.
 * Before opening a netns the real factory checks that it still exists (`NetnsGone`: the pod is gone, the
@@ -38,6 +38,7 @@ from shared.nft.backend import NetlinkNft, NftBackend, interface_view
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft
+from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface, render_update
 from shared.nft.transaction import Transaction
 
@@ -80,7 +81,7 @@ def _guard(netns: str | None) -> None:
 
 
 # The libnftables contexts the real backends share: full transactions and listings, a bounded number open.
-CONTEXTS = libnft.ContextPool()
+CONTEXTS = ContextPool()
 
 
 def real_nft(netns: str) -> NftBackend:
@@ -100,7 +101,7 @@ class Applier:
     per direction).
 
     The nft backend of a netns is kept until `release` (for the real one: a netlink socket; the libnftables
-    contexts it borrows are bounded by their pool, shared.nft.libnft.ContextPool)."""
+    contexts it borrows are bounded by their pool, shared.nft.pool.ContextPool)."""
 
     RENDER_CACHE = 128
 

@@ -33,7 +33,8 @@ from shared.nft.transaction import Transaction
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from shared.nft.libnft import ContextPool, NetnsNft
+    from shared.nft.libnft import NetnsNft
+    from shared.nft.pool import ContextPool
 
 
 class NftBackend(Protocol):

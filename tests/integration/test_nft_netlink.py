@@ -18,6 +18,7 @@ from shared.nft.backend import NetlinkNft
 from shared.nft.errors import ExistsError, NotFoundError
 from shared.nft.fake import FakeNft
 from shared.nft.objects import Element
+from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface, render_remove_table, render_update
 from shared.nft.transaction import Transaction
 from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
@@ -36,7 +37,7 @@ def pod() -> Iterator[NetNS]:
 
 @pytest.fixture
 def nft(pod: NetNS) -> Iterator[NetlinkNft]:
-    pool = libnft.ContextPool(keep=1)
+    pool = ContextPool(keep=1)
     backend = NetlinkNft(pod.path, pool)
     try:
         pod.run("nft", "flush", "ruleset")

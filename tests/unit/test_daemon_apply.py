@@ -11,7 +11,7 @@ from daemon.apply import Applier, Work
 from shared.errors import NetnsGone
 from shared.netns import netns_identity
 from shared.nft.fake import FakeNft
-from shared.nft.libnft import ContextPool
+from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface
 from shared.rules import InterfaceRules
 
@@ -88,7 +88,7 @@ def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
 
 
 def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
-    """The libnftables contexts (shared.nft.libnft.ContextPool): at most `keep` open, least recently used closed
+    """The libnftables contexts (shared.nft.ContextPool): at most `keep` open, least recently used closed
     first, one in use never closed meanwhile, reopened on demand."""
     ns = Namespaces(tmp_path, 10)
     pool = ContextPool(ns, keep=3)  # type: ignore[arg-type]  # Closable stands in for a libnftables context
