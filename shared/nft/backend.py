@@ -14,8 +14,10 @@ text), full transactions and listings through a libnftables context from a bound
 change takes: a delta → netlink; the first programming of an interface, a refused delta's fallback, a repair,
 a change of chain rules → libnftables.
 
-Listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView), whichever
-backend produced the JSON; `interface_view` is the one definition of what belongs to one interface in it.
+The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
+and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
+lab). Not yet folded in: `mnpctl`'s LiveTable (daemon/cli/node.py), which keeps the raw JSON for handles and
+counters, and the plugin's CHECK, which reads the JSON without the reader's imports on the plugin's path.
 """
 
 from __future__ import annotations
