@@ -38,6 +38,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from daemon.logs import fields
+from shared.errors import NetnsGone
 from shared.model import EGRESS, INGRESS, IPAddress
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
@@ -253,10 +254,22 @@ class ConntrackCleaner:
         retries)."""
         if not local:
             return 0
+        try:
+            deleted = self._clean(netns, rules, local)
+        except NetnsGone as exc:  # the controller retries, and drops the interface when its state entry goes
+            raise OSError(f"conntrack in {netns}: {exc}") from exc
+        for flow in deleted:
+            log.info(
+                "deleted conntrack entries no longer admitted",
+                extra=fields(netns=netns, ifname=rules.ifname, pod=rules.pod, flow=_describe(flow)),
+            )
+        return len(deleted)
+
+    def _clean(self, netns: str, rules: InterfaceRules, local: Sequence[IPAddress]) -> list[Flow]:
         with self.socket_for(netns) as sock:
             try:
                 if entry_count(sock) == 0:
-                    return 0  # a dump walks the kernel's whole conntrack hash table, every namespace's buckets
+                    return []  # a dump walks the kernel's whole conntrack hash table, every namespace's buckets
                 entries = [e for e in map(parse_entry, (p for _, p in sock.dump(dump_request, "conntrack dump"))) if e]
             except NftError as exc:
                 raise OSError(f"listing conntrack in {netns} failed: {exc}") from exc
@@ -272,12 +285,7 @@ class ConntrackCleaner:
                 except NftError as exc:
                     raise OSError(f"deleting {_describe(entry.flow)} in {netns} failed: {exc}") from exc
                 deleted.setdefault(entry.flow, None)
-        for flow in deleted:
-            log.info(
-                "deleted conntrack entries no longer admitted",
-                extra=fields(netns=netns, ifname=rules.ifname, pod=rules.pod, flow=_describe(flow)),
-            )
-        return len(deleted)
+        return list(deleted)
 
 
 def _describe(flow: Flow) -> str:

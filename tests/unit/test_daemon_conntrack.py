@@ -262,6 +262,9 @@ def test_the_cleaner_reports_failures() -> None:
     with pytest.raises(OSError, match="not permitted"):
         cleaner.clean("/run/netns/pod", server_rules(CLIENTS_ON_80), LOCAL)
     assert cleaner.clean("/run/netns/pod", server_rules(CLIENTS_ON_80), []) == 0  # no address: nothing to match
+    gone = ConntrackCleaner(OPTIONS)  # its own socket, opened in a namespace that does not exist
+    with pytest.raises(OSError, match="mnpt-does-not-exist"):
+        gone.clean("/run/netns/mnpt-does-not-exist", server_rules(CLIENTS_ON_80), LOCAL)
 
 
 def test_a_widening_is_not_a_withdrawal() -> None:
