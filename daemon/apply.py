@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
@@ -41,6 +40,7 @@ from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface, render_update
 from shared.nft.transaction import Transaction
+from shared.rules import InterfaceRules
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS
 from shared.nft import netlink
 from shared.nft.fake import TableView
 from shared.nft.render import chain_name, element_key_type, map_name, set_names
 from shared.nft.transaction import Transaction
+from shared.rules import EGRESS, INGRESS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

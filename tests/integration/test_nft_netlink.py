@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from daemon.apply import Applier, real_nft
+from daemon.testbed.netns import NetNS
 from shared.nft import libnft
 from shared.nft.backend import NetlinkNft
 from shared.nft.errors import ExistsError, NotFoundError
@@ -24,7 +25,6 @@ from shared.nft.transaction import Transaction
 from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 from tests.integration.test_render_kernel import delta_pair
 from tests.support.host import host_untouched
-from tests.support.netns import NetNS
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not libnft.available(), reason="no libnftables.so.1")]
 
@@ -152,12 +152,12 @@ def test_conntrack_entries_no_longer_admitted_are_deleted_in_process() -> None:
         return InterfaceRules("ns/pod", "p0", "ns/net", DirectionRules(True, (allow,), ("ns/udp",)))
 
     with NetNS.create("ctpod") as pod, NetNS.create("ctpeer") as peer:  # the module fixture checks the host
-        pod.ip("link", "add", "p0", "type", "veth", "peer", "name", "q0")
-        pod.ip("link", "set", "q0", "netns", peer.name)
-        pod.ip("addr", "add", "10.99.0.1/24", "dev", "p0")
-        pod.ip("link", "set", "p0", "up")
-        peer.ip("addr", "add", "10.99.0.2/24", "dev", "q0")
-        peer.ip("link", "set", "q0", "up")
+        pod.add_veth("p0", "q0")
+        pod.run("ip", "link", "set", "q0", "netns", peer.name)
+        pod.add_address("p0", "10.99.0.1/24")
+        pod.set_up("p0")
+        peer.add_address("q0", "10.99.0.2/24")
+        peer.set_up("q0")
         applier = Applier(real_nft, RenderOptions())
         try:
             applier.apply(pod.path, udp_rules(5000, 5001))

@@ -30,13 +30,14 @@ from daemon.conntrack import (
     withdraws,
 )
 from daemon.store import NAMESPACE, POD, POLICY
-from shared.compiler import ClusterIndex, InterfaceRules, compile_pod
+from shared.compiler import ClusterIndex, compile_pod
 from shared.model import Cluster
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.fake import FakeNft
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
+from shared.rules import InterfaceRules
 from tests.unit.test_daemon_builders import NET_A, from_pods, namespace, pod, policy, put
 
 
