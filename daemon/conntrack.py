@@ -17,7 +17,8 @@ packet (`admits`, below), so an allowed established connection is never cut:
 The table is read and entries are deleted in-process over ctnetlink, on a NETLINK_NETFILTER socket of the pod
 netns (shared.nft.netlink; the daemon's nft backend keeps one per pod netns, so no process and no namespace
 switch is needed): the netns' entry count (a dump walks the kernel's whole conntrack hash table, every
-namespace's buckets — ≈ 45 ms even for an empty namespace — so none is made without entries), one dump of the
+namespace's buckets, costly even for an empty namespace (docs/benchmarks.md) — so none is made without
+entries), one dump of the
 netns' conntrack table, then one IPCTNL_MSG_CT_DELETE per entry the rules no
 longer admit, naming the entry by its original tuple exactly as the dump gave it. Entries that share (family,
 protocol, source, destination, destination port) share the verdict — the selection `conntrack -D` with those

@@ -8,8 +8,8 @@ table into its cache (every element of every set) before it sends anything, and 
 message or none (nfnetlink_rcv_batch aborts the whole batch on the first error and reports every error).
 pyroute2 has the same messages (`pyroute2.netlink.nfnetlink.nftsocket`), but its sockets run an asyncio event
 loop each, its `commit()` does not read the kernel's acknowledgements (so a refused batch would pass unseen),
-and importing it costs ≈ 20 MB and 0.3–1 s here: the tests use it as an independent decoder of what this module
-encodes (tests/unit/test_nft_netlink.py) instead.
+and importing it costs memory and start-up time (docs/benchmarks.md, Policy change): the tests use it as an
+independent decoder of what this module encodes (tests/unit/test_nft_netlink.py) instead.
 
 The encodings are nft 1.0.6's, read from `nft --debug=mnl` (the kernel test checks the listed result):
 

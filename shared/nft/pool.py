@@ -28,9 +28,9 @@ def malloc_trim() -> None:
 class ContextPool:
     """At most `keep` libnftables contexts open at once, one per netns, the least recently used closed first.
 
-    A context holds ≈ 0.5 MB from its first transaction on (measured: mallinfo2's in-use bytes), so keeping one
-    per pod would cost a 110-pod node 55 MB; reopening one costs ≈ 1 ms (docs/benchmarks.md, Scale). Closing a
-    context whose socket committed waits ≈ 10 ms for the kernel, so closes run on `CLOSERS` threads; when the
+    A context holds memory from its first transaction on, so keeping one per pod would cost a full node more
+    than reopening the few it needs (docs/benchmarks.md, Scale, has the figures). Closing a context whose socket
+    committed waits for the kernel, so closes run on `CLOSERS` threads; when the
     last pending close is done, glibc's heaps are trimmed (what libnftables freed otherwise stays as RSS: one heap
     per thread that allocated). A context in use (`use`) is never closed meanwhile. `open` is the factory (netns
     path → an object with `close()`; the tests pass their own)."""
