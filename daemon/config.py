@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.version import VERSION
 
 DEFAULT_STATE_DIR = "/run/mnp/state"
 DEFAULT_LISTEN = "127.0.0.1:9741"
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mnpd {VERSION}")
     for opt in OPTIONS:
         default = f" (default: {opt.default})" if opt.default not in (None, "") else ""
         help_text = f"{opt.help}{default} [{opt.env}]"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from daemon.clock import Clock
 from daemon.logs import fields
 from shared.rules import DirectionRules, InterfaceRules
+from shared.version import VERSION
 
 if TYPE_CHECKING:
     from daemon.controller import Controller
@@ -99,6 +100,7 @@ def status_document(
         interfaces.append(item)
     return {
         "schema": SCHEMA,
+        "version": VERSION,
         "node": node,
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),
