@@ -30,15 +30,13 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daemon.clock import Clock
 from daemon.logs import fields
+from daemon.records import InterfaceBook
 from shared.rules import DirectionRules, InterfaceRules
 from shared.version import VERSION
-
-if TYPE_CHECKING:
-    from daemon.controller import Controller
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -73,7 +71,7 @@ class RulesDigest:
 
 
 def status_document(
-    controller: Controller, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
+    controller: InterfaceBook, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
 ) -> dict[str, Any]:
     digest = digest or RulesDigest()
     interfaces = []
@@ -116,14 +114,14 @@ class StatusWriter:
         self._last: dict[str, Any] | None = None
         self._digest = RulesDigest()
 
-    def write(self, controller: Controller, sources: Mapping[str, bool], force: bool = False) -> None:
+    def write(self, controller: InterfaceBook, sources: Mapping[str, bool], force: bool = False) -> None:
         doc = status_document(controller, sources, self.node, self._digest)
         self._digest.keep_only([r.applied for r in controller.records.values() if r.applied is not None])
         if doc == self._last and not force:
             return
         self._last = doc
-        # Compact: with `indent` json uses its pure-Python encoder, ~10 ms per sync for a 110-pod node, on the
-        # sync thread. `mnpctl status` (or `jq .`) shows it readably.
+        # Compact: with `indent` json uses its pure-Python encoder, on the sync thread (docs/benchmarks.md).
+        # `mnpctl status` (or `jq .`) shows it readably.
         text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:
