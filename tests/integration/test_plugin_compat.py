@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
+from daemon.testbed.netns import NetNS
 from shared.version import VERSION
 from tests.support.elf import elf_files, glibc_floor, glibc_needs
 from tests.support.host import host_untouched
-from tests.support.netns import NetNS
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MNP_CACHE_DIR", "/var/cache/mnp"))
