@@ -64,6 +64,9 @@ def test_status_file_carries_it() -> None:
         records: dict[tuple[str, str], object] = {}  # noqa: RUF012
         synced_once = True
 
+        def unguarded_report(self) -> list[dict[str, object]]:
+            return []
+
     doc = status_document(NoController(), {}, "node-a")  # type: ignore[arg-type]
     assert doc["version"] == VERSION
 
