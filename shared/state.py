@@ -22,7 +22,7 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
     {
       "schema": 1,                       int; bumped only for an incompatible change (readers skip other values)
       "containerID": "3f69…",            CNI_CONTAINERID (the pod sandbox)
-      "ifname": "net1",                  CNI_IFNAME
+      "ifname": "net1",                  CNI_IFNAME; an entry whose name breaks shared.ifname's rule is refused
       "netns": "/var/run/netns/cni-…",   CNI_NETNS at ADD
       "podNamespace": "ns1",             K8S_POD_NAMESPACE from CNI_ARGS ("" when the runtime gave none: podman)
       "podName": "web-0",                K8S_POD_NAME ("" when not given)
@@ -47,6 +47,7 @@ import json
 import os
 
 from shared.errors import StateError
+from shared.ifname import ifname_problem
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -175,12 +176,16 @@ class StateEntry(Value):
                 raise StateError(f"{key} must be a{' non-empty' if required else ''} string")
             return value
 
+        ifname = text_field("ifname", True)
+        problem = ifname_problem(ifname)
+        if problem is not None:  # the plugin checks CNI_IFNAME by the same rule: this entry is not its
+            raise StateError(f"ifname {ifname[:40]!r} is not a valid interface name: {problem}")
         ips = raw.get("ips", [])
         if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
             raise StateError("ips must be a list of strings")
         return StateEntry(
             container_id=text_field("containerID", True),
-            ifname=text_field("ifname", True),
+            ifname=ifname,
             netns=text_field("netns"),
             pod_namespace=text_field("podNamespace"),
             pod_name=text_field("podName"),

@@ -43,8 +43,9 @@ import re
 from collections import defaultdict
 from functools import lru_cache
 
-from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
-from shared.nft.transaction import Transaction
+from shared.ifname import InvalidInterfaceName
+from shared.nft.objects import Chain, Element, Rule, Set, Table, quote, quote_ifname
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import EGRESS, INGRESS, collapse
 from shared.value import Value
 
@@ -160,8 +161,19 @@ def skeleton() -> Transaction:
     return tx
 
 
+def checked_ifname(ifname: str) -> str:
+    """The quoted map key of `ifname`; TransactionError when the name is not one mnp accepts (shared.ifname): a
+    name is never rendered, not even in part, unless it passes the one rule."""
+    try:
+        return quote_ifname(ifname)
+    except InvalidInterfaceName as exc:
+        raise TransactionError(f"refusing to render: {exc}") from None
+
+
 def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction:
-    """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
+    """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`. TransactionError for an
+    interface name that is not valid (`checked_ifname`)."""
+    key = checked_ifname(rules.ifname)
     tx = skeleton()
     for direction in (INGRESS, EGRESS):
         rendered = render_direction(rules.ifname, direction, rules.direction(direction), options)
@@ -176,7 +188,7 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
                 tx.add(element)
         for rule in rendered.rules:
             tx.add(rule)
-        tx.add(Element(_map(direction).name, f'"{rules.ifname}"', f"jump {chain.name}"))
+        tx.add(Element(_map(direction).name, key, f"jump {chain.name}"))
     return tx
 
 
@@ -186,6 +198,7 @@ def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptio
     directions (the pods of a Deployment change alike); the transaction returned must not be modified."""
     if old.ifname != new.ifname:
         return None
+    checked_ifname(new.ifname)
     return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options)
 
 
@@ -261,7 +274,9 @@ class RenderedDirection(Value):
 
 
 def render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
-    """`rules` as chain rules and set elements (memoised: the pods of a Deployment share their rules)."""
+    """`rules` as chain rules and set elements (memoised: the pods of a Deployment share their rules).
+    TransactionError for an invalid interface name (`checked_ifname`)."""
+    checked_ifname(ifname)
     return _render_direction(ifname, direction, rules, options)
 
 
@@ -302,12 +317,14 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
 
 
 def render_remove_interface(ifname: str) -> Transaction:
-    """Remove everything of one interface; succeeds whether or not any of it exists (idempotent DEL)."""
+    """Remove everything of one interface; succeeds whether or not any of it exists (idempotent DEL).
+    TransactionError for an invalid interface name (`checked_ifname`)."""
+    key = checked_ifname(ifname)
     tx = Transaction(FAMILY, TABLE)
     tx.add(Table())
     for direction in (INGRESS, EGRESS):
         chain = Chain(chain_name(direction, ifname))
-        entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")
+        entry = Element(_map(direction).name, key, f"jump {chain.name}")
         tx.add(_map(direction))
         tx.add(chain)
         tx.add(entry)

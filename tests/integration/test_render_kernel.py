@@ -12,6 +12,7 @@ Needs root, `ip` and `nft`; skipped otherwise. Address plan as in tests/unit/tes
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -29,8 +30,9 @@ from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
 from shared.nft.render import render_interface, render_update
 from shared.nft.trace import Packet, table_from_nft_json, trace
-from shared.nft.transaction import Transaction
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
+from shared.state import StateStore, entry_name
 from tests.unit.test_render_update import directions, interface
 
 pytestmark = [
@@ -261,3 +263,53 @@ def test_a_delta_leaves_what_the_full_transaction_leaves(ns: Netns, pair: tuple[
     assert ns.apply(str(render_interface(old))) is None
     assert ns.apply(str(delta)) is None, str(delta)
     assert ns.view() == FakeNft.from_transaction(render_interface(new)).list_table()
+
+
+# ----------------------------------------------------------------------------------------- hostile names
+
+# nft 1.0.6's quoted strings end at the next `"`, whatever comes before it: written as a map key unchecked, this
+# name adds `"z" : accept`, flushes net1's ingress chain (net1 then passes everything) and ends in a `redefine`
+# that swallows the rest of the line — a transaction nft takes as a whole (checked on main before the fix).
+HOSTILE = 'z" : accept }\nflush chain inet mnp ingress_net1\nredefine mnpt_absorb = { "y'
+
+
+def test_a_hostile_state_entry_flushes_nothing(ns: Netns, tmp_path: Path) -> None:
+    """A state entry whose ifname would end the quoted map key: the state dir reports it and the renderer refuses
+    it, so whatever mnpd would render for the entries it reads leaves net1's closed table exactly as it was."""
+    assert ns.apply(str(render_interface(InterfaceRules.pending("net1")))) is None
+    before = ns.view()
+    entry = {"schema": 1, "containerID": "c0ffee", "ifname": HOSTILE, "netns": "/run/netns/x"}
+    (tmp_path / entry_name("c0ffee", HOSTILE)).write_text(json.dumps(entry))
+    entries, problems = StateStore(str(tmp_path)).entries()
+    for read in entries:  # what mnpd renders for an entry it has read
+        try:
+            tx = render_interface(InterfaceRules.pending(read.ifname))
+        except TransactionError:
+            continue
+        ns.apply(str(tx))
+    assert ns.view() == before
+    assert entries == [] and len(problems) == 1 and "not a valid interface name" in problems[0].reason
+    with pytest.raises(TransactionError, match="invalid interface name"):
+        render_interface(InterfaceRules.pending(HOSTILE))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=16),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=15),
+        st.text(st.sampled_from('"\\*$ :/{};#@.-_\n\tab1'), min_size=1, max_size=15),
+    )
+)
+def test_a_name_is_refused_or_becomes_exactly_its_objects(ns: Netns, name: str) -> None:
+    """Any name: the renderer refuses it (TransactionError), or nft reads the transaction into exactly the table
+    the typed transaction describes (the Fake's view of it), with `name` the one key of both dispatch maps."""
+    try:
+        tx = render_interface(InterfaceRules.pending(name))
+    except TransactionError:
+        return
+    assert ns.nft("flush", "ruleset").returncode == 0
+    assert ns.apply(str(tx)) is None, str(tx)
+    live = ns.view()
+    assert live == FakeNft.from_transaction(tx).list_table()
+    assert [[e.key for e in live.sets[f"{d}_ifaces"].elements] for d in ("ingress", "egress")] == [[f'"{name}"']] * 2

@@ -66,6 +66,9 @@ def test_unknown_keys_are_ignored() -> None:
         '{"schema": 1, "containerID": "c", "ifname": "i", "ips": "10.0.0.1/24"}',
         '{"schema": 1, "containerID": "c", "ifname": "i", "ips": [1]}',
         '{"schema": 1, "containerID": "c", "ifname": "i", "podName": 5}',
+        '{"schema": 1, "containerID": "c", "ifname": "z\\" : accept }\\nflush chain inet mnp ingress_net1"}',
+        '{"schema": 1, "containerID": "c", "ifname": "much-too-long-name"}',
+        '{"schema": 1, "containerID": "c", "ifname": "a b"}',
     ],
 )
 def test_bad_entries_raise_state_error(text: str) -> None:
