@@ -31,13 +31,11 @@ from typing import NamedTuple, Protocol
 
 from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
-from shared.nft.fake import FakeNft, TableView
-from shared.nft.render import RenderOptions, chain_name, render_interface, render_update, set_names
+from shared.nft.render import RenderOptions, expected_view, owned_view, render_interface, render_update
 from shared.nft.transaction import Transaction
 
 log = logging.getLogger(__name__)
@@ -98,19 +96,6 @@ def real_nft(netns: str) -> Nft:
     return libnft.NetnsNft(netns)
 
 
-def _interface_view(view: TableView, ifname: str) -> tuple[object, ...]:
-    """What one interface owns in a table: its chains' rules (without counters) and its sets' elements."""
-    chains = []
-    sets = []
-    for direction in (INGRESS, EGRESS):
-        chain = view.chains.get(chain_name(direction, ifname))
-        chains.append(None if chain is None else tuple((r.text, r.comment) for r in chain.rules))
-        for name in set_names(direction, ifname).values():
-            s = view.sets.get(name)
-            sets.append(None if s is None else tuple((e.key, e.comment) for e in s.elements))
-    return tuple(chains), tuple(sets)
-
-
 class Applier:
     """Renders and runs; counts the transactions it ran (successful or not) and how many were deltas.
 
@@ -142,7 +127,6 @@ class Applier:
         self._in_use: Counter[str] = Counter()  # netns being programmed by a worker: never closed meanwhile
         self._closer: ThreadPoolExecutor | None = None
         self._closing = 0  # contexts handed to the closer threads, not closed yet
-        self._unverified: set[tuple[str, str]] = set()  # (netns, ifname) programmed by a delta since a full form
 
     def apply(
         self,
@@ -169,16 +153,12 @@ class Applier:
                 try:
                     nft.run(delta)
                     self._count(delta=True)
-                    with self._lock:
-                        self._unverified.add((netns, rules.ifname))
                     return
                 except NftError as exc:  # the table is not what we last programmed: replace it as a whole
                     first = (exc.message.splitlines() or [""])[0]
                     log.warning("delta refused, applying the full transaction: %s", first)
             self._count(delta=False)
             nft.run(self.render(rules))
-            with self._lock:
-                self._unverified.discard((netns, rules.ifname))
         except NetnsGone:
             self.release(netns)
             raise
@@ -284,28 +264,25 @@ class Applier:
                 self.transactions += 1
 
     def repair(self, work: Work) -> bool:
-        """If `work.rules` reached its interface by deltas, check that the live table holds exactly what the full
-        form would (the interface's chain rules and set elements) and apply the full form if not; True then.
+        """Check that the live table holds what the full form of `work.rules` defines for its interface — the
+        base chains, its dispatch-map elements, its chains and sets (shared.nft.render.owned_view) — and apply the
+        full form, atomically, when it does not; True then.
 
-        A delta assumes the table holds what this daemon programmed. An element nobody removes — someone's
-        `nft add element` by hand — would survive every delta; this catches it on the periodic resync. Backends
-        that cannot list (the nft command fallback) are not checked."""
-        key = (work.netns, work.rules.ifname)
-        if key not in self._unverified:
-            return False
+        The periodic resync calls it for every programmed interface: a pod with NET_ADMIN can delete the table or
+        flush a chain in its own netns, and an element someone added by hand survives every delta (a delta
+        assumes the table holds what this daemon programmed). Backends that cannot list (the nft command
+        fallback) are not checked."""
         nft = self._nft_of(work.netns)
         list_table = getattr(nft, "list_table", None)
         if list_table is None:
             return False
         self._check_identity(work.netns, work.identity)
-        expected = _interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
+        ifname = work.rules.ifname
         try:
-            live = _interface_view(list_table(), work.rules.ifname)
+            live: tuple[object, ...] | None = owned_view(list_table(), ifname)
         except NotFoundError:
-            live = None
-        if live == expected:
-            with self._lock:
-                self._unverified.discard(key)
+            live = None  # the table is gone
+        if live == expected_view(work.rules, self.options):
             self._close_least_used()
             return False
         self.apply(work.netns, work.rules, None, work.identity)
@@ -331,7 +308,6 @@ class Applier:
         """Forget (and close) the nft of a netns no state entry uses any more."""
         with self._lock:
             nft = self._nft.pop(netns, None)
-            self._unverified = {key for key in self._unverified if key[0] != netns}
         self._close_later(nft)
 
     def close(self) -> None:

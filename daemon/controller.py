@@ -56,6 +56,7 @@ IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
 PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
+REASON_TAMPERED = "RulesTampered"
 
 
 @dataclass
@@ -99,7 +100,7 @@ class SyncReport:
     transactions: int = 0
     failed: int = 0
     conntrack_deleted: int = 0
-    repaired: int = 0  # interfaces whose table had drifted from what was programmed (Applier.repair)
+    repaired: int = 0  # interfaces whose table was not what mnpd programmed, restored (Applier.repair)
     keys: list[IfaceKey] = field(default_factory=list)  # interfaces that got a successful transaction
 
 
@@ -393,9 +394,13 @@ class Controller:
             self._clean_conntrack(key, record, resolved, report)
 
     def _repair_drift(self, report: SyncReport) -> None:
-        """On the periodic resync: interfaces programmed by deltas are checked against their full form."""
+        """On the periodic resync: every interface whose table content this process knows (what it programmed,
+        or the plugin's pending table) is read back and compared with its full form; a table or chain removed or
+        edited inside the pod netns, or an element that survived deltas, is restored atomically (Applier.repair)
+        and reported: a warning Event on the pod, the repairs counter, a log line. Interfaces whose content is
+        unknown (found at start and not programmed yet, or failed) get the full form from the sync anyway."""
         for record in self.records.values():
-            if record.state != PROGRAMMED or record.applied is None:
+            if record.applied is None or record.state == GONE:
                 continue
             entry = record.entry
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
@@ -407,9 +412,33 @@ class Controller:
             if repaired:
                 report.repaired += 1
                 report.transactions += 1
-                log.warning(
-                    "the interface's table differed from what mnpd programmed; programmed it again", extra=extra
+                self.metrics.tamper_repairs.inc()
+                log.warning("tampered, restored: the interface's table was not what mnpd programmed", extra=extra)
+                self.events.warn(
+                    pod_ref(entry.pod, record.pod_uid),
+                    REASON_TAMPERED,
+                    f"interface {entry.ifname}: its nft table in the pod netns was removed or edited; tampered, "
+                    "restored",
                 )
+                self._forget_flows_of_tamper(record, report)
+
+    def _forget_flows_of_tamper(self, record: InterfaceRecord, report: SyncReport) -> None:
+        """Delete the conntrack entries of flows the restored rules do not admit: while the table was open, a
+        connection it should have refused may have been set up, and `ct state established` would keep it."""
+        if self.conntrack is None or record.applied is None:
+            return
+        entry = record.entry
+        try:
+            deleted = self.conntrack.clean(entry.netns, record.applied, local_addresses(entry, None))
+        except OSError as exc:
+            log.warning(
+                "could not delete the flows set up while the table was tampered with: %s",
+                exc,
+                extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns),
+            )
+            return
+        report.conntrack_deleted += deleted
+        self.metrics.conntrack_deletions.inc(deleted)
 
     def _keep_canonical_live(self) -> None:
         """Forget the canonical objects no interface holds any more (each holds hundreds of peers)."""

@@ -46,14 +46,15 @@ from functools import lru_cache
 from shared.ifname import InvalidInterfaceName
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote, quote_ifname
 from shared.nft.transaction import Transaction, TransactionError
-from shared.rules import EGRESS, INGRESS, collapse
+from shared.rules import EGRESS, INGRESS, InterfaceRules, collapse
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange
+    from shared.nft.fake import TableView
+    from shared.rules import Allow, DirectionRules, IPNetwork, PortRange
 
 TABLE = "mnp"
 FAMILY = "inet"
@@ -335,6 +336,52 @@ def render_remove_interface(ifname: str) -> Transaction:
             tx.add(s)
             tx.delete(s)
     return tx
+
+
+def owned_view(view: TableView, ifname: str) -> tuple[object, ...]:
+    """What the full form of `ifname` (render_interface) defines in a table, as read back (`nft -j list table`,
+    or the Fake): the two base chains (hook, policy, rules), the interface's element in each dispatch map, its
+    chains' rules and its sets' elements — without counters. Two tables with equal owned views enforce the same
+    on `ifname`; whatever else the table holds (other interfaces' objects, unused chains) cannot change that.
+    A missing object reads as None, so a deleted table, a flushed chain, an edited set or an element taken out
+    of a map all differ from the full form."""
+    owned: list[object] = []
+    for direction in (INGRESS, EGRESS):
+        base = view.chains.get(_HOOK[direction])
+        owned.append(None if base is None else (base.hook, base.policy, tuple((r.text, r.comment) for r in base.rules)))
+        dispatch = view.sets.get(_map(direction).name)
+        key = quote_ifname(ifname)
+        owned.append(
+            None
+            if dispatch is None
+            else (dispatch.key_type, dispatch.value_type, [(e.key, e.value) for e in dispatch.elements if e.key == key])
+        )
+        chain = view.chains.get(chain_name(direction, ifname))
+        owned.append(None if chain is None else (chain.hook, tuple((r.text, r.comment) for r in chain.rules)))
+        for name in set_names(direction, ifname).values():
+            found = view.sets.get(name)
+            owned.append(
+                None
+                if found is None
+                else (found.key_type, found.flags, tuple((e.key, e.comment) for e in found.elements))
+            )
+    return tuple(owned)
+
+
+def expected_view(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> tuple[object, ...]:
+    """`owned_view` of a table that holds exactly `render_interface(rules, options)` (memoised like the
+    rendering: the pods of a Deployment share it)."""
+    return _expected_view(rules.ifname, rules.ingress, rules.egress, options)
+
+
+@lru_cache(maxsize=64)
+def _expected_view(
+    ifname: str, ingress: DirectionRules, egress: DirectionRules, options: RenderOptions
+) -> tuple[object, ...]:
+    from shared.nft.fake import FakeNft  # the daemon's: the CNI plugin never compares
+
+    rules = InterfaceRules("", ifname, "", ingress, egress)
+    return owned_view(FakeNft.from_transaction(render_interface(rules, options)).list_table(FAMILY, TABLE), ifname)
 
 
 def render_remove_table() -> Transaction:

@@ -558,3 +558,34 @@ def test_kill_9_and_restart_under_traffic(world: World) -> None:
         log.close()
     text = (w.tmp / "mnpd.log").read_text()
     assert "setting manifests_dir = " in text and "received SIGTERM" in text and "every pod keeps its rules" in text
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        ["nft", "delete", "table", "inet", "mnp"],
+        ["nft", "flush", "chain", "inet", "mnp", "ingress_net1"],
+        ["nft", "flush", "chain", "inet", "mnp", "input"],
+        ["nft", "delete", "element", "inet", "mnp", "ingress_ifaces", '{ "net1" }'],
+    ],
+    ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted"],
+)
+def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: World, tamper: list[str]) -> None:
+    """A pod with NET_ADMIN edits mnp's table in its own netns, which opens it; the periodic resync reads the
+    table back, restores it atomically and reports it; the flows the tamper let in are dropped again."""
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    args = [*daemon_args(w)[:-1], "1s"]  # --resync-period 1s
+    d = Daemon(load(args, {})).start()
+    try:
+        w.wait_programmed(server)
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+        server.netns.run(*tamper)
+        # open until the resync restores it; the deadline is a few resync periods
+        wait_for(lambda: can([(other, server, "tcp", 8080)]) == [False], what="enforced again")
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+        assert d.metrics.tamper_repairs._value.get() >= 1
+    finally:
+        d.stop()
