@@ -45,7 +45,7 @@ from cni.errors import (
 )
 from cni.log import Log
 from shared.errors import NetnsGone, StateError
-from shared.netns import check_netns, is_own_netns
+from shared.netns import check_netns, interface_index_here, is_own_netns
 from shared.state import StateEntry, StateStore
 from shared.value import Value
 
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 class Deps(Value):
     """Everything the verbs do to the node goes through these (the unit tests pass fakes: tests/support/cnifake.py)."""
 
-    __slots__ = ("check_netns", "clock", "nft", "nft_via", "own_netns", "store")
+    __slots__ = ("check_netns", "clock", "ifindex", "nft", "nft_via", "own_netns", "store")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Deps(Value):
         own_netns: Callable[[str], bool] = is_own_netns,
         check_netns: Callable[[str], None] = check_netns,
         nft_via: str = "nft",
+        ifindex: Callable[[str, str], int] = interface_index_here,
     ) -> None:
         self.nft = nft  # netns path (None: the plugin's own netns) → nft acting there
         self.store = store  # state dir → store
@@ -84,6 +85,7 @@ class Deps(Value):
         self.own_netns = own_netns
         self.check_netns = check_netns  # raises NetnsGone
         self.nft_via = nft_via  # what `nft` runs, for the log: "libnftables" or the nft command
+        self.ifindex = ifindex  # (netns, ifname) → the interface's index there; OSError / NetnsGone
 
 
 def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
@@ -233,6 +235,11 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
 
     require_netns(args.netns, deps)
     pod = args.pod
+    try:
+        ifindex = deps.ifindex(args.netns, args.ifname)
+    except (OSError, NetnsGone) as exc:  # recorded as unknown: the interface stays closed by its name
+        ifindex = 0
+        log.warning("cannot learn the interface's index; recorded as unknown", error=str(exc))
     entry = StateEntry(
         container_id=args.container_id,
         ifname=args.ifname,
@@ -245,6 +252,7 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         mac=conf.mac,
         created=rfc3339(deps.clock()),
         plugin=__version__,
+        ifindex=ifindex,
     )
     tx = render_interface(InterfaceRules.pending(args.ifname, pod.key, conf.name))
     store = deps.store(conf.state_dir)

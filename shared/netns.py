@@ -128,6 +128,14 @@ def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
         os.close(home)
 
 
+def interface_index_here(netns: str, ifname: str) -> int:
+    """The index of interface `ifname` inside `netns` (if_nametoindex on the calling thread, switched in and back:
+    `in_netns_here`, so for the CNI plugin only). Raises NetnsGone, or OSError when there is no such interface."""
+    import socket
+
+    return in_netns_here(netns, lambda: socket.if_nametoindex(ifname))
+
+
 def _enter(netns: str) -> None:
     """Move the calling thread into `netns` (NetnsGone if it cannot)."""
     try:

@@ -30,6 +30,10 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
       "network": "macvlan-conf",         the CNI network `name` (the NAD's config name)
       "ips": ["10.1.2.3/24"],            this interface's addresses from prevResult ("addr/len")
       "mac": "0a:58:…",                  this interface's MAC from prevResult ("" when not given)
+      "ifindex": 3,                      its interface index inside the netns at ADD, which a rename inside the
+                                         pod does not change (0: not known — an entry from an older plugin, or
+                                         the lookup failed); readers that predate it ignore it, as every reader
+                                         ignores keys it does not know, so the schema stays 1
       "created": "2026-05-09T07:35:25Z", RFC 3339, UTC, whole seconds
       "plugin": "0.1.0"                  the version of the plugin that wrote it
     }
@@ -89,6 +93,7 @@ class StateEntry(Value):
     __slots__ = (
         "container_id",
         "created",
+        "ifindex",
         "ifname",
         "ips",
         "mac",
@@ -115,6 +120,7 @@ class StateEntry(Value):
         created: str = "",
         plugin: str = "",
         schema: int = SCHEMA,
+        ifindex: int = 0,
     ) -> None:
         self.container_id = container_id
         self.ifname = ifname
@@ -128,6 +134,7 @@ class StateEntry(Value):
         self.created = created
         self.plugin = plugin
         self.schema = schema
+        self.ifindex = ifindex
 
     @property
     def key(self) -> tuple[str, str]:
@@ -151,6 +158,7 @@ class StateEntry(Value):
                 "network": self.network,
                 "ips": list(self.ips),
                 "mac": self.mac,
+                "ifindex": self.ifindex,
                 "created": self.created,
                 "plugin": self.plugin,
             },
@@ -183,6 +191,9 @@ class StateEntry(Value):
         ips = raw.get("ips", [])
         if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
             raise StateError("ips must be a list of strings")
+        ifindex = raw.get("ifindex", 0)
+        if not isinstance(ifindex, int) or isinstance(ifindex, bool) or not 0 <= ifindex < 2**31:
+            raise StateError("ifindex must be an interface index (a non-negative 32-bit integer)")
         return StateEntry(
             container_id=text_field("containerID", True),
             ifname=ifname,
@@ -195,6 +206,7 @@ class StateEntry(Value):
             mac=text_field("mac"),
             created=text_field("created"),
             plugin=text_field("plugin"),
+            ifindex=ifindex,
         )
 
 

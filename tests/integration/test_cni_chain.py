@@ -236,6 +236,7 @@ def test_a_pod_is_closed_from_its_first_packet(lab: Lab) -> None:
     assert entry["netns"] == pod_a.path and entry["network"] == "mnpt-closed"
     assert (entry["podNamespace"], entry["podName"]) == ("ns1", "a")
     assert entry["ips"] == res_a.addresses("net1") and entry["mac"] == res_a.interfaces[0].mac
+    assert entry["ifindex"] == pod_a.link("net1")["ifindex"]  # learned inside the pod netns, not the node's
 
     servers = [Server(pod, [("tcp", 8080), ("udp", 5353)]) for pod in (pod_a, pod_c, pod_d)]
     drops = {chain: dropped(pod_a, chain) for chain in ("ingress_net1", "egress_net1")}

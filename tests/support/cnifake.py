@@ -108,6 +108,7 @@ class FakeNode:
     nfts: dict[str, JsonFakeNft] = field(default_factory=dict)
     host: JsonFakeNft = field(default_factory=JsonFakeNft)
     store_factory: Callable[[str], StateStore] = StateStore
+    indexes: dict[str, dict[str, int]] = field(default_factory=dict)  # netns → ifname → index
 
     def nft(self, netns: str | None) -> JsonFakeNft | GoneNft:
         if netns is None:
@@ -115,6 +116,12 @@ class FakeNode:
         if netns not in self.netns:
             return GoneNft(netns)
         return self.nfts.setdefault(netns, JsonFakeNft())
+
+    def ifindex(self, netns: str, ifname: str) -> int:
+        """Interfaces get indexes 2, 3, … in the order they are first asked for (1 is lo), per netns."""
+        self.check_netns(netns)
+        known = self.indexes.setdefault(netns, {})
+        return known.setdefault(ifname, len(known) + 2)
 
     def check_netns(self, netns: str) -> None:
         if netns not in self.netns:
@@ -127,6 +134,7 @@ class FakeNode:
             clock=lambda: CLOCK,
             own_netns=lambda path: path == OWN_NETNS,
             check_netns=self.check_netns,
+            ifindex=self.ifindex,
         )
 
     @property

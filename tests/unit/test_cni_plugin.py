@@ -98,8 +98,24 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
         mac="52:54:00:12:34:56",
         created="2026-05-09T07:35:25Z",
         plugin=cni.__version__,
+        ifindex=2,  # net1's index inside the pod netns (the FakeNode's first interface)
     )
     assert (node.state_dir / "c1_net1.json").exists()
+
+
+def test_add_records_an_unknown_index_and_still_closes_the_interface(node: FakeNode) -> None:
+    """The index cannot be learned (no such interface inside the netns): recorded as 0, and the ADD still
+    closes the interface by its name."""
+
+    def no_interface(netns: str, ifname: str) -> int:
+        raise OSError(19, "No such device")
+
+    node.ifindex = no_interface  # type: ignore[method-assign]
+    out = node.call("ADD")
+    assert out.rc == 0, out
+    assert [e.ifindex for e in entries(node)] == [0]
+    assert chains(node) == {"input", "output", "ingress_net1", "egress_net1"}
+    assert "cannot learn the interface's index" in out.stderr
 
 
 def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
