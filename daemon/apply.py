@@ -100,9 +100,9 @@ class Applier:
     """Renders and runs; counts the transactions it ran (successful or not) and how many were deltas.
 
     The pods of one Deployment usually get equal rules on equally named interfaces, and rendering a direction
-    with a thousand peers costs tens of milliseconds, so the last RENDER_CACHE full renderings are kept (the text
-    depends only on the interface name and the two directions' rules, never on the pod; render_update memoises
-    per direction).
+    with a thousand peers costs tens of milliseconds, so each direction's rendering is memoised (render.py) and
+    the last RENDER_CACHE full transactions are kept (the text depends on the interface name and index and the
+    two directions' rules, never on the pod).
 
     The nft of a netns is kept for the next change, up to `keep` of them (least recently used closed first, on
     closer threads: closing a netlink socket that committed waits ≈ 10 ms for the kernel). A libnftables context
@@ -277,9 +277,8 @@ class Applier:
         if list_table is None:
             return False
         self._check_identity(work.netns, work.identity)
-        ifname = work.rules.ifname
         try:
-            live: tuple[object, ...] | None = owned_view(list_table(), ifname)
+            live: tuple[object, ...] | None = owned_view(list_table(), work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
         if live == expected_view(work.rules, self.options):
@@ -327,7 +326,7 @@ class Applier:
             closer.shutdown(wait=True)
 
     def render(self, rules: InterfaceRules) -> Transaction:
-        key = (rules.ifname, rules.ingress, rules.egress)
+        key = (rules.ifname, rules.ifindex, rules.ingress, rules.egress)
         tx = self._rendered.get(key)
         if tx is None:
             tx = render_interface(rules, self.options)

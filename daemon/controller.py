@@ -44,7 +44,7 @@ from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snaps
 from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
 from shared.errors import NetnsGone
 from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
-from shared.netns import netns_identity
+from shared.netns import interface_index, netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
 from shared.state import StateEntry
@@ -78,6 +78,9 @@ class InterfaceRecord:
     # The namespace the entry's path named when this daemon first saw it: a path that later names another one
     # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
     identity: tuple[int, int] | None = None
+    # The interface's index in its netns, on which its table dispatches: the entry's, or looked up (0: unknown —
+    # it cannot be programmed and stays in the plugin's closed table; looked up again on the next sync).
+    ifindex: int = 0
 
     def policies(self) -> set[str]:
         if self.desired is None:
@@ -123,7 +126,11 @@ def resolve(entry: StateEntry, pods: Mapping[str, PodObject]) -> Resolved | str:
 
 
 def rules_for(
-    index: ClusterIndex, pod: Pod, attachment: Attachment, shared: dict[tuple[object, ...], DirectionRules]
+    index: ClusterIndex,
+    pod: Pod,
+    attachment: Attachment,
+    shared: dict[tuple[object, ...], DirectionRules],
+    ifindex: int = 0,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
 
@@ -146,7 +153,7 @@ def rules_for(
         if key not in shared:
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
-    return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS])
+    return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS], ifindex)
 
 
 def _identity(netns: str) -> tuple[int, int] | None:
@@ -154,6 +161,17 @@ def _identity(netns: str) -> tuple[int, int] | None:
         return netns_identity(netns) if netns else None
     except NetnsGone:
         return None
+
+
+def _ifindex(entry: StateEntry) -> int:
+    """The index the plugin recorded, or — for an entry from before it did — the one the interface has in its
+    netns now (0: not found)."""
+    if entry.ifindex:
+        return entry.ifindex
+    try:
+        return interface_index(entry.netns, entry.ifname) if entry.netns else 0
+    except (OSError, NetnsGone):
+        return 0
 
 
 def local_addresses(entry: StateEntry, attachment: Attachment | None) -> tuple[IPAddress, ...]:
@@ -275,9 +293,11 @@ class Controller:
                 # An entry that appears while this process runs and has synced was just written by the plugin's
                 # ADD: its table is the pending one (closed both ways), so the first programming withdraws
                 # nothing and needs no conntrack pass. Entries found at start may hold a previous daemon's rules.
-                known = InterfaceRules.pending(entry.ifname) if self.synced_once else None
-                self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
+                known = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex) if self.synced_once else None
+                record = self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
+                record.ifindex = _ifindex(entry)
             elif record.entry != entry:
+                record.ifindex = _ifindex(entry)
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
                     record.identity = _identity(entry.netns)
@@ -368,7 +388,9 @@ class Controller:
         todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
         for key, record, resolved in ready:
             pod = resolved.pod
-            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules))
+            if not record.ifindex:
+                record.ifindex = _ifindex(record.entry)
+            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
             record.desired = rules
             record.pod_uid = pod.uid
             if rules == record.applied and not record.conntrack_due:
@@ -455,7 +477,7 @@ class Controller:
         egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
         if ingress is rules.ingress and egress is rules.egress:
             return rules
-        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress)
+        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress, rules.ifindex)
 
     def _programmed_or_failed(
         self,

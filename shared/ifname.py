@@ -11,7 +11,9 @@ besides the kernel's `/` and `:`:
 * `"`: it would end the quoted string;
 * `\\`: nft reads `\\*` inside a quoted interface name as `*` (checked with nft 1.0.6), so the name written
   would not be the name matched;
-* `*`: a trailing `*` in an interface name is a wildcard to nft (`"net*"` matches every `net…`).
+* `*`: a trailing `*` in an interface name is a wildcard to nft (`"net*"` matches every `net…`);
+* `$`: nft expands `$name` inside some quoted strings (a log prefix), and the name is written into comments
+  and log prefixes too.
 
 Everything outside printable ASCII is refused: control bytes (the kernel's whitespace includes \\x0b, \\x0c and,
 in its Latin-1 ctype table, \\xa0) and non-ASCII names, which no CNI runtime hands out. A refused name is a clear
@@ -21,7 +23,7 @@ error where it enters — code 4 at the plugin, a reported unreadable entry at t
 from __future__ import annotations
 
 IFNAMSIZ = 16  # the kernel's buffer, NUL included: names are at most 15 bytes
-_REFUSED = frozenset('/:"\\*')
+_REFUSED = frozenset('/:"\\*$')
 
 
 class InvalidInterfaceName(ValueError):

@@ -39,6 +39,7 @@ from daemon.lab.node import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
 from shared.compiler import InterfaceRules, compile_cluster
 from shared.model import EGRESS, INGRESS, Cluster
+from shared.netns import interface_index
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
@@ -92,7 +93,8 @@ Digest = tuple[Any, ...]
 
 
 def interface_digest(table: TableView | None, ifname: str) -> Digest | None:
-    """What of `table` belongs to `ifname`: its chains' rules, its sets' elements and its verdict-map entries.
+    """What of `table` belongs to `ifname`: its chains' rules, its sets' elements and its dispatch-map entries
+    (by the name they record, not the index, which the kernel's listing prints as a name of the lister's netns).
     None when the interface is not guarded at all (no table, or not in the maps)."""
     if table is None:
         return None
@@ -100,8 +102,10 @@ def interface_digest(table: TableView | None, ifname: str) -> Digest | None:
     guarded = False
     for direction in (INGRESS, EGRESS):
         chain = chain_name(direction, ifname)
-        vmap = table.sets.get(f"{direction.lower()}_ifaces")
-        jumps = tuple(sorted(e.key for e in vmap.elements if e.value == f"jump {chain}")) if vmap else ()
+        maps = [table.sets.get(f"{direction.lower()}_{kind}") for kind in ("ifindex", "ifaces")]
+        jumps = tuple(
+            sorted(e.comment or e.key for vmap in maps if vmap for e in vmap.elements if e.value == f"jump {chain}")
+        )
         guarded = guarded or bool(jumps)
         view = table.chains.get(chain)
         rules = tuple((r.text, r.comment) for r in view.rules) if view else None
@@ -142,7 +146,9 @@ def expected_digest(rules: InterfaceRules) -> Digest | None:
     """The digest of the table the renderer makes of `rules` (None: not isolated either way = unguarded is as
     good as an open chain)."""
     fake = FakeNft()
-    fake.run(render_interface(rules))
+    # the digest leaves the dispatch key (the index) out: any index renders the same digest
+    indexed = InterfaceRules(rules.pod, rules.ifname, rules.network, rules.ingress, rules.egress, rules.ifindex or 1)
+    fake.run(render_interface(indexed))
     return interface_digest(fake.list_table(), rules.ifname)
 
 
@@ -152,7 +158,8 @@ def _open(rules: InterfaceRules) -> bool:
 
 def kernel_table(netns: str) -> TableView | None:
     try:
-        return table_from_nft_json(RealNft(netns).list_table_json())
+        listing = RealNft(netns).list_table_json()  # nft runs inside `netns`: indexes are printed as its names
+        return table_from_nft_json(listing, ifindex_of=lambda name: interface_index(netns, name))
     except NftError:
         return None  # no table (yet)
     except TraceError as exc:

@@ -118,8 +118,11 @@ class Element(Value):
         self.comment = comment
 
     def text(self, with_value: bool = True) -> str:
-        value = f" : {self.value}" if self.value is not None and with_value else ""
-        return f"{self.key}{value}{comment(self.comment) if with_value else ''}"
+        if not with_value:
+            return self.key
+        if self.value is not None:  # a map element's comment goes before its value (nft's grammar)
+            return f"{self.key}{comment(self.comment)} : {self.value}"
+        return f"{self.key}{comment(self.comment)}"
 
 
 NftObject = Table | Chain | Rule | Set | Element

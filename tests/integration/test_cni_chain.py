@@ -423,6 +423,7 @@ def test_frozen_plugin_closes_an_interface_with_a_hashed_name(frozen_bundle: Pat
 
     pod = NetNS.create("hashed")
     try:
+        pod.ip("link", "add", "eth0.100", "type", "veth", "peer", "name", "peer0")  # the interface ADD closes
         conf: dict[str, Any] = {
             "cniVersion": "1.0.0",
             "name": "mnpt-hashed",
@@ -481,6 +482,7 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
     home = own_netns()
     pod = NetNS.create("inproc")
     try:
+        pod.ip("link", "add", "net1", "type", "veth", "peer", "name", "peer0")  # the interface ADD closes
         conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-inproc", "type": "mnp"}
         conf["stateDir"] = str(tmp_path / "state")
         conf["prevResult"] = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": pod.path}]}

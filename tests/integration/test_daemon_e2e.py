@@ -566,7 +566,7 @@ def test_kill_9_and_restart_under_traffic(world: World) -> None:
         ["nft", "delete", "table", "inet", "mnp"],
         ["nft", "flush", "chain", "inet", "mnp", "ingress_net1"],
         ["nft", "flush", "chain", "inet", "mnp", "input"],
-        ["nft", "delete", "element", "inet", "mnp", "ingress_ifaces", '{ "net1" }'],
+        ["nft", "delete", "element", "inet", "mnp", "ingress_ifindex", '{ "net1" }'],
     ],
     ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted"],
 )
@@ -589,3 +589,23 @@ def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: W
         assert d.metrics.tamper_repairs._value.get() >= 1
     finally:
         d.stop()
+
+
+def test_renaming_the_interface_inside_the_pod_keeps_it_guarded(world: World, daemon: Daemon) -> None:
+    """A pod with NET_ADMIN renames its guarded interface (`ip link set net1 name x`): the table dispatches on the
+    interface index, which a rename keeps, so exactly the same is enforced, both ways, and nothing needs repair."""
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    w.wait_programmed(server)
+    matrix = [(client, server, "tcp", 8080), (client, server, "tcp", 8081), (other, server, "tcp", 8080)]
+    assert can(matrix) == [True, False, False]
+    index = server.netns.link("net1")["ifindex"]  # type: ignore[index]
+    server.netns.ip("link", "set", "net1", "down")
+    server.netns.ip("link", "set", "net1", "name", "x")
+    server.netns.ip("link", "set", "x", "up")
+    assert server.netns.link("x")["ifindex"] == index  # type: ignore[index]
+    wait_for(lambda: can([(client, server, "tcp", 8080)]) == [True], what="x up again")
+    assert can(matrix) == [True, False, False]
+    assert w.interface(server).get("state") == "programmed"

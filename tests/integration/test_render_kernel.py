@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.ifname import ifname_problem
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
@@ -138,7 +139,7 @@ def test_remove_leaves_only_the_skeleton(ns: Netns) -> None:
 ISOLATED = "ingress_ports_dual_stack"  # net1: 192.0.2.10/31 . tcp . 8000-8079, 198.51.100.7 for everything, …
 V4 = Set("ingress_net1_v4", "ipv4_addr . inet_proto . inet_service", ("interval",))
 V4_ALL = Set("ingress_net1_v4_all", "ipv4_addr", ("interval",))
-IFACES = Set("ingress_ifaces", "ifname", value_type="verdict")
+IFACES = Set("ingress_ifindex", "iface_index", value_type="verdict")  # net1 is index 2 in the golden files
 
 
 def tx(*ops: tuple[str, object]) -> Transaction:
@@ -158,7 +159,7 @@ def tx(*ops: tuple[str, object]) -> Transaction:
             tx(("add", Element(V4_ALL.name, "203.0.113.0/24")), ("add", Element(V4_ALL.name, "203.0.113.128/25"))),
             ExistsError,
         ),
-        ("map key with another verdict", tx(("add", Element(IFACES.name, '"net1"', "jump egress_net1"))), ExistsError),
+        ("map key with another verdict", tx(("add", Element(IFACES.name, '" 2"', "jump egress_net1"))), ExistsError),
         ("set redeclared", tx(("add", Set(V4_ALL.name, "ipv6_addr", ("interval",)))), ExistsError),
         ("referenced set deleted", tx(("delete", V4)), BusyError),
         ("referenced map deleted", tx(("delete", IFACES)), BusyError),
@@ -170,9 +171,9 @@ def tx(*ops: tuple[str, object]) -> Transaction:
         ),
         ("missing set deleted", tx(("delete", Set("nope", "ipv4_addr"))), NotFoundError),
         ("missing chain flushed", tx(("flush", Chain("nope"))), NotFoundError),
-        ("missing map key deleted", tx(("delete", Element(IFACES.name, '"net9"'))), NotFoundError),
+        ("missing map key deleted", tx(("delete", Element(IFACES.name, '" 9"'))), NotFoundError),
         ("rule on a missing set", tx(("add", Rule("ingress_net1", "ip saddr @nope accept"))), NotFoundError),
-        ("jump to a missing chain", tx(("add", Element(IFACES.name, '"net9"', "jump nope"))), NotFoundError),
+        ("jump to a missing chain", tx(("add", Element(IFACES.name, '" 9"', "jump nope"))), NotFoundError),
         (
             "good, then bad: nothing applied",
             tx(("add", Element(V4_ALL.name, "203.0.113.1")), ("delete", Set("nope", "ipv4_addr"))),
@@ -276,21 +277,21 @@ HOSTILE = 'z" : accept }\nflush chain inet mnp ingress_net1\nredefine mnpt_absor
 def test_a_hostile_state_entry_flushes_nothing(ns: Netns, tmp_path: Path) -> None:
     """A state entry whose ifname would end the quoted map key: the state dir reports it and the renderer refuses
     it, so whatever mnpd would render for the entries it reads leaves net1's closed table exactly as it was."""
-    assert ns.apply(str(render_interface(InterfaceRules.pending("net1")))) is None
+    assert ns.apply(str(render_interface(InterfaceRules.pending("net1", ifindex=2)))) is None
     before = ns.view()
     entry = {"schema": 1, "containerID": "c0ffee", "ifname": HOSTILE, "netns": "/run/netns/x"}
     (tmp_path / entry_name("c0ffee", HOSTILE)).write_text(json.dumps(entry))
     entries, problems = StateStore(str(tmp_path)).entries()
     for read in entries:  # what mnpd renders for an entry it has read
         try:
-            tx = render_interface(InterfaceRules.pending(read.ifname))
+            tx = render_interface(InterfaceRules.pending(read.ifname, ifindex=3))
         except TransactionError:
             continue
         ns.apply(str(tx))
     assert ns.view() == before
     assert entries == [] and len(problems) == 1 and "not a valid interface name" in problems[0].reason
     with pytest.raises(TransactionError, match="invalid interface name"):
-        render_interface(InterfaceRules.pending(HOSTILE))
+        render_interface(InterfaceRules.pending(HOSTILE, ifindex=3))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -303,13 +304,16 @@ def test_a_hostile_state_entry_flushes_nothing(ns: Netns, tmp_path: Path) -> Non
 )
 def test_a_name_is_refused_or_becomes_exactly_its_objects(ns: Netns, name: str) -> None:
     """Any name: the renderer refuses it (TransactionError), or nft reads the transaction into exactly the table
-    the typed transaction describes (the Fake's view of it), with `name` the one key of both dispatch maps."""
+    the typed transaction describes (the Fake's view of it), with `name` the comment of the one element of both
+    dispatch maps."""
     try:
-        tx = render_interface(InterfaceRules.pending(name))
+        tx = render_interface(InterfaceRules.pending(name, ifindex=2))
     except TransactionError:
+        assert ifname_problem(name) is not None
         return
     assert ns.nft("flush", "ruleset").returncode == 0
     assert ns.apply(str(tx)) is None, str(tx)
     live = ns.view()
     assert live == FakeNft.from_transaction(tx).list_table()
-    assert [[e.key for e in live.sets[f"{d}_ifaces"].elements] for d in ("ingress", "egress")] == [[f'"{name}"']] * 2
+    dispatch = [[(e.key, e.comment) for e in live.sets[f"{d}_ifindex"].elements] for d in ("ingress", "egress")]
+    assert dispatch == [[("2", name)]] * 2

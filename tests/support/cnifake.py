@@ -64,7 +64,12 @@ class JsonFakeNft(FakeNft):
                 obj["map"] = s.value_type
             if s.elements:
                 # nft -j writes strings (interface names) unquoted
-                keys = [e.key[1:-1] if e.key.startswith('"') else e.key for e in s.elements]
+                keys: list[Any] = [e.key[1:-1] if e.key.startswith('"') else e.key for e in s.elements]
+                # an element with a comment is written as {"elem": {"val": key, "comment": …}}
+                keys = [
+                    {"elem": {"val": k, "comment": e.comment}} if e.comment else k
+                    for k, e in zip(keys, s.elements, strict=True)
+                ]
                 values = [_verdict_json(e.value) for e in s.elements]
                 obj["elem"] = [[k, v] for k, v in zip(keys, values, strict=True)] if s.value_type else keys
             items.append({"map" if s.value_type else "set": obj})

@@ -59,7 +59,7 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
     path = str(ns.paths[0])
     identity = netns_identity(path)
     applier = Applier(ns, RenderOptions())
-    rules = InterfaceRules.pending("net1")
+    rules = InterfaceRules.pending("net1", ifindex=2)
     applier.apply(path, rules, None, identity)
     assert ns.nft(0).transactions == 1
     ns.replace(0)
@@ -76,7 +76,7 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
 def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
     ns = Namespaces(tmp_path, 3)
     applier = Applier(ns, RenderOptions())
-    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1")) for p in ns.paths])
+    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1", ifindex=2)) for p in ns.paths])
     assert outcomes == [None, None, None]
     os.unlink(ns.paths[0])  # gone without a DEL
     ns.replace(1)
@@ -91,9 +91,9 @@ def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
     ns = Namespaces(tmp_path, 10)
     applier = Applier(ns, RenderOptions(), workers=1, keep=3)
     for p in ns.paths:
-        assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1"))]) == [None]
+        assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1", ifindex=2))]) == [None]
     applier.wait_closed()
     assert [ns.nft(i).closed for i in range(10)] == [True] * 7 + [False] * 3
-    applier.apply_all([Work(str(ns.paths[0]), InterfaceRules.pending("net2"))])  # reopened on demand
+    applier.apply_all([Work(str(ns.paths[0]), InterfaceRules.pending("net2", ifindex=3))])  # reopened on demand
     assert ns.opened == 11 and ns.nft(0).transactions == 1  # a new object replaced the closed one
     applier.close()

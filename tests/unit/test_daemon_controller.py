@@ -66,7 +66,9 @@ class Harness:
     def attach(self, *entries: StateEntry) -> None:
         """What the CNI plugin does at ADD: the pending table, then the state entry."""
         for e in entries:
-            self.nfts.setdefault(e.netns, FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname))))
+            self.nfts.setdefault(
+                e.netns, FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname, ifindex=e.ifindex)))
+            )
         attach(self.store, *entries)
 
     def ready(self) -> None:

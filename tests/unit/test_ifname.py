@@ -19,7 +19,7 @@ from shared.rules import CLOSED, InterfaceRules
 
 
 @pytest.mark.parametrize(
-    "name", ["net1", "eth0.100", "a", "x" * 15, "veth-a@b", "a$b", "a#b;c{d}", "'quoted'", "~!%^&()+=[]|<>?"]
+    "name", ["net1", "eth0.100", "a", "x" * 15, "veth-a@b", "a#b;c{d}", "'quoted'", "~!%^&()+=[]|<>?"]
 )
 def test_accepted(name: str) -> None:
     assert ifname_problem(name) is None
@@ -48,6 +48,7 @@ def test_accepted(name: str) -> None:
         ('z" : accept }', "'\"'"),
         ("a\\*", "'\\\\'"),
         ("net*", "'*'"),
+        ("a$b", "'$'"),
         (None, "not a string"),
         (1, "not a string"),
     ],
@@ -65,7 +66,7 @@ def test_an_accepted_name_cannot_end_or_bend_its_quoted_string(name: str) -> Non
         with pytest.raises(InvalidInterfaceName):
             quote_ifname(name)
         return
-    assert re.fullmatch(r'"[\x21\x23-\x29\x2b-\x2e\x30-\x39\x3b-\x5b\x5d-\x7e]{1,15}"', quote_ifname(name))
+    assert re.fullmatch(r'"[\x21\x23\x25-\x29\x2b-\x2e\x30-\x39\x3b-\x5b\x5d-\x7e]{1,15}"', quote_ifname(name))
 
 
 @given(st.text())
@@ -92,7 +93,7 @@ def test_the_renderer_refuses_an_invalid_name(name: str) -> None:
 
 def test_a_policy_name_in_a_comment_cannot_end_it() -> None:
     hostile = 'ns/p" accept\ncomment "x $y \\'
-    rules = InterfaceRules("ns/pod", "net1", "n", CLOSED.__class__(True, (), (hostile,)), CLOSED)
+    rules = InterfaceRules("ns/pod", "net1", "n", CLOSED.__class__(True, (), (hostile,)), CLOSED, ifindex=2)
     text = str(render_interface(rules))
     assert "comment \"default deny (ns/p' accept?comment 'x _y /)\"" in text
     assert drop_log_rule("a$b", "Ingress").count('"') == 2 and "$" not in drop_log_rule("a$b", "Ingress")
