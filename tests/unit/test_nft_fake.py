@@ -460,3 +460,31 @@ def test_error_from_stderr(stderr: str, cls: type[NftError]) -> None:
     error = error_from_stderr(stderr)
     assert type(error) is cls
     assert error.message == stderr
+
+
+def _table_before_index_dispatch(*ifnames: str) -> Transaction:
+    """What mnp wrote before it dispatched on the interface index: maps by name, closed chains."""
+    tx = Transaction().add(Table())
+    for direction, hook, match in (("ingress", "input", "iifname"), ("egress", "output", "oifname")):
+        tx.add(Set(f"{direction}_ifaces", "ifname", value_type="verdict")).add(Chain(hook, hook=hook))
+        tx.add(Rule(hook, f"{match} vmap @{direction}_ifaces"))
+        for ifname in ifnames:
+            tx.add(Chain(f"{direction}_{ifname}")).add(Rule(f"{direction}_{ifname}", "counter drop"))
+            tx.add(Element(f"{direction}_ifaces", f'"{ifname}"', f"jump {direction}_{ifname}"))
+    return tx
+
+
+def test_a_table_written_before_index_dispatch_stays_guarded_while_reprogrammed() -> None:
+    """The first full form of net1 moves it to the index map and out of the name map; net2, not reprogrammed
+    yet, stays dispatched by its name meanwhile — an upgrade opens nothing."""
+    from shared.nft.trace import Packet, trace
+
+    fake = FakeNft.from_transaction(_table_before_index_dispatch("net1", "net2"))
+    fake.run(render_interface(InterfaceRules.pending("net1", ifindex=2)))
+    view = fake.list_table()
+    assert [e.key for e in view.sets["ingress_ifaces"].elements] == ['"net2"']
+    assert [(e.key, e.comment) for e in view.sets["ingress_ifindex"].elements] == [("2", "net1")]
+    for ifname, ifindex in (("net1", 2), ("net2", 3), ("x", 2)):  # x: net1 renamed
+        packet = Packet("input", ifname, "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=ifindex)
+        assert trace(view, packet).verdict == "drop", ifname
+    assert trace(view, Packet("input", "eth0", "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=5)).verdict == "accept"

@@ -520,3 +520,44 @@ def test_json_it_does_not_understand_raises(expression: dict[str, Any]) -> None:
     broken["nftables"].append(_rule("ingress_net1", expression, ACCEPT))
     with pytest.raises(TraceError):
         table_from_nft_json(json.dumps(broken))
+
+
+def test_an_index_printed_as_a_name_is_mapped_back_in_the_listers_netns() -> None:
+    """nft prints an interface index as the name it has where nft listed (a number where there is none): the
+    reader maps names back with `ifindex_of`, refuses them without it, and matches a packet by index, or by the
+    element's recorded name when the packet has only a name."""
+    items = [
+        _obj("table", "mnp"),
+        _obj("chain", "input", type="filter", hook="input", prio=0, policy="accept"),
+        _obj("chain", "ingress_net1"),
+        _obj(
+            "map",
+            "ingress_ifindex",
+            type="iface_index",
+            map="verdict",
+            elem=[
+                [{"elem": {"val": "eth9", "comment": "net1"}}, {"jump": {"target": "ingress_net1"}}],
+                ["12", {"jump": {"target": "ingress_net1"}}],
+            ],
+        ),
+        _rule("input", {"vmap": {"key": {"meta": {"key": "iif"}}, "data": "@ingress_ifindex"}}),
+        _rule("ingress_net1", {"drop": None}),
+    ]
+    text = json.dumps({"nftables": items})
+    with pytest.raises(TraceError, match="eth9"):
+        table_from_nft_json(text)
+    view = table_from_nft_json(text, ifindex_of={"eth9": 7}.__getitem__)
+    assert [(e.key, e.comment) for e in view.sets["ingress_ifindex"].elements] == [("7", "net1"), ("12", None)]
+    assert view.chains["input"].rules[0].text == "iif vmap @ingress_ifindex"
+
+    def verdict(ifname: str, ifindex: int | None = None) -> str:
+        return trace(view, Packet("input", ifname, "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=ifindex)).verdict
+
+    assert [verdict("x", 7), verdict("y", 12), verdict("net1"), verdict("z", 8), verdict("z")] == [
+        "drop",
+        "drop",
+        "drop",
+        "accept",
+        "accept",
+    ]
+    assert trace(view, Packet("output", "net1", "192.0.2.2", "192.0.2.1", "tcp", 80, ifindex=7)).verdict == "accept"
