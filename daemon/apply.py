@@ -35,7 +35,14 @@ from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
-from shared.nft.render import RenderOptions, expected_view, owned_view, render_interface, render_update
+from shared.nft.render import (
+    RenderOptions,
+    expected_view,
+    owned_view,
+    render_interface,
+    render_remove_table,
+    render_update,
+)
 from shared.nft.transaction import Transaction
 
 log = logging.getLogger(__name__)
@@ -284,7 +291,14 @@ class Applier:
         if live == expected_view(work.rules, self.options):
             self._close_least_used()
             return False
-        self.apply(work.netns, work.rules, None, work.identity)
+        try:
+            self.apply(work.netns, work.rules, None, work.identity)
+        except NftError:
+            # The table was edited so that the full form cannot apply (say, a base chain replaced by a regular
+            # one of the same name): replace the whole table instead, in the same transaction. The netns' other
+            # interfaces get theirs back from their own checks in the same resync.
+            self._count(delta=False)
+            nft.run(render_remove_table().extend(self.render(work.rules)))
         self._close_least_used()
         return True
 

@@ -567,8 +567,9 @@ def test_kill_9_and_restart_under_traffic(world: World) -> None:
         ["nft", "flush", "chain", "inet", "mnp", "ingress_net1"],
         ["nft", "flush", "chain", "inet", "mnp", "input"],
         ["nft", "delete", "element", "inet", "mnp", "ingress_ifindex", '{ "net1" }'],
+        ["nft", "flush chain inet mnp input; delete chain inet mnp input; add chain inet mnp input"],
     ],
-    ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted"],
+    ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted", "base chain replaced"],
 )
 def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: World, tamper: list[str]) -> None:
     """A pod with NET_ADMIN edits mnp's table in its own netns, which opens it; the periodic resync reads the

@@ -519,3 +519,16 @@ def test_the_resync_restores_a_pending_table_deleted_before_mnpd_knew_the_pod(h:
     h.nfts[late.netns].run(render_remove_table())
     assert h.sync(periodic=True).repaired == 1
     assert h.ingress(late, "10.10.0.10", "10.10.0.3", 80) == "drop"
+
+
+def test_the_resync_rebuilds_a_table_the_full_form_cannot_repair(h: Harness) -> None:
+    """A base chain replaced by a regular chain of the same name cannot be redeclared as a base chain: the repair
+    replaces the whole table, and every interface of the netns gets its full form back."""
+    h.ready()
+    h.sync()
+    fake = h.nfts[SERVER.netns]
+    fake.run(Transaction().flush(Chain("input")).delete(Chain("input")).add(Chain("input")))
+    assert h.sync(periodic=True).repaired == 1
+    assert [c.hook for c in fake.list_table().chains.values() if c.name == "input"] == ["input"]
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
