@@ -410,8 +410,8 @@ class StandIn:
             if not t.recorded and _open(t.rules):
                 continue
             try:
-                RealNft(t.netns).run(render_interface(t.rules))
-            except NftError as exc:
+                RealNft(t.netns).run(render_interface(t.rules.at(interface_index(t.netns, t.rules.ifname))))
+            except (NftError, OSError) as exc:
                 missing.append(f"{t.label}: nft failed: {exc}")
         left = unprogrammed([t for t in items if t.recorded])
         missing += [f"{t.label}: kernel differs after the transaction ({why})" for t, why in left]
