@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from daemon.logs import fields
-from shared.model import EGRESS, INGRESS, IPAddress
 from shared.netns import netns_command
 from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import RenderOptions
-from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, PortRange, collapse
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +103,9 @@ def _admits(rules: DirectionRules, protocol: str, peer: IPAddress, dport: int | 
 def admits(rules: InterfaceRules, flow: Flow, local: Iterable[IPAddress], options: RenderOptions) -> bool:
     """Whether the rules admit a new flow like this one; flows not on this interface's addresses count as admitted."""
     mine = set(local)
+    additions = options.additions  # the operator's allow-lists accept a flow whichever way it goes
+    if any(flow.src in net for net in additions.allow_src) or any(flow.dst in net for net in additions.allow_dst):
+        return True
     if flow.dst in mine and flow.src not in mine:
         return _admits(rules.direction(INGRESS), flow.protocol, flow.src, flow.dport, options)
     if flow.src in mine and flow.dst not in mine:

@@ -31,6 +31,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.apply import Applier, Work
 from daemon.clock import Clock
@@ -39,53 +40,24 @@ from daemon.dependencies import namespace_labels, policies_seeing_namespace, pol
 from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_ref
 from daemon.logs import fields
 from daemon.metrics import Metrics
+from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
+from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
 from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
-from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
-from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
+from shared.compiler import ClusterIndex, compile_direction, selects
+from shared.errors import NetnsGone, NetnsUnusable
+from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import interface_index, netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
+from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
 from shared.state import StateEntry
 
 log = logging.getLogger(__name__)
 
-IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
-
-PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
 REASON_TAMPERED = "RulesTampered"
-
-
-@dataclass
-class InterfaceRecord:
-    """The controller's bookkeeping for one local interface (one state entry)."""
-
-    entry: StateEntry
-    state: str = PENDING
-    reason: str = "not computed yet"
-    desired: InterfaceRules | None = None  # last computed
-    # What the table holds as far as this process knows: what it last programmed, or the plugin's pending table
-    # for an entry that appeared while it ran (None: unknown — full form and a conntrack pass next).
-    applied: InterfaceRules | None = None
-    last_programmed: float | None = None  # wall clock
-    last_error: str = ""
-    failures: int = 0
-    conntrack_due: bool = False  # a withdrawal whose conntrack cleanup has not succeeded yet
-    pod_uid: str = ""
-    # The namespace the entry's path named when this daemon first saw it: a path that later names another one
-    # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
-    identity: tuple[int, int] | None = None
-    # The interface's index in its netns, on which its table dispatches: the entry's, or looked up (0: unknown —
-    # it cannot be programmed and stays in the plugin's closed table; looked up again on the next sync).
-    ifindex: int = 0
-
-    def policies(self) -> set[str]:
-        if self.desired is None:
-            return set()
-        return set(self.desired.ingress.policies) | set(self.desired.egress.policies)
 
 
 @dataclass(frozen=True)
@@ -159,7 +131,7 @@ def rules_for(
 def _identity(netns: str) -> tuple[int, int] | None:
     try:
         return netns_identity(netns) if netns else None
-    except NetnsGone:
+    except (NetnsGone, NetnsUnusable):
         return None
 
 
@@ -170,7 +142,7 @@ def _ifindex(entry: StateEntry) -> int:
         return entry.ifindex
     try:
         return interface_index(entry.netns, entry.ifname) if entry.netns else 0
-    except (OSError, NetnsGone):
+    except (OSError, NetnsGone, NetnsUnusable):
         return 0
 
 
@@ -197,8 +169,10 @@ class Controller:
         events: EventRecorder | None = None,
         metrics: Metrics | None = None,
         status: StatusWriter | None = None,
+        adopter: Adopter | None = None,
     ) -> None:
         self.store = store
+        self.adopter = adopter  # adopted interfaces' state entries, refreshed at the start of each sync
         self.applier = applier
         self.clock = clock
         self.conntrack = conntrack
@@ -215,9 +189,14 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------- sync
 
+    def unguarded_report(self) -> list[dict[str, Any]]:
+        return [u.to_dict() for u in self.adopter.unguarded] if self.adopter else []
+
     def sync(self, periodic: bool = False) -> bool:
         """One level-triggered sync; returns False when something must be retried."""
         started = self.clock.now()
+        # Adoption first: the entries it writes or removes are in this sync's changes (daemon.sources.adopt).
+        adopted_ok = self.adopter.reconcile(periodic) if self.adopter and self.store.synced() else True
         changes = self.store.drain()
         self._report_policies(changes)
         self.metrics.set_sources(self.store.source_status())
@@ -259,7 +238,7 @@ class Controller:
                 elapsed * 1000,
                 extra=fields(kind="full" if full else "incremental"),
             )
-        return report.failed == 0
+        return report.failed == 0 and adopted_ok
 
     def _report_policies(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -293,7 +272,9 @@ class Controller:
                 # An entry that appears while this process runs and has synced was just written by the plugin's
                 # ADD: its table is the pending one (closed both ways), so the first programming withdraws
                 # nothing and needs no conntrack pass. Entries found at start may hold a previous daemon's rules.
-                known = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex) if self.synced_once else None
+                # An adopted interface had no table at all (open): its first programming is a withdrawal.
+                pending = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex)
+                known = pending if self.synced_once and not entry.adopted else None
                 record = self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
                 record.ifindex = _ifindex(entry)
             elif record.entry != entry:
@@ -428,7 +409,7 @@ class Controller:
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
-            except (NftError, TransactionError, OSError, NetnsGone) as exc:
+            except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:
                 log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
                 continue
             if repaired:
@@ -505,7 +486,7 @@ class Controller:
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
                 return False
             if error is not None:
-                if not isinstance(error, NftError | TransactionError | OSError):
+                if not isinstance(error, NftError | TransactionError | OSError | NetnsUnusable):
                     log.error("unexpected error programming an interface", exc_info=error, extra=extra)
                 self._failed(key, record, ref, f"nft: {error}", report)
                 self.metrics.transactions.labels("error").inc()
@@ -564,6 +545,8 @@ class Controller:
         self.events.warn(ref, REASON_NOT_APPLIED, f"interface {entry.ifname}: {message}")
 
     def _set_state(self, record: InterfaceRecord, state: str, reason: str) -> None:
+        if record.entry.adopted and record.last_programmed is None and state != PROGRAMMED:
+            reason = f"adopted: open until programmed ({reason})"
         if (record.state, record.reason) != (state, reason) and state in (PENDING, TERMINATED):
             log.info(
                 "interface %s: %s",

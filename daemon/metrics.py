@@ -10,6 +10,8 @@ mnp_conntrack_deletions_total                           conntrack entry groups d
 mnp_tamper_repairs_total                                interface tables found removed or edited, restored
 mnp_invalid_policies                                    MultiNetworkPolicies with validation problems
 mnp_source_synced{source=...}                           1 once a source has completed its first list
+mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
+                                                        entries whose netns path cannot be checked (kept)
 """
 
 from __future__ import annotations
@@ -53,10 +55,24 @@ class Metrics:
         self.source_synced = Gauge(
             "mnp_source_synced", "1 once a source completed its first list.", ["source"], registry=r
         )
+        self.state_entry_problems = Gauge(
+            "mnp_state_entry_problems",
+            "State-dir files that are not a usable entry (unreadable), and entries whose netns cannot be checked.",
+            ["kind"],
+            registry=r,
+        )
+        self.unguarded = Gauge(
+            "mnp_unguarded_interfaces",
+            "Local pod interfaces a policy selects that mnp neither chains nor adopts, by reason.",
+            ["reason"],
+            registry=r,
+        )
         for state in INTERFACE_STATES:
             self.interfaces.labels(state).set(0)
         for result in ("ok", "error"):
             self.transactions.labels(result)
+        for kind in ("unreadable", "netns_unchecked"):
+            self.state_entry_problems.labels(kind).set(0)
 
     def set_interface_states(self, counts: Mapping[str, int]) -> None:
         for state in INTERFACE_STATES:

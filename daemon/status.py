@@ -1,8 +1,9 @@
 """The node-local status file: what the daemon did to each local interface, for `mnpctl pods/status`.
 
 Default path: `mnpd-status.json` beside the state dir (`/run/mnp/mnpd-status.json`); never inside it, because
-the state dir is the CNI plugin's contract and holds nothing else. Written atomically (tmp + rename) after a sync
-that changed anything and after every periodic resync, so a reader always gets a whole document. Schema 1:
+the state dir is the contract between the CNI plugin and mnpd and holds only interface entries. Written
+atomically (tmp + rename) after a sync that changed anything and after every periodic resync, so a reader always
+gets a whole document. Schema 1:
 
     {
       "schema": 1, "node": "node-a", "updated": "2026-05-09T07:35:25Z",
@@ -16,7 +17,12 @@ that changed anything and after every periodic resync, so a reader always gets a
          "ingress": {"isolated": true, "policies": ["ns1/allow-db"], "allows": 2},
          "egress": {"isolated": false, "policies": [], "allows": 0},
          "rules": "5f3a9c0e1b2d",                 digest of the programmed rules (absent: not programmed by this run)
-         "lastProgrammed": "2026-05-09T07:35:25Z", "failures": 0}
+         "lastProgrammed": "2026-05-09T07:35:25Z", "failures": 0,
+         "origin": "adopted"}                     only for an interface mnpd adopted (daemon/sources/adopt.py)
+      ],
+      "unguarded": [                              local interfaces a policy selects that mnp does not enforce
+        {"pod": "ns1/db-0", "ifname": "net1", "network": "ns1/legacy", "reason": "adoption-off",
+         "message": "NAD does not chain mnp and adoption is off"}
       ]
     }
 """
@@ -30,14 +36,12 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daemon.clock import Clock
 from daemon.logs import fields
+from daemon.records import InterfaceBook
 from shared.rules import DirectionRules, InterfaceRules
-
-if TYPE_CHECKING:
-    from daemon.controller import Controller
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -72,7 +76,7 @@ class RulesDigest:
 
 
 def status_document(
-    controller: Controller, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
+    controller: InterfaceBook, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
 ) -> dict[str, Any]:
     digest = digest or RulesDigest()
     interfaces = []
@@ -88,6 +92,8 @@ def status_document(
             "lastProgrammed": _stamp(record.last_programmed),
             "failures": record.failures,
         }
+        if record.entry.adopted:
+            item["origin"] = record.entry.origin
         if record.applied is not None:
             # a short digest of what is programmed: changes exactly when a transaction changed the rules
             item["rules"] = digest(record.applied)
@@ -103,6 +109,7 @@ def status_document(
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),
         "interfaces": interfaces,
+        "unguarded": controller.unguarded_report(),
     }
 
 
@@ -114,14 +121,14 @@ class StatusWriter:
         self._last: dict[str, Any] | None = None
         self._digest = RulesDigest()
 
-    def write(self, controller: Controller, sources: Mapping[str, bool], force: bool = False) -> None:
+    def write(self, controller: InterfaceBook, sources: Mapping[str, bool], force: bool = False) -> None:
         doc = status_document(controller, sources, self.node, self._digest)
         self._digest.keep_only([r.applied for r in controller.records.values() if r.applied is not None])
         if doc == self._last and not force:
             return
         self._last = doc
-        # Compact: with `indent` json uses its pure-Python encoder, ~10 ms per sync for a 110-pod node, on the
-        # sync thread. `mnpctl status` (or `jq .`) shows it readably.
+        # Compact: with `indent` json uses its pure-Python encoder, on the sync thread (docs/benchmarks.md).
+        # `mnpctl status` (or `jq .`) shows it readably.
         text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:

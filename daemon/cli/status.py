@@ -17,17 +17,22 @@ from collections import Counter
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
-from daemon.cli.node import (
-    EXIT_FAILED,
-    EXIT_OK,
-    DaemonHealth,
-    InspectError,
-    Inspector,
-    add_node_options,
-    format_age,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.endpoints import DaemonHealth
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
+from daemon.cli.node import Inspector, print_json, run_node_command
+from daemon.cli.options import add_node_options
+from daemon.cli.statusfile import format_age
+
+
+def unguarded_lines(doc: dict[str, Any] | None) -> list[str]:
+    """mnpd's `unguarded` list (daemon/sources/adopt.py): selected interfaces that nothing enforces, and why."""
+    items = (doc or {}).get("unguarded")
+    return [
+        f"{item.get('pod')} {item.get('ifname')} (network {item.get('network')}) unguarded: {item.get('message')}"
+        for item in (items if isinstance(items, list) else ())
+        if isinstance(item, dict)
+    ]
 
 
 def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
@@ -76,6 +81,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
                 "interfaces": dict(sorted(states.items())),
                 "stateDir": state_dir,
                 "errors": errors,
+                "unguarded": unguarded_lines(doc),
                 "ok": ok,
             },
             out,
@@ -105,6 +111,10 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     row("state dir", f"{inspector.state_dir}: {entries_text}")
     lines.append("errors:" + ("" if errors else " none"))
     lines += [f"  {e}" for e in errors]
+    unguarded = unguarded_lines(doc)
+    if unguarded:  # selected interfaces nothing enforces (daemon/sources/adopt.py)
+        lines.append("unguarded:")
+        lines += [f"  {u}" for u in unguarded]
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if ok else EXIT_FAILED
 

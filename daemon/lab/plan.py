@@ -17,7 +17,7 @@
   is still 2, as `matrix`'s) and **warnings**.
 
 Where a network's addresses come from is the NAD's business (static with the `ips` capability, host-local …):
-the lab reads the real addresses from the CNI results afterwards (see daemon/lab/node.py).
+the lab reads the real addresses from the CNI results afterwards (see daemon/lab/build.py).
 """
 
 from __future__ import annotations
@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.netns import MasterKind
+from daemon.testbed.netns import MasterKind
 from shared.manifests import Manifests, load_dir, manifest_files, read_documents
-from shared.model import NETWORK_STATUS, IPNetwork, NetworkAttachmentDefinition, Pod
+from shared.model import NETWORK_STATUS, NetworkAttachmentDefinition, Pod
 
 MNP_PLUGIN = "mnp"
+# A Pod annotation for the lab only: attach this pod before mnpd starts (a pod that existed before the daemon,
+# e.g. one mnpd must adopt at its first sync). Every other pod is attached after mnpd started.
+BEFORE_MNPD = "lab.mnp/attach-before-mnpd"
 DEFAULT_ROUTE_MASTER = "eth0"  # the master of macvlan/ipvlan configs without one: the node's default route
 LINK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MASTERLESS = ("macvlan", "ipvlan")
@@ -174,6 +177,11 @@ class PodPlan:
     def key(self) -> str:
         return self.pod.key
 
+    @property
+    def before_mnpd(self) -> bool:
+        annotations = (self.manifest.get("metadata") or {}).get("annotations") or {}
+        return isinstance(annotations, dict) and str(annotations.get(BEFORE_MNPD, "")).lower() == "true"
+
 
 @dataclass
 class Plan:
@@ -252,23 +260,6 @@ def host_attachment_config(network: Network, address: str, name: str) -> dict[st
     conf = {k: copy.deepcopy(v) for k, v in plugin.items() if k not in ("capabilities", "runtimeConfig", "args")}
     conf["ipam"] = {"type": "static", "addresses": [{"address": address}]}
     return {"cniVersion": str(network.nad.config.get("cniVersion") or "1.0.0"), "name": name, "plugins": [conf]}
-
-
-def network_subnets(network: Network, pods: list[PodPlan]) -> list[IPNetwork]:
-    """The subnets of a network: from its IPAM config, else from the prefixes pods request on it."""
-    found: list[IPNetwork] = list(network.nad.subnets)
-    for pod in pods:
-        for att in pod.attachments:
-            if att.network != network.key:
-                continue
-            for ip in att.ips:
-                try:
-                    net = ipaddress.ip_interface(ip).network
-                except ValueError:
-                    continue
-                if net.prefixlen not in (32, 128) and net not in found:
-                    found.append(net)
-    return found
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -351,7 +342,7 @@ def plan(directory: str | Path, paths: LabPaths) -> Plan:
         if not network.chains_mnp:
             result.warnings.append(
                 f'NetworkAttachmentDefinition {key}: its chain has no {{"type": "mnp"}}: its pods are open '
-                "until mnpd programs them, and mnpd only learns of interfaces the plugin recorded"
+                "until mnpd adopts and programs them (only plugin types in mnpd's --network-plugins are adopted)"
             )
         for plugin in nad.plugins:
             master = plugin.get("master")

@@ -101,12 +101,46 @@ class RenderOptions(Value):
     default, for the daemon and for the plugin's pending table alike: it is the same rendering, and the drops of
     the pending window (a pod that cannot talk yet at start-up) are among the ones worth seeing."""
 
-    __slots__ = ("accept_icmp", "accept_icmpv6", "drop_log")
+    __slots__ = ("accept_icmp", "accept_icmpv6", "additions", "drop_log")
 
-    def __init__(self, accept_icmp: bool = False, accept_icmpv6: bool = False, drop_log: bool = True) -> None:
+    def __init__(
+        self,
+        accept_icmp: bool = False,
+        accept_icmpv6: bool = False,
+        drop_log: bool = True,
+        additions: OperatorAdditions | None = None,
+    ) -> None:
         self.accept_icmp = accept_icmp
         self.accept_icmpv6 = accept_icmpv6
         self.drop_log = drop_log
+        self.additions = additions or NO_ADDITIONS
+
+
+class OperatorAdditions(Value):
+    """What the operator adds to every isolated direction (`mnpd --allow-src-prefix`, `--allow-dst-prefix`,
+    `--custom-*-rule-file`, the anchors' knobs): prefixes always accepted, and nft rule snippets already checked
+    against the kernel (daemon/operator.py). Rendered by `operator_objects` and `operator_rules` below."""
+
+    __slots__ = ("allow_dst", "allow_src", "custom")
+
+    def __init__(
+        self,
+        allow_src: tuple[IPNetwork, ...] = (),
+        allow_dst: tuple[IPNetwork, ...] = (),
+        custom: tuple[tuple[str, str, str], ...] = (),  # (direction, rule text, where it came from)
+    ) -> None:
+        self.allow_src = allow_src
+        self.allow_dst = allow_dst
+        self.custom = custom
+
+    def __bool__(self) -> bool:
+        return bool(self.allow_src or self.allow_dst or self.custom)
+
+    def custom_rules(self, direction: str) -> tuple[tuple[str, str], ...]:
+        return tuple((text, origin) for d, text, origin in self.custom if d == direction)
+
+
+NO_ADDITIONS = OperatorAdditions()
 
 
 DEFAULTS = RenderOptions()
@@ -216,6 +250,7 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
     checked_ifname(rules.ifname)
     dispatch_key(rules.ifindex)
     tx = skeleton()
+    operator_objects(tx, options.additions)
     for direction in (INGRESS, EGRESS):
         rendered = render_direction(rules.ifname, direction, rules.direction(direction), options)
         chain = Chain(rendered.chain)
@@ -268,8 +303,8 @@ def _render_update(
 
     A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
     deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
-    elements it writes (docs/benchmarks.md: 300 deletions from a set of 300 take 25 ms, the full replacement of
-    600 elements 10 ms). When the COST_* estimate makes the delta dearer than the full form, None."""
+    elements it writes (docs/benchmarks.md, Scale, has the figures). When the COST_* estimate makes the delta
+    dearer than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0
@@ -344,6 +379,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
     if not rules.isolated:
         out.append(Rule(name, "accept", f"not isolated for {direction.lower()}"))
     else:
+        out.extend(operator_rules(name, direction, options.additions))
         addr = _ADDR[direction]
         for kind, match in (
             ("v4_all", f"ip {addr} @{sets['v4_all'].name}"),
@@ -358,6 +394,70 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
         policies = ", ".join(rules.policies) or "pending: not yet programmed"
         out.append(Rule(name, "counter drop", f"default deny ({policies})"))
     return RenderedDirection(name, tuple(out), elements)
+
+
+# ------------------------------------------------------------------------------- the operator's additions
+#
+# Table-level objects, the same for every interface of a daemon (constant for its life), re-asserted by every full
+# transaction and referenced from each isolated direction's chain, right after neighbour discovery and the
+# --accept-icmp rules (where the anchors put them: in their COMMON chains, before the policies):
+#
+#     set allow_src_v4 / allow_src_v6 / allow_dst_v4 / allow_dst_v6   ipv4_addr / ipv6_addr (interval)
+#         `ip saddr @allow_src_v4 accept` … in ingress and egress alike, as the anchors' `-s X -j ACCEPT`
+#     chain custom_ingress / custom_egress                               the operator's rules, one per line
+#         `jump custom_ingress`: a snippet's accept or drop decides, else the packet returns to the policy rules
+#
+# The custom rules live in their own chains so the tracer and the readers of a live table (which understand only
+# the rules above) can tell them apart: they are listed as they are and not modelled (shared.nft.trace).
+
+CUSTOM_CHAIN_PREFIX = "custom_"
+_FAMILY_OF = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
+
+
+def _allow_sets(additions: OperatorAdditions) -> list[tuple[str, str, int, tuple[IPNetwork, ...]]]:
+    """(set name, address selector, family, prefixes) of the non-empty allow-lists."""
+    out = []
+    for which, prefixes in (("src", additions.allow_src), ("dst", additions.allow_dst)):
+        for version in (4, 6):
+            nets = tuple(n for n in prefixes if n.version == version)
+            if nets:
+                out.append((f"allow_{which}_v{version}", f"{which[0]}addr", version, nets))
+    return out
+
+
+def custom_chain(direction: str) -> str:
+    return f"{CUSTOM_CHAIN_PREFIX}{_PREFIX[direction]}"
+
+
+def operator_objects(tx: Transaction, additions: OperatorAdditions) -> None:
+    """Assert the allow-list sets and the custom chains in `tx` (flushed and refilled: idempotent)."""
+    if not additions:
+        return
+    for name, _, version, nets in _allow_sets(additions):
+        s = Set(name, _FAMILY_OF[version][1], ("interval",))
+        tx.add(s)
+        tx.flush(s)
+        for net in collapse(nets):
+            tx.add(Element(name, _net_text(net)))
+    for direction in (INGRESS, EGRESS):
+        rules = additions.custom_rules(direction)
+        if rules:
+            chain = Chain(custom_chain(direction))
+            tx.add(chain)
+            tx.flush(chain)
+            for text, origin in rules:
+                tx.add(Rule(chain.name, text, origin))
+
+
+def operator_rules(chain: str, direction: str, additions: OperatorAdditions) -> list[Rule]:
+    """An isolated direction's rules into the operator's additions (empty without any)."""
+    out = [
+        Rule(chain, f"{_FAMILY_OF[version][0]} {addr} @{name} accept", f"mnpd --allow-{name.split('_')[1]}-prefix")
+        for name, addr, version, _ in _allow_sets(additions)
+    ]
+    if additions.custom_rules(direction):
+        out.append(Rule(chain, f"jump {custom_chain(direction)}", "mnpd custom rules"))
+    return out
 
 
 def render_remove_interface(ifname: str, ifindex: int = 0) -> Transaction:
@@ -424,6 +524,17 @@ def owned_view(view: TableView, ifname: str, ifindex: int) -> tuple[object, ...]
                 if found is None
                 else (found.key_type, found.flags, tuple((e.key, e.comment) for e in found.elements))
             )
+    # the operator's additions, which every isolated chain refers to (a rule added there would open it too)
+    owned.append(
+        [
+            (c.name, tuple((r.text, r.comment) for r in c.rules))
+            for c in view.chains.values()
+            if c.name.startswith(CUSTOM_CHAIN_PREFIX)
+        ]
+    )
+    owned.append(
+        [(n, s.key_type, tuple(e.key for e in s.elements)) for n, s in view.sets.items() if n.startswith("allow_")]
+    )
     return tuple(owned)
 
 

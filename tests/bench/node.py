@@ -2,7 +2,7 @@
 (macvlan with static IPAM → the `mnp` plugin, which installs the pending table and writes the state entry), and
 the daemon — in this process, instrumented, or as its own process.
 
-Every namespace is named `mnpb-<pid>-…` (daemon/lab/netns.py deletes them at exit whatever happens; a run killed
+Every namespace is named `mnpb-<pid>-…` (daemon/testbed/netns.py deletes them at exit whatever happens; a run killed
 with SIGKILL leaves debris that the next run's `sweep` removes); scratch files live in /dev/shm/mnpb-<pid>-… (the
 state dir on tmpfs, like /run/mnp/state on a node) and are removed on close.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.apply import real_nft
-from daemon.lab.cniruntime import Attachment, CniRuntime, PodRef
-from daemon.lab.netns import NetNS, Node, sweep_stale_netns
+from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.testbed.netns import NetNS, Node, sweep_stale_netns
 from shared.nft.exec import subprocess_runner
 from shared.nft.transaction import Transaction
 from tests.bench import cluster as synth
@@ -64,6 +64,8 @@ class PodNetns:
     container: str
     uid: str
     added_at: float = 0.0  # time.monotonic() when the chain's ADD returned
+    mac: str = ""  # net1's MAC, as the interface plugin reported it
+    chained: bool = True  # the chain ends with the mnp plugin (False: mnpd must adopt the interface)
 
     @property
     def path(self) -> str:
@@ -92,8 +94,8 @@ class LabNode:
         self.pods: dict[str, PodNetns] = {}
         self._lock = threading.Lock()
 
-    def conflist(self, ip: str) -> dict[str, Any]:
-        return {
+    def conflist(self, ip: str, chained: bool = True) -> dict[str, Any]:
+        conf = {
             "cniVersion": "1.0.0",
             "name": synth.NAD_NAME,
             "plugins": [
@@ -106,13 +108,20 @@ class LabNode:
                 {"type": "mnp", "stateDir": str(self.state_dir)},
             ],
         }
+        if not chained:
+            conf["plugins"] = conf["plugins"][:1]
+        return conf
 
-    def add_pod(self, name: str, ip: str, uid: str = "", namespace: str = synth.LOCAL_NS) -> PodNetns:
+    def add_pod(
+        self, name: str, ip: str, uid: str = "", namespace: str = synth.LOCAL_NS, *, chained: bool = True
+    ) -> PodNetns:
         ns = self.node.new_pod(name)
         container = uuid.uuid4().hex
         uid = uid or str(uuid.uuid4())
-        self.runtime.add(self.conflist(ip), Attachment(container, ns, "net1", PodRef(namespace, name, uid)))
-        pod = PodNetns(name, ip, ns, container, uid, time.monotonic())
+        attachment = Attachment(container, ns, "net1", PodRef(namespace, name, uid))
+        result = self.runtime.add(self.conflist(ip, chained), attachment)
+        mac = next((i.mac for i in result.interfaces if i.name == "net1" and i.sandbox and i.mac), "")
+        pod = PodNetns(name, ip, ns, container, uid, time.monotonic(), str(mac), chained)
         with self._lock:
             self.pods[name] = pod
         return pod
@@ -128,7 +137,7 @@ class LabNode:
             return
         with contextlib.suppress(Exception):
             self.runtime.delete(
-                self.conflist(pod.ip),
+                self.conflist(pod.ip, pod.chained),
                 Attachment(pod.container, pod.netns, "net1", PodRef(synth.LOCAL_NS, name, pod.uid)),
             )
         pod.netns.delete()

@@ -1,7 +1,7 @@
 """Every scenario directory through `mnpctl lab`: real CNI chains, mnpd, real packets — against the prediction
 (`mnpctl matrix`) and against the hand-written `expect` of every probe.
 
-The scenarios are deploy/examples/{layer2,localnet} (the seeds' two use cases) and every directory of
+The scenarios are deploy/examples/{layer2,localnet} (the seeds' two use cases), examples/adopted and every directory of
 tests/scenarios (their probes.yaml files hold the hand-written expected matrices): default deny ingress / egress /
 both, pod and namespace selectors, AND vs OR peers, ports and endPort, UDP, ipBlock with except and hosts outside
 the cluster, named ports, stacked policies, a policy for another network, a pod on two networks with one guarded,
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.matrix import evaluate_probes, load_probes
-from daemon.lab.cli import EXIT_INVALID, EXIT_OK
+from daemon.cli.exitcodes import EXIT_INVALID, EXIT_OK
 from daemon.lab.plan import LabPaths, plan
 from daemon.lab.session import LabRun, run_lab
+from daemon.testbed.netns import PREFIX
 from shared.manifests import load_dir
+from shared.predict import evaluate_probes, load_probes
 from tests.e2e.conftest import REPO, assert_gone, lab_unavailable
-from tests.support.netns import PREFIX
 
 pytestmark = pytest.mark.netns
 
@@ -40,6 +40,7 @@ CONCURRENT_LABS = 2
 CURATED = {
     "examples/layer2": "the seeds' layer2 use case: C→A allowed, C→B denied, A→B allowed",
     "examples/localnet": "the seeds' localnet use case: only the VM reaches the database outside the cluster",
+    "examples/adopted": "a NAD that does not chain mnp: mnpd adopts a pod from before its start and later ones",
     "default-deny-ingress": "default deny ingress",
     "default-deny-egress": "default deny egress",
     "default-deny-all": "default deny both",
@@ -55,6 +56,7 @@ CURATED = {
     "ipblock-except": "ipBlock with except",
     "egress-to-outside-host": "a host outside the cluster, by ipBlock",
     "ingress-from-outside-host": "a host outside the cluster as the client",
+    "static-ipam-outside-host": "hosts outside the cluster on a static-IPAM network (no NAD subnet)",
     "named-port-ingress": "named ports",
     "named-port-egress-per-peer": "egress named ports resolved per peer",
     "stacked": "stacked policies",

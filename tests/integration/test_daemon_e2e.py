@@ -26,22 +26,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 import yaml
 
 from daemon.app import Daemon
 from daemon.config import load
-from tests.support.cniruntime import Attachment, CniRuntime, PodRef
-from tests.support.host import CNI_BIN, host_untouched
-from tests.support.netns import (
+from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.testbed.netns import (
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     probe_matrix,
 )
+from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
 
@@ -115,10 +115,13 @@ def ingress_policy(name: str, select: dict[str, str], sources: dict[str, str] | 
     }
 
 
+WorldT = TypeVar("WorldT", bound="World")
+
+
 class World:
     """One node, the CNI runtime, the daemon's directories and the pods of a test."""
 
-    def __init__(self, node: TestNode, tmp: Path) -> None:
+    def __init__(self, node: Node, tmp: Path) -> None:
         self.node = node
         self.tmp = tmp
         self.state_dir = tmp / "run" / "state"
@@ -219,14 +222,21 @@ def can(items: list[tuple[PodHandle, PodHandle, str, int]]) -> list[bool]:
     return [r.allowed for r in probe_matrix(probes)]
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    node = TestNode("mnpd", masters=["m0"])
+@contextlib.contextmanager
+def world_of(kind: type[WorldT], label: str, tmp: Path) -> Iterator[WorldT]:
+    """A world of `kind` on a new test node; the node and the echo servers are removed pass or fail."""
+    node = Node(label, masters=["m0"])
     try:
-        yield World(node, tmp_path)
+        yield kind(node, tmp)
     finally:
         EchoServer.stop_all()
         node.delete()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with world_of(World, "mnpd", tmp_path) as w:
+        yield w
 
 
 def daemon_args(w: World) -> list[str]:
