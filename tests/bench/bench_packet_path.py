@@ -128,8 +128,8 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
         if net1 is None:
             raise BenchError("the server pod has no net1")
         tables = {
-            "mnp-open": mnp_open_table(int(net1["ifindex"])),
-            "mnp": mnp_table(peers, int(net1["ifindex"])),
+            "mnp-open": mnp_open_table(net1.index),
+            "mnp": mnp_table(peers, net1.index),
             "linear-last": linear_table(peers, len(peers)),
             "linear-mid": linear_table(peers, len(peers) // 2),
         }

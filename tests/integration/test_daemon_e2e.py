@@ -612,11 +612,12 @@ def test_renaming_the_interface_inside_the_pod_keeps_it_guarded(world: World, da
     w.wait_programmed(server)
     matrix = [(client, server, "tcp", 8080), (client, server, "tcp", 8081), (other, server, "tcp", 8080)]
     assert can(matrix) == [True, False, False]
-    index = server.netns.link("net1")["ifindex"]  # type: ignore[index]
-    server.netns.ip("link", "set", "net1", "down")
-    server.netns.ip("link", "set", "net1", "name", "x")
-    server.netns.ip("link", "set", "x", "up")
-    assert server.netns.link("x")["ifindex"] == index  # type: ignore[index]
+    index = server.netns.link("net1").index  # type: ignore[union-attr]
+    server.netns.run("ip", "link", "set", "net1", "down")
+    server.netns.run("ip", "link", "set", "net1", "name", "x")
+    server.netns.run("ip", "link", "set", "x", "up")
+    renamed = server.netns.link("x")
+    assert renamed is not None and renamed.index == index
     wait_for(lambda: can([(client, server, "tcp", 8080)]) == [True], what="x up again")
     assert can(matrix) == [True, False, False]
     assert w.interface(server).get("state") == "programmed"
