@@ -405,7 +405,7 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
     has in the netns of the thread that listed, which is not the pod's."""
     from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
 
-    from shared.nft.render import FAMILY, TABLE, chain_name
+    from shared.nft.render import FAMILY, TABLE, chain_name, map_name
     from shared.rules import EGRESS, INGRESS
 
     if listing is None:
@@ -432,7 +432,7 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
         chain = chain_name(direction, ifname)
         if chain not in chains:
             problems.append(f"chain {chain} missing")
-        target = maps.get(f"{prefix}_ifindex", {}).get(ifname)
+        target = maps.get(map_name(direction), {}).get(ifname)
         if target != chain:
             problems.append(f"{prefix}_ifindex has {target or 'no entry'} for {ifname}, not jump {chain}")
     return problems

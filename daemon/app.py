@@ -82,7 +82,8 @@ class Daemon:
             runner=command_runner,
         )
         options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6, additions=additions)
-        conntrack = ConntrackCleaner(options, runner=command_runner) if config.flush_conntrack else None
+        applier = Applier(nft_for, options)
+        conntrack = ConntrackCleaner(options, applier.netlink_socket) if config.flush_conntrack else None
         self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period, metrics=self.metrics)
         self.adopter = Adopter(
             self.store,
@@ -98,7 +99,7 @@ class Daemon:
         )
         self.controller = Controller(
             self.store,
-            Applier(nft_for, options),
+            applier,
             self.clock,
             conntrack=conntrack,
             events=self.events,

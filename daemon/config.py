@@ -27,6 +27,7 @@ from daemon.operator import RuleFile, parse_prefixes
 from shared.errors import ConfigError
 from shared.rules import EGRESS, INGRESS, IPNetwork
 from shared.state import DEFAULT_STATE_DIR
+from shared.version import VERSION
 
 STATUS_NAME = "mnpd-status.json"  # the default status file, beside the state dir
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mnpd {VERSION}")
     for opt in OPTIONS:
         default = f" (default: {opt.default})" if opt.default not in (None, "") else ""
         help_text = f"{opt.help}{default} [{opt.env}]"

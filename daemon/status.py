@@ -42,6 +42,7 @@ from daemon.clock import Clock
 from daemon.logs import fields
 from daemon.records import InterfaceBook
 from shared.rules import DirectionRules, InterfaceRules
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -105,6 +106,7 @@ def status_document(
         interfaces.append(item)
     return {
         "schema": SCHEMA,
+        "version": VERSION,
         "node": node,
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),

@@ -36,12 +36,13 @@ from daemon.lab.plan import LabPaths
 from shared.compiler import compile_cluster
 from shared.model import Cluster
 from shared.netns import interface_index
+from shared.nft.backend import interface_view, is_guarded
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
-from shared.nft.render import chain_name, render_interface, set_names
+from shared.nft.render import render_interface
 from shared.nft.trace import TraceError, table_from_nft_json
-from shared.rules import EGRESS, INGRESS, InterfaceRules
+from shared.rules import InterfaceRules
 
 PROGRAM_TIMEOUT = 30.0
 
@@ -90,28 +91,12 @@ Digest = tuple[Any, ...]
 
 
 def interface_digest(table: TableView | None, ifname: str) -> Digest | None:
-    """What of `table` belongs to `ifname`: its chains' rules, its sets' elements and its dispatch-map entries
-    (by the name they record, not the index, which the kernel's listing prints as a name of the lister's netns).
-    None when the interface is not guarded at all (no table, or not in the maps)."""
+    """What of `table` belongs to `ifname` (shared.nft.backend.interface_view: verdict-map entries, chain rules,
+    set elements, per direction). None when the interface is not guarded at all (no table, or not in the maps)."""
     if table is None:
         return None
-    parts: list[Any] = []
-    guarded = False
-    for direction in (INGRESS, EGRESS):
-        chain = chain_name(direction, ifname)
-        maps = [table.sets.get(f"{direction.lower()}_{kind}") for kind in ("ifindex", "ifaces")]
-        jumps = tuple(
-            sorted(e.comment or e.key for vmap in maps if vmap for e in vmap.elements if e.value == f"jump {chain}")
-        )
-        guarded = guarded or bool(jumps)
-        view = table.chains.get(chain)
-        rules = tuple((r.text, r.comment) for r in view.rules) if view else None
-        sets = []
-        for name in sorted(set_names(direction, ifname).values()):
-            found = table.sets.get(name)
-            sets.append((name, tuple(e.fields for e in found.elements) if found else None))
-        parts.append((direction, jumps, rules, tuple(sets)))
-    return tuple(parts) if guarded else None
+    part = interface_view(table, ifname)
+    return part if is_guarded(part) else None
 
 
 def describe_difference(actual: Digest | None, expected: Digest | None) -> str:

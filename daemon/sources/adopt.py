@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from daemon.apply import Nft, NftFactory
+from daemon.apply import NftFactory
 from daemon.clock import Clock
 from daemon.config import DEFAULT_NETNS_DIRS, DEFAULT_NETWORK_PLUGINS
 from daemon.events import EventRecorder, ObjectRef, pod_ref, policy_ref
@@ -66,6 +66,7 @@ from shared.compiler import selects
 from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.model import Attachment, MultiNetworkPolicy, NetworkAttachmentDefinition, Pod
 from shared.netns import in_netns, is_own_netns, netns_identity
+from shared.nft.backend import NftBackend
 from shared.nft.errors import NftError
 from shared.nft.render import render_remove_interface
 from shared.nft.transaction import TransactionError
@@ -558,7 +559,7 @@ class Adopter:
         if (known is not None and known != current) or (known is None and entry.netns.startswith("/proc/")):
             # The path names another namespace (or may: a reused /proc/PID): not ours to change.
             return True
-        nft: Nft | None = None
+        nft: NftBackend | None = None
         try:
             nft = self.nft_for(entry.netns)
             nft.run(render_remove_interface(entry.ifname, entry.ifindex))

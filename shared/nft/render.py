@@ -93,6 +93,16 @@ DROP_LOG_RATE = "10/second"
 DROP_LOG_BURST = 20
 DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
 
+# The comments the readers of a live table look for (mnpctl, the lab): defined here, where they are written.
+DENY_COMMENT = "default deny"  # the counted drop: `default deny (ns/policy, …)`
+PENDING_POLICIES = "pending: not yet programmed"  # …in place of the policies: the plugin's pending table
+NOT_ISOLATED = "not isolated for"  # the `accept` of a direction no policy isolates: `not isolated for ingress`
+
+
+def deny_comment(policies: Iterable[str]) -> str:
+    """The counted drop's comment: the policies that isolate the direction, or the pending marker."""
+    return f"{DENY_COMMENT} ({', '.join(policies) or PENDING_POLICIES})"
+
 
 class RenderOptions(Value):
     """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
@@ -208,15 +218,31 @@ def _legacy_dispatch(direction: str, ifname: str, chain: str) -> Element:
     return Element(_legacy_map(direction).name, checked_ifname(ifname), f"jump {chain}")
 
 
+# The key type of each kind of per-interface set (all of them have `flags interval`).
+SET_KEY_TYPES = {
+    "v4": "ipv4_addr . inet_proto . inet_service",
+    "v6": "ipv6_addr . inet_proto . inet_service",
+    "v4_all": "ipv4_addr",
+    "v6_all": "ipv6_addr",
+}
+
+
+def element_key_type(set_name: str) -> str:
+    """The key type of a per-interface set, from its name (what an element delta sent as netlink needs)."""
+    for kind in ("v4_all", "v6_all", "v4", "v6"):
+        if set_name.endswith(f"_{kind}"):
+            return SET_KEY_TYPES[kind]
+    raise TransactionError(f"{set_name!r} is not a per-interface set")
+
+
+def map_name(direction: str) -> str:
+    """The verdict map that sends a direction's guarded interfaces to their chains."""
+    return _map(direction).name
+
+
 def _sets(direction: str, ifname: str) -> dict[str, Set]:
     names = set_names(direction, ifname)
-    ports = "inet_proto . inet_service"
-    return {
-        "v4": Set(names["v4"], f"ipv4_addr . {ports}", ("interval",)),
-        "v6": Set(names["v6"], f"ipv6_addr . {ports}", ("interval",)),
-        "v4_all": Set(names["v4_all"], "ipv4_addr", ("interval",)),
-        "v6_all": Set(names["v6_all"], "ipv6_addr", ("interval",)),
-    }
+    return {kind: Set(names[kind], key_type, ("interval",)) for kind, key_type in SET_KEY_TYPES.items()}
 
 
 def skeleton() -> Transaction:
@@ -271,14 +297,19 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
     return tx
 
 
-def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction | None:
+def render_update(
+    old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS, *, priced: bool = True
+) -> Transaction | None:
     """The cheapest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when that is the full `render_interface(new)` — see `_render_update`. Memoised per interface name and
-    directions (the pods of a Deployment change alike); the transaction returned must not be modified."""
+    directions (the pods of a Deployment change alike); the transaction returned must not be modified.
+
+    `priced=False`: the delta whenever the chains keep their rules, whatever it costs (the tests use it to
+    exercise every delta)."""
     if old.ifname != new.ifname or old.ifindex != new.ifindex:
         return None
     checked_ifname(new.ifname)
-    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options)
+    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
 
 
 @lru_cache(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
@@ -289,6 +320,7 @@ def _render_update(
     new_ingress: DirectionRules,
     new_egress: DirectionRules,
     options: RenderOptions,
+    priced: bool = True,
 ) -> Transaction | None:
     """The smallest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when only a full `render_interface(new)` can.
@@ -301,10 +333,12 @@ def _render_update(
     edited it), nft refuses the delta as a whole (a missing element, an overlap) and the caller falls back to
     the full transaction.
 
-    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
-    deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
-    elements it writes (docs/benchmarks.md, Scale, has the figures). When the COST_* estimate makes the delta
-    dearer than the full form, None."""
+    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, and
+    the kernel's set for concatenated intervals (pipapo) reshapes its lookup tables for every element inserted
+    or removed, so changing d elements of a set of n costs about d × n — whether the elements come as nft text
+    or as a netlink batch (shared.nft.netlink) — while the full form costs about the total number of elements it
+    writes (docs/benchmarks.md, Policy change, has the figures). When the COST_* estimate makes the delta dearer
+    than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0
@@ -326,7 +360,7 @@ def _render_update(
                 tx.delete(element)
             for element in added:
                 tx.add(element)
-    if cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
+    if priced and cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
         return None
     return tx
 
@@ -377,7 +411,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
     if options.accept_icmpv6:
         out.append(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
     if not rules.isolated:
-        out.append(Rule(name, "accept", f"not isolated for {direction.lower()}"))
+        out.append(Rule(name, "accept", f"{NOT_ISOLATED} {direction.lower()}"))
     else:
         out.extend(operator_rules(name, direction, options.additions))
         addr = _ADDR[direction]
@@ -391,8 +425,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
                 out.append(Rule(name, f"{match} accept"))
         if options.drop_log:
             out.append(Rule(name, drop_log_rule(ifname, direction)))
-        policies = ", ".join(rules.policies) or "pending: not yet programmed"
-        out.append(Rule(name, "counter drop", f"default deny ({policies})"))
+        out.append(Rule(name, "counter drop", deny_comment(rules.policies)))
     return RenderedDirection(name, tuple(out), elements)
 
 

@@ -684,9 +684,11 @@ def test_daemonset_mounts_what_mnpd_and_the_installer_need() -> None:
 def test_daemonset_probes_and_metrics_port_match_the_listen_address() -> None:
     mnpd = container(daemonset()["spec"]["template"]["spec"], "mnpd")
     ports = {p["name"]: p["containerPort"] for p in mnpd["ports"]}
-    listen = configmap()["data"]["MNP_LISTEN"]
-    host, _, port = listen.rpartition(":")
-    assert host in ("0.0.0.0", "[::]"), "the kubelet probes the node's address, not 127.0.0.1"
+    env = {e["name"]: e for e in mnpd["env"]}
+    assert "MNP_LISTEN" not in configmap()["data"], "set in the DaemonSet, where the node's address is known"
+    assert env["HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    host, _, port = env["MNP_LISTEN"]["value"].rpartition(":")
+    assert host == "$(HOST_IP)", "the kubelet probes the node's address; not 127.0.0.1, and not 0.0.0.0"
     assert ports["metrics"] == int(port)
     annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == port
