@@ -50,7 +50,7 @@ from cni.errors import (
 )
 from cni.log import Log
 from shared.errors import NetnsGone, NetnsUnusable, StateError
-from shared.netns import check_netns, is_own_netns, netns_identity
+from shared.netns import check_netns, interface_index_here, is_own_netns, netns_identity
 from shared.state import StateEntry, StateStore
 from shared.value import Value
 
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 class Deps(Value):
     """Everything the verbs do to the node goes through these (the unit tests pass fakes: tests/support/cnifake.py)."""
 
-    __slots__ = ("check_netns", "clock", "nft", "nft_via", "own_netns", "store")
+    __slots__ = ("check_netns", "clock", "ifindex", "nft", "nft_via", "own_netns", "store")
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class Deps(Value):
         own_netns: Callable[[str], bool] = is_own_netns,
         check_netns: Callable[[str], None] = check_netns,
         nft_via: str = "nft",
+        ifindex: Callable[[str, str], int] = interface_index_here,
     ) -> None:
         self.nft = nft  # netns path (None: the plugin's own netns) → nft acting there
         self.store = store  # state dir → store
@@ -89,6 +90,7 @@ class Deps(Value):
         self.own_netns = own_netns
         self.check_netns = check_netns  # raises NetnsGone
         self.nft_via = nft_via  # what `nft` runs, for the log: "libnftables" or the nft command
+        self.ifindex = ifindex  # (netns, ifname) → the interface's index there; OSError / NetnsGone
 
 
 def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
@@ -206,11 +208,25 @@ def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
         raise _nft_error(exc, what, netns, deps) from exc
 
 
-def _remove_tx(ifname: str, others: bool) -> Transaction:
+def _remove_tx(ifname: str, others: bool, ifindex: int) -> Transaction:
     """Remove one interface's objects, or — when no other interface is recorded in its netns — the whole table."""
     from shared.nft.render import render_remove_interface, render_remove_table
 
-    return render_remove_interface(ifname) if others else render_remove_table()
+    return render_remove_interface(ifname, ifindex) if others else render_remove_table()
+
+
+def _recorded_ifindex(store: StateStore, args: CmdArgs, deps: Deps) -> int:
+    """The interface's index: as its entry recorded it, else looked up inside the netns (0: unknown)."""
+    try:
+        entry = store.read(args.container_id, args.ifname)
+    except StateError:
+        entry = None
+    if entry is not None and entry.ifindex:
+        return entry.ifindex
+    try:
+        return deps.ifindex(args.netns, args.ifname)
+    except (OSError, NetnsGone, NetnsUnusable):
+        return 0
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -267,6 +283,12 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
 
     require_netns(args.netns, deps)
     pod = args.pod
+    try:
+        ifindex = deps.ifindex(args.netns, args.ifname)
+    except (OSError, NetnsGone, NetnsUnusable) as exc:  # the table dispatches on the index: no index, no close
+        raise CNIError(
+            INTERNAL, f"cannot find interface {args.ifname} inside the pod network namespace", str(exc)
+        ) from exc
     entry = StateEntry(
         container_id=args.container_id,
         ifname=args.ifname,
@@ -279,8 +301,9 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         mac=conf.mac,
         created=rfc3339(deps.clock()),
         plugin=__version__,
+        ifindex=ifindex,
     )
-    tx = render_interface(InterfaceRules.pending(args.ifname, pod.key, conf.name))
+    tx = render_interface(InterfaceRules.pending(args.ifname, pod.key, conf.name, ifindex))
     store = deps.store(conf.state_dir)
     with _locked(store):
         try:
@@ -291,12 +314,12 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         try:
             store.write(entry)
         except StateError as exc:
-            undo = _undo_add(args, deps, store, recorded_before, log)
+            undo = _undo_add(args, deps, store, recorded_before, ifindex, log)
             raise CNIError(IO_FAILURE, "cannot record the attachment in the state dir", f"{exc}; {undo}") from exc
     log.info("interface closed (pending)", netns=args.netns, pod=pod.key, ips=",".join(conf.ips), nft=deps.nft_via)
 
 
-def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: bool, log: Log) -> str:
+def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: bool, ifindex: int, log: Log) -> str:
     if recorded_before:
         return "rules kept: an earlier ADD had recorded this interface"
     try:
@@ -304,7 +327,7 @@ def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: boo
     except StateError:
         others = True
     try:
-        _run(deps, args.netns, _remove_tx(args.ifname, others), "undoing ADD")
+        _run(deps, args.netns, _remove_tx(args.ifname, others, ifindex), "undoing ADD")
     except CNIError as exc:
         log.error("could not undo ADD", error=exc.msg, details=exc.details)
         return f"undo failed: {exc}"
@@ -321,7 +344,8 @@ def cmd_del(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
             except StateError as exc:
                 raise CNIError(IO_FAILURE, "cannot read the state dir", str(exc)) from exc
             try:
-                _run(deps, args.netns, _remove_tx(args.ifname, others), "removing the interface's rules")
+                tx = _remove_tx(args.ifname, others, _recorded_ifindex(store, args, deps))
+                _run(deps, args.netns, tx, "removing the interface's rules")
                 acted = True
             except CNIError as exc:
                 if exc.code != INVALID_NETNS:  # the netns vanished meanwhile: nothing left to remove
@@ -376,7 +400,9 @@ def _list_table(deps: Deps, netns: str) -> Any:
 
 
 def table_problems(listing: Any, ifname: str) -> list[str]:
-    """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table)."""
+    """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table). Its dispatch
+    element is found by its comment, the interface's name at ADD: nft prints the key, an index, as the name it
+    has in the netns of the thread that listed, which is not the pod's."""
     from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
 
     from shared.nft.render import FAMILY, TABLE, chain_name, map_name
@@ -395,8 +421,11 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
             elements: dict[str, str] = {}
             for element in item["map"].get("elem", []):
                 if isinstance(element, list) and len(element) == 2 and isinstance(element[1], Mapping):
+                    key = element[0]
+                    if isinstance(key, Mapping) and isinstance(key.get("elem"), Mapping):
+                        key = key["elem"].get("comment", key["elem"].get("val"))
                     jump = element[1].get("jump")
-                    elements[str(element[0])] = str(jump.get("target")) if isinstance(jump, Mapping) else ""
+                    elements[str(key)] = str(jump.get("target")) if isinstance(jump, Mapping) else ""
             maps[str(item["map"].get("name"))] = elements
     problems = [f"base chain {base} missing" for base in ("input", "output") if base not in chains]
     for direction, prefix in ((INGRESS, "ingress"), (EGRESS, "egress")):
@@ -405,7 +434,7 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
             problems.append(f"chain {chain} missing")
         target = maps.get(map_name(direction), {}).get(ifname)
         if target != chain:
-            problems.append(f"{prefix}_ifaces has {target or 'no entry'} for {ifname}, not jump {chain}")
+            problems.append(f"{prefix}_ifindex has {target or 'no entry'} for {ifname}, not jump {chain}")
     return problems
 
 
@@ -461,7 +490,7 @@ def _collect(
             key != entry.key and shares_table(e, entry.container_id, netns, identity) for key, e in present.items()
         )
         try:
-            _run(deps, netns, _remove_tx(entry.ifname, others), "removing a stale interface's rules")
+            _run(deps, netns, _remove_tx(entry.ifname, others, entry.ifindex), "removing a stale interface's rules")
         except CNIError as exc:
             if exc.code != INVALID_NETNS:
                 raise

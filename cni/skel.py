@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS, __version__
@@ -54,8 +53,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "STATUS": ("CNI_PATH",),
     "VERSION": (),
 }
-IFNAMSIZ = 16
-_BAD_IFNAME = re.compile(r"[/:\s]")
 
 
 def _env_error(msg: str, details: str = "") -> CNIError:
@@ -63,13 +60,14 @@ def _env_error(msg: str, details: str = "") -> CNIError:
 
 
 def validate_ifname(name: str) -> None:
-    """libcni's ValidateInterfaceName: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace."""
+    """The one interface-name rule (shared.ifname: libcni's ValidateInterfaceName, which is the kernel's, and
+    nothing nft's quoting could misread): the daemon checks the state entries it reads by the same rule."""
+    from shared.ifname import ifname_problem
     from shared.state import excerpt
 
-    if len(name.encode()) >= IFNAMSIZ:
-        raise _env_error("interface name is too long", f"{excerpt(name)}: at most {IFNAMSIZ - 1} bytes")
-    if name in (".", "..") or _BAD_IFNAME.search(name):
-        raise _env_error("invalid interface name", excerpt(name))
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise _env_error("invalid interface name", f"{excerpt(name)}: {problem}")
 
 
 ENV_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")

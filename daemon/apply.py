@@ -33,12 +33,18 @@ from typing import NamedTuple
 from shared.errors import NetnsGone
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
-from shared.nft.backend import NetlinkNft, NftBackend, interface_view
+from shared.nft.backend import NetlinkNft, NftBackend
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
-from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
-from shared.nft.render import RenderOptions, render_interface, render_update
+from shared.nft.render import (
+    RenderOptions,
+    expected_view,
+    owned_view,
+    render_interface,
+    render_remove_table,
+    render_update,
+)
 from shared.nft.transaction import Transaction
 from shared.rules import InterfaceRules
 
@@ -96,9 +102,9 @@ class Applier:
     """Renders and runs; counts the transactions it ran (successful or not) and how many were deltas.
 
     The pods of one Deployment usually get equal rules on equally named interfaces, and rendering a direction
-    with a thousand peers costs tens of milliseconds, so the last RENDER_CACHE full renderings are kept (the text
-    depends only on the interface name and the two directions' rules, never on the pod; render_update memoises
-    per direction).
+    with a thousand peers costs tens of milliseconds, so each direction's rendering is memoised (render.py) and
+    the last RENDER_CACHE full transactions are kept (the text depends on the interface name and index and the
+    two directions' rules, never on the pod).
 
     The nft backend of a netns is kept until `release` (for the real one: a netlink socket; the libnftables
     contexts it borrows are bounded by their pool, shared.nft.pool.ContextPool)."""
@@ -115,7 +121,6 @@ class Applier:
         self._pool: ThreadPoolExecutor | None = None
         self._rendered: dict[tuple[object, ...], Transaction] = {}
         self._nft: dict[str, NftBackend] = {}
-        self._unverified: set[tuple[str, str]] = set()  # (netns, ifname) programmed by a delta since a full form
 
     def apply(
         self,
@@ -142,16 +147,12 @@ class Applier:
                 try:
                     nft.apply_delta(delta)
                     self._count(delta=True)
-                    with self._lock:
-                        self._unverified.add((netns, rules.ifname))
                     return
                 except NftError as exc:  # the table is not what we last programmed: replace it as a whole
                     first = (exc.message.splitlines() or [""])[0]
                     log.warning("delta refused, applying the full transaction: %s", first)
             self._count(delta=False)
             nft.run(self.render(rules))
-            with self._lock:
-                self._unverified.discard((netns, rules.ifname))
         except NetnsGone:
             self.release(netns)
             raise
@@ -208,26 +209,29 @@ class Applier:
                 self.transactions += 1
 
     def repair(self, work: Work) -> bool:
-        """If `work.rules` reached its interface by deltas, check that the live table holds exactly what the full
-        form would (the interface's chain rules and set elements) and apply the full form if not; True then.
+        """Check that the live table holds what the full form of `work.rules` defines for its interface — the
+        base chains, its dispatch-map elements, its chains and sets (shared.nft.render.owned_view) — and apply the
+        full form, atomically, when it does not; True then.
 
-        A delta assumes the table holds what this daemon programmed. An element nobody removes — someone's
-        `nft add element` by hand — would survive every delta; this catches it on the periodic resync."""
-        key = (work.netns, work.rules.ifname)
-        if key not in self._unverified:
-            return False
+        The periodic resync calls it for every programmed interface: a pod with NET_ADMIN can delete the table or
+        flush a chain in its own netns, and an element someone added by hand survives every delta (a delta
+        assumes the table holds what this daemon programmed)."""
         nft = self._nft_of(work.netns)
         self._check_identity(work.netns, work.identity)
-        expected = interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
         try:
-            live = interface_view(nft.list_table(), work.rules.ifname)
+            live: tuple[object, ...] | None = owned_view(nft.list_table(), work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
-            live = None
-        if live == expected:
-            with self._lock:
-                self._unverified.discard(key)
+            live = None  # the table is gone
+        if live == expected_view(work.rules, self.options):
             return False
-        self.apply(work.netns, work.rules, None, work.identity)
+        try:
+            self.apply(work.netns, work.rules, None, work.identity)
+        except NftError:
+            # The table was edited so that the full form cannot apply (say, a base chain replaced by a regular
+            # one of the same name): replace the whole table instead, in the same transaction. The netns' other
+            # interfaces get theirs back from their own checks in the same resync.
+            self._count(delta=False)
+            nft.run(render_remove_table().extend(self.render(work.rules)))
         return True
 
     @contextlib.contextmanager
@@ -261,7 +265,6 @@ class Applier:
         """Forget (and close) the nft of a netns no state entry uses any more."""
         with self._lock:
             nft = self._nft.pop(netns, None)
-            self._unverified = {key for key in self._unverified if key[0] != netns}
         if nft is not None:
             nft.close()
 
@@ -275,7 +278,7 @@ class Applier:
         CONTEXTS.wait_closed()
 
     def render(self, rules: InterfaceRules) -> Transaction:
-        key = (rules.ifname, rules.ingress, rules.egress)
+        key = (rules.ifname, rules.ifindex, rules.ingress, rules.egress)
         tx = self._rendered.get(key)
         if tx is None:
             tx = render_interface(rules, self.options)

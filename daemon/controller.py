@@ -47,7 +47,7 @@ from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snaps
 from shared.compiler import ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
-from shared.netns import netns_identity
+from shared.netns import interface_index, netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
 from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
+REASON_TAMPERED = "RulesTampered"
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class SyncReport:
     transactions: int = 0
     failed: int = 0
     conntrack_deleted: int = 0
-    repaired: int = 0  # interfaces whose table had drifted from what was programmed (Applier.repair)
+    repaired: int = 0  # interfaces whose table was not what mnpd programmed, restored (Applier.repair)
     keys: list[IfaceKey] = field(default_factory=list)  # interfaces that got a successful transaction
 
 
@@ -97,7 +98,11 @@ def resolve(entry: StateEntry, pods: Mapping[str, PodObject]) -> Resolved | str:
 
 
 def rules_for(
-    index: ClusterIndex, pod: Pod, attachment: Attachment, shared: dict[tuple[object, ...], DirectionRules]
+    index: ClusterIndex,
+    pod: Pod,
+    attachment: Attachment,
+    shared: dict[tuple[object, ...], DirectionRules],
+    ifindex: int = 0,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
 
@@ -120,7 +125,7 @@ def rules_for(
         if key not in shared:
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
-    return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS])
+    return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS], ifindex)
 
 
 def _identity(netns: str) -> tuple[int, int] | None:
@@ -128,6 +133,17 @@ def _identity(netns: str) -> tuple[int, int] | None:
         return netns_identity(netns) if netns else None
     except (NetnsGone, NetnsUnusable):
         return None
+
+
+def _ifindex(entry: StateEntry) -> int:
+    """The index the plugin recorded, or — for an entry from before it did — the one the interface has in its
+    netns now (0: not found)."""
+    if entry.ifindex:
+        return entry.ifindex
+    try:
+        return interface_index(entry.netns, entry.ifname) if entry.netns else 0
+    except (OSError, NetnsGone, NetnsUnusable):
+        return 0
 
 
 def local_addresses(entry: StateEntry, attachment: Attachment | None) -> tuple[IPAddress, ...]:
@@ -257,9 +273,12 @@ class Controller:
                 # ADD: its table is the pending one (closed both ways), so the first programming withdraws
                 # nothing and needs no conntrack pass. Entries found at start may hold a previous daemon's rules.
                 # An adopted interface had no table at all (open): its first programming is a withdrawal.
-                known = InterfaceRules.pending(entry.ifname) if self.synced_once and not entry.adopted else None
-                self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
+                pending = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex)
+                known = pending if self.synced_once and not entry.adopted else None
+                record = self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
+                record.ifindex = _ifindex(entry)
             elif record.entry != entry:
+                record.ifindex = _ifindex(entry)
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
                     record.identity = _identity(entry.netns)
@@ -350,7 +369,9 @@ class Controller:
         todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
         for key, record, resolved in ready:
             pod = resolved.pod
-            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules))
+            if not record.ifindex:
+                record.ifindex = _ifindex(record.entry)
+            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
             record.desired = rules
             record.pod_uid = pod.uid
             if rules == record.applied and not record.conntrack_due:
@@ -376,9 +397,13 @@ class Controller:
             self._clean_conntrack(key, record, resolved, report)
 
     def _repair_drift(self, report: SyncReport) -> None:
-        """On the periodic resync: interfaces programmed by deltas are checked against their full form."""
+        """On the periodic resync: every interface whose table content this process knows (what it programmed,
+        or the plugin's pending table) is read back and compared with its full form; a table or chain removed or
+        edited inside the pod netns, or an element that survived deltas, is restored atomically (Applier.repair)
+        and reported: a warning Event on the pod, the repairs counter, a log line. Interfaces whose content is
+        unknown (found at start and not programmed yet, or failed) get the full form from the sync anyway."""
         for record in self.records.values():
-            if record.state != PROGRAMMED or record.applied is None:
+            if record.applied is None or record.state == GONE:
                 continue
             entry = record.entry
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
@@ -390,9 +415,33 @@ class Controller:
             if repaired:
                 report.repaired += 1
                 report.transactions += 1
-                log.warning(
-                    "the interface's table differed from what mnpd programmed; programmed it again", extra=extra
+                self.metrics.tamper_repairs.inc()
+                log.warning("tampered, restored: the interface's table was not what mnpd programmed", extra=extra)
+                self.events.warn(
+                    pod_ref(entry.pod, record.pod_uid),
+                    REASON_TAMPERED,
+                    f"interface {entry.ifname}: its nft table in the pod netns was removed or edited; tampered, "
+                    "restored",
                 )
+                self._forget_flows_of_tamper(record, report)
+
+    def _forget_flows_of_tamper(self, record: InterfaceRecord, report: SyncReport) -> None:
+        """Delete the conntrack entries of flows the restored rules do not admit: while the table was open, a
+        connection it should have refused may have been set up, and `ct state established` would keep it."""
+        if self.conntrack is None or record.applied is None:
+            return
+        entry = record.entry
+        try:
+            deleted = self.conntrack.clean(entry.netns, record.applied, local_addresses(entry, None))
+        except OSError as exc:
+            log.warning(
+                "could not delete the flows set up while the table was tampered with: %s",
+                exc,
+                extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns),
+            )
+            return
+        report.conntrack_deleted += deleted
+        self.metrics.conntrack_deletions.inc(deleted)
 
     def _keep_canonical_live(self) -> None:
         """Forget the canonical objects no interface holds any more (each holds hundreds of peers)."""
@@ -409,7 +458,7 @@ class Controller:
         egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
         if ingress is rules.ingress and egress is rules.egress:
             return rules
-        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress)
+        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress, rules.ifindex)
 
     def _programmed_or_failed(
         self,

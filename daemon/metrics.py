@@ -7,6 +7,7 @@ mnp_managed_pods                                        pods with at least one p
 mnp_nft_transactions_total{result="ok"|"error"}         nft transactions run (a no-op sync runs none)
 mnp_apply_errors_total                                  failed transactions and conntrack cleanups
 mnp_conntrack_deletions_total                           conntrack entry groups deleted after a withdrawal
+mnp_tamper_repairs_total                                interface tables found removed or edited, restored
 mnp_invalid_policies                                    MultiNetworkPolicies with validation problems
 mnp_source_synced{source=...}                           1 once a source has completed its first list
 mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
@@ -42,6 +43,11 @@ class Metrics:
         self.apply_errors = Counter("mnp_apply_errors", "Failed transactions and conntrack cleanups.", registry=r)
         self.conntrack_deletions = Counter(
             "mnp_conntrack_deletions", "Groups of conntrack entries deleted after a withdrawal.", registry=r
+        )
+        self.tamper_repairs = Counter(
+            "mnp_tamper_repairs",
+            "Interface tables the periodic resync found removed or edited in the pod netns and restored.",
+            registry=r,
         )
         self.invalid_policies = Gauge(
             "mnp_invalid_policies", "MultiNetworkPolicies with validation problems.", registry=r

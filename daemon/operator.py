@@ -88,7 +88,7 @@ def read_rules(rule_file: RuleFile) -> tuple[list[tuple[str, str]], list[tuple[s
 
 def dry_run(additions: OperatorAdditions, runner: Runner = subprocess_runner) -> str | None:
     """None when the kernel accepts a pod transaction with `additions`, else nft's error (a scratch netns)."""
-    tx = render_interface(InterfaceRules.pending("net1"), RenderOptions(additions=additions))
+    tx = render_interface(InterfaceRules.pending("net1", ifindex=2), RenderOptions(additions=additions))
     rc, _, err = runner(["unshare", "--net", "--", "nft", "-c", "-f", "-"], str(tx))
     return None if rc == 0 else (err.strip() or f"nft exited with {rc}")
 

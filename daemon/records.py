@@ -36,6 +36,9 @@ class InterfaceRecord:
     # The namespace the entry's path named when this daemon first saw it: a path that later names another one
     # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
     identity: tuple[int, int] | None = None
+    # The interface's index in its netns, on which its table dispatches: the entry's, or looked up (0: unknown —
+    # it cannot be programmed and stays in the plugin's closed table; looked up again on the next sync).
+    ifindex: int = 0
 
     def policies(self) -> set[str]:
         if self.desired is None:

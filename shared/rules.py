@@ -79,22 +79,36 @@ CLOSED = DirectionRules(isolated=True)
 
 
 class InterfaceRules(Value):
-    """What one pod interface admits. `pending()` is the form the CNI plugin installs at ADD: closed both ways."""
+    """What one pod interface admits. `pending()` is the form the CNI plugin installs at ADD: closed both ways.
 
-    __slots__ = ("egress", "ifname", "ingress", "network", "pod")
+    `ifindex` is the interface's index inside its netns, on which the table dispatches (`iif`/`oif`: a rename
+    inside the pod does not change it); 0 when unknown, which the renderer refuses."""
+
+    __slots__ = ("egress", "ifindex", "ifname", "ingress", "network", "pod")
 
     def __init__(
-        self, pod: str, ifname: str, network: str, ingress: DirectionRules = OPEN, egress: DirectionRules = OPEN
+        self,
+        pod: str,
+        ifname: str,
+        network: str,
+        ingress: DirectionRules = OPEN,
+        egress: DirectionRules = OPEN,
+        ifindex: int = 0,
     ) -> None:
         self.pod = pod
         self.ifname = ifname
         self.network = network
         self.ingress = ingress
         self.egress = egress
+        self.ifindex = ifindex
 
     @staticmethod
-    def pending(ifname: str, pod: str = "", network: str = "") -> InterfaceRules:
-        return InterfaceRules(pod, ifname, network, CLOSED, CLOSED)
+    def pending(ifname: str, pod: str = "", network: str = "", ifindex: int = 0) -> InterfaceRules:
+        return InterfaceRules(pod, ifname, network, CLOSED, CLOSED, ifindex)
+
+    def at(self, ifindex: int) -> InterfaceRules:
+        """These rules for the interface at index `ifindex`."""
+        return InterfaceRules(self.pod, self.ifname, self.network, self.ingress, self.egress, ifindex)
 
     def direction(self, direction: str) -> DirectionRules:
         return self.ingress if direction == INGRESS else self.egress

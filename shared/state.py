@@ -22,7 +22,7 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
     {
       "schema": 1,                       int; bumped only for an incompatible change (readers skip other values)
       "containerID": "3f69…",            CNI_CONTAINERID (the pod sandbox)
-      "ifname": "net1",                  CNI_IFNAME
+      "ifname": "net1",                  CNI_IFNAME; an entry whose name breaks shared.ifname's rule is refused
       "netns": "/var/run/netns/cni-…",   CNI_NETNS at ADD
       "podNamespace": "ns1",             K8S_POD_NAMESPACE from CNI_ARGS ("" when the runtime gave none: podman)
       "podName": "web-0",                K8S_POD_NAME ("" when not given)
@@ -30,6 +30,10 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
       "network": "macvlan-conf",         the CNI network `name` (the NAD's config name)
       "ips": ["10.1.2.3/24"],            this interface's addresses from prevResult ("addr/len")
       "mac": "0a:58:…",                  this interface's MAC from prevResult ("" when not given)
+      "ifindex": 3,                      its interface index inside the netns at ADD, which a rename inside the
+                                         pod does not change (0: not known — an entry from an older plugin, or
+                                         the lookup failed); readers that predate it ignore it, as every reader
+                                         ignores keys it does not know, so the schema stays 1
       "created": "2026-05-09T07:35:25Z", RFC 3339, UTC, whole seconds
       "plugin": "0.1.0",                 the version of the plugin that wrote it
       "origin": "cni"                    who wrote it: "cni" (the plugin, at ADD) or "adopted" (mnpd found the
@@ -60,6 +64,7 @@ import re
 import stat
 
 from shared.errors import StateError
+from shared.ifname import ifname_problem
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -176,6 +181,7 @@ class StateEntry(Value):
     __slots__ = (
         "container_id",
         "created",
+        "ifindex",
         "ifname",
         "ips",
         "mac",
@@ -203,6 +209,7 @@ class StateEntry(Value):
         created: str = "",
         plugin: str = "",
         schema: int = SCHEMA,
+        ifindex: int = 0,
         origin: str = ORIGIN_CNI,
     ) -> None:
         self.container_id = container_id
@@ -217,6 +224,7 @@ class StateEntry(Value):
         self.created = created
         self.plugin = plugin
         self.schema = schema
+        self.ifindex = ifindex
         self.origin = origin
 
     @property
@@ -246,6 +254,7 @@ class StateEntry(Value):
                 "network": self.network,
                 "ips": list(self.ips),
                 "mac": self.mac,
+                "ifindex": self.ifindex,
                 "created": self.created,
                 "plugin": self.plugin,
                 "origin": self.origin,
@@ -272,9 +281,16 @@ class StateEntry(Value):
                 raise StateError(f"{key} must be a{' non-empty' if required else ''} string")
             return value
 
+        ifname = text_field("ifname", True)
+        problem = ifname_problem(ifname)
+        if problem is not None:  # the plugin checks CNI_IFNAME by the same rule: this entry is not its
+            raise StateError(f"ifname {ifname[:40]!r} is not a valid interface name: {problem}")
         ips = raw.get("ips", [])
         if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
             raise StateError("ips must be a list of strings")
+        ifindex = raw.get("ifindex", 0)
+        if not isinstance(ifindex, int) or isinstance(ifindex, bool) or not 0 <= ifindex < 2**31:
+            raise StateError("ifindex must be an interface index (a non-negative 32-bit integer)")
         container_id = text_field("containerID", True)
         if not NAME_RE.match(container_id):
             raise StateError(f"containerID {excerpt(container_id)} is not a container ID")
@@ -286,7 +302,7 @@ class StateEntry(Value):
             raise StateError(f"network {excerpt(network)} is not a network name")
         return StateEntry(
             container_id=container_id,
-            ifname=text_field("ifname", True),
+            ifname=ifname,
             netns=netns,
             pod_namespace=text_field("podNamespace"),
             pod_name=text_field("podName"),
@@ -296,6 +312,7 @@ class StateEntry(Value):
             mac=text_field("mac"),
             created=text_field("created"),
             plugin=text_field("plugin"),
+            ifindex=ifindex,
             origin=text_field("origin") or ORIGIN_CNI,
         )
 

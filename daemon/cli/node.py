@@ -37,7 +37,7 @@ from daemon.cli.options import listen_address
 from daemon.cli.statusfile import StatusFile, read_status_file
 from daemon.config import DEFAULT_LISTEN, default_status_file, parse_duration
 from shared.errors import NetnsGone, NetnsUnusable, StateError
-from shared.netns import check_netns, netns_command
+from shared.netns import check_netns, interface_index, netns_command
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
@@ -48,7 +48,6 @@ from shared.nft.render import (
     PENDING_POLICIES,
     TABLE,
     chain_name,
-    map_name,
     set_names,
 )
 from shared.nft.trace import table_from_nft_json
@@ -169,17 +168,22 @@ class LiveTable:
         return {str(obj.get("name")) for obj in self._objects("chain")}
 
     def guarded(self, direction: str) -> dict[str, str]:
-        """The interfaces in `<direction>_ifaces`: ifname → the chain it jumps to."""
+        """The interfaces in `<direction>_ifindex` (by the name their element records; `<direction>_ifaces` in
+        tables written before index dispatch): ifname → the chain it jumps to."""
         out: dict[str, str] = {}
         for obj in self._objects("map"):
-            if obj.get("name") != map_name({label: d for d, label in DIRECTIONS}[direction]):
+            if obj.get("name") not in (f"{direction}_ifindex", f"{direction}_ifaces"):
                 continue
             for element in obj.get("elem") or ():
-                if isinstance(element, list) and len(element) == 2 and isinstance(element[0], str):
-                    verdict = element[1] if isinstance(element[1], dict) else {}
-                    target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
-                    if target:
-                        out[element[0]] = str(target)
+                if not (isinstance(element, list) and len(element) == 2):
+                    continue
+                key = element[0]
+                if isinstance(key, dict) and isinstance(key.get("elem"), dict):
+                    key = key["elem"].get("comment", key["elem"].get("val"))
+                verdict = element[1] if isinstance(element[1], dict) else {}
+                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
+                if isinstance(key, str) and target:
+                    out[key] = str(target)
         return out
 
     def interfaces(self) -> list[str]:
@@ -226,7 +230,14 @@ class LiveTable:
 
     def view(self) -> TableView:
         """The tracer's view (shared.nft.trace); TraceError on a rule mnp does not write."""
-        return table_from_nft_json(json.dumps({"nftables": list(self.items)}))
+        return table_from_nft_json(json.dumps({"nftables": list(self.items)}), ifindex_of=self._ifindex)
+
+    def _ifindex(self, name: str) -> int:
+        """The index of the interface nft printed as `name`: nft listed inside this netns (0: not found now)."""
+        try:
+            return interface_index(self.netns, name)
+        except (OSError, NetnsGone, NetnsUnusable):
+            return 0
 
     def base_chains(self) -> list[dict[str, Any]]:
         """Base chains of *other* tables in this netns (from `list ruleset`): they see packets too."""

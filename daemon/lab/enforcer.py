@@ -35,6 +35,7 @@ from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
 from shared.compiler import compile_cluster
 from shared.model import Cluster
+from shared.netns import interface_index
 from shared.nft.backend import interface_view, is_guarded
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
@@ -127,7 +128,9 @@ def expected_digest(rules: InterfaceRules) -> Digest | None:
     """The digest of the table the renderer makes of `rules` (None: not isolated either way = unguarded is as
     good as an open chain)."""
     fake = FakeNft()
-    fake.run(render_interface(rules))
+    # the digest leaves the dispatch key (the index) out: any index renders the same digest
+    indexed = InterfaceRules(rules.pod, rules.ifname, rules.network, rules.ingress, rules.egress, rules.ifindex or 1)
+    fake.run(render_interface(indexed))
     return interface_digest(fake.list_table(), rules.ifname)
 
 
@@ -137,7 +140,8 @@ def _open(rules: InterfaceRules) -> bool:
 
 def kernel_table(netns: str) -> TableView | None:
     try:
-        return table_from_nft_json(RealNft(netns).list_table_json())
+        listing = RealNft(netns).list_table_json()  # nft runs inside `netns`: indexes are printed as its names
+        return table_from_nft_json(listing, ifindex_of=lambda name: interface_index(netns, name))
     except NftError:
         return None  # no table (yet)
     except TraceError as exc:

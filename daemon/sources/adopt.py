@@ -98,6 +98,7 @@ class Link:
     ifname: str
     mac: str  # lower case
     ips: frozenset[str]  # addresses without prefix length, normalised
+    index: int = 0  # its interface index in the namespace, on which its table dispatches (0: not known)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def read_links() -> tuple[Link, ...]:
             ip = _normal_ip(str(addr.get_attr("IFA_ADDRESS") or ""))
             if ip is not None:
                 addresses.setdefault(addr["index"], set()).add(ip)
-    return tuple(Link(name, mac.lower(), frozenset(addresses.get(i, ()))) for i, (name, mac) in names.items())
+    return tuple(Link(name, mac.lower(), frozenset(addresses.get(i, ())), i) for i, (name, mac) in names.items())
 
 
 @dataclass
@@ -306,6 +307,7 @@ class Adopter:
         self._seen: tuple[int, ...] | None = None
         self._wanted_since: dict[IfaceKey, float] = {}  # attachments not found yet → when first wanted
         self._found: dict[IfaceKey, tuple[Want, str, Identity]] = {}  # located by this process, still wanted
+        self._index: dict[IfaceKey, int] = {}  # the interface index of each located attachment
         self._where: dict[IfaceKey, tuple[str, Identity]] = {}  # the namespace each entry was written for
         self._reported: set[ObjectRef] = set()
 
@@ -428,6 +430,8 @@ class Adopter:
             if len(places) == 1:
                 path, identity = places[0]
                 self._found[key] = (want, path, identity)
+                listing = self.scanner.listings.get(identity)
+                self._index[key] = _index_of(want, listing.links if listing else ())
                 self._wanted_since.pop(key, None)
                 continue
             ok = False
@@ -447,7 +451,7 @@ class Adopter:
         plugin_owned: set[tuple[str, str]] | None = None  # read from the directory once, when first needed
         for key, (want, path, identity) in self._found.items():
             self._where[key] = (path, identity)
-            entry = self._entry(want, path)
+            entry = self._entry(want, path, self._index.get(key, 0))
             old = adopted.get(key)
             if old is not None and _same(old, entry):
                 continue
@@ -476,7 +480,7 @@ class Adopter:
 
     def _still_there(self, want: Want, entry: StateEntry) -> bool:
         """An entry written before (by this process or a previous one): its namespace still has the interface."""
-        expected = self._entry(want, entry.netns)
+        expected = self._entry(want, entry.netns, entry.ifindex)
         if not _same(entry, expected):
             return False
         try:
@@ -484,9 +488,10 @@ class Adopter:
             links = self.scanner.links_of(entry.netns)
         except (NetnsGone, NetnsUnusable, OSError):
             return False
-        if not any(want.matches(link) for link in links):
-            return False
+        if not any(want.matches(link) for link in links) or _index_of(want, links) != entry.ifindex:
+            return False  # gone, or another interface of that name now (a new index)
         self._found[want.key] = (want, entry.netns, identity)
+        self._index[want.key] = entry.ifindex
         return True
 
     @staticmethod
@@ -495,7 +500,7 @@ class Adopter:
         record = snap.pods.get(entry.pod)
         return record is not None and not record.pod.is_active
 
-    def _entry(self, want: Want, netns: str) -> StateEntry:
+    def _entry(self, want: Want, netns: str, ifindex: int) -> StateEntry:
         pod, attachment = want.pod, want.attachment
         return StateEntry(
             container_id=want.key[0],
@@ -510,6 +515,7 @@ class Adopter:
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock.wall())),
             plugin="mnpd",
             origin=ORIGIN_ADOPTED,
+            ifindex=ifindex,
         )
 
     def _write(self, entry: StateEntry, old: StateEntry | None) -> bool:
@@ -556,7 +562,7 @@ class Adopter:
         nft: NftBackend | None = None
         try:
             nft = self.nft_for(entry.netns)
-            nft.run(render_remove_interface(entry.ifname))
+            nft.run(render_remove_interface(entry.ifname, entry.ifindex))
         except NetnsGone:
             return True
         except (NftError, TransactionError, NetnsUnusable, OSError) as exc:
@@ -598,6 +604,11 @@ class Adopter:
         for ref in self._reported - set(current):
             self.events.clear(ref, REASON_UNGUARDED)
         self._reported = set(current)
+
+
+def _index_of(want: Want, links: Iterable[Link]) -> int:
+    """The index of the link that is `want`'s interface (0: none)."""
+    return next((link.index for link in links if want.matches(link)), 0)
 
 
 def _same(a: StateEntry, b: StateEntry) -> bool:

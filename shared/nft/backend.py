@@ -60,8 +60,12 @@ def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
     parts = []
     for direction in (INGRESS, EGRESS):
         chain = chain_name(direction, ifname)
-        vmap = view.sets.get(map_name(direction))
-        jumps = tuple(sorted(e.key for e in vmap.elements if e.value == f"jump {chain}")) if vmap else ()
+        # dispatch elements by the name they record (their key, an index, is listed as a name of the lister's
+        # netns), and those of the name maps of tables written before index dispatch
+        maps = [view.sets.get(name) for name in (map_name(direction), f"{direction.lower()}_ifaces")]
+        jumps = tuple(
+            sorted(e.comment or e.key for vmap in maps if vmap for e in vmap.elements if e.value == f"jump {chain}")
+        )
         found = view.chains.get(chain)
         rules = None if found is None else tuple((r.text, r.comment) for r in found.rules)
         sets = []

@@ -27,8 +27,8 @@ tables, timeouts, and every nft verb mnp does not use.
 
 `list_table()` gives the structured view (`TableView`) that the tracer walks; the tracer also builds one from the
 live `nft -j list table`, so both share the element representation defined here: an element key is parsed into
-one closed integer interval per field — an address prefix or range, a protocol, a port range, an interface name —
-which makes membership and overlap the same simple test for single-field and concatenated sets.
+one closed integer interval per field — an address prefix or range, a protocol, a port range, an interface name
+or index — which makes membership and overlap the same simple test for single-field and concatenated sets.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ def parse_field(field_type: str, text: str) -> Interval:
             first_text, _, last_text = text.partition("-")
             lo = _bounded(int(first_text), 65535)
             hi = _bounded(int(last_text), 65535) if last_text else lo
+        elif field_type == "iface_index":
+            # mnp writes `" 3"`: a quoted number with a leading space, which nft cannot take for an interface name
+            # (names hold no whitespace), so it never looks the number up as a name in the caller's netns.
+            number = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+            if not number.strip().isdigit():
+                raise ValueError("not an interface index (a name is resolved by nft in the caller's netns)")
+            lo = hi = _bounded(int(number), 2**32 - 1)
         elif field_type == "ifname":
             name = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
             data = name.encode()
@@ -118,6 +125,8 @@ def format_field(field_type: str, interval: Interval) -> str:
         return str(lo) if lo == hi else f"{lo}-{hi}"
     if field_type == "ifname":
         return '"' + lo.to_bytes(IFNAMSIZ, "big").rstrip(b"\0").decode() + '"'
+    if field_type == "iface_index":
+        return str(lo)
     raise NftError(f"unsupported type {field_type}")
 
 
@@ -559,7 +568,7 @@ _SET_BODY = re.compile(
     r'(?: flags (?P<flags>[\w,]+);)?(?: comment "(?P<comment>[^"]*)")? \}$'
 )
 _COMMENTED = re.compile(r'^(?P<body>.*?)(?: comment "(?P<comment>[^"]*)")?$')
-_ELEMENT = re.compile(r'^(?P<key>.+?)(?: : (?P<value>[^"]+?))?(?: comment "(?P<comment>[^"]*)")?$')
+_ELEMENT = re.compile(r'^(?P<key>.+?)(?: comment "(?P<comment>[^"]*)")?(?: : (?P<value>[^"]+?))?$')
 
 
 def parse_transactions(text: str) -> list[Transaction]:

@@ -14,8 +14,12 @@ process keeps ever changes namespace. Two consequences the owner must handle:
 * a path can come to name another namespace (a reused /proc/PID): every call compares the path's identity with
   the one the context was opened for and raises NetnsGone when they differ (or the path is gone).
 
-ctypes releases the GIL during the call, so contexts of different namespaces can commit concurrently; one
-context is used by one thread at a time (a lock per context).
+One context is used by one thread at a time (a lock per context), and one command runs at a time in the
+whole process (`_PROCESS`): libnftables keeps a single interface cache for the process (src/iface.c, a global
+list), which every command that parses or prints an interface index — mnp's dispatch maps — builds in the netns
+of the calling thread, and which every command and every `nft_ctx_free` frees again (checked with 1.0.6: a
+listing from the daemon's thread names a pod's index 2 after the host's interface 2). Two threads doing so at
+once would free the list under each other.
 """
 
 from __future__ import annotations
@@ -75,6 +79,20 @@ def available() -> bool:
     return True
 
 
+_PROCESS = threading.Lock()  # libnftables' process-wide interface cache: see the module docstring
+
+
+def _host_ifindex(name: str) -> int:
+    """The index of interface `name` in this thread's netns (0 when there is none): what libnftables printed as
+    `name` for a listing run on this thread."""
+    import socket
+
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
 class Context:
     """One libnftables context, bound to the network namespace of the thread that created it."""
 
@@ -90,7 +108,7 @@ class Context:
 
     def command(self, text: str) -> str:
         """Run `text` as `nft -f` would (one transaction); its output, or the typed error of its error text."""
-        with self._lock:
+        with self._lock, _PROCESS:
             if self._ctx is None:
                 raise NftError("libnftables context already closed")
             rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode())
@@ -109,7 +127,7 @@ class Context:
             self._lib.nft_ctx_output_set_flags(self._ctx, flags | NFT_CTX_OUTPUT_JSON)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, _PROCESS:
             if self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
                 self._ctx = None
@@ -142,7 +160,8 @@ class NetnsNft:
 
         context = self._context()
         context.output_json()
-        return table_from_nft_json(context.command(f"list table {family} {table}"), family, table)
+        text = context.command(f"list table {family} {table}")  # on this thread: names are this netns'
+        return table_from_nft_json(text, family, table, ifindex_of=_host_ifindex)
 
     def close(self) -> None:
         self.context.close()

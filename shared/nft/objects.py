@@ -7,6 +7,7 @@ Only the small grammar mnp emits is modelled. Every object belongs to the one ta
 
 from __future__ import annotations
 
+from shared.ifname import check_ifname
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -16,9 +17,25 @@ if TYPE_CHECKING:
     Verb = Literal["add", "flush", "delete"]
 
 
+_TEXT_REPLACED = str.maketrans({'"': "'", "\\": "/", "$": "_"})
+
+
 def quote(text: str) -> str:
-    """A double-quoted nft string. nft strings cannot contain a double quote; comments are ours, so replace it."""
-    return '"' + text.replace('"', "'").replace("\\", "/") + '"'
+    """`text` (a comment, a log prefix: free text mnp composes, e.g. from policy names) as a double-quoted nft
+    string that no character can end or bend. nft 1.0.6's quoted strings have no escapes (its scanner reads
+    `"[^"]*"`), so characters are replaced instead: `"` by `'`, `\\` by `/`, `$` (nft expands `$name` inside a
+    log prefix) by `_`, and every character that is not printable — newlines, other control characters, line
+    separators — by `?`. Names are never rewritten: they are checked (`quote_ifname`)."""
+    safe = text.translate(_TEXT_REPLACED)
+    if not safe.isprintable():
+        safe = "".join(char if char.isprintable() else "?" for char in safe)
+    return '"' + safe + '"'
+
+
+def quote_ifname(name: str) -> str:
+    """An interface name as a double-quoted nft string; InvalidInterfaceName unless `name` passes the one rule
+    (shared.ifname), which leaves nothing in it that could end the string."""
+    return '"' + check_ifname(name) + '"'
 
 
 def comment(text: str | None) -> str:
@@ -101,8 +118,11 @@ class Element(Value):
         self.comment = comment
 
     def text(self, with_value: bool = True) -> str:
-        value = f" : {self.value}" if self.value is not None and with_value else ""
-        return f"{self.key}{value}{comment(self.comment) if with_value else ''}"
+        if not with_value:
+            return self.key
+        if self.value is not None:  # a map element's comment goes before its value (nft's grammar)
+            return f"{self.key}{comment(self.comment)} : {self.value}"
+        return f"{self.key}{comment(self.comment)}"
 
 
 NftObject = Table | Chain | Rule | Set | Element

@@ -2,9 +2,12 @@
 
 Layout of the one private table (`inet mnp`) in every pod netns — see shared/nft/README.md for the diagram:
 
-    chain input  { type filter hook input  priority filter; policy accept; iifname vmap @ingress_ifaces }
-    chain output { type filter hook output priority filter; policy accept; oifname vmap @egress_ifaces }
-    map ingress_ifaces / egress_ifaces   ifname : verdict — "net1" : jump ingress_net1, …
+    chain input  { type filter hook input  priority filter; policy accept;
+                   iif vmap @ingress_ifindex; iifname vmap @ingress_ifaces }
+    chain output { type filter hook output priority filter; policy accept;
+                   oif vmap @egress_ifindex; oifname vmap @egress_ifaces }
+    map ingress_ifindex / egress_ifindex  iface_index : verdict — 3 comment "net1" : jump ingress_net1, …
+    map ingress_ifaces / egress_ifaces    ifname : verdict — empty (tables written before index dispatch)
     chain ingress_net1 / egress_net1     per guarded interface: established first, invalid dropped, NDP,
                                          then four set lookups, a rate-limited nflog of what falls through,
                                          and a counted default drop
@@ -15,6 +18,16 @@ Layout of the one private table (`inet mnp`) in every pod netns — see shared/n
 
 Interfaces that are not in the maps fall through to `policy accept`: only guarded interfaces are touched. The
 per-packet cost is at most four set lookups, whatever the number of peers, rules or policies.
+
+Dispatch is on the interface *index* (`iif`/`oif`), which a pod with NET_ADMIN cannot change (`ip link set net1
+name x` keeps it; only deleting the interface would, and then there is nothing to guard): dispatching on the name
+let a renamed interface fall through to `policy accept`. The index is written as `" 3"`: nft 1.0.6 first looks an
+iface_index constant up as an interface *name* in the netns of the thread that parses it (a pod could name an
+interface `3`; the daemon's parsing thread is in the host's namespace) and only then reads it as a number — a
+name never holds whitespace, so `" 3"` is always the number. The element's comment is the interface name at ADD,
+for people and the tracer. The `*_ifaces` maps and their `iifname`/`oifname` rules are what tables written
+before index dispatch used: kept (empty in a new table) so that their interfaces stay guarded until each gets
+its full form, which removes its old element.
 
 Every change of one interface is one transaction that first (re)asserts the static skeleton — `add` is a no-op
 for objects that exist, the base chains are flushed and refilled with the same rule — and then replaces that
@@ -43,16 +56,18 @@ import re
 from collections import defaultdict
 from functools import lru_cache
 
-from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
+from shared.ifname import InvalidInterfaceName
+from shared.nft.objects import Chain, Element, Rule, Set, Table, quote, quote_ifname
 from shared.nft.transaction import Transaction, TransactionError
-from shared.rules import EGRESS, INGRESS, collapse
+from shared.rules import EGRESS, INGRESS, InterfaceRules, collapse
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange
+    from shared.nft.fake import TableView
+    from shared.rules import Allow, DirectionRules, IPNetwork, PortRange
 
 TABLE = "mnp"
 FAMILY = "inet"
@@ -65,7 +80,9 @@ _LOG_SAFE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")  # written as is in a log pre
 _HOOK = {INGRESS: "input", EGRESS: "output"}
 _PREFIX = {INGRESS: "ingress", EGRESS: "egress"}
 _ADDR = {INGRESS: "saddr", EGRESS: "daddr"}
-_IFACE_MATCH = {INGRESS: "iifname", EGRESS: "oifname"}
+_IFACE_MATCH = {INGRESS: "iif", EGRESS: "oif"}
+_LEGACY_MATCH = {INGRESS: "iifname", EGRESS: "oifname"}
+MAX_IFINDEX = 2**31 - 1  # the kernel's ifindex is a positive int
 
 # The nflog group of the drop log, the one place it is defined: the renderer writes it, `mnpctl drops --log`
 # listens on it. 667 is "mnp" on a phone keypad — not 0 (the default of NFLOG and ulogd) nor the small numbers
@@ -177,7 +194,28 @@ def set_names(direction: str, ifname: str) -> dict[str, str]:
 
 
 def _map(direction: str) -> Set:
+    return Set(f"{_PREFIX[direction]}_ifindex", "iface_index", value_type="verdict")
+
+
+def _legacy_map(direction: str) -> Set:
+    """The dispatch by name of tables written before index dispatch (see the module docstring)."""
     return Set(f"{_PREFIX[direction]}_ifaces", "ifname", value_type="verdict")
+
+
+def dispatch_key(ifindex: int) -> str:
+    """The dispatch-map key of interface index `ifindex`: `" 3"` (see the module docstring); TransactionError when
+    the index is unknown (0) or not one, for then the interface cannot be guarded."""
+    if isinstance(ifindex, bool) or not isinstance(ifindex, int) or not 1 <= ifindex <= MAX_IFINDEX:
+        raise TransactionError(f"refusing to render: interface index {ifindex!r} is not known")
+    return f'" {ifindex}"'
+
+
+def _dispatch(direction: str, ifname: str, ifindex: int, chain: str) -> Element:
+    return Element(_map(direction).name, dispatch_key(ifindex), f"jump {chain}", comment=ifname)
+
+
+def _legacy_dispatch(direction: str, ifname: str, chain: str) -> Element:
+    return Element(_legacy_map(direction).name, checked_ifname(ifname), f"jump {chain}")
 
 
 # The key type of each kind of per-interface set (all of them have `flags interval`).
@@ -214,14 +252,29 @@ def skeleton() -> Transaction:
     for direction in (INGRESS, EGRESS):
         base = Chain(_HOOK[direction], hook=_HOOK[direction])
         tx.add(_map(direction))
+        tx.add(_legacy_map(direction))
         tx.add(base)
         tx.flush(base)
         tx.add(Rule(base.name, f"{_IFACE_MATCH[direction]} vmap @{_map(direction).name}"))
+        tx.add(Rule(base.name, f"{_LEGACY_MATCH[direction]} vmap @{_legacy_map(direction).name}"))
     return tx
 
 
+def checked_ifname(ifname: str) -> str:
+    """The quoted map key of `ifname`; TransactionError when the name is not one mnp accepts (shared.ifname): a
+    name is never rendered, not even in part, unless it passes the one rule."""
+    try:
+        return quote_ifname(ifname)
+    except InvalidInterfaceName as exc:
+        raise TransactionError(f"refusing to render: {exc}") from None
+
+
 def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction:
-    """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
+    """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`, dispatched on
+    `rules.ifindex`. TransactionError for an interface name that is not valid (`checked_ifname`) or an unknown
+    index (`dispatch_key`)."""
+    checked_ifname(rules.ifname)
+    dispatch_key(rules.ifindex)
     tx = skeleton()
     operator_objects(tx, options.additions)
     for direction in (INGRESS, EGRESS):
@@ -237,7 +290,10 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
                 tx.add(element)
         for rule in rendered.rules:
             tx.add(rule)
-        tx.add(Element(_map(direction).name, f'"{rules.ifname}"', f"jump {chain.name}"))
+        tx.add(_dispatch(direction, rules.ifname, rules.ifindex, chain.name))
+        legacy = _legacy_dispatch(direction, rules.ifname, chain.name)  # an older table's, if any: not needed
+        tx.add(legacy)
+        tx.delete(legacy)
     return tx
 
 
@@ -250,8 +306,9 @@ def render_update(
 
     `priced=False`: the delta whenever the chains keep their rules, whatever it costs (the tests use it to
     exercise every delta)."""
-    if old.ifname != new.ifname:
+    if old.ifname != new.ifname or old.ifindex != new.ifindex:
         return None
+    checked_ifname(new.ifname)
     return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
 
 
@@ -330,7 +387,9 @@ class RenderedDirection(Value):
 
 
 def render_direction(ifname: str, direction: str, rules: DirectionRules, options: RenderOptions) -> RenderedDirection:
-    """`rules` as chain rules and set elements (memoised: the pods of a Deployment share their rules)."""
+    """`rules` as chain rules and set elements (memoised: the pods of a Deployment share their rules).
+    TransactionError for an invalid interface name (`checked_ifname`)."""
+    checked_ifname(ifname)
     return _render_direction(ifname, direction, rules, options)
 
 
@@ -434,23 +493,99 @@ def operator_rules(chain: str, direction: str, additions: OperatorAdditions) -> 
     return out
 
 
-def render_remove_interface(ifname: str) -> Transaction:
-    """Remove everything of one interface; succeeds whether or not any of it exists (idempotent DEL)."""
+def render_remove_interface(ifname: str, ifindex: int = 0) -> Transaction:
+    """Remove everything of one interface; succeeds whether or not any of it exists (idempotent DEL).
+    TransactionError for an invalid interface name (`checked_ifname`).
+
+    The dispatch element is found by its key, the index: with `ifindex` unknown (0: an entry from before the
+    index was recorded, whose interface is gone) it cannot be deleted, so the interface's chains are only emptied
+    (a packet jumping there returns to the base chain's `policy accept`, as for any interface mnp does not guard)
+    and stay, still referenced; its sets go."""
+    checked_ifname(ifname)
+    known = ifindex != 0
     tx = Transaction(FAMILY, TABLE)
     tx.add(Table())
     for direction in (INGRESS, EGRESS):
         chain = Chain(chain_name(direction, ifname))
-        entry = Element(_map(direction).name, f'"{ifname}"', f"jump {chain.name}")
         tx.add(_map(direction))
+        tx.add(_legacy_map(direction))
         tx.add(chain)
-        tx.add(entry)
-        tx.delete(entry)
+        elements = [_legacy_dispatch(direction, ifname, chain.name)]
+        if known:
+            elements.append(_dispatch(direction, ifname, ifindex, chain.name))
+        for element in elements:
+            tx.add(element)
+            tx.delete(element)
         tx.flush(chain)
-        tx.delete(chain)
+        if known:
+            tx.delete(chain)
         for s in _sets(direction, ifname).values():
             tx.add(s)
             tx.delete(s)
     return tx
+
+
+def owned_view(view: TableView, ifname: str, ifindex: int) -> tuple[object, ...]:
+    """What the full form of `ifname` at `ifindex` (render_interface) defines in a table, as read back (`nft -j
+    list table`, or the Fake): the two base chains (hook, policy, rules), the interface's element in each dispatch
+    map (and none left in the old name maps), its chains' rules and its sets' elements — without counters. Two
+    tables with equal owned views enforce the same on the interface; whatever else the table holds (other
+    interfaces' objects, unused chains) cannot change that. A missing object reads as None, so a deleted table,
+    a flushed chain, an edited set or an element taken out of a map all differ from the full form."""
+    owned: list[object] = []
+    index, name = str(ifindex), checked_ifname(ifname)
+    for direction in (INGRESS, EGRESS):
+        base = view.chains.get(_HOOK[direction])
+        owned.append(None if base is None else (base.hook, base.policy, tuple((r.text, r.comment) for r in base.rules)))
+        for dispatch, key in ((_map(direction), index), (_legacy_map(direction), name)):
+            found = view.sets.get(dispatch.name)
+            owned.append(
+                None
+                if found is None
+                else (
+                    found.key_type,
+                    found.value_type,
+                    [(e.key, e.value, e.comment) for e in found.elements if e.key == key],
+                )
+            )
+        chain = view.chains.get(chain_name(direction, ifname))
+        owned.append(None if chain is None else (chain.hook, tuple((r.text, r.comment) for r in chain.rules)))
+        for set_name in set_names(direction, ifname).values():
+            found = view.sets.get(set_name)
+            owned.append(
+                None
+                if found is None
+                else (found.key_type, found.flags, tuple((e.key, e.comment) for e in found.elements))
+            )
+    # the operator's additions, which every isolated chain refers to (a rule added there would open it too)
+    owned.append(
+        [
+            (c.name, tuple((r.text, r.comment) for r in c.rules))
+            for c in view.chains.values()
+            if c.name.startswith(CUSTOM_CHAIN_PREFIX)
+        ]
+    )
+    owned.append(
+        [(n, s.key_type, tuple(e.key for e in s.elements)) for n, s in view.sets.items() if n.startswith("allow_")]
+    )
+    return tuple(owned)
+
+
+def expected_view(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> tuple[object, ...]:
+    """`owned_view` of a table that holds exactly `render_interface(rules, options)` (memoised like the
+    rendering: the pods of a Deployment share it)."""
+    return _expected_view(rules.ifname, rules.ifindex, rules.ingress, rules.egress, options)
+
+
+@lru_cache(maxsize=64)
+def _expected_view(
+    ifname: str, ifindex: int, ingress: DirectionRules, egress: DirectionRules, options: RenderOptions
+) -> tuple[object, ...]:
+    from shared.nft.fake import FakeNft  # the daemon's: the CNI plugin never compares
+
+    rules = InterfaceRules("", ifname, "", ingress, egress, ifindex)
+    fake = FakeNft.from_transaction(render_interface(rules, options))
+    return owned_view(fake.list_table(FAMILY, TABLE), ifname, ifindex)
 
 
 def render_remove_table() -> Transaction:

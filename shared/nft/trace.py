@@ -47,7 +47,9 @@ class TraceError(Exception):
 @dataclass(frozen=True)
 class Packet:
     """The first packet of a connection as netfilter sees it at `hook`: `ifname` is the input interface at the
-    input hook and the output interface at the output hook."""
+    input hook and the output interface at the output hook, `ifindex` its index. mnp's tables dispatch on the
+    index; a packet given only a name matches the dispatch element that names it (its comment: the interface's
+    name when mnp programmed it)."""
 
     hook: Hook
     ifname: str
@@ -57,6 +59,7 @@ class Packet:
     dport: int | None = None
     icmpv6_type: str | None = None  # e.g. "nd-neighbor-solicit", "echo-request"
     ct_state: CtState = "new"
+    ifindex: int | None = None
 
     def __post_init__(self) -> None:
         versions = {ipaddress.ip_address(self.saddr).version, ipaddress.ip_address(self.daddr).version}
@@ -134,8 +137,16 @@ def _set(table: TableView, name: str, key_type: str, value_type: str | None = No
 
 
 def _vmap(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
-    ifname = packet.iifname if m["dir"] == "iif" else packet.oifname
-    return _set(table, m["set"], "ifname", "verdict").lookup([ifname]) or False
+    """`iif vmap @m` (by index) or `iifname vmap @m` (by name); `iif` at the output hook matches no element."""
+    ours = (m["dir"] == "iif") == (packet.hook == "input")
+    if m["byname"]:
+        return _set(table, m["set"], "ifname", "verdict").lookup([packet.ifname if ours else ""]) or False
+    s = _set(table, m["set"], "iface_index", "verdict")
+    if not ours:
+        return False
+    if packet.ifindex is not None:
+        return s.lookup([str(packet.ifindex)]) or False
+    return next((element for element in s.elements if element.comment == packet.ifname), False)
 
 
 def _ct_state(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
@@ -197,7 +208,7 @@ _DROP_LOG = (
 _SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]], _Match], str | None], ...] = tuple(
     (re.compile(f"^{pattern}$"), match, default)
     for pattern, match, default in (
-        (r"(?P<dir>iif|oif)name vmap @(?P<set>\w+)", _vmap, None),
+        (r"(?P<dir>iif|oif)(?P<byname>name)? vmap @(?P<set>\w+)", _vmap, None),
         (rf"ct state (?P<states>[a-z]+(?:,[a-z]+)*){_VERDICT}", _ct_state, None),
         (rf"icmpv6 type \{{ (?P<types>[a-z-]+(?:, [a-z-]+)*) \}}{_VERDICT}", _icmpv6_type, None),
         (rf"meta l4proto (?P<proto>[a-z0-9-]+){_VERDICT}", _l4proto, None),
@@ -304,8 +315,15 @@ def send(fake: FakeNft, packet: Packet, family: str = "inet", table: str = "mnp"
 # ----------------------------------------------------------------------------------------- from `nft -j`
 
 
-def table_from_nft_json(text: str, family: str = "inet", table: str = "mnp") -> TableView:
+def table_from_nft_json(
+    text: str, family: str = "inet", table: str = "mnp", ifindex_of: Callable[[str], int] | None = None
+) -> TableView:
     """The view of table `family table` in `nft -j list table …` (or `list ruleset`) output.
+
+    nft prints an interface index as the name it has in the netns of the thread that listed (libnftables builds
+    its interface cache there for each command), or as a number where that netns has no such index: `ifindex_of`
+    maps such a name back to its index *in that same netns* (without it, a name raises TraceError). It may
+    answer 0 for a name it cannot map, which matches no interface.
 
     Rules are turned back into the text nft would print for them — for the expressions mnp writes; anything else
     raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions."""
@@ -318,7 +336,7 @@ def table_from_nft_json(text: str, family: str = "inet", table: str = "mnp") -> 
         if kind == "chain":
             chains[obj["name"]] = (obj, [])
         elif kind in ("set", "map"):
-            sets[obj["name"]] = _set_from_json(obj)
+            sets[obj["name"]] = _set_from_json(obj, ifindex_of)
         elif kind == "rule" and obj["chain"].startswith(CUSTOM_CHAIN_PREFIX):
             # the operator's own rules (render.operator_objects): any nft, kept as an opaque line
             text_, packets = _opaque_rule_text(obj["expr"])
@@ -339,7 +357,7 @@ def table_from_nft_json(text: str, family: str = "inet", table: str = "mnp") -> 
     )
 
 
-def _set_from_json(obj: dict[str, Any]) -> SetView:
+def _set_from_json(obj: dict[str, Any], ifindex_of: Callable[[str], int] | None) -> SetView:
     key_type = obj["type"] if isinstance(obj["type"], str) else " . ".join(obj["type"])
     flags = tuple(obj.get("flags", ()))
     elements = []
@@ -349,7 +367,13 @@ def _set_from_json(obj: dict[str, Any]) -> SetView:
         if isinstance(key, dict) and "elem" in key:
             key, comment = key["elem"]["val"], key["elem"].get("comment")
         elements.append(
-            ElementView.parse(key_type, _json_text(key), interval="interval" in flags, value=value, comment=comment)
+            ElementView.parse(
+                key_type,
+                _key_text(key_type, key, ifindex_of),
+                interval="interval" in flags,
+                value=value,
+                comment=comment,
+            )
         )
     return SetView(
         obj["name"],
@@ -359,6 +383,16 @@ def _set_from_json(obj: dict[str, Any]) -> SetView:
         tuple(sorted(elements, key=lambda e: e.fields)),
         obj.get("comment"),
     )
+
+
+def _key_text(key_type: str, key: Any, ifindex_of: Callable[[str], int] | None) -> str:
+    """An element key in nft's text syntax; an interface index printed as a name is mapped back (`ifindex_of`)."""
+    text = _json_text(key)
+    if key_type != "iface_index" or text.isdigit():
+        return text
+    if ifindex_of is None:
+        raise TraceError(f"interface index printed as the name {text!r}: its netns' names are needed (ifindex_of)")
+    return str(ifindex_of(text))
 
 
 def _json_text(value: Any) -> str:
@@ -378,7 +412,7 @@ def _json_text(value: Any) -> str:
             return ",".join(_json_text(flag) for flag in flags)
         case {"payload": {"protocol": protocol, "field": name}}:
             return f"{protocol} {name}"
-        case {"meta": {"key": "iifname" | "oifname" as key}}:
+        case {"meta": {"key": "iifname" | "oifname" | "iif" | "oif" as key}}:
             return str(key)
         case {"meta": {"key": key}}:
             return f"meta {key}"

@@ -62,15 +62,20 @@ def peer_addresses(seed: int = 3) -> list[str]:
     return [str(base.network_address + i) for i in picked]
 
 
-def mnp_open_table() -> str:
-    return str(render_interface(InterfaceRules("mnpb-local/server", "net1", "default/mnpb-net", OPEN, OPEN)))
+def mnp_open_table(ifindex: int) -> str:
+    return str(render_interface(InterfaceRules("mnpb-local/server", "net1", "default/mnpb-net", OPEN, OPEN, ifindex)))
 
 
-def mnp_table(peers: list[str]) -> str:
+def mnp_table(peers: list[str], ifindex: int) -> str:
     nets = collapse(ipaddress.ip_network(a) for a in [*peers, CLIENT_IP])
     allow = Allow("mnpb-local/allow-10k ingress[0]", nets, (PortRange("tcp", PORT, PORT),))
     rules = InterfaceRules(
-        "mnpb-local/server", "net1", "default/mnpb-net", DirectionRules(True, (allow,), ("mnpb-local/allow-10k",)), OPEN
+        "mnpb-local/server",
+        "net1",
+        "default/mnpb-net",
+        DirectionRules(True, (allow,), ("mnpb-local/allow-10k",)),
+        OPEN,
+        ifindex,
     )
     return str(render_interface(rules))
 
@@ -119,9 +124,12 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
         client.netns.add_address("net1", f"{OUTSIDER_IP}/8")
         clear_tables(client.path)  # the client is not guarded in any layout
         peers = peer_addresses()
+        net1 = server.netns.link("net1")
+        if net1 is None:
+            raise BenchError("the server pod has no net1")
         tables = {
-            "mnp-open": mnp_open_table(),
-            "mnp": mnp_table(peers),
+            "mnp-open": mnp_open_table(net1.index),
+            "mnp": mnp_table(peers, net1.index),
             "linear-last": linear_table(peers, len(peers)),
             "linear-mid": linear_table(peers, len(peers) // 2),
         }

@@ -124,7 +124,7 @@ def _add_server(lab: Lab) -> tuple[LabPod, Hammer, Server, float]:
 def _closed_at_add(pod: LabPod, rules: InterfaceRules) -> str:
     """'pending' or 'programmed': what the kernel holds for the server's net1 (anything else fails)."""
     actual = interface_digest(kernel_table(pod.ns.path), "net1")
-    if actual == expected_digest(InterfaceRules.pending("net1")):
+    if actual == expected_digest(InterfaceRules.pending("net1", ifindex=2)):
         return "pending"
     assert actual == expected_digest(rules), "the interface is neither closed (pending) nor programmed"
     return "programmed"

@@ -209,7 +209,7 @@ def test_verdicts_summary_and_table() -> None:
 
 
 def test_programmed_digest_tells_pending_from_programmed() -> None:
-    pending = InterfaceRules.pending("net1", "a/x", "a/n")
+    pending = InterfaceRules.pending("net1", "a/x", "a/n", ifindex=2)
     fake = FakeNft()
     fake.run(render_interface(pending))
     assert interface_digest(fake.list_table(), "net1") == expected_digest(pending)

@@ -236,6 +236,8 @@ def test_a_pod_is_closed_from_its_first_packet(lab: Lab) -> None:
     assert entry["netns"] == pod_a.path and entry["network"] == "mnpt-closed"
     assert (entry["podNamespace"], entry["podName"]) == ("ns1", "a")
     assert entry["ips"] == res_a.addresses("net1") and entry["mac"] == res_a.interfaces[0].mac
+    net1 = pod_a.link("net1")
+    assert net1 is not None and entry["ifindex"] == net1.index  # learned inside the pod netns, not the node's
 
     servers = [Server(pod, [("tcp", 8080), ("udp", 5353)]) for pod in (pod_a, pod_c, pod_d)]
     drops = {chain: dropped(pod_a, chain) for chain in ("ingress_net1", "egress_net1")}
@@ -472,6 +474,7 @@ def test_frozen_plugin_closes_an_interface_with_a_hashed_name(frozen_bundle: Pat
 
     pod = NetNS.create("hashed")
     try:
+        pod.add_veth("eth0.100", "peer0")  # the interface ADD closes
         conf: dict[str, Any] = {
             "cniVersion": "1.0.0",
             "name": "mnpt-hashed",
@@ -530,6 +533,7 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
     home = own_netns()
     pod = NetNS.create("inproc")
     try:
+        pod.add_veth("net1", "peer0")  # the interface ADD closes
         conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-inproc", "type": "mnp"}
         conf["stateDir"] = str(tmp_path / "state")
         conf["prevResult"] = {"cniVersion": "1.0.0", "interfaces": [{"name": "net1", "sandbox": pod.path}]}

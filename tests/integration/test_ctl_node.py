@@ -171,6 +171,7 @@ def _node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
                 ("ns1/allow-web", "ns1/allow-dns"),
             ),
             egress=OPEN,
+            ifindex=lab.a.link("net1").index,  # type: ignore[union-attr]
         )
         RealNft(lab.a.path).run(render_interface(rules))
         servers = [
@@ -286,7 +287,8 @@ def test_explain_agrees_with_real_packets(lab: NodeLab) -> None:
         lines[0]
         == f"ns1/a net1 (network mnpt-ctl-closed), ingress: {lab.ip_c} → {lab.ip_a} tcp dport 8080, a new connection"
     )
-    assert lines[1].startswith("  input rule 0 (handle ") and lines[1].endswith('← "net1" : jump ingress_net1')
+    index = lab.a.link("net1").index  # type: ignore[union-attr]
+    assert lines[1].startswith("  input rule 0 (handle ") and lines[1].endswith(f"← {index} : jump ingress_net1 (net1)")
     assert lines[3] == (
         f"accept: ingress_net1 rule 3 ip saddr . meta l4proto . th dport @ingress_net1_v4 ← {lab.ip_c} . tcp . 8080 "
         f"({WEB})"

@@ -568,3 +568,56 @@ def test_kill_9_and_restart_under_traffic(world: World) -> None:
         log.close()
     text = (w.tmp / "mnpd.log").read_text()
     assert "setting manifests_dir = " in text and "received SIGTERM" in text and "every pod keeps its rules" in text
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        ["nft", "delete", "table", "inet", "mnp"],
+        ["nft", "flush", "chain", "inet", "mnp", "ingress_net1"],
+        ["nft", "flush", "chain", "inet", "mnp", "input"],
+        ["nft", "delete", "element", "inet", "mnp", "ingress_ifindex", '{ "net1" }'],
+        ["nft", "flush chain inet mnp input; delete chain inet mnp input; add chain inet mnp input"],
+    ],
+    ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted", "base chain replaced"],
+)
+def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: World, tamper: list[str]) -> None:
+    """A pod with NET_ADMIN edits mnp's table in its own netns, which opens it; the periodic resync reads the
+    table back, restores it atomically and reports it; the flows the tamper let in are dropped again."""
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    args = [*daemon_args(w)[:-1], "1s"]  # --resync-period 1s
+    d = Daemon(load(args, {})).start()
+    try:
+        w.wait_programmed(server)
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+        server.netns.run(*tamper)
+        # open until the resync restores it; the deadline is a few resync periods
+        wait_for(lambda: can([(other, server, "tcp", 8080)]) == [False], what="enforced again")
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+        assert d.metrics.tamper_repairs._value.get() >= 1
+    finally:
+        d.stop()
+
+
+def test_renaming_the_interface_inside_the_pod_keeps_it_guarded(world: World, daemon: Daemon) -> None:
+    """A pod with NET_ADMIN renames its guarded interface (`ip link set net1 name x`): the table dispatches on the
+    interface index, which a rename keeps, so exactly the same is enforced, both ways, and nothing needs repair."""
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    w.wait_programmed(server)
+    matrix = [(client, server, "tcp", 8080), (client, server, "tcp", 8081), (other, server, "tcp", 8080)]
+    assert can(matrix) == [True, False, False]
+    index = server.netns.link("net1").index  # type: ignore[union-attr]
+    server.netns.run("ip", "link", "set", "net1", "down")
+    server.netns.run("ip", "link", "set", "net1", "name", "x")
+    server.netns.run("ip", "link", "set", "x", "up")
+    renamed = server.netns.link("x")
+    assert renamed is not None and renamed.index == index
+    wait_for(lambda: can([(client, server, "tcp", 8080)]) == [True], what="x up again")
+    assert can(matrix) == [True, False, False]
+    assert w.interface(server).get("state") == "programmed"

@@ -135,7 +135,7 @@ def test_the_applier_repairs_a_table_edited_behind_its_deltas(pod: NetNS) -> Non
 
     def rules(*peers: str) -> InterfaceRules:
         allow = Allow("ns/p ingress[0]", collapse(ipaddress.ip_network(p) for p in peers), None)
-        return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), ("ns/p",)))
+        return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), ("ns/p",)), ifindex=2)
 
     applier = Applier(real_nft, RenderOptions())
     try:

@@ -54,7 +54,7 @@ def rules(
         return tuple(ipaddress.ip_network(t) for t in texts)
 
     allows = (Allow("ns/all ingress[0]", nets(v4_all), None), Allow("ns/ports ingress[0]", nets(v4_ports), ports))
-    return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, allows, ("ns/all", "ns/ports")))
+    return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, allows, ("ns/all", "ns/ports")), ifindex=2)
 
 
 OLD = rules(["10.0.1.0/24", "10.0.3.7/32", "fd00::1/128"], ["10.1.0.0/16", "fd01::/64"])
@@ -149,10 +149,11 @@ def test_conntrack_entries_no_longer_admitted_are_deleted_in_process() -> None:
         allow = Allow(
             "ns/udp ingress[0]", (ipa.ip_network("10.99.0.2/32"),), tuple(PortRange("udp", p, p) for p in ports)
         )
-        return InterfaceRules("ns/pod", "p0", "ns/net", DirectionRules(True, (allow,), ("ns/udp",)))
+        return InterfaceRules("ns/pod", "p0", "ns/net", DirectionRules(True, (allow,), ("ns/udp",)), ifindex=index)
 
     with NetNS.create("ctpod") as pod, NetNS.create("ctpeer") as peer:  # the module fixture checks the host
         pod.add_veth("p0", "q0")
+        index = pod.link("p0").index  # type: ignore[union-attr]
         pod.run("ip", "link", "set", "q0", "netns", peer.name)
         pod.add_address("p0", "10.99.0.1/24")
         pod.set_up("p0")

@@ -120,6 +120,7 @@ def test_bundle_runs_add_check_del_in_a_debian_11_rootfs(chroot_bundle: tuple[Pa
     assert answer["mnpVersion"] == VERSION and "1.0.0" in answer["supportedVersions"]
 
     pod = NetNS.create("compat")
+    pod.add_veth("net1", "peer0")  # the interface ADD closes (by its index)
     netns_inside = f"/run/mnpt-netns-{uuid.uuid4().hex[:8]}"
     target = rootfs / netns_inside.lstrip("/")
     target.touch()

@@ -12,6 +12,7 @@ Needs root, `ip` and `nft`; skipped otherwise. Address plan as in tests/unit/tes
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,13 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.testbed.netns import NetNS, NetnsError
+from shared.ifname import ifname_problem
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
 from shared.nft.render import render_interface, render_update
 from shared.nft.trace import Packet, table_from_nft_json, trace
-from shared.nft.transaction import Transaction
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
+from shared.state import StateStore, entry_name
 from tests.unit.test_render_update import directions, interface
 
 pytestmark = [
@@ -136,7 +139,7 @@ def test_remove_leaves_only_the_skeleton(ns: Netns) -> None:
 ISOLATED = "ingress_ports_dual_stack"  # net1: 192.0.2.10/31 . tcp . 8000-8079, 198.51.100.7 for everything, …
 V4 = Set("ingress_net1_v4", "ipv4_addr . inet_proto . inet_service", ("interval",))
 V4_ALL = Set("ingress_net1_v4_all", "ipv4_addr", ("interval",))
-IFACES = Set("ingress_ifaces", "ifname", value_type="verdict")
+IFACES = Set("ingress_ifindex", "iface_index", value_type="verdict")  # net1 is index 2 in the golden files
 
 
 def tx(*ops: tuple[str, object]) -> Transaction:
@@ -156,7 +159,7 @@ def tx(*ops: tuple[str, object]) -> Transaction:
             tx(("add", Element(V4_ALL.name, "203.0.113.0/24")), ("add", Element(V4_ALL.name, "203.0.113.128/25"))),
             ExistsError,
         ),
-        ("map key with another verdict", tx(("add", Element(IFACES.name, '"net1"', "jump egress_net1"))), ExistsError),
+        ("map key with another verdict", tx(("add", Element(IFACES.name, '" 2"', "jump egress_net1"))), ExistsError),
         ("set redeclared", tx(("add", Set(V4_ALL.name, "ipv6_addr", ("interval",)))), ExistsError),
         ("referenced set deleted", tx(("delete", V4)), BusyError),
         ("referenced map deleted", tx(("delete", IFACES)), BusyError),
@@ -168,9 +171,9 @@ def tx(*ops: tuple[str, object]) -> Transaction:
         ),
         ("missing set deleted", tx(("delete", Set("nope", "ipv4_addr"))), NotFoundError),
         ("missing chain flushed", tx(("flush", Chain("nope"))), NotFoundError),
-        ("missing map key deleted", tx(("delete", Element(IFACES.name, '"net9"'))), NotFoundError),
+        ("missing map key deleted", tx(("delete", Element(IFACES.name, '" 9"'))), NotFoundError),
         ("rule on a missing set", tx(("add", Rule("ingress_net1", "ip saddr @nope accept"))), NotFoundError),
-        ("jump to a missing chain", tx(("add", Element(IFACES.name, '"net9"', "jump nope"))), NotFoundError),
+        ("jump to a missing chain", tx(("add", Element(IFACES.name, '" 9"', "jump nope"))), NotFoundError),
         (
             "good, then bad: nothing applied",
             tx(("add", Element(V4_ALL.name, "203.0.113.1")), ("delete", Set("nope", "ipv4_addr"))),
@@ -261,3 +264,56 @@ def test_a_delta_leaves_what_the_full_transaction_leaves(ns: Netns, pair: tuple[
     assert ns.apply(str(render_interface(old))) is None
     assert ns.apply(str(delta)) is None, str(delta)
     assert ns.view() == FakeNft.from_transaction(render_interface(new)).list_table()
+
+
+# ----------------------------------------------------------------------------------------- hostile names
+
+# nft 1.0.6's quoted strings end at the next `"`, whatever comes before it: written as a map key unchecked, this
+# name adds `"z" : accept`, flushes net1's ingress chain (net1 then passes everything) and ends in a `redefine`
+# that swallows the rest of the line — a transaction nft takes as a whole (checked on main before the fix).
+HOSTILE = 'z" : accept }\nflush chain inet mnp ingress_net1\nredefine mnpt_absorb = { "y'
+
+
+def test_a_hostile_state_entry_flushes_nothing(ns: Netns, tmp_path: Path) -> None:
+    """A state entry whose ifname would end the quoted map key: the state dir reports it and the renderer refuses
+    it, so whatever mnpd would render for the entries it reads leaves net1's closed table exactly as it was."""
+    assert ns.apply(str(render_interface(InterfaceRules.pending("net1", ifindex=2)))) is None
+    before = ns.view()
+    entry = {"schema": 1, "containerID": "c0ffee", "ifname": HOSTILE, "netns": "/run/netns/x"}
+    (tmp_path / entry_name("c0ffee", HOSTILE)).write_text(json.dumps(entry))
+    entries, problems = StateStore(str(tmp_path)).entries()
+    for read in entries:  # what mnpd renders for an entry it has read
+        try:
+            tx = render_interface(InterfaceRules.pending(read.ifname, ifindex=3))
+        except TransactionError:
+            continue
+        ns.apply(str(tx))
+    assert ns.view() == before
+    assert entries == [] and len(problems) == 1 and "not a valid interface name" in problems[0].reason
+    with pytest.raises(TransactionError, match="invalid interface name"):
+        render_interface(InterfaceRules.pending(HOSTILE, ifindex=3))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=16),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=15),
+        st.text(st.sampled_from('"\\*$ :/{};#@.-_\n\tab1'), min_size=1, max_size=15),
+    )
+)
+def test_a_name_is_refused_or_becomes_exactly_its_objects(ns: Netns, name: str) -> None:
+    """Any name: the renderer refuses it (TransactionError), or nft reads the transaction into exactly the table
+    the typed transaction describes (the Fake's view of it), with `name` the comment of the one element of both
+    dispatch maps."""
+    try:
+        tx = render_interface(InterfaceRules.pending(name, ifindex=2))
+    except TransactionError:
+        assert ifname_problem(name) is not None
+        return
+    assert ns.nft("flush", "ruleset").returncode == 0
+    assert ns.apply(str(tx)) is None, str(tx)
+    live = ns.view()
+    assert live == FakeNft.from_transaction(tx).list_table()
+    dispatch = [[(e.key, e.comment) for e in live.sets[f"{d}_ifindex"].elements] for d in ("ingress", "egress")]
+    assert dispatch == [[("2", name)]] * 2

@@ -64,7 +64,12 @@ class JsonFakeNft(FakeNft):
                 obj["map"] = s.value_type
             if s.elements:
                 # nft -j writes strings (interface names) unquoted
-                keys = [e.key[1:-1] if e.key.startswith('"') else e.key for e in s.elements]
+                keys: list[Any] = [e.key[1:-1] if e.key.startswith('"') else e.key for e in s.elements]
+                # an element with a comment is written as {"elem": {"val": key, "comment": …}}
+                keys = [
+                    {"elem": {"val": k, "comment": e.comment}} if e.comment else k
+                    for k, e in zip(keys, s.elements, strict=True)
+                ]
                 values = [_verdict_json(e.value) for e in s.elements]
                 obj["elem"] = [[k, v] for k, v in zip(keys, values, strict=True)] if s.value_type else keys
             items.append({"map" if s.value_type else "set": obj})
@@ -110,6 +115,7 @@ class FakeNode:
     nfts: dict[str, JsonFakeNft] = field(default_factory=dict)
     host: JsonFakeNft = field(default_factory=JsonFakeNft)
     store_factory: Callable[[str], StateStore] = StateStore
+    indexes: dict[str, dict[str, int]] = field(default_factory=dict)  # netns → ifname → index
 
     def nft(self, netns: str | None) -> JsonFakeNft | GoneNft:
         if netns is None:
@@ -117,6 +123,12 @@ class FakeNode:
         if netns not in self.netns:
             return GoneNft(netns)
         return self.nfts.setdefault(netns, JsonFakeNft())
+
+    def ifindex(self, netns: str, ifname: str) -> int:
+        """Interfaces get indexes 2, 3, … in the order they are first asked for (1 is lo), per netns."""
+        self.check_netns(netns)
+        known = self.indexes.setdefault(netns, {})
+        return known.setdefault(ifname, len(known) + 2)
 
     def check_netns(self, netns: str) -> None:
         if netns in self.unusable:
@@ -131,6 +143,7 @@ class FakeNode:
             clock=lambda: CLOCK,
             own_netns=lambda path: path == OWN_NETNS,
             check_netns=self.check_netns,
+            ifindex=self.ifindex,
         )
 
     @property

@@ -46,8 +46,8 @@ def tables(node: FakeNode, netns: str = POD_A) -> list[tuple[str, str]]:
 def map_entries(node: FakeNode, netns: str = POD_A) -> dict[str, dict[str, str | None]]:
     view = node.nfts[netns].list_table()
     return {
-        name: {e.key.strip('"'): e.value for e in view.sets[name].elements}
-        for name in ("ingress_ifaces", "egress_ifaces")
+        name: {f"{e.comment}@{e.key}": e.value for e in view.sets[name].elements}  # ifname@index
+        for name in ("ingress_ifindex", "egress_ifindex")
     }
 
 
@@ -75,8 +75,8 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
     assert fake.transactions == 1
     assert chains(node) == {"input", "output", "ingress_net1", "egress_net1"}
     assert map_entries(node) == {
-        "ingress_ifaces": {"net1": "jump ingress_net1"},
-        "egress_ifaces": {"net1": "jump egress_net1"},
+        "ingress_ifindex": {"net1@2": "jump ingress_net1"},
+        "egress_ifindex": {"net1@2": "jump egress_net1"},
     }
     view = fake.list_table()
     for chain in ("ingress_net1", "egress_net1"):
@@ -97,8 +97,22 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
         mac="52:54:00:12:34:56",
         created="2026-05-09T07:35:25Z",
         plugin=cni.__version__,
+        ifindex=2,  # net1's index inside the pod netns (the FakeNode's first interface)
     )
     assert (node.state_dir / "c1_net1.json").exists()
+
+
+def test_add_fails_when_the_interface_index_cannot_be_learned(node: FakeNode) -> None:
+    """The table dispatches on the interface index: an interface not found inside the netns cannot be closed,
+    so ADD fails (the pod does not start) and leaves nothing."""
+
+    def no_interface(netns: str, ifname: str) -> int:
+        raise OSError(19, "No such device")
+
+    node.ifindex = no_interface  # type: ignore[method-assign]
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, INTERNAL)
+    assert entries(node) == [] and node.transactions() == 0
 
 
 def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
@@ -107,7 +121,7 @@ def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
 
     node.call("ADD")
     expected = JsonFakeNft()
-    expected.run(render_interface(InterfaceRules.pending("net1")))
+    expected.run(render_interface(InterfaceRules.pending("net1", ifindex=2)))
     assert node.dump() == expected.dump()
 
 
@@ -118,7 +132,7 @@ def test_second_interface_joins_without_disturbing_the_first(node: FakeNode) -> 
     assert node.call("ADD", conf, ifname="net2").rc == 0
     after = node.nfts[POD_A].list_table()
     assert {c: after.chains[c] for c in interface_chains("net1")} == before
-    assert map_entries(node)["ingress_ifaces"] == {"net1": "jump ingress_net1", "net2": "jump ingress_net2"}
+    assert map_entries(node)["ingress_ifindex"] == {"net1@2": "jump ingress_net1", "net2@3": "jump ingress_net2"}
     assert sorted((e.ifname, e.network, e.ips) for e in entries(node)) == [
         ("net1", "net-a", ("10.200.0.10/24",)),
         ("net2", "net-b", ("10.201.0.7/24",)),
@@ -214,7 +228,7 @@ def test_add_undo_keeps_the_other_interface(node: FakeNode) -> None:
     out = node.call("ADD", node.conf(prevResult=prev_result("net2")), ifname="net2")
     assert (out.rc, out.code) == (1, IO_FAILURE)
     assert chains(node) == {"input", "output"} | interface_chains("net1")
-    assert map_entries(node)["egress_ifaces"] == {"net1": "jump egress_net1"}
+    assert map_entries(node)["egress_ifindex"] == {"net1@2": "jump egress_net1"}
 
 
 def test_repeated_add_that_fails_keeps_the_interface_closed(node: FakeNode) -> None:
@@ -292,8 +306,8 @@ def test_del_of_one_interface_keeps_the_other(node: FakeNode) -> None:
     assert node.call("DEL", node.conf(name="net-b"), ifname="net2").rc == 0
     assert chains(node) == {"input", "output"} | interface_chains("net1")
     assert map_entries(node) == {
-        "ingress_ifaces": {"net1": "jump ingress_net1"},
-        "egress_ifaces": {"net1": "jump egress_net1"},
+        "ingress_ifindex": {"net1@2": "jump ingress_net1"},
+        "egress_ifindex": {"net1@2": "jump egress_net1"},
     }
     assert not any(name.startswith(("ingress_net2", "egress_net2")) for name in node.nfts[POD_A].list_table().sets)
     assert [e.ifname for e in entries(node)] == ["net1"]
@@ -409,7 +423,7 @@ def test_check_when_the_interface_is_missing_from_the_table(node: FakeNode) -> N
 
     node.call("ADD")
     node.call("ADD", node.conf(prevResult=prev_result("net2")), ifname="net2")
-    node.nfts[POD_A].run(render_remove_interface("net1"))
+    node.nfts[POD_A].run(render_remove_interface("net1", 2))
     out = node.call("CHECK")
     assert (out.rc, out.code) == (1, CHECK_FAILED)
     assert "chain ingress_net1 missing" in out.json["details"]
@@ -700,8 +714,8 @@ def test_del_of_another_containers_interface_keeps_the_shared_table(node: FakeNo
     assert node.call("DEL", node.conf(name="net-b"), container="ctr-b", ifname="net2").rc == 0
     assert chains(node) == {"input", "output"} | interface_chains("net1")
     assert map_entries(node) == {
-        "ingress_ifaces": {"net1": "jump ingress_net1"},
-        "egress_ifaces": {"net1": "jump egress_net1"},
+        "ingress_ifindex": {"net1@2": "jump ingress_net1"},
+        "egress_ifindex": {"net1@2": "jump egress_net1"},
     }
     assert [e.key for e in entries(node)] == [("ctr-a", "net1")]
     assert node.call("CHECK", container="ctr-a").rc == 0

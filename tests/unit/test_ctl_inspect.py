@@ -63,8 +63,9 @@ NET1 = InterfaceRules(
         ("blue/allow-web", "blue/allow-mon"),
     ),
     egress=DirectionRules(True, (Allow(DNS, (_n("10.2.0.0/16"),), (PortRange("udp", 53, 53),)),), ("blue/dns-only",)),
+    ifindex=2,
 )
-NET2 = InterfaceRules.pending("net2")
+NET2 = InterfaceRules.pending("net2", ifindex=3)
 
 
 # ----------------------------------------------------------------------------------------------- fakes
@@ -446,7 +447,7 @@ def test_explain_names_the_deciding_element_and_its_policy_rule(state: StateStor
     handles = {(r["rule"]["chain"], i): r["rule"]["handle"] for i, r in _rules_in_order()}
     assert text.splitlines() == [
         "blue/web net1 (network macvlan), ingress: 10.1.0.7 → 10.1.0.10 tcp dport 8080, a new connection",
-        f'  input rule 0 (handle {handles[("input", 0)]}): iifname vmap @ingress_ifaces  ← "net1" : jump ingress_net1',
+        f"  input rule 0 (handle {handles[('input', 0)]}): iif vmap @ingress_ifindex  ← 2 : jump ingress_net1 (net1)",
         f"  ingress_net1 rule 4 (handle {handles[('ingress_net1', 4)]}): ip saddr . meta l4proto . th dport "
         f"@ingress_net1_v4 accept  ← 10.1.0.0/24 . tcp . 8080 ({WEB})",
         "accept: ingress_net1 rule 4 ip saddr . meta l4proto . th dport @ingress_net1_v4 "
@@ -837,128 +838,139 @@ def test_listen_addresses() -> None:
 # render_interface(NET2) in a throwaway netns; regenerate them the same way when the renderer changes.
 
 TABLE_JSON = (  # verbatim, wrapped
-    '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", '
-    '"json_schema_version": 1}}, {"table": {"family": "inet", "name": "mnp", "handle": 1}}, {"map": '
-    '{"family": "inet", "name": "ingress_ifaces", "table": "mnp", "type": "ifname", "handle": 1, "map": '
-    '"verdict", "elem": [["net1", {"jump": {"target": "ingress_net1"}}], ["net2", {"jump": {"target": '
-    '"ingress_net2"}}]]}}, {"map": {"family": "inet", "name": "egress_ifaces", "table": "mnp", "type": '
-    '"ifname", "handle": 4, "map": "verdict", "elem": [["net1", {"jump": {"target": "egress_net1"}}], '
-    '["net2", {"jump": {"target": "egress_net2"}}]]}}, {"set": {"family": "inet", "name": "ingress_net1_v4", '
-    '"table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 9, "flags": '
-    '["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.1.0.0", "len": 24}}, "tcp", '
-    '8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", "name": '
-    '"ingress_net1_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 11, '
-    '"flags": ["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "fd00:1::", "len": '
-    '64}}, "tcp", 8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"set": {"family": "inet", "name": '
-    '"ingress_net1_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 13, "flags": ["interval"], '
-    '"elem": [{"elem": {"val": "10.9.0.5", "comment": "blue/allow-mon ingress[0]"}}]}}, {"set": {"family": '
-    '"inet", "name": "ingress_net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 15, "flags": '
-    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4", "table": "mnp", "type": '
-    '["ipv4_addr", "inet_proto", "inet_service"], "handle": 27, "flags": ["interval"], "elem": [{"elem": '
-    '{"val": {"concat": [{"prefix": {"addr": "10.2.0.0", "len": 16}}, "udp", 53]}, "comment": "blue/dns-only '
-    'egress[0]"}}]}}, {"set": {"family": "inet", "name": "egress_net1_v6", "table": "mnp", "type": '
-    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 29, "flags": ["interval"]}}, {"set": {"family": '
-    '"inet", "name": "egress_net1_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 31, "flags": '
-    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v6_all", "table": "mnp", "type": '
-    '"ipv6_addr", "handle": 33, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
-    '"ingress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 45, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6", "table": "mnp", "type": '
-    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 47, "flags": ["interval"]}}, {"set": {"family": '
-    '"inet", "name": "ingress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 49, "flags": '
-    '["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6_all", "table": "mnp", "type": '
-    '"ipv6_addr", "handle": 51, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
-    '"egress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 60, '
-    '"flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6", "table": "mnp", "type": '
-    '["ipv6_addr", "inet_proto", "inet_service"], "handle": 62, "flags": ["interval"]}}, {"set": {"family": '
-    '"inet", "name": "egress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "handle": 64, "flags": '
-    '["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6_all", "table": "mnp", "type": '
-    '"ipv6_addr", "handle": 66, "flags": ["interval"]}}, {"chain": {"family": "inet", "table": "mnp", '
-    '"name": "input", "handle": 2, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, '
-    '{"chain": {"family": "inet", "table": "mnp", "name": "output", "handle": 5, "type": "filter", "hook": '
-    '"output", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp", "name": '
-    '"ingress_net1", "handle": 7}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net1", '
-    '"handle": 25}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "handle": 43}}, '
-    '{"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 58}}, {"rule": {"family": '
-    '"inet", "table": "mnp", "chain": "input", "handle": 41, "expr": [{"vmap": {"key": {"meta": {"key": '
-    '"iifname"}}, "data": "@ingress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
-    '"output", "handle": 42, "expr": [{"vmap": {"key": {"meta": {"key": "oifname"}}, "data": '
-    '"@egress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": '
-    '16, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
-    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", '
-    '"handle": 17, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 19, '
-    '"comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": '
-    '"icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", '
-    '"nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": '
-    '{"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 20, "expr": [{"match": {"op": '
-    '"==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@ingress_net1_v4_all"}}, '
-    '{"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 21, '
-    '"expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, '
-    '{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "right": '
-    '"@ingress_net1_v4"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
-    '"ingress_net1", "handle": 22, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload": '
-    '{"protocol": "ip6", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", '
-    '"field": "dport"}}]}, "right": "@ingress_net1_v6"}}, {"accept": null}]}}, {"rule": {"family": "inet", '
-    '"table": "mnp", "chain": "ingress_net1", "handle": 23, "expr": [{"limit": {"rate": 10, "burst": 20, '
-    '"per": "second"}}, {"log": {"prefix": "mnp drop net1 ingress: ", "group": 667, "queue-threshold": '
-    '1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 24, "comment": '
-    '"default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 34, '
-    '"expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
-    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", '
-    '"handle": 35, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, '
-    '{"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 37, '
-    '"comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": '
-    '"icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", '
-    '"nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": '
-    '{"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 38, "expr": [{"match": {"op": '
-    '"==", "left": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": '
-    '"l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "right": "@egress_net1_v4"}}, '
-    '{"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 39, '
-    '"expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 '
-    'egress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "egress_net1", "handle": 40, "comment": "default deny (blue/dns-only)", "expr": [{"counter": '
-    '{"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
-    '"ingress_net2", "handle": 52, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, '
-    '"right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "ingress_net2", "handle": 53, "expr": [{"match": {"op": "in", "left": {"ct": {"key": '
-    '"state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "ingress_net2", "handle": 55, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": '
-    '"==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": '
-    '["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", '
-    '"nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": '
-    '"ingress_net2", "handle": 56, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": '
-    '{"prefix": "mnp drop net2 ingress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": '
-    '"inet", "table": "mnp", "chain": "ingress_net2", "handle": 57, "comment": "default deny (pending: not '
-    'yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": '
-    '{"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 67, "expr": [{"match": {"op": '
-    '"in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 68, "expr": [{"match": '
-    '{"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": '
-    '{"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 70, "comment": "IPv6 neighbour '
-    'discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": '
-    '"type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", '
-    '"nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": '
-    '"mnp", "chain": "egress_net2", "handle": 71, "expr": [{"limit": {"rate": 10, "burst": 20, "per": '
-    '"second"}}, {"log": {"prefix": "mnp drop net2 egress: ", "group": 667, "queue-threshold": 1}}]}}, '
-    '{"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 72, "comment": "default '
-    'deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": '
-    "null}]}}]}"
+    '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_vers'
+    'ion": 1}}, {"table": {"family": "inet", "name": "mnp", "handle": 1}}, {"map": {"family": "inet", "na'
+    'me": "ingress_ifindex", "table": "mnp", "type": "iface_index", "handle": 1, "map": "verdict", "elem"'
+    ': [[{"elem": {"val": "2", "comment": "net1"}}, {"jump": {"target": "ingress_net1"}}], [{"elem": {"va'
+    'l": "3", "comment": "net2"}}, {"jump": {"target": "ingress_net2"}}]]}}, {"map": {"family": "inet", "'
+    'name": "ingress_ifaces", "table": "mnp", "type": "ifname", "handle": 2, "map": "verdict"}}, {"map": '
+    '{"family": "inet", "name": "egress_ifindex", "table": "mnp", "type": "iface_index", "handle": 6, "ma'
+    'p": "verdict", "elem": [[{"elem": {"val": "2", "comment": "net1"}}, {"jump": {"target": "egress_net1'
+    '"}}], [{"elem": {"val": "3", "comment": "net2"}}, {"jump": {"target": "egress_net2"}}]]}}, {"map": {'
+    '"family": "inet", "name": "egress_ifaces", "table": "mnp", "type": "ifname", "handle": 7, "map": "ve'
+    'rdict"}}, {"set": {"family": "inet", "name": "ingress_net1_v4", "table": "mnp", "type": ["ipv4_addr"'
+    ', "inet_proto", "inet_service"], "handle": 13, "flags": ["interval"], "elem": [{"elem": {"val": {"co'
+    'ncat": [{"prefix": {"addr": "10.1.0.0", "len": 24}}, "tcp", 8080]}, "comment": "blue/allow-web ingre'
+    'ss[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v6", "table": "mnp", "type": ["ipv6_ad'
+    'dr", "inet_proto", "inet_service"], "handle": 15, "flags": ["interval"], "elem": [{"elem": {"val": {'
+    '"concat": [{"prefix": {"addr": "fd00:1::", "len": 64}}, "tcp", 8080]}, "comment": "blue/allow-web in'
+    'gress[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v4_all", "table": "mnp", "type": "i'
+    'pv4_addr", "handle": 17, "flags": ["interval"], "elem": [{"elem": {"val": "10.9.0.5", "comment": "bl'
+    'ue/allow-mon ingress[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v6_all", "table": "m'
+    'np", "type": "ipv6_addr", "handle": 19, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
+    '"egress_net1_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 31,'
+    ' "flags": ["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.2.0.0", "len":'
+    ' 16}}, "udp", 53]}, "comment": "blue/dns-only egress[0]"}}]}}, {"set": {"family": "inet", "name": "e'
+    'gress_net1_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 33, "'
+    'flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4_all", "table": "mnp", "ty'
+    'pe": "ipv4_addr", "handle": 35, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_'
+    'net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 37, "flags": ["interval"]}}, {"set": {"'
+    'family": "inet", "name": "ingress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "ine'
+    't_service"], "handle": 51, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2'
+    '_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 53, "flags": ["'
+    'interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v4_all", "table": "mnp", "type": "ipv'
+    '4_addr", "handle": 55, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6_'
+    'all", "table": "mnp", "type": "ipv6_addr", "handle": 57, "flags": ["interval"]}}, {"set": {"family":'
+    ' "inet", "name": "egress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service'
+    '"], "handle": 66, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6", "tab'
+    'le": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 68, "flags": ["interval"]'
+    '}}, {"set": {"family": "inet", "name": "egress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "h'
+    'andle": 70, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6_all", "table'
+    '": "mnp", "type": "ipv6_addr", "handle": 72, "flags": ["interval"]}}, {"chain": {"family": "inet", "'
+    'table": "mnp", "name": "input", "handle": 3, "type": "filter", "hook": "input", "prio": 0, "policy":'
+    ' "accept"}}, {"chain": {"family": "inet", "table": "mnp", "name": "output", "handle": 8, "type": "fi'
+    'lter", "hook": "output", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp'
+    '", "name": "ingress_net1", "handle": 11}}, {"chain": {"family": "inet", "table": "mnp", "name": "egr'
+    'ess_net1", "handle": 29}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "han'
+    'dle": 49}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 64}}, {"ru'
+    'le": {"family": "inet", "table": "mnp", "chain": "input", "handle": 45, "expr": [{"vmap": {"key": {"'
+    'meta": {"key": "iif"}}, "data": "@ingress_ifindex"}}]}}, {"rule": {"family": "inet", "table": "mnp",'
+    ' "chain": "input", "handle": 46, "expr": [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@i'
+    'ngress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "output", "handle": 47, "e'
+    'xpr": [{"vmap": {"key": {"meta": {"key": "oif"}}, "data": "@egress_ifindex"}}]}}, {"rule": {"family"'
+    ': "inet", "table": "mnp", "chain": "output", "handle": 48, "expr": [{"vmap": {"key": {"meta": {"key"'
+    ': "oifname"}}, "data": "@egress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "'
+    'ingress_net1", "handle": 20, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "righ'
+    't": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "'
+    'chain": "ingress_net1", "handle": 21, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"'
+    '}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "i'
+    'ngress_net1", "handle": 23, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "'
+    'left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", '
+    '"nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}'
+    ']}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 24, "expr": [{"m'
+    'atch": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@ingress_ne'
+    't1_v4_all"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net'
+    '1", "handle": 25, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip",'
+    ' "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}'
+    ']}, "right": "@ingress_net1_v4"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
+    '"chain": "ingress_net1", "handle": 26, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload'
+    '": {"protocol": "ip6", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "t'
+    'h", "field": "dport"}}]}, "right": "@ingress_net1_v6"}}, {"accept": null}]}}, {"rule": {"family": "i'
+    'net", "table": "mnp", "chain": "ingress_net1", "handle": 27, "expr": [{"limit": {"rate": 10, "burst"'
+    ': 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 ingress: ", "group": 667, "queue-threshol'
+    'd": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 28, "comm'
+    'ent": "default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets": 0, "bytes": '
+    '0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle"'
+    ': 38, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "re'
+    'lated"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", '
+    '"handle": 39, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}'
+    ', {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 4'
+    '1, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"prot'
+    'ocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-n'
+    'eighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": '
+    '"inet", "table": "mnp", "chain": "egress_net1", "handle": 42, "expr": [{"match": {"op": "==", "left"'
+    ': {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"pay'
+    'load": {"protocol": "th", "field": "dport"}}]}, "right": "@egress_net1_v4"}}, {"accept": null}]}}, {'
+    '"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 43, "expr": [{"limit": '
+    '{"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 egress: ", "group": 6'
+    '67, "queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "'
+    'handle": 44, "comment": "default deny (blue/dns-only)", "expr": [{"counter": {"packets": 0, "bytes":'
+    ' 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handl'
+    'e": 58, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "'
+    'related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2'
+    '", "handle": 59, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid'
+    '"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle'
+    '": 61, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"'
+    'protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "'
+    'nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"famil'
+    'y": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 62, "expr": [{"limit": {"rate": 10, "'
+    'burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net2 ingress: ", "group": 667, "queue-th'
+    'reshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 63,'
+    ' "comment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes'
+    '": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "hand'
+    'le": 73, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
+    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2'
+    '", "handle": 74, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid'
+    '"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle"'
+    ': 76, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"p'
+    'rotocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "n'
+    'd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family'
+    '": "inet", "table": "mnp", "chain": "egress_net2", "handle": 77, "expr": [{"limit": {"rate": 10, "bu'
+    'rst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net2 egress: ", "group": 667, "queue-thres'
+    'hold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 78, "co'
+    'mment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0'
+    '}}, {"drop": null}]}}]}'
 )
 TABLE_JSON_ITEMS: list[dict[str, Any]] = json.loads(TABLE_JSON)["nftables"]
 
 TABLE_TEXT = (
     "table inet mnp {\n"
+    "\tmap ingress_ifindex {\n"
+    "\t\ttype iface_index : verdict\n"
+    '\t\telements = { 2 comment "net1" : jump ingress_net1, 3 comment "net2" : jump ingress_net2 }\n'
+    "\t}\n"
+    "\n"
     "\tmap ingress_ifaces {\n"
     "\t\ttype ifname : verdict\n"
-    '\t\telements = { "net1" : jump ingress_net1,\n'
-    '\t\t\t     "net2" : jump ingress_net2 }\n'
+    "\t}\n"
+    "\n"
+    "\tmap egress_ifindex {\n"
+    "\t\ttype iface_index : verdict\n"
+    '\t\telements = { 2 comment "net1" : jump egress_net1, 3 comment "net2" : jump egress_net2 }\n'
     "\t}\n"
     "\n"
     "\tmap egress_ifaces {\n"
     "\t\ttype ifname : verdict\n"
-    '\t\telements = { "net1" : jump egress_net1,\n'
-    '\t\t\t     "net2" : jump egress_net2 }\n'
     "\t}\n"
     "\n"
     "\tset ingress_net1_v4 {\n"
@@ -1047,55 +1059,57 @@ TABLE_TEXT = (
     "\n"
     "\tchain input {\n"
     "\t\ttype filter hook input priority filter; policy accept;\n"
+    "\t\tiif vmap @ingress_ifindex\n"
     "\t\tiifname vmap @ingress_ifaces\n"
     "\t}\n"
     "\n"
     "\tchain output {\n"
     "\t\ttype filter hook output priority filter; policy accept;\n"
+    "\t\toif vmap @egress_ifindex\n"
     "\t\toifname vmap @egress_ifaces\n"
     "\t}\n"
     "\n"
     "\tchain ingress_net1 {\n"
     "\t\tct state established,related accept\n"
     "\t\tct state invalid drop\n"
-    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
-    'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
+    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
+    'irect } accept comment "IPv6 neighbour discovery"\n'
     "\t\tip saddr @ingress_net1_v4_all accept\n"
     "\t\tip saddr . meta l4proto . th dport @ingress_net1_v4 accept\n"
     "\t\tip6 saddr . meta l4proto . th dport @ingress_net1_v6 accept\n"
-    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 '
-    "queue-threshold 1\n"
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 queue-thresho'
+    "ld 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/allow-web, blue/allow-mon)"\n'
     "\t}\n"
     "\n"
     "\tchain egress_net1 {\n"
     "\t\tct state established,related accept\n"
     "\t\tct state invalid drop\n"
-    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
-    'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
+    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
+    'irect } accept comment "IPv6 neighbour discovery"\n'
     "\t\tip daddr . meta l4proto . th dport @egress_net1_v4 accept\n"
-    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 egress: " group 667 queue-threshold '
-    "1\n"
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 egress: " group 667 queue-threshol'
+    "d 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/dns-only)"\n'
     "\t}\n"
     "\n"
     "\tchain ingress_net2 {\n"
     "\t\tct state established,related accept\n"
     "\t\tct state invalid drop\n"
-    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
-    'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
-    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 ingress: " group 667 '
-    "queue-threshold 1\n"
+    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
+    'irect } accept comment "IPv6 neighbour discovery"\n'
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 ingress: " group 667 queue-thresho'
+    "ld 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (pending: not yet programmed)"\n'
     "\t}\n"
     "\n"
     "\tchain egress_net2 {\n"
     "\t\tct state established,related accept\n"
     "\t\tct state invalid drop\n"
-    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, "
-    'nd-neighbor-advert, nd-redirect } accept comment "IPv6 neighbour discovery"\n'
-    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 egress: " group 667 queue-threshold '
-    "1\n"
+    "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
+    'irect } accept comment "IPv6 neighbour discovery"\n'
+    '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net2 egress: " group 667 queue-threshol'
+    "d 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (pending: not yet programmed)"\n'
     "\t}\n"
     "}\n"

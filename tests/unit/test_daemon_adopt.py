@@ -78,7 +78,7 @@ class Node:
 
 
 def net1(ip: str, mac: str = "") -> Link:
-    return Link("net1", mac, frozenset({ip}))
+    return Link("net1", mac, frozenset({ip}), 2)  # net1 is index 2 in its pod netns
 
 
 @pytest.fixture
@@ -152,14 +152,14 @@ def test_pods_of_other_nodes_chained_nads_and_plugin_entries_are_not_adopted(h: 
     node.netns("cni-web", net1("10.10.0.1"))
     put(h.store, web(node="node-b"))
     put(h.store, pod("chained", labels={"app": "web"}, nets=[(NET_C, "net1", "10.10.0.5")]))
-    h.attach(StateEntry("c-chained", "net1", "/run/netns/x", "default", "chained", "uid-default-chained"))
+    h.attach(StateEntry("c-chained", "net1", "/run/netns/x", "default", "chained", "uid-default-chained", ifindex=2))
     h.sync()
     assert node.entries() == {} and node.listed == []  # nothing wanted: nothing scanned
 
 
 def test_attachment_removed_and_pod_deleted_remove_rules_and_entry(h: Harness, tmp_path: Path) -> None:
     node = Node(tmp_path, h)
-    path = node.netns("cni-web", net1("10.10.0.1"), Link("net2", "", frozenset({"10.20.0.1"})))
+    path = node.netns("cni-web", net1("10.10.0.1"), Link("net2", "", frozenset({"10.20.0.1"}), 3))
     both = web()
     status = json.loads(both["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"])
     status.append({"name": "default/net-b", "interface": "net2", "ips": ["10.20.0.1"]})

@@ -60,7 +60,7 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
     path = str(ns.paths[0])
     identity = netns_identity(path)
     applier = Applier(ns, RenderOptions())
-    rules = InterfaceRules.pending("net1")
+    rules = InterfaceRules.pending("net1", ifindex=2)
     applier.apply(path, rules, None, identity)
     assert ns.nft(0).transactions == 1
     ns.replace(0)
@@ -77,7 +77,7 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
 def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
     ns = Namespaces(tmp_path, 3)
     applier = Applier(ns, RenderOptions())
-    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1")) for p in ns.paths])
+    outcomes = applier.apply_all([Work(str(p), InterfaceRules.pending("net1", ifindex=2)) for p in ns.paths])
     assert outcomes == [None, None, None]
     os.unlink(ns.paths[0])  # gone without a DEL
     ns.replace(1)
@@ -94,7 +94,7 @@ def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
     pool = ContextPool(ns, keep=3)  # type: ignore[arg-type]  # Closable stands in for a libnftables context
     for p in ns.paths:
         with pool.use(str(p)) as nft:
-            nft.run(render_interface(InterfaceRules.pending("net1")))
+            nft.run(render_interface(InterfaceRules.pending("net1", ifindex=2)))
     pool.wait_closed()
     assert [ns.nft(i).closed for i in range(10)] == [True] * 7 + [False] * 3
     with pool.use(str(ns.paths[0])) as first:  # reopened on demand

@@ -113,6 +113,7 @@ def entry(
         pod_uid=uid if uid is not None else f"uid-{ns}-{pod_name}",
         network="net-a",
         ips=(f"{ip}/24",) if ip else (),
+        ifindex=2 if ifname == "net1" else 3,  # the interface's index in its pod netns, as the plugin records it
     )
 
 

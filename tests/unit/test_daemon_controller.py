@@ -19,8 +19,8 @@ from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.nft.errors import NftError
 from shared.nft.fake import FakeNft, TableView
-from shared.nft.objects import Element
-from shared.nft.render import RenderOptions, render_interface
+from shared.nft.objects import Chain, Element
+from shared.nft.render import RenderOptions, render_interface, render_remove_table
 from shared.nft.trace import Packet, trace
 from shared.nft.transaction import Transaction
 from shared.rules import InterfaceRules
@@ -69,7 +69,9 @@ class Harness:
     def attach(self, *entries: StateEntry) -> None:
         """What the CNI plugin does at ADD: the pending table, then the state entry."""
         for e in entries:
-            self.nfts.setdefault(e.netns, FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname))))
+            self.nfts.setdefault(
+                e.netns, FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname, ifindex=e.ifindex)))
+            )
         attach(self.store, *entries)
 
     def ready(self) -> None:
@@ -481,3 +483,55 @@ def test_a_pod_added_while_running_needs_no_conntrack_pass_for_its_first_rules(h
     remove(h.store, pod("other"))  # a real withdrawal for db and late
     h.sync()
     assert sorted(conntrack.cleaned) == sorted([DB.netns, late.netns])
+
+
+def test_the_periodic_resync_restores_a_table_removed_or_edited_in_the_pod(h: Harness) -> None:
+    """A pod with NET_ADMIN can delete the table or flush a chain in its own netns: whatever reached the
+    interface (a full form here, no delta), the periodic resync reads every table back, restores the full form
+    and reports it (Event, counter, log)."""
+    h.ready()
+    h.sync()
+    h.nfts[SERVER.netns].run(render_remove_table())
+    h.nfts[DB.netns].run(Transaction().flush(Chain("ingress_net1")))
+    assert h.nfts[SERVER.netns].list_tables() == []  # no table: open
+    assert h.ingress(DB, "10.10.0.10", "10.10.0.2", 5432) == "accept"  # empty chain: open
+    assert h.sync().repaired == 0  # only the periodic resync reads the tables back
+    report = h.sync(periodic=True)
+    assert report.repaired == 2 and report.transactions == 2
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(DB, "10.10.0.10", "10.10.0.2", 5432) == "drop"
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
+    assert sorted((ref.key, reason) for ref, reason, _ in h.events.posted) == [
+        ("Pod default/db", "RulesTampered"),
+        ("Pod default/server", "RulesTampered"),
+    ]
+    assert "tampered, restored" in h.events.posted[0][2]
+    assert h.metrics.tamper_repairs._value.get() == 2
+    assert h.sync(periodic=True).repaired == 0
+
+
+def test_the_resync_restores_a_pending_table_deleted_before_mnpd_knew_the_pod(h: Harness) -> None:
+    """An interface added while mnpd runs holds the plugin's pending table, which mnpd knows: deleting it before
+    the pod's network-status arrives does not leave it open past the next periodic resync."""
+    h.ready()
+    h.sync()
+    late = entry("c-late", "late", ip="10.10.0.3")
+    h.attach(late)
+    h.sync()
+    h.nfts[late.netns].run(render_remove_table())
+    assert h.sync(periodic=True).repaired == 1
+    assert h.ingress(late, "10.10.0.10", "10.10.0.3", 80) == "drop"
+
+
+def test_the_resync_rebuilds_a_table_the_full_form_cannot_repair(h: Harness) -> None:
+    """A base chain replaced by a regular chain of the same name cannot be redeclared as a base chain: the repair
+    replaces the whole table, and every interface of the netns gets its full form back."""
+    h.ready()
+    h.sync()
+    fake = h.nfts[SERVER.netns]
+    fake.run(Transaction().flush(Chain("input")).delete(Chain("input")).add(Chain("input")))
+    assert h.sync(periodic=True).repaired == 1
+    assert [c.hook for c in fake.list_table().chains.values() if c.name == "input"] == ["input"]
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"

@@ -90,7 +90,7 @@ def expected(h: Harness) -> dict[tuple[str, str], InterfaceRules]:
     for key, record in h.controller.records.items():
         found = h.store.get(POD, record.entry.pod)
         if found is not None:
-            out[key] = next(r for r in compile_pod(index, found.pod) if r.ifname == "net1")
+            out[key] = next(r for r in compile_pod(index, found.pod) if r.ifname == "net1").at(record.ifindex)
     return out
 
 

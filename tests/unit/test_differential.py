@@ -74,8 +74,9 @@ class Dataplane:
             rules.setdefault(pod, []).append(interface)
         for pod, interfaces in rules.items():
             fake = FakeNft()
-            for interface in interfaces:  # one table per pod netns, one transaction per interface, as mnpd does
-                fake.run(render_interface(interface))
+            # one table per pod netns, one transaction per interface, as mnpd does (indexes 2, 3, … in the netns)
+            for ifindex, interface in enumerate(interfaces, start=2):
+                fake.run(render_interface(interface.at(ifindex)))
             self.fakes[pod] = fake
 
     @cached_property

@@ -56,7 +56,8 @@ def base_fake() -> FakeNft:
 
 
 def ruleset(ifname: str, *allows: Allow) -> InterfaceRules:
-    return InterfaceRules("ns1/pod", ifname, "ns1/net", ingress=DirectionRules(True, allows, ("ns1/policy",)))
+    index = {"net1": 2, "net2": 3}.get(ifname, 4)
+    return InterfaceRules("ns1/pod", ifname, "ns1/net", DirectionRules(True, allows, ("ns1/policy",)), ifindex=index)
 
 
 WEB = Allow("ns1/web ingress[0]", (ipaddress.ip_network("192.0.2.0/28"),), (PortRange("tcp", 80, 80),))
@@ -368,43 +369,43 @@ def test_render_replaces_the_previous_rules_of_the_interface() -> None:
 
 
 def test_remove_interface_twice_and_on_an_empty_netns() -> None:
-    fake = FakeNft.from_transaction(render_interface(InterfaceRules.pending("net1")))
+    fake = FakeNft.from_transaction(render_interface(InterfaceRules.pending("net1", ifindex=2)))
     skeleton = fake.dump()
     fake.run(render_interface(ruleset("eth0.100", WEB)))
-    fake.run(render_remove_interface("eth0.100"))
+    fake.run(render_remove_interface("eth0.100", 4))
     assert fake.dump() == skeleton
-    fake.run(render_remove_interface("eth0.100"))
+    fake.run(render_remove_interface("eth0.100", 4))
     assert fake.dump() == skeleton
     empty = FakeNft()
-    empty.run(render_remove_interface("net1"))
-    assert sorted(empty.list_table().sets) == ["egress_ifaces", "ingress_ifaces"]
+    empty.run(render_remove_interface("net1", 2))
+    assert sorted(empty.list_table().sets) == ["egress_ifaces", "egress_ifindex", "ingress_ifaces", "ingress_ifindex"]
     assert empty.list_table().chains == {}
 
 
 def test_second_interface_does_not_disturb_the_first() -> None:
     fake = FakeNft.from_transaction(render_interface(ruleset("net1", WEB)))
     first = fake.list_table()
-    fake.run(render_interface(InterfaceRules.pending("net2")))
+    fake.run(render_interface(InterfaceRules.pending("net2", ifindex=3)))
     second = fake.list_table()
     for name, chain in first.chains.items():
         assert second.chains[name] == chain
     for name, s in first.sets.items():
-        if name.endswith("_ifaces"):
+        if name.endswith("_ifindex"):
             assert set(s.elements) < set(second.sets[name].elements), "net1's map entry stays"
         else:
             assert second.sets[name] == s
 
 
-@pytest.mark.parametrize("ifname", ["jump", "goto", "counter", "a@b", "x$y"])
+@pytest.mark.parametrize("ifname", ["jump", "goto", "counter", "a@b", "x#y"])
 def test_strings_in_rules_are_not_references_or_counters(ifname: str) -> None:
     """The drop log's prefix holds the interface name: `"mnp drop jump ingress: "` jumps nowhere, `a@b` names no
     set, `counter` counts nothing (checked on nft 1.0.6, which takes all five)."""
-    fake = FakeNft.from_transaction(render_interface(InterfaceRules.pending(ifname)))
+    fake = FakeNft.from_transaction(render_interface(InterfaceRules.pending(ifname, ifindex=5)))
     for chain in fake.list_table().chains.values():
         if chain.hook is None:
             assert [r.packets for r in chain.rules][-2:] == [None, 0]
     assert FakeNft.from_text(fake.dump()).list_table() == fake.list_table()
-    fake.run(render_remove_interface(ifname))
+    fake.run(render_remove_interface(ifname, 5))
     assert fake.list_table().chains.keys() == {"input", "output"}
 
 
@@ -413,7 +414,7 @@ def test_strings_in_rules_are_not_references_or_counters(ifname: str) -> None:
 
 def test_dump_is_sorted_and_recreates_the_table() -> None:
     fake = FakeNft.from_transaction(
-        render_interface(ruleset("net1", WEB)), render_interface(InterfaceRules.pending("eth0.100"))
+        render_interface(ruleset("net1", WEB)), render_interface(InterfaceRules.pending("eth0.100", ifindex=4))
     )
     dump = fake.dump()
     kinds = [line.split()[1] for line in dump.splitlines() if line.startswith("add ")]
@@ -459,3 +460,31 @@ def test_error_from_stderr(stderr: str, cls: type[NftError]) -> None:
     error = error_from_stderr(stderr)
     assert type(error) is cls
     assert error.message == stderr
+
+
+def _table_before_index_dispatch(*ifnames: str) -> Transaction:
+    """What mnp wrote before it dispatched on the interface index: maps by name, closed chains."""
+    tx = Transaction().add(Table())
+    for direction, hook, match in (("ingress", "input", "iifname"), ("egress", "output", "oifname")):
+        tx.add(Set(f"{direction}_ifaces", "ifname", value_type="verdict")).add(Chain(hook, hook=hook))
+        tx.add(Rule(hook, f"{match} vmap @{direction}_ifaces"))
+        for ifname in ifnames:
+            tx.add(Chain(f"{direction}_{ifname}")).add(Rule(f"{direction}_{ifname}", "counter drop"))
+            tx.add(Element(f"{direction}_ifaces", f'"{ifname}"', f"jump {direction}_{ifname}"))
+    return tx
+
+
+def test_a_table_written_before_index_dispatch_stays_guarded_while_reprogrammed() -> None:
+    """The first full form of net1 moves it to the index map and out of the name map; net2, not reprogrammed
+    yet, stays dispatched by its name meanwhile — an upgrade opens nothing."""
+    from shared.nft.trace import Packet, trace
+
+    fake = FakeNft.from_transaction(_table_before_index_dispatch("net1", "net2"))
+    fake.run(render_interface(InterfaceRules.pending("net1", ifindex=2)))
+    view = fake.list_table()
+    assert [e.key for e in view.sets["ingress_ifaces"].elements] == ['"net2"']
+    assert [(e.key, e.comment) for e in view.sets["ingress_ifindex"].elements] == [("2", "net1")]
+    for ifname, ifindex in (("net1", 2), ("net2", 3), ("x", 2)):  # x: net1 renamed
+        packet = Packet("input", ifname, "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=ifindex)
+        assert trace(view, packet).verdict == "drop", ifname
+    assert trace(view, Packet("input", "eth0", "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=5)).verdict == "accept"

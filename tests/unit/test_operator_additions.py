@@ -16,7 +16,7 @@ from shared.nft.trace import Packet, TraceError, trace
 from shared.rules import EGRESS, INGRESS, InterfaceRules
 
 NETS, _ = parse_prefixes("10.50.0.0/16, 2001:db8:50::/48")
-PENDING = InterfaceRules.pending("net1")
+PENDING = InterfaceRules.pending("net1", ifindex=2)
 
 
 def table(additions: OperatorAdditions) -> FakeNft:

@@ -50,9 +50,13 @@ INTERNET = Allow(
 )
 VLAN = Allow("ns1/allow-vlan ingress[0]", nets("192.0.2.0/24"), (PortRange("sctp", 5000, 5000),))
 
+# Interface indexes inside the pod netns (the kernel tests apply the files where no such interfaces exist: nft
+# takes any index).
+NET1, NET2, VLAN_IF = 2, 3, 4
+
 CASES: dict[str, Transaction] = {
-    "pending": render_interface(InterfaceRules.pending("net1", "ns1/client", "ns1/net-a")),
-    "open": render_interface(InterfaceRules("ns1/client", "net1", "ns1/net-a")),
+    "pending": render_interface(InterfaceRules.pending("net1", "ns1/client", "ns1/net-a", NET1)),
+    "open": render_interface(InterfaceRules("ns1/client", "net1", "ns1/net-a", ifindex=NET1)),
     "ingress_ports_dual_stack": render_interface(
         InterfaceRules(
             "ns1/server",
@@ -61,6 +65,7 @@ CASES: dict[str, Transaction] = {
             ingress=DirectionRules(
                 True, (WEB, MONITORING, ADMIN), ("ns1/allow-admin", "ns1/allow-monitoring", "ns1/allow-web")
             ),
+            ifindex=NET1,
         )
     ),
     "egress_ipblock_except": render_interface(
@@ -70,20 +75,28 @@ CASES: dict[str, Transaction] = {
             "ns1/net-a",
             ingress=DirectionRules(True, (), ("ns1/deny-all",)),
             egress=DirectionRules(True, (INTERNET,), ("ns1/egress-internet",)),
+            ifindex=NET1,
         )
     ),
     "accept_icmp": render_interface(
-        InterfaceRules.pending("net2", "ns1/client", "ns1/net-b"), RenderOptions(accept_icmp=True, accept_icmpv6=True)
+        InterfaceRules.pending("net2", "ns1/client", "ns1/net-b", NET2),
+        RenderOptions(accept_icmp=True, accept_icmpv6=True),
     ),
     "ifname_hash": render_interface(
         InterfaceRules(
-            "ns1/vlan", "eth0.100", "ns1/vlan-100", ingress=DirectionRules(True, (VLAN,), ("ns1/allow-vlan",))
+            "ns1/vlan",
+            "eth0.100",
+            "ns1/vlan-100",
+            ingress=DirectionRules(True, (VLAN,), ("ns1/allow-vlan",)),
+            ifindex=VLAN_IF,
         )
     ),
-    "remove_ifname_hash": render_remove_interface("eth0.100"),
+    "remove_ifname_hash": render_remove_interface("eth0.100", VLAN_IF),
     # mnpd --allow-src-prefix / --allow-dst-prefix / --custom-v4-ingress-rule-file (daemon/operator.py)
     "operator_additions": render_interface(
-        InterfaceRules("ns1/server", "net1", "ns1/net-a", ingress=DirectionRules(True, (WEB,), ("ns1/allow-web",))),
+        InterfaceRules(
+            "ns1/server", "net1", "ns1/net-a", ingress=DirectionRules(True, (WEB,), ("ns1/allow-web",)), ifindex=NET1
+        ),
         RenderOptions(
             additions=OperatorAdditions(
                 allow_src=nets("198.51.100.0/24", "2001:db8:2::/48"),

@@ -68,7 +68,7 @@ directions = st.builds(
 
 
 def interface(ingress: DirectionRules, egress: DirectionRules) -> InterfaceRules:
-    return InterfaceRules("ns1/pod", "net1", "ns1/net-a", ingress, egress)
+    return InterfaceRules("ns1/pod", "net1", "ns1/net-a", ingress, egress, ifindex=2)
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,7 +101,7 @@ def test_chain_changes_need_the_full_transaction() -> None:
     isolated = interface(DirectionRules(True, (peer,), ("ns1/p",)), DirectionRules(False))
     assert render_update(isolated, interface(DirectionRules(False), DirectionRules(False))) is None
     assert render_update(isolated, interface(DirectionRules(True, (peer,), ("ns1/q",)), DirectionRules(False))) is None
-    renamed = InterfaceRules("ns1/pod", "net2", "ns1/net-a", isolated.ingress, isolated.egress)
+    renamed = InterfaceRules("ns1/pod", "net2", "ns1/net-a", isolated.ingress, isolated.egress, ifindex=3)
     assert render_update(isolated, renamed) is None
 
 

@@ -24,6 +24,7 @@ ENTRY = StateEntry(
     mac="52:54:00:12:34:56",
     created="2026-05-09T07:35:25Z",
     plugin="0.1.0",
+    ifindex=3,
 )
 
 
@@ -40,12 +41,20 @@ def test_json_schema_is_the_documented_one() -> None:
         "network": "macvlan-conf",
         "ips": ["10.200.0.10/24", "2001:db8::10/64"],
         "mac": "52:54:00:12:34:56",
+        "ifindex": 3,
         "created": "2026-05-09T07:35:25Z",
         "plugin": "0.1.0",
         "origin": "cni",
     }
     assert StateEntry.from_json(ENTRY.to_json()) == ENTRY
     assert ENTRY.pod == "ns1/web-0" and StateEntry("c", "i", "").pod == ""
+
+
+def test_an_entry_without_ifindex_reads_as_unknown() -> None:
+    """Entries written before the plugin recorded the interface index read as index 0 (unknown)."""
+    raw = json.loads(ENTRY.to_json())
+    del raw["ifindex"]
+    assert StateEntry.from_json(json.dumps(raw)).ifindex == 0
 
 
 def test_origin_defaults_to_the_plugin_and_round_trips_adopted() -> None:
@@ -79,6 +88,12 @@ def test_unknown_keys_are_ignored() -> None:
         '{"schema": 1, "containerID": "c", "ifname": "i", "ips": "10.0.0.1/24"}',
         '{"schema": 1, "containerID": "c", "ifname": "i", "ips": [1]}',
         '{"schema": 1, "containerID": "c", "ifname": "i", "podName": 5}',
+        '{"schema": 1, "containerID": "c", "ifname": "z\\" : accept }\\nflush chain inet mnp ingress_net1"}',
+        '{"schema": 1, "containerID": "c", "ifname": "much-too-long-name"}',
+        '{"schema": 1, "containerID": "c", "ifname": "a b"}',
+        '{"schema": 1, "containerID": "c", "ifname": "i", "ifindex": -1}',
+        '{"schema": 1, "containerID": "c", "ifname": "i", "ifindex": "3"}',
+        '{"schema": 1, "containerID": "c", "ifname": "i", "ifindex": true}',
     ],
 )
 def test_bad_entries_raise_state_error(text: str) -> None:

@@ -64,7 +64,9 @@ CLIENT = InterfaceRules(
 
 
 def table(rules: InterfaceRules, options: RenderOptions | None = None) -> TableView:
-    return FakeNft.from_transaction(render_interface(rules, options or RenderOptions())).list_table()
+    return FakeNft.from_transaction(
+        render_interface(rules.at(rules.ifindex or 2), options or RenderOptions())
+    ).list_table()
 
 
 def inbound(src: str, proto: str = "tcp", port: int | None = None, **kw: Any) -> Packet:
@@ -98,12 +100,12 @@ def assert_trace(result: Trace, verdict: str, comment: str | None) -> None:
     ],
 )
 def test_pending_drops_new_traffic_both_ways(packet: Packet) -> None:
-    assert_trace(trace(table(InterfaceRules.pending("net1")), packet), "drop", PENDING)
+    assert_trace(trace(table(InterfaceRules.pending("net1", ifindex=2)), packet), "drop", PENDING)
 
 
 @pytest.mark.parametrize("nd_type", ND_TYPES.split(", "))
 def test_pending_lets_neighbour_discovery_through_both_ways(nd_type: str) -> None:
-    pending = table(InterfaceRules.pending("net1"))
+    pending = table(InterfaceRules.pending("net1", ifindex=2))
     for packet in (
         inbound("fe80::2", "ipv6-icmp", icmpv6_type=nd_type),
         Packet("output", "net1", "fe80::1", "ff02::1:ff00:2", "ipv6-icmp", icmpv6_type=nd_type),
@@ -113,7 +115,7 @@ def test_pending_lets_neighbour_discovery_through_both_ways(nd_type: str) -> Non
 
 @pytest.mark.parametrize("ifname", ["lo", "eth0", "net2", "net10"])
 def test_other_interfaces_are_untouched(ifname: str) -> None:
-    pending = table(InterfaceRules.pending("net1"))
+    pending = table(InterfaceRules.pending("net1", ifindex=2))
     for packet in (
         inbound("192.0.2.10", "tcp", 80, ifname=ifname),
         outbound("2001:db8:2::1", "udp", 53, ifname=ifname),
@@ -127,7 +129,9 @@ def test_other_interfaces_are_untouched(ifname: str) -> None:
 
 def test_established_and_related_are_accepted_even_from_a_denied_peer() -> None:
     for state in ("established", "related"):
-        result = trace(table(InterfaceRules.pending("net1")), inbound("203.0.113.9", "tcp", 22, ct_state=state))
+        result = trace(
+            table(InterfaceRules.pending("net1", ifindex=2)), inbound("203.0.113.9", "tcp", 22, ct_state=state)
+        )
         assert result.verdict == "accept"
         assert result.steps[-1].rule.text == "ct state established,related accept"
 
@@ -205,18 +209,18 @@ def test_egress_ipblock_except_holes(dst: str, verdict: str) -> None:
 
 
 def test_accept_icmp_options() -> None:
-    opened = table(InterfaceRules.pending("net1"), RenderOptions(accept_icmp=True, accept_icmpv6=True))
+    opened = table(InterfaceRules.pending("net1", ifindex=2), RenderOptions(accept_icmp=True, accept_icmpv6=True))
     assert_trace(trace(opened, inbound("203.0.113.9", "icmp")), "accept", "--accept-icmp")
     assert_trace(
         trace(opened, outbound("2001:db8:2::9", "ipv6-icmp", icmpv6_type="echo-request")), "accept", "--accept-icmpv6"
     )
     assert_trace(trace(opened, inbound("203.0.113.9", "tcp", 1)), "drop", PENDING)
-    only_v4 = table(InterfaceRules.pending("net1"), RenderOptions(accept_icmp=True))
+    only_v4 = table(InterfaceRules.pending("net1", ifindex=2), RenderOptions(accept_icmp=True))
     assert_trace(trace(only_v4, inbound("2001:db8:2::9", "ipv6-icmp", icmpv6_type="echo-reply")), "drop", PENDING)
 
 
 def test_interface_with_a_hashed_name() -> None:
-    vlan = table(InterfaceRules.pending("eth0.100"))
+    vlan = table(InterfaceRules.pending("eth0.100", ifindex=4))
     result = trace(vlan, inbound("192.0.2.10", "tcp", 80, ifname="eth0.100"))
     assert_trace(result, "drop", PENDING)
     chain = chain_name(INGRESS, "eth0.100")
@@ -230,7 +234,7 @@ def test_steps_show_the_way() -> None:
     assert [(step.chain, step.index) for step in result.steps] == [("input", 0), ("ingress_net1", 4)]
     assert result.steps[0].element is not None and result.steps[0].element.value == "jump ingress_net1"
     assert str(result) == (
-        'input[0] iifname vmap @ingress_ifaces  ← "net1" : jump ingress_net1\n'
+        "input[0] iif vmap @ingress_ifindex  ← 2 : jump ingress_net1 (net1)\n"
         "ingress_net1[4] ip saddr . meta l4proto . th dport @ingress_net1_v4 accept"
         "  ← 192.0.2.10/31 . udp . 53 (ns1/web ingress[0])\n"
         "→ accept"
@@ -264,7 +268,7 @@ def test_the_drop_log_is_passed_by_refused_packets_only_and_decides_nothing() ->
     assert established.verdict == "accept" and len(established.steps) == 2
 
     quiet = RenderOptions(drop_log=False)
-    for rules in (SERVER, CLIENT, InterfaceRules.pending("net1")):
+    for rules in (SERVER, CLIENT, InterfaceRules.pending("net1", ifindex=2)):
         logged, unlogged = table(rules), table(rules, quiet)
         assert not any("log" in r.text for c in unlogged.chains.values() for r in c.rules)
         for packet in (
@@ -376,7 +380,7 @@ def test_packets_are_checked() -> None:
 
 
 def test_send_counts_the_drops_of_a_fake() -> None:
-    fake = FakeNft.from_transaction(render_interface(SERVER))
+    fake = FakeNft.from_transaction(render_interface(SERVER.at(2)))
     for packet in (
         inbound("192.0.2.16", "tcp", 80),
         inbound("192.0.2.10", "tcp", 8000),
@@ -386,7 +390,7 @@ def test_send_counts_the_drops_of_a_fake() -> None:
         send(fake, packet)
     rules = fake.list_table().chains["ingress_net1"].rules
     assert [(rule.text, rule.packets) for rule in rules if rule.packets is not None] == [("counter drop", 2)]
-    fake.run(render_interface(SERVER))
+    fake.run(render_interface(SERVER.at(2)))
     assert fake.list_table().chains["ingress_net1"].rules[-1].packets == 0, "a refilled chain counts afresh"
 
 
@@ -516,3 +520,44 @@ def test_json_it_does_not_understand_raises(expression: dict[str, Any]) -> None:
     broken["nftables"].append(_rule("ingress_net1", expression, ACCEPT))
     with pytest.raises(TraceError):
         table_from_nft_json(json.dumps(broken))
+
+
+def test_an_index_printed_as_a_name_is_mapped_back_in_the_listers_netns() -> None:
+    """nft prints an interface index as the name it has where nft listed (a number where there is none): the
+    reader maps names back with `ifindex_of`, refuses them without it, and matches a packet by index, or by the
+    element's recorded name when the packet has only a name."""
+    items = [
+        _obj("table", "mnp"),
+        _obj("chain", "input", type="filter", hook="input", prio=0, policy="accept"),
+        _obj("chain", "ingress_net1"),
+        _obj(
+            "map",
+            "ingress_ifindex",
+            type="iface_index",
+            map="verdict",
+            elem=[
+                [{"elem": {"val": "eth9", "comment": "net1"}}, {"jump": {"target": "ingress_net1"}}],
+                ["12", {"jump": {"target": "ingress_net1"}}],
+            ],
+        ),
+        _rule("input", {"vmap": {"key": {"meta": {"key": "iif"}}, "data": "@ingress_ifindex"}}),
+        _rule("ingress_net1", {"drop": None}),
+    ]
+    text = json.dumps({"nftables": items})
+    with pytest.raises(TraceError, match="eth9"):
+        table_from_nft_json(text)
+    view = table_from_nft_json(text, ifindex_of={"eth9": 7}.__getitem__)
+    assert [(e.key, e.comment) for e in view.sets["ingress_ifindex"].elements] == [("7", "net1"), ("12", None)]
+    assert view.chains["input"].rules[0].text == "iif vmap @ingress_ifindex"
+
+    def verdict(ifname: str, ifindex: int | None = None) -> str:
+        return trace(view, Packet("input", ifname, "192.0.2.1", "192.0.2.2", "tcp", 80, ifindex=ifindex)).verdict
+
+    assert [verdict("x", 7), verdict("y", 12), verdict("net1"), verdict("z", 8), verdict("z")] == [
+        "drop",
+        "drop",
+        "drop",
+        "accept",
+        "accept",
+    ]
+    assert trace(view, Packet("output", "net1", "192.0.2.2", "192.0.2.1", "tcp", 80, ifindex=7)).verdict == "accept"
