@@ -3,6 +3,7 @@
 MnpError
 ├── ConfigError          a configuration (CNI config, daemon flags) that cannot be used
 ├── NetnsGone            the pod's network namespace no longer exists (the pod is gone: log and drop)
+│   └── NotANetns        the path exists but is no network namespace (a bad entry, not a gone pod: reported)
 ├── StateError           the node-local state dir cannot be read or written
 └── shared.nft.errors.NftError   nft refused a transaction (NotFoundError, ExistsError, BusyError)
 """
@@ -20,6 +21,10 @@ class ConfigError(MnpError):
 
 class NetnsGone(MnpError):
     """The network namespace path does not exist (any more)."""
+
+
+class NotANetns(NetnsGone):
+    """The path exists but is not a network namespace: nothing can be programmed there, and nothing is gone."""
 
 
 class StateError(MnpError):

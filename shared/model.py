@@ -11,6 +11,14 @@ when its podSelector cannot be read it selects every pod of its namespace. It co
 because a partly understood rule can widen access (a dropped port entry turns "these ports" into "all ports").
 A policy whose `policy-for` annotation is missing or yields no network applies to no network: nothing can say
 which interfaces it meant, so it is reported and ignored, as every other implementation does.
+
+The same rule covers policies that cannot be used at all (shared.manifests decides which objects those are): a
+MultiNetworkPolicy-looking object with a wrong apiVersion, a misspelt kind or no `metadata.name` is parsed as far
+as it can be and carries the problem, so it isolates what it can be seen to select; and two definitions of one
+namespace/name (`refuse_duplicates`) are both refused: the policy that stands for them isolates the union of
+what they select (the whole namespace when their podSelectors differ), in the union of their directions, on the
+union of their networks, and allows nothing — never wider than either. `MultiNetworkPolicy.effect` says in one
+sentence what an invalid policy actually does, for Events, logs and `mnpctl status`.
 """
 
 from __future__ import annotations
@@ -27,7 +35,14 @@ from shared.rules import EGRESS as EGRESS
 from shared.rules import INGRESS as INGRESS
 from shared.rules import IPAddress as IPAddress
 from shared.rules import IPNetwork as IPNetwork
-from shared.selectors import MATCH_EVERYTHING, LabelSelector, parse_selector
+from shared.selectors import (
+    MATCH_EVERYTHING,
+    LabelSelector,
+    excerpt,
+    label_key_problem,
+    label_value_problem,
+    parse_selector,
+)
 
 POLICY_FOR = "k8s.v1.cni.cncf.io/policy-for"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
@@ -221,6 +236,24 @@ class MultiNetworkPolicy:
     def valid(self) -> bool:
         return not self.problems
 
+    def effect(self, known_networks: Iterable[str] | None = None) -> str:
+        """What this invalid policy does, in words (`known_networks`: the networks NADs define, None = unknown)."""
+        networks = list(self.policy_for)
+        if known_networks is not None:
+            known = set(known_networks)
+            networks = [n for n in networks if n in known]
+        if not self.policy_for:
+            return "applies to no network, so it changes nothing"
+        if not networks:
+            return f"applies to no known network ({', '.join(self.policy_for)}: no NetworkAttachmentDefinition)"
+        selected = (
+            f"every pod of namespace {self.namespace}"
+            if self.pod_selector == MATCH_EVERYTHING
+            else "the pods its podSelector selects"
+        )
+        directions = " and ".join(d.lower() for d in sorted(self.policy_types, key=POLICY_TYPES.index))
+        return f"enforced fail-closed: isolates {directions} of {selected} on {', '.join(networks)}, allows nothing"
+
     def rules(self, direction: str) -> tuple[Rule, ...]:
         """The rules of a direction, or none: "explicit policyTypes ignore rules of unlisted directions", and
         an invalid policy contributes no allows (see the module docstring)."""
@@ -282,7 +315,7 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
         item = item.strip()
         parts = item.split("/")
         if not item or len(parts) > 2 or not all(_DNS_LABEL.match(p) for p in parts):
-            problems.append(f"{where}: {item!r} is not '<name>' or '<namespace>/<name>'")
+            problems.append(f"{where}: {excerpt(item)} is not '<name>' or '<namespace>/<name>'")
             continue
         network = normalise_network(item, namespace)
         if network not in networks:
@@ -296,6 +329,30 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
+
+
+def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What the API server would refuse in an object's labels and annotations (maps of string to string): a label
+    taken as str() of a list or a number would match selectors it was never meant to."""
+    meta = _meta(obj)
+    problems: list[str] = []
+    for name in ("labels", "annotations"):
+        value = meta.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"metadata.{name}: must be a map of string to string")
+            continue
+        for key, item in value.items():
+            if not isinstance(key, str) or not isinstance(item, str):
+                problems.append(f"metadata.{name}: {excerpt(key)}: {excerpt(item)} is not a string to a string")
+                break
+            if name == "labels":
+                problem = label_key_problem(key) or label_value_problem(item)
+                if problem:
+                    problems.append(f"metadata.labels: {problem}")
+                    break
+    return problems
 
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -380,7 +437,7 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
             try:
                 ips.append(_parse_ip(str(ip)))
             except ValueError:
-                problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {ip!r} is not an IP address")
+                problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {excerpt(ip)} is not an IP address")
         default = bool(item.get("default", False))
         network = item["name"] if default else normalise_network(item["name"], namespace)
         attachments.append(
@@ -422,7 +479,7 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
                 protocol, name = sys.intern(str(p.get("protocol") or "TCP")), sys.intern(str(p.get("name") or ""))
                 ports.append(ContainerPort(number, protocol, name))
             except (KeyError, TypeError, ValueError):
-                problems.append(f"spec.containers[].ports: bad entry {p!r}")
+                problems.append(f"spec.containers[].ports: bad entry {excerpt(p)}")
     requests, req_problems = parse_network_requests(annotations.get(NETWORKS), namespace)
     attachments, status_problems = parse_network_status(annotations.get(NETWORK_STATUS), namespace)
     if NETWORK_STATUS not in annotations:
@@ -468,11 +525,16 @@ def _parse_network(value: object, where: str, problems: list[str]) -> IPNetwork 
     if not isinstance(value, str):
         problems.append(f"{where}: must be a CIDR string like 10.0.0.0/24 or 2001:db8::/64")
         return None
+    if "/" not in value:
+        # "CIDR is a string representing the IPBlock. Valid examples are "192.168.1.0/24" or "2001:db8::/64"": the
+        # API server refuses a bare address; taking it as a /32 would guess at what was meant.
+        problems.append(f"{where}: {excerpt(value)} is an address, not a CIDR (write it as a /32 or /128)")
+        return None
     try:
         # strict: "10.0.0.1/24" has host bits set; the API server rejects it too (it is almost always a typo)
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
-        problems.append(f"{where}: {value!r} is not a valid CIDR ({exc})")
+        problems.append(f"{where}: {excerpt(value)} is not a valid CIDR ({exc})")
         return None
 
 
@@ -540,7 +602,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     if protocol is None:
         protocol = "TCP"  # "If not specified, this field defaults to TCP." (null is not specified)
     if protocol not in PROTOCOLS:
-        problems.append(f"{where}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        problems.append(f"{where}.protocol: {excerpt(protocol)} is not one of {', '.join(PROTOCOLS)}")
     port: int | str | None = raw.get("port")
     end_port = raw.get("endPort")
     if isinstance(port, bool) or (port is not None and not isinstance(port, int | str)):
@@ -551,7 +613,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     if isinstance(port, int) and not 1 <= port <= 65535:
         problems.append(f"{where}.port: {port} is not in 1-65535")
     if isinstance(port, str) and not is_port_name(port):
-        problems.append(f"{where}.port: {port!r} is not a valid port name (IANA_SVC_NAME)")
+        problems.append(f"{where}.port: {excerpt(port)} is not a valid port name (IANA_SVC_NAME)")
     if end_port is not None:
         if isinstance(end_port, bool) or not isinstance(end_port, int):
             problems.append(f"{where}.endPort: must be a number")
@@ -559,7 +621,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
         elif port is None:
             problems.append(f"{where}.endPort: requires port")
         elif isinstance(port, str):
-            problems.append(f"{where}.endPort: cannot be used with the named port {port!r}")
+            problems.append(f"{where}.endPort: cannot be used with the named port {excerpt(port)}")
         elif end_port < port:
             problems.append(f"{where}.endPort: {end_port} is smaller than port {port}")
         elif end_port > 65535:
@@ -612,7 +674,7 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     namespace = str(meta.get("namespace") or "default")
     problems: list[str] = []
     if obj.get("kind", "MultiNetworkPolicy") != "MultiNetworkPolicy":
-        problems.append(f"kind: {obj.get('kind')!r} is not MultiNetworkPolicy")
+        problems.append(f"kind: {excerpt(obj.get('kind'))} is not MultiNetworkPolicy")
     policy_for, pf_problems = parse_policy_for(_annotations(meta).get(POLICY_FOR), namespace)
     problems.extend(pf_problems)
     spec = obj.get("spec")
@@ -633,7 +695,7 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     if raw_types:
         bad = [t for t in raw_types if t not in POLICY_TYPES] if isinstance(raw_types, list) else [raw_types]
         if bad:
-            problems.append(f"spec.policyTypes: {bad!r} not in {list(POLICY_TYPES)}")
+            problems.append(f"spec.policyTypes: {excerpt(bad)} not in {list(POLICY_TYPES)}")
             policy_types = frozenset(POLICY_TYPES)  # unreadable: isolate both directions
         else:
             policy_types = frozenset(raw_types)
@@ -650,4 +712,22 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
         ingress=ingress,
         egress=egress,
         problems=tuple(problems),
+    )
+
+
+def refuse_duplicates(first: MultiNetworkPolicy, second: MultiNetworkPolicy, where: str) -> MultiNetworkPolicy:
+    """The policy that stands for two definitions of one namespace/name (`where` names both): both are refused,
+    and what stands for them is never wider than either — it isolates the union of what they select (the whole
+    namespace when their podSelectors differ) in the union of their directions, on the union of their networks,
+    and allows nothing (it is invalid). Folding a third definition in keeps all of that."""
+    networks = tuple(dict.fromkeys(first.policy_for + second.policy_for))
+    selector = first.pod_selector if first.pod_selector == second.pod_selector else MATCH_EVERYTHING
+    problems = tuple(p for p in first.problems if not p.startswith("defined more than once"))
+    return MultiNetworkPolicy(
+        namespace=first.namespace,
+        name=first.name,
+        policy_for=networks,
+        pod_selector=selector,
+        policy_types=first.policy_types | second.policy_types,
+        problems=(f"defined more than once ({where}): every definition is refused", *problems, *second.problems),
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from shared.errors import NetnsGone
+from shared.errors import NetnsGone, NotANetns
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin's start-up time)
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def check_netns(netns: str) -> None:
     except OSError as exc:
         raise NetnsGone(f"network namespace {netns} does not exist: {exc.strerror}") from exc
     if not os.path.isfile(netns) and not netns.startswith("/proc/"):
-        raise NetnsGone(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
+        raise NotANetns(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
     # Every namespace file lives on the one nsfs instance. A plain file left under /run/netns after its mount
     # went away (a crashed teardown) exists but is no namespace: nsenter would fail on it forever.
     try:
@@ -54,7 +54,7 @@ def check_netns(netns: str) -> None:
     except OSError:  # no /proc: nothing to compare with
         return
     if st.st_dev != nsfs:
-        raise NetnsGone(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
+        raise NotANetns(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
 
 
 def is_own_netns(netns: str) -> bool:
