@@ -16,6 +16,7 @@ Where the cluster comes from (exactly one source of objects, plus the state dir,
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from shared.errors import ConfigError
 
 DEFAULT_STATE_DIR = "/run/mnp/state"
 DEFAULT_LISTEN = "127.0.0.1:9741"
+POD_IP_HOST = "pod-ip"  # --listen pod-ip:PORT: the address in $POD_IP
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = ("1", "true", "yes", "on")
@@ -100,7 +102,12 @@ OPTIONS = (
         None,
         "DIR",
     ),
-    _Option("--listen", "MNP_LISTEN", "address of /metrics, /healthz and /readyz; 'off' disables", DEFAULT_LISTEN),
+    _Option(
+        "--listen",
+        "MNP_LISTEN",
+        "address of /metrics, /healthz and /readyz: host:port, pod-ip:port ($POD_IP), or 'off'",
+        DEFAULT_LISTEN,
+    ),
     _Option("--accept-icmp", "MNP_ACCEPT_ICMP", "accept all ICMP on guarded interfaces", "false", boolean=True),
     _Option("--accept-icmpv6", "MNP_ACCEPT_ICMPV6", "accept all ICMPv6 on guarded interfaces", "false", boolean=True),
     _Option(
@@ -262,7 +269,19 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     else:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 0.0.0.0:9741)")
+            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, pod-ip:9741)")
+        elif host == POD_IP_HOST:
+            # The pod's own address from the downward API (status.podIP; with hostNetwork the node's): what the
+            # kubelet's probes and Prometheus reach, without listening on every address of the node.
+            pod_ip = (env.get("POD_IP") or "").strip()
+            try:
+                address = ipaddress.ip_address(pod_ip)
+            except ValueError:
+                problems.append(
+                    f"--listen: {POD_IP_HOST} needs POD_IP (the downward API's status.podIP); got {pod_ip!r}"
+                )
+            else:
+                listen_value = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
     resync = duration("resync_period", 1.0)
     min_sync = duration("min_sync_interval", 0.0)
     if min_sync > resync:

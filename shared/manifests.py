@@ -140,17 +140,23 @@ def near_kind(kind: str) -> str | None:
     squashed = _squash(kind)
     for known in KINDS:
         target = _squash(known)
-        if squashed == target or difflib.SequenceMatcher(None, squashed, target).ratio() >= 0.8:
+        # the same letters (a transposition: "Pdo"), or close enough ("MultiNetworkPolicys", "Namspace")
+        if sorted(squashed) == sorted(target) or difflib.SequenceMatcher(None, squashed, target).ratio() >= 0.8:
             return known
     return None
+
+
+def _kubernetes_network_policy(kind: object, api: object) -> bool:
+    """A Kubernetes NetworkPolicy: close to MultiNetworkPolicy in spelling, but not mnp's."""
+    return kind == "NetworkPolicy" and isinstance(api, str) and api.startswith("networking.k8s.io/")
 
 
 def _looks_like_policy(obj: Mapping[str, Any], kind: object, api: object) -> bool:
     if kind == POLICY_KIND:
         return True
     if isinstance(kind, str):
-        if kind == "NetworkPolicy" and isinstance(api, str) and api.startswith("networking.k8s.io/"):
-            return False  # a Kubernetes NetworkPolicy: not mnp's
+        if _kubernetes_network_policy(kind, api):
+            return False
         if kind in KINDS:
             return False
         if near_kind(kind) == POLICY_KIND:
@@ -211,6 +217,14 @@ def parse_documents(documents: Iterable[tuple[str, Any]]) -> ParsedFile:
 
 
 def _parse_document(source: str, obj: Any, out: ParsedFile) -> None:
+    try:
+        _judge_document(source, obj, out)
+    except Exception as exc:  # a parser that did not foresee some shape: the document is unusable, not the daemon
+        why = f"cannot be parsed ({type(exc).__name__}: {excerpt(str(exc))[1:-1]})"
+        out.problems.append(Problem(source, why, breaks_file=True))
+
+
+def _judge_document(source: str, obj: Any, out: ParsedFile) -> None:
     why = unidentifiable(obj)
     if why is not None:
         out.problems.append(Problem(source, why, breaks_file=True))
@@ -236,7 +250,7 @@ def _parse_document(source: str, obj: Any, out: ParsedFile) -> None:
         out.problems.append(Problem(where, f"{message}; cannot tell what it is", breaks_file=True))
         return
     if kind not in KINDS:
-        near = near_kind(kind)
+        near = None if _kubernetes_network_policy(kind, api) else near_kind(kind)
         if near is not None:
             out.problems.append(Problem(where, f"kind {excerpt(kind)}: not {near} (misspelt?)", breaks_file=True))
         else:

@@ -32,6 +32,13 @@ _EXCERPT.maxstring = _EXCERPT.maxother = 60
 _EXCERPT.maxlevel = 3
 
 
+def present(value: Any, default: Any) -> Any:
+    """`value`, or `default` when the field is absent (None). Not `value or default`: hostile input's 0, False or
+    "" must reach the type check and be refused, not pass as an empty list or map — an empty `from` allows from
+    everyone, an empty `matchLabels` selects every pod."""
+    return default if value is None else value
+
+
 def excerpt(value: object) -> str:
     """A short repr of hostile input for messages and logs: bounded in length and depth, whatever `value` holds
     (a 600-deep list, a 5 MB string)."""
@@ -139,7 +146,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     requirements: list[Requirement] = []
-    match_labels: Any = raw.get("matchLabels") or {}
+    match_labels: Any = present(raw.get("matchLabels"), {})
     if not isinstance(match_labels, dict):
         problems.append(f"{where}.matchLabels: must be a map of label key to value")
         match_labels = {}
@@ -148,7 +155,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
             if problem:
                 problems.append(f"{where}.matchLabels: {problem}")
         requirements.append(_requirement(str(key), "In", frozenset({str(value)})))
-    expressions: Any = raw.get("matchExpressions") or []
+    expressions: Any = present(raw.get("matchExpressions"), [])
     if not isinstance(expressions, list):
         problems.append(f"{where}.matchExpressions: must be a list")
         expressions = []
@@ -167,7 +174,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
         if values is not None and not isinstance(values, list):
             problems.append(f"{at}.values: must be a list of strings")
             continue
-        values = values or []
+        values = present(values, [])
         if operator in ("In", "NotIn") and not values:
             problems.append(f"{at}.values: must be non-empty when the operator is {operator}")
         if operator in ("Exists", "DoesNotExist") and values:

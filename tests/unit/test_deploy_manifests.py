@@ -682,7 +682,9 @@ def test_daemonset_probes_and_metrics_port_match_the_listen_address() -> None:
     ports = {p["name"]: p["containerPort"] for p in mnpd["ports"]}
     listen = configmap()["data"]["MNP_LISTEN"]
     host, _, port = listen.rpartition(":")
-    assert host in ("0.0.0.0", "[::]"), "the kubelet probes the node's address, not 127.0.0.1"
+    assert host == "pod-ip", "the kubelet probes the pod's (with hostNetwork the node's) address, not 127.0.0.1"
+    pod_ip = next(e for e in mnpd["env"] if e["name"] == "POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert ports["metrics"] == int(port)
     annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == port
@@ -713,9 +715,10 @@ def test_configmap_keys_are_mnpd_options_and_load() -> None:
     data = configmap()["data"]
     known = {opt.env for opt in daemon_config.OPTIONS}
     assert set(data) <= known, f"not mnpd options: {sorted(set(data) - known)}"
-    env = dict(data, NODE_NAME="node-1", KUBERNETES_SERVICE_HOST="10.96.0.1")
+    env = dict(data, NODE_NAME="node-1", KUBERNETES_SERVICE_HOST="10.96.0.1", POD_IP="192.0.2.7")
     loaded = daemon_config.load([], env)
     assert loaded.node_name == "node-1"
+    assert loaded.listen_address == ("192.0.2.7", 9741)
     assert loaded.state_dir == data["MNP_STATE_DIR"]
 
 
