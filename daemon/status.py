@@ -130,14 +130,15 @@ def _host_pid(pid: int, namespace: int) -> str | None:
 
 def writer_alive(doc: Mapping[str, Any]) -> tuple[bool | None, str]:
     """Whether the mnpd that wrote the status document `doc` still runs: True, False, or None when that cannot be
-    told (an older file, or a pid namespace this process cannot see into); and a few words saying why."""
+    told (an older file, or a pid namespace this process cannot see into); and a few words saying why (for a
+    dead writer: what shows it is dead; its pid is `doc["writer"]["pid"]`)."""
     writer = doc.get("writer")
     if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int):
         return None, "the file does not say which process wrote it"
     pid, started = writer["pid"], writer.get("startTime")
     boot = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
     if writer.get("bootId") and boot and writer["bootId"] != boot:
-        return False, f"pid {pid} ran before the last reboot"
+        return False, "it ran before the last reboot"
     entry: str | None = str(pid)
     namespace = writer.get("pidNamespace")
     if isinstance(namespace, int) and namespace != _pid_namespace():
@@ -146,12 +147,12 @@ def writer_alive(doc: Mapping[str, Any]) -> tuple[bool | None, str]:
         except OSError:
             return None, f"pid {pid} runs in another pid namespace, which this process cannot inspect"
         if entry is None:
-            return False, f"pid {pid} (pid namespace {namespace}) no longer exists"
+            return False, f"its pid namespace {namespace} has no such process"
     now = process_start_time(entry or pid)
     if now is None:
-        return False, f"pid {pid} no longer exists"
+        return False, "no such process"
     if isinstance(started, int) and now != started:
-        return False, f"pid {pid} is now another process"
+        return False, "the pid is another process now"
     return True, f"pid {pid}"
 
 

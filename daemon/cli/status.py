@@ -75,10 +75,11 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     if alive is False:
         written = f"written {format_age(health.status.age)} ago"
         answering = health.healthz is not None and health.healthz.code is not None
+        pid = doc["writer"]["pid"]
         summary = (
-            f"daemon: health endpoint answers, but the status file is from a dead process ({writer}, {written})"
+            f"daemon: health endpoint answers, but the status file is from dead pid {pid} ({written}; {writer})"
             if answering
-            else f"daemon: not running (status file from dead {writer}, {written})"
+            else f"daemon: not running (status file from dead pid {pid}, {written}; {writer})"
         )
     ok = health.healthy and health.ready is True and alive is not False
     raw_policies = doc.get("policies")

@@ -356,6 +356,9 @@ class Reflector:
             if obj.get("code") == 410:
                 raise ExpiredError(obj.get("message", "Expired"))
             raise WatchError(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+        why = unidentifiable(obj)
+        if why is not None:
+            raise GarbledAnswer(f"a watch event of {self.kind.name}: {why}")
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
         if kind == "BOOKMARK":
             return rv
