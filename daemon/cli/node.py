@@ -30,7 +30,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.config import DEFAULT_LISTEN, parse_duration
+from daemon.config import DEFAULT_LISTEN, POD_IP_HOST, parse_duration
 from shared.errors import NetnsGone, StateError
 from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, netns_command
@@ -104,6 +104,10 @@ def listen_address(text: str | None) -> tuple[str, int] | None:
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
+    if host == POD_IP_HOST:  # mnpd's `pod-ip`: the address in $POD_IP (as inside the mnpd pod)
+        host = os.environ.get("POD_IP", "").strip().strip("[]")
+        if not host:
+            raise InspectError(f"--listen: {text!r} needs POD_IP set (mnpd's pod IP)", usage=True)
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)
 
 
