@@ -122,13 +122,19 @@ class Manifests:
         return [p for p in self.problems if p.error]
 
 
+def brief(text: object, limit: int = 200) -> str:
+    """`text` on one line and at most `limit` characters: what a log line or Event may quote of hostile input."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _describe(kind: object, obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     assert isinstance(meta, dict)
-    name = excerpt(meta["name"]) if not isinstance(meta.get("name", "?"), str) else meta.get("name", "?")
-    kind_text = kind if isinstance(kind, str) else "?"
-    namespace = meta.get("namespace") or "default"
-    return f"{kind_text} {name}" if kind == "Namespace" else f"{kind_text} {excerpt(namespace)[1:-1]}/{name}"
+    name, namespace = meta.get("name", "?"), meta.get("namespace") or "default"
+    name_text = brief(name, 100) if isinstance(name, str) else excerpt(name)
+    kind_text = brief(kind, 60) if isinstance(kind, str) else "?"
+    return f"{kind_text} {name_text}" if kind == "Namespace" else f"{kind_text} {brief(namespace, 100)}/{name_text}"
 
 
 def _squash(kind: str) -> str:
@@ -199,7 +205,8 @@ def _parse_policy_document(obj: Mapping[str, Any], kind: object, api: object, so
     assert isinstance(meta, dict)
     if not meta.get("name"):
         extra.append("metadata.name: missing")
-        unnamed = f"(unnamed {source})"[:100]
+        # a name of the characters a real one may have, so that it is safe wherever a policy's name goes
+        unnamed = ("unnamed." + re.sub(r"[^a-z0-9.-]+", "-", source.lower()))[:253].strip("-.")
         obj = {**obj, "metadata": {**meta, "name": unnamed}}
     policy = parse_policy({**obj, "kind": kind if isinstance(kind, str) else POLICY_KIND})
     if extra:
@@ -220,7 +227,7 @@ def _parse_document(source: str, obj: Any, out: ParsedFile) -> None:
     try:
         _judge_document(source, obj, out)
     except Exception as exc:  # a parser that did not foresee some shape: the document is unusable, not the daemon
-        why = f"cannot be parsed ({type(exc).__name__}: {excerpt(str(exc))[1:-1]})"
+        why = f"cannot be parsed ({type(exc).__name__}: {brief(exc)})"
         out.problems.append(Problem(source, why, breaks_file=True))
 
 
@@ -418,11 +425,11 @@ def parse_yaml(text: str) -> list[Any]:
     try:
         documents = [d for d in yaml.load_all(text, Loader=LOADER) if d is not None]
     except yaml.YAMLError as exc:
-        raise UnreadableFile(f"not valid YAML: {excerpt(str(exc))[1:-1]}") from exc
+        raise UnreadableFile(f"not valid YAML: {brief(exc)}") from exc
     except RecursionError as exc:
         raise UnreadableFile("not valid YAML: nested too deeply to parse") from exc
     except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # a constructor refusing a scalar
-        raise UnreadableFile(f"cannot be parsed: {type(exc).__name__}: {excerpt(str(exc))[1:-1]}") from exc
+        raise UnreadableFile(f"cannot be parsed: {type(exc).__name__}: {brief(exc)}") from exc
     for i, document in enumerate(documents):
         why = shape_problem(document)
         if why is not None:
