@@ -86,7 +86,7 @@ class ManifestsSource:
         self.store = store
         self.root = Path(directory).resolve()
         self._cache: dict[Path, _Cached] = {}
-        self._reported: set[str] = set()  # problems already logged
+        self._reported: set[str] = set()  # the problems of the last reload, each logged once
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._observer: Any = None
@@ -169,9 +169,12 @@ class ManifestsSource:
         loaded = merge(parsed_files)
         # Invalid policies are the controller's to report (InvalidPolicy); everything else is this source's.
         problems += [p for p in loaded.problems if p.error and not p.breaks_file and not p.policy]
-        for problem in problems:
-            self._report(str(problem))
-        self.store.set_problems(NAME, [str(p) for p in problems])
+        messages = [str(p) for p in problems]
+        for message in messages:
+            if message not in self._reported:  # once per problem while it lasts
+                log.error("%s", message, extra=fields(source=str(self.root)))
+        self._reported = set(messages)  # only the current ones: hostile churn must not grow it
+        self.store.set_problems(NAME, messages)
         by_kind: dict[str, dict[str, Any]] = {NAMESPACE: {}, POD: {}, NAD: {}, POLICY: {}}
         for item in loaded.objects:
             if item.kind == POD:
@@ -191,11 +194,6 @@ class ManifestsSource:
             len(by_kind[POD]),
             len(by_kind[POLICY]),
         )
-
-    def _report(self, message: str) -> None:
-        if message not in self._reported:
-            self._reported.add(message)
-            log.error("%s", message, extra=fields(source=str(self.root)))
 
 
 class _Handler(FileSystemEventHandler):
