@@ -16,9 +16,9 @@ def main() -> None:
         if original is not None:
             os.environ["LD_LIBRARY_PATH"] = original
     rc = Dispatcher(os.environ, sys.stdin.buffer.read(), sys.stdout, sys.stderr).run()
-    # Exit without the interpreter's finalization (module teardown, garbage collection): 3–7 ms of CPU of every
-    # call here (docs/benchmarks.md, CNI ADD). Nothing is lost: the dispatcher has written and flushed its answer
-    # and closed its log file, and no thread is left (in_netns joins its own).
+    # Exit without the interpreter's finalization (module teardown, garbage collection): CPU of every call spent
+    # on nothing (docs/benchmarks.md, CNI ADD). Nothing is lost: the dispatcher has written and flushed its
+    # answer and closed its log file, and no thread is left (in_netns joins its own).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)

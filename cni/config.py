@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS
 from cni.errors import (
@@ -38,6 +37,7 @@ from cni.errors import (
     INVALID_ENV,
     CNIError,
 )
+from shared.state import DEFAULT_STATE_DIR, NAME_RE, PATH_MAX, excerpt
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -45,11 +45,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["LATEST_VERSION", "SUPPORTED_VERSIONS"]  # re-exported: they belong to the config's contract
+__all__ = ["LATEST_VERSION", "NAME_RE", "SUPPORTED_VERSIONS"]  # re-exported: they belong to the config's contract
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 
-DEFAULT_STATE_DIR = "/run/mnp/state"
 DEFAULT_NFT = "nft"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ON_ERROR = ("fail", "ignore")
@@ -57,9 +56,6 @@ ON_ERROR = ("fail", "ignore")
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 # libcni sends the list under both names: an earlier spec draft misnamed it (containernetworking/cni#1101).
 VALID_ATTACHMENTS_OLD = "cni.dev/attachments"
-
-# libcni's ValidateNetworkName / ValidateContainerID.
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -203,6 +199,15 @@ def decode_json(stdin: bytes | str) -> Any:
         raise CNIError(DECODING_FAILURE, "cannot decode the network configuration", str(exc)[:300]) from exc
 
 
+def _usable_path(text: str) -> bool:
+    """A path the kernel can take: no NUL, at most PATH_MAX bytes, and valid UTF-8 (a JSON `\\ud800` escape is a
+    lone surrogate, which no file name can hold)."""
+    try:
+        return "\0" not in text and len(text.encode("utf-8")) <= PATH_MAX
+    except UnicodeEncodeError:
+        return False
+
+
 def _string(conf: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
     value = conf.get(key, default)
     if value is None:
@@ -256,11 +261,11 @@ def _parse_known_version(raw: Mapping[str, Any], version: str, command: str, ifn
         raise _invalid("missing plugin type")
 
     state_dir = _string(raw, "stateDir", DEFAULT_STATE_DIR) or ""
-    if not state_dir.startswith("/") or "\0" in state_dir:
-        raise _invalid("stateDir must be an absolute path", state_dir[:200])
+    if not state_dir.startswith("/") or not _usable_path(state_dir):
+        raise _invalid("stateDir must be an absolute path", excerpt(state_dir))
     log_file = _string(raw, "logFile") or None
-    if log_file is not None and (not log_file.startswith("/") or "\0" in log_file):
-        raise _invalid("logFile must be an absolute path", log_file[:200])
+    if log_file is not None and (not log_file.startswith("/") or not _usable_path(log_file)):
+        raise _invalid("logFile must be an absolute path", excerpt(log_file))
     log_level = (_string(raw, "logLevel", "info") or "").lower()
     if log_level not in LOG_LEVELS:
         raise _invalid(f"logLevel must be one of {', '.join(LOG_LEVELS)}", log_level[:50])
@@ -268,8 +273,8 @@ def _parse_known_version(raw: Mapping[str, Any], version: str, command: str, ifn
     if on_error not in ON_ERROR:
         raise _invalid("onError must be 'fail' or 'ignore'", on_error[:50])
     nft_path = _string(raw, "nftPath", DEFAULT_NFT) or ""
-    if not nft_path or "\0" in nft_path:
-        raise _invalid("nftPath must be a non-empty string")
+    if not nft_path or not _usable_path(nft_path):
+        raise _invalid("nftPath must be a non-empty path", excerpt(nft_path))
 
     prev: Mapping[str, Any] | None = None
     ips: tuple[str, ...] = ()

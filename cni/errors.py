@@ -12,20 +12,25 @@ Which code for which failure (decided here, tested in tests/unit/test_cni_skel.p
 | 1    | INCOMPATIBLE_VERSION | cniVersion (of the config or prevResult) is missing or not one mnp speaks;       |
 |      |                      | CHECK below 0.4.0, GC/STATUS below 1.1.0 (libcni skel does the same)             |
 | 4    | INVALID_ENV          | a required CNI_* variable is missing or malformed (CNI_COMMAND, CNI_CONTAINERID, |
-|      |                      | CNI_IFNAME, CNI_NETNS, CNI_PATH, CNI_ARGS)                                       |
+|      |                      | CNI_IFNAME, CNI_NETNS, CNI_PATH, CNI_ARGS), or any of them is not valid UTF-8    |
 | 5    | IO_FAILURE           | the state dir cannot be created, locked or written                               |
 | 6    | DECODING_FAILURE     | stdin is not UTF-8 JSON                                                          |
-| 7    | INVALID_CONFIG       | the JSON is well-formed but a field has the wrong type or value; no prevResult   |
-|      |                      | on ADD; no valid-attachments on GC                                               |
-| 8    | INVALID_NETNS        | CNI_NETNS is the plugin's own netns (refused before anything is touched), or     |
-|      |                      | does not exist on ADD/CHECK. Not 3 ("unknown container"): 3 tells the runtime no |
-|      |                      | cleanup is needed, but the plugins before mnp (IPAM) still need their DEL.       |
+| 7    | INVALID_CONFIG       | the JSON is well-formed but a field has the wrong type or value (a path that no  |
+|      |                      | file can have included); no prevResult on ADD; no valid-attachments on GC        |
+| 8    | INVALID_NETNS        | CNI_NETNS is the plugin's own netns (refused before anything is touched), does   |
+|      |                      | not exist on ADD/CHECK, or — on ADD, CHECK and DEL, before nft — is no network   |
+|      |                      | namespace the plugin can use (EACCES, `/proc/self/ns/mnt`, a directory, FIFO,    |
+|      |                      | device, a file with content). Not 3 ("unknown container"): 3 tells the runtime   |
+|      |                      | no cleanup is needed, but the plugins before mnp (IPAM) still need their DEL.    |
+|      |                      | Not 4: the variable is well-formed; what it names is the problem (libcni's       |
+|      |                      | ErrInvalidNetNS).                                                                |
 | 11   | TRY_AGAIN_LATER      | nft reported "Device or resource busy"                                           |
 | 50   | NOT_AVAILABLE        | STATUS: nft cannot run or the state dir is not writable, so an ADD would fail.   |
 |      |                      | Never 51 ("existing containers may have limited connectivity"): the tables of    |
 |      |                      | running pods live in their kernels and are unaffected by either problem.         |
 | 100  | CHECK_FAILED         | CHECK: the table or the state entry is not what ADD left                         |
-| 999  | INTERNAL             | nft refused the transaction for any other reason; any unexpected exception       |
+| 999  | INTERNAL             | nft refused the transaction for any other reason; any unexpected exception.      |
+|      |                      | Never for bad input (tests/unit/test_hostile_cni.py holds the plugin to that).   |
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ paid on every pod ADD (see docs/benchmarks.md).
 
 from __future__ import annotations
 
+import json
 import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -19,10 +20,12 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
 def _quote(value: object) -> str:
+    """A value as it appears in a line: bare when plainly printable, else a JSON string — every control character
+    and undecodable byte (a surrogate-escaped CNI_IFNAME) escaped, so no value can break or forge a line."""
     text = str(value)
-    if text and not any(c in text for c in ' "=\n\t\\'):
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    return json.dumps(text)
 
 
 class Log:

@@ -8,9 +8,14 @@ the pod's netns; mnp closes it before the runtime starts the pod, and records it
   shared/nft/render.py) — then writes the state entry (shared/state.py). If the entry cannot be written, the
   rules are removed again, so a failed ADD leaves nothing (the runtime then DELs the chain and the pod never
   runs). prevResult is printed unchanged.
-* DEL removes the interface's objects — or the whole table when no entry of the container remains — and the
-  entry. A missing netns, entry or table is success: DEL is idempotent, and containerd's repeated DEL (empty
-  CNI_NETNS, no prevResult) is a no-op but for the entry.
+* DEL removes the interface's objects — or the whole table when no other interface is recorded in that netns,
+  whatever its container ID (the containers of a pod share its netns and its one table; an unreadable entry
+  counts as one, so the table stays) — and the entry. A missing netns, entry or table is success: DEL is
+  idempotent, and containerd's repeated DEL (empty CNI_NETNS, no prevResult) is a no-op but for the entry.
+* A CNI_NETNS that exists but is no network namespace the plugin can use — permission denied, another kind of
+  namespace (`/proc/self/ns/mnt`), a directory, a FIFO, a file with content — is refused with code 8
+  (INVALID_NETNS) by ADD, CHECK and DEL alike, before nft is called and without touching the entry: only a path
+  that is certainly gone (ENOENT, or the empty file left of a lost mount) lets DEL drop the entry without rules.
 * CHECK verifies that the table has the interface's chains and map entries and that the entry matches the call.
 * GC drops entries of this network that are not in `cni.dev/valid-attachments`, and their rules where the netns
   still exists (and is a pinned path, not a reusable `/proc/PID/ns/net`). STATUS says whether nft runs and the
@@ -44,8 +49,8 @@ from cni.errors import (
     CNIError,
 )
 from cni.log import Log
-from shared.errors import NetnsGone, StateError
-from shared.netns import check_netns, is_own_netns
+from shared.errors import NetnsGone, NetnsUnusable, StateError
+from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.state import StateEntry, StateStore
 from shared.value import Value
 
@@ -146,19 +151,25 @@ def rfc3339(epoch: float) -> str:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def _unusable(exc: NetnsUnusable) -> CNIError:
+    return CNIError(INVALID_NETNS, "CNI_NETNS is not a network namespace the plugin can use", str(exc)[:2000])
+
+
 def _netns_exists(netns: str, deps: Deps) -> bool:
+    """True: a network namespace; False: certainly gone. Anything else (NetnsUnusable) is a CNIError, code 8: it
+    is not "gone", so nothing may be dropped because of it."""
     try:
         deps.check_netns(netns)
     except NetnsGone:
         return False
+    except NetnsUnusable as exc:
+        raise _unusable(exc) from exc
     return True
 
 
 def require_netns(netns: str, deps: Deps) -> None:
-    try:
-        deps.check_netns(netns)
-    except NetnsGone as exc:
-        raise CNIError(INVALID_NETNS, "the pod network namespace does not exist", str(exc)) from exc
+    if not _netns_exists(netns, deps):
+        raise CNIError(INVALID_NETNS, "the pod network namespace does not exist", netns[:2000])
 
 
 @contextmanager
@@ -176,6 +187,8 @@ def _nft_error(exc: Exception, what: str, netns: str | None, deps: Deps) -> CNIE
     from shared.nft.errors import BusyError, NotFoundError
 
     details = str(exc).strip()[:2000]
+    if isinstance(exc, NetnsUnusable):
+        return _unusable(exc)
     if netns and isinstance(exc, NotFoundError | NetnsGone) and not _netns_exists(netns, deps):
         return CNIError(INVALID_NETNS, f"{what}: the pod network namespace disappeared", details)
     if isinstance(exc, BusyError):
@@ -189,23 +202,44 @@ def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
 
     try:
         deps.nft(netns).run(tx)
-    except (NftError, TransactionError, NetnsGone, OSError) as exc:
+    except (NftError, TransactionError, NetnsGone, NetnsUnusable, OSError) as exc:
         raise _nft_error(exc, what, netns, deps) from exc
 
 
 def _remove_tx(ifname: str, others: bool) -> Transaction:
-    """Remove one interface's objects, or — when no other interface of the pod is recorded — the whole table."""
+    """Remove one interface's objects, or — when no other interface is recorded in its netns — the whole table."""
     from shared.nft.render import render_remove_interface, render_remove_table
 
     return render_remove_interface(ifname) if others else render_remove_table()
 
 
-def _others(store: StateStore, container_id: str, ifname: str, log: Log) -> bool:
-    """Whether another interface of this container is recorded (a corrupt entry counts: it may be one)."""
-    entries, problems = store.entries(container_id)
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        return netns_identity(path)
+    except (NetnsGone, NetnsUnusable):
+        return None
+
+
+def shares_table(entry: StateEntry, container_id: str, netns: str, identity: tuple[int, int] | None) -> bool:
+    """Whether `entry` is an interface in the same pod table as the interface (container_id, netns) — so that
+    table must stay. The containers of a pod share its netns, and so its one `inet mnp` table, whatever their
+    container IDs: same path, or another path naming the same namespace (`/proc/PID/ns/net` beside
+    `/run/netns/…`). An entry of the same container counts wherever it is recorded."""
+    if entry.container_id == container_id or (netns and entry.netns == netns):
+        return True
+    return identity is not None and bool(entry.netns) and _identity(entry.netns) == identity
+
+
+def _others(store: StateStore, container_id: str, ifname: str, netns: str, log: Log) -> bool:
+    """Whether another interface is recorded in the table of (container_id, ifname) in `netns` — of any
+    container (shares_table). An unreadable entry counts: it may be one."""
+    entries, problems = store.entries()
     for problem in problems:
-        log.warning("unreadable state entry", path=problem.path, reason=problem.reason)
-    return bool(problems) or any(e.ifname != ifname for e in entries)
+        log.warning("unreadable state entry: keeping the table", path=problem.path, reason=problem.reason)
+    identity = _identity(netns) if netns else None
+    return bool(problems) or any(
+        e.key != (container_id, ifname) and shares_table(e, container_id, netns, identity) for e in entries
+    )
 
 
 # ------------------------------------------------------------------------------------------------ verbs
@@ -266,7 +300,7 @@ def _undo_add(args: CmdArgs, deps: Deps, store: StateStore, recorded_before: boo
     if recorded_before:
         return "rules kept: an earlier ADD had recorded this interface"
     try:
-        others = _others(store, args.container_id, args.ifname, log)
+        others = _others(store, args.container_id, args.ifname, args.netns, log)
     except StateError:
         others = True
     try:
@@ -283,7 +317,7 @@ def cmd_del(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         acted = False
         if args.netns and _netns_exists(args.netns, deps):
             try:
-                others = _others(store, args.container_id, args.ifname, log)
+                others = _others(store, args.container_id, args.ifname, args.netns, log)
             except StateError as exc:
                 raise CNIError(IO_FAILURE, "cannot read the state dir", str(exc)) from exc
             try:
@@ -387,16 +421,16 @@ def cmd_gc(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
             raise CNIError(IO_FAILURE, "cannot list the state dir", str(exc)) from exc
         for problem in problems:
             log.warning("unreadable state entry left in place", path=problem.path, reason=problem.reason)
-        present = {e.key for e in entries}
+        present = {e.key: e for e in entries}
         # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge.
         stale = [e for e in entries if e.network == conf.name and e.key not in valid]
         for entry in stale:
             try:
-                _collect(entry, present, deps, store, log)
+                _collect(entry, present, bool(problems), deps, store, log)
             except CNIError as exc:
                 failures.append(f"{entry.container_id}/{entry.ifname}: {exc}")
             else:
-                present.discard(entry.key)
+                del present[entry.key]
     if failures:
         raise CNIError(
             INTERNAL, f"GC could not remove {len(failures)} of {len(stale)} stale attachments", "; ".join(failures)
@@ -404,8 +438,16 @@ def cmd_gc(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     log.info("gc done", removed=len(stale), kept=len(valid))
 
 
-def _collect(entry: StateEntry, present: set[tuple[str, str]], deps: Deps, store: StateStore, log: Log) -> None:
-    """Drop a stale attachment: its rules where its netns still exists, then its entry.
+def _collect(
+    entry: StateEntry,
+    present: dict[tuple[str, str], StateEntry],
+    unreadable: bool,
+    deps: Deps,
+    store: StateStore,
+    log: Log,
+) -> None:
+    """Drop a stale attachment: its rules where its netns still exists (the table stays while another entry — or
+    an unreadable one — may share it), then its entry.
 
     A recorded `/proc/PID/ns/net` is not acted on: long after ADD, PID may belong to another process — another
     pod — whose interface of the same name must not be opened; only the entry goes. (Runtimes pass pinned
@@ -413,7 +455,10 @@ def _collect(entry: StateEntry, present: set[tuple[str, str]], deps: Deps, store
     netns = entry.netns
     pinned = bool(netns) and not netns.startswith("/proc/")
     if pinned and _netns_exists(netns, deps) and not deps.own_netns(netns):
-        others = any(cid == entry.container_id and ifname != entry.ifname for cid, ifname in present)
+        identity = _identity(netns)
+        others = unreadable or any(
+            key != entry.key and shares_table(e, entry.container_id, netns, identity) for key, e in present.items()
+        )
         try:
             _run(deps, netns, _remove_tx(entry.ifname, others), "removing a stale interface's rules")
         except CNIError as exc:

@@ -5,14 +5,19 @@ two StringIOs instead of mutating os.environ.
 One call, in this order, nothing touched before the last step:
 
 1. CNI_COMMAND picks the verb (missing or unknown: code 4). VERSION answers at once.
-2. The CNI_* variables the verb needs must be set and well-formed (code 4): ADD/CHECK need CNI_CONTAINERID,
+2. The CNI_* variables the verb needs must be set and well-formed (code 4): every CNI_* variable mnp reads must be
+   valid UTF-8 (the runtime's bytes reach Python as surrogate escapes; one that is not is refused, never
+   re-encoded or passed on); ADD/CHECK need CNI_CONTAINERID,
    CNI_NETNS, CNI_IFNAME and CNI_PATH; DEL the same but CNI_NETNS, which containerd sends empty on its repeated
    DEL; GC and STATUS only CNI_PATH (libcni sends the rest empty). The container ID and interface name follow
    libcni's rules (utils.ValidateContainerID / ValidateInterfaceName); CNI_ARGS must be `K=V;…`.
 3. stdin is parsed and validated completely (cni/config.py).
 4. ADD, CHECK and DEL refuse a CNI_NETNS that is the plugin's own network namespace (code 8, libcni's
    ErrInvalidNetNS): closing it would cut the node itself off. Unlike libcni's skel, which looks after the
-   callback has run, this happens before anything is touched, and there is no CNI_NETNS_OVERRIDE.
+   callback has run, this happens before anything is touched, and there is no CNI_NETNS_OVERRIDE. A path that is
+   no network namespace at all is refused with the same code by the verb, before nft (cni/plugin.py). Code 8
+   rather than 4: the variable is well-formed, what it names is not a namespace the plugin can use — libcni's
+   ErrInvalidNetNS is exactly that.
 5. The verb runs (cni/plugin.py); its result goes to stdout as JSON, exit 0.
 
 Any failure is printed as the CNI error JSON on stdout, exit 1 (cni/errors.py has the codes); an unexpected
@@ -59,21 +64,39 @@ def _env_error(msg: str, details: str = "") -> CNIError:
 
 def validate_ifname(name: str) -> None:
     """libcni's ValidateInterfaceName: 1–15 bytes, not `.`/`..`, no `/`, `:` or whitespace."""
+    from shared.state import excerpt
+
     if len(name.encode()) >= IFNAMSIZ:
-        raise _env_error("interface name is too long", f"{name!r}: at most {IFNAMSIZ - 1} bytes")
+        raise _env_error("interface name is too long", f"{excerpt(name)}: at most {IFNAMSIZ - 1} bytes")
     if name in (".", "..") or _BAD_IFNAME.search(name):
-        raise _env_error("invalid interface name", repr(name))
+        raise _env_error("invalid interface name", excerpt(name))
+
+
+ENV_VARS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
+
+
+def _require_utf8(environ: Mapping[str, str]) -> None:
+    from shared.state import excerpt
+
+    for name in ENV_VARS:
+        value = environ.get(name, "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _env_error(f"{name} is not valid UTF-8", excerpt(value)) from None
 
 
 def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
     """The CNI_* variables of this call, checked for its verb (code 4 for anything missing or malformed)."""
     from cni.config import NAME_RE, CmdArgs, parse_cni_args
+    from shared.state import excerpt
 
+    _require_utf8(environ)
     command = environ.get("CNI_COMMAND", "")
     if not command:
         raise _env_error("CNI_COMMAND is not set")
     if command not in REQUIRED:
-        raise _env_error(f"unknown CNI_COMMAND {command!r}", f"known: {', '.join(REQUIRED)}")
+        raise _env_error(f"unknown CNI_COMMAND {excerpt(command)}", f"known: {', '.join(REQUIRED)}")
     missing = [name for name in REQUIRED[command] if not environ.get(name)]
     if missing:
         raise _env_error(f"required environment variables missing for {command}", ", ".join(missing))
@@ -81,11 +104,11 @@ def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
     ifname = environ.get("CNI_IFNAME", "") if command in ("ADD", "CHECK", "DEL") else ""
     netns = environ.get("CNI_NETNS", "") if command in ("ADD", "CHECK", "DEL") else ""
     if container_id and not NAME_RE.match(container_id):
-        raise _env_error("invalid characters in CNI_CONTAINERID", container_id[:200])
+        raise _env_error("invalid characters in CNI_CONTAINERID", excerpt(container_id))
     if ifname:
         validate_ifname(ifname)
     if netns and not netns.startswith("/"):
-        raise _env_error("CNI_NETNS must be an absolute path", netns[:200])
+        raise _env_error("CNI_NETNS must be an absolute path", excerpt(netns))
     args = parse_cni_args(environ.get("CNI_ARGS", "")) if command in ("ADD", "CHECK", "DEL") else {}
     return CmdArgs(command, container_id, netns, ifname, environ.get("CNI_PATH", ""), args)
 

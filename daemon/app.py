@@ -73,7 +73,7 @@ class Daemon:
             assert config.manifests_dir is not None
             self.events = LogEvents()
             self.objects = ManifestsSource(self.store, config.manifests_dir)
-        self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period)
+        self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period, metrics=self.metrics)
         self.controller = Controller(
             self.store,
             Applier(nft_for, options),

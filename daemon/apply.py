@@ -29,9 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Protocol
 
-from shared.compiler import InterfaceRules
 from shared.errors import NetnsGone
-from shared.model import EGRESS, INGRESS
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft
 from shared.nft.errors import NftError, NotFoundError
@@ -39,6 +37,7 @@ from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
 from shared.nft.render import RenderOptions, chain_name, render_interface, render_update, set_names
 from shared.nft.transaction import Transaction
+from shared.rules import EGRESS, INGRESS, InterfaceRules
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +119,9 @@ class Applier:
     per direction).
 
     The nft of a netns is kept for the next change, up to `keep` of them (least recently used closed first, on
-    closer threads: closing a netlink socket that committed waits ≈ 10 ms for the kernel). A libnftables context
-    holds ≈ 0.5 MB from its first transaction on (measured: mallinfo2's in-use bytes), so keeping one per pod
-    would cost a 110-pod node 55 MB; reopening one costs ≈ 1 ms (docs/benchmarks.md, Scale)."""
+    closer threads: closing a netlink socket that committed waits for the kernel). A libnftables context holds
+    memory from its first transaction on, so keeping one per pod would cost a full node more than reopening the
+    few it needs (docs/benchmarks.md, Scale, has the figures)."""
 
     RENDER_CACHE = 128
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from shared.errors import ConfigError
+from shared.state import DEFAULT_STATE_DIR
 
-DEFAULT_STATE_DIR = "/run/mnp/state"
+STATUS_NAME = "mnpd-status.json"  # the default status file, beside the state dir
+
 DEFAULT_LISTEN = "127.0.0.1:9741"
 POD_IP_HOST = "pod-ip"  # --listen pod-ip:PORT: the address in $POD_IP
 LOG_FORMATS = ("text", "json")
@@ -257,9 +259,7 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     state_dir = (raw["state_dir"] or "").strip()
     if not state_dir or not os.path.isabs(state_dir):
         problems.append(f"--state-dir: {state_dir!r} must be an absolute path")
-    status_file = (raw["status_file"] or "").strip() or str(
-        Path(state_dir or DEFAULT_STATE_DIR).parent / "mnpd-status.json"
-    )
+    status_file = (raw["status_file"] or "").strip() or str(default_status_file(state_dir))
     if state_dir and os.path.abspath(os.path.dirname(status_file)) == os.path.abspath(state_dir):
         problems.append("--status-file must not be inside the state dir (the state dir holds only CNI entries)")
     listen = (raw["listen"] or "").strip()
@@ -306,3 +306,8 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     if problems:
         raise ConfigError("invalid mnpd configuration:\n" + "\n".join(f"  - {p}" for p in problems))
     return config
+
+
+def default_status_file(state_dir: str | None) -> str:
+    """mnpd's status file unless `--status-file` says otherwise: `mnpd-status.json` beside the state dir."""
+    return str(Path(state_dir or DEFAULT_STATE_DIR).parent / STATUS_NAME)

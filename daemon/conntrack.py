@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from daemon.logs import fields
-from shared.model import EGRESS, INGRESS, IPAddress
 from shared.netns import netns_command
 from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import RenderOptions
-from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, PortRange, collapse
 
 log = logging.getLogger(__name__)
 

@@ -40,49 +40,22 @@ from daemon.dependencies import namespace_labels, policies_seeing_namespace, pol
 from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_ref
 from daemon.logs import fields
 from daemon.metrics import Metrics
+from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.status import StatusWriter
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
-from shared.compiler import ClusterIndex, DirectionRules, InterfaceRules, compile_direction, selects
-from shared.errors import NetnsGone, NotANetns
-from shared.model import EGRESS, INGRESS, Attachment, Cluster, IPAddress, MultiNetworkPolicy, Namespace, Pod
+from shared.compiler import ClusterIndex, compile_direction, selects
+from shared.errors import NetnsGone, NetnsUnusable
+from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import netns_identity
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
+from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
 from shared.state import StateEntry
 
 log = logging.getLogger(__name__)
 
-IfaceKey = tuple[str, str]  # (containerID, ifname): a state entry's key
-
-PROGRAMMED, PENDING, FAILED, TERMINATED, GONE = "programmed", "pending", "failed", "terminated", "gone"
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
-
-
-@dataclass
-class InterfaceRecord:
-    """The controller's bookkeeping for one local interface (one state entry)."""
-
-    entry: StateEntry
-    state: str = PENDING
-    reason: str = "not computed yet"
-    desired: InterfaceRules | None = None  # last computed
-    # What the table holds as far as this process knows: what it last programmed, or the plugin's pending table
-    # for an entry that appeared while it ran (None: unknown — full form and a conntrack pass next).
-    applied: InterfaceRules | None = None
-    last_programmed: float | None = None  # wall clock
-    last_error: str = ""
-    failures: int = 0
-    conntrack_due: bool = False  # a withdrawal whose conntrack cleanup has not succeeded yet
-    pod_uid: str = ""
-    # The namespace the entry's path named when this daemon first saw it: a path that later names another one
-    # (a reused /proc/PID) is never programmed with this interface's rules (daemon.apply). None: not readable.
-    identity: tuple[int, int] | None = None
-
-    def policies(self) -> set[str]:
-        if self.desired is None:
-            return set()
-        return set(self.desired.ingress.policies) | set(self.desired.egress.policies)
 
 
 @dataclass(frozen=True)
@@ -152,7 +125,7 @@ def rules_for(
 def _identity(netns: str) -> tuple[int, int] | None:
     try:
         return netns_identity(netns) if netns else None
-    except NetnsGone:
+    except (NetnsGone, NetnsUnusable):
         return None
 
 
@@ -278,6 +251,9 @@ class Controller:
         if policy.valid and (known is None or any(n in known for n in policy.policy_for)):
             return None
         return {"policy": policy.key, "effect": policy.effect(known), "problems": list(policy.problems)}
+
+    def source_problems(self) -> Mapping[str, tuple[str, ...]]:
+        return self.store.source_problems()
 
     def policy_notes(self) -> list[dict[str, Any]]:
         """The policies mnpd cannot use as written, or that apply to no known network (for the status file)."""
@@ -422,7 +398,7 @@ class Controller:
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
-            except (NftError, TransactionError, OSError, NetnsGone) as exc:
+            except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:
                 log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
                 continue
             if repaired:
@@ -470,17 +446,18 @@ class Controller:
                 # Whatever went wrong, what the table holds is no longer known for sure (a delta refused and the
                 # full form after it failed too, a timeout after the commit): program the full form next time.
                 record.applied = None
-            if isinstance(error, NotANetns):
-                # Not a gone pod: the entry names something that is no network namespace. Nothing is programmed
-                # there; it is reported as failed (Event, metric, `mnpctl status`) and checked again with backoff.
-                self._failed(key, record, ref, f"not a network namespace, nothing programmed: {error}", report)
+            if isinstance(error, NetnsUnusable):
+                # Not a gone pod: the entry names something that is no network namespace this process can use.
+                # Nothing is programmed there; it is reported as failed (Event, metric, `mnpctl status`) with what
+                # it is, and checked again with backoff.
+                self._failed(key, record, ref, f"not a usable network namespace, nothing programmed: {error}", report)
                 return False
             if isinstance(error, NetnsGone):
                 self._set_state(record, GONE, str(error))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)
                 return False
             if error is not None:
-                if not isinstance(error, NftError | TransactionError | OSError):
+                if not isinstance(error, NftError | TransactionError | OSError | NetnsUnusable):
                     log.error("unexpected error programming an interface", exc_info=error, extra=extra)
                 self._failed(key, record, ref, f"nft: {error}", report)
                 self.metrics.transactions.labels("error").inc()

@@ -12,7 +12,8 @@ in `SUBCOMMANDS`:
     def run(args: argparse.Namespace) -> int: …
 
 `main(argv)` never calls `sys.exit` and returns the exit status, so tests call it directly. Exit statuses are
-shared by all subcommands: 0 success, 1 the answer is "no" (an expectation not met), 2 bad input or usage.
+shared by all subcommands (daemon/cli/exitcodes.py): 0 success, 1 the answer is "no" (an expectation not met),
+2 bad input or usage, 3 a lab that could not be built.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ import sys
 from collections.abc import Sequence
 
 from daemon.cli import drops, explain, matrix, pods, rules, status
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
 from daemon.lab import cli as lab  # `mnpctl lab`: real packets on a throwaway node (daemon/lab/)
 
 NODE_COMMANDS = (pods, rules, explain, drops, status)  # node inspection: state dir, pod netns, mnpd's status
 SUBCOMMANDS = (matrix, lab, *NODE_COMMANDS)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) and usage errors (2) end here; keep main() free of sys.exit
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else EXIT_INVALID
     try:
         status: int = args.run(args)
     except BrokenPipeError:  # `mnpctl matrix … | head`: stop quietly, and let the interpreter's final flush too

@@ -25,7 +25,8 @@ import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from shared.model import EGRESS, INGRESS, MultiNetworkPolicy, Namespace, Peer, Pod, Rule
+from shared.model import MultiNetworkPolicy, Namespace, Peer, Pod, Rule
+from shared.rules import EGRESS, INGRESS
 from shared.selectors import LabelSelector
 
 

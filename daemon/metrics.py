@@ -11,6 +11,8 @@ mnp_invalid_policies                                    MultiNetworkPolicies wit
 mnp_source_synced{source=...}                           1 once a source has completed its first list
 mnp_source_problems{source=...}                         what a source cannot use: broken manifest files, garbled
                                                         API answers (each also logged and in `mnpctl status`)
+mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
+                                                        entries whose netns path cannot be checked (kept)
 """
 
 from __future__ import annotations
@@ -55,10 +57,18 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.state_entry_problems = Gauge(
+            "mnp_state_entry_problems",
+            "State-dir files that are not a usable entry (unreadable), and entries whose netns cannot be checked.",
+            ["kind"],
+            registry=r,
+        )
         for state in INTERFACE_STATES:
             self.interfaces.labels(state).set(0)
         for result in ("ok", "error"):
             self.transactions.labels(result)
+        for kind in ("unreadable", "netns_unchecked"):
+            self.state_entry_problems.labels(kind).set(0)
 
     def set_interface_states(self, counts: Mapping[str, int]) -> None:
         for state in INTERFACE_STATES:

@@ -37,14 +37,12 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daemon.clock import Clock
 from daemon.logs import fields
+from daemon.records import InterfaceBook
 from shared.rules import DirectionRules, InterfaceRules
-
-if TYPE_CHECKING:
-    from daemon.controller import Controller
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -157,7 +155,7 @@ def writer_alive(doc: Mapping[str, Any]) -> tuple[bool | None, str]:
 
 
 def status_document(
-    controller: Controller, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
+    controller: InterfaceBook, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
 ) -> dict[str, Any]:
     digest = digest or RulesDigest()
     interfaces = []
@@ -187,7 +185,7 @@ def status_document(
         "node": node,
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),
-        "problems": {name: list(found) for name, found in controller.store.source_problems().items() if found},
+        "problems": {name: list(found) for name, found in controller.source_problems().items() if found},
         "policies": controller.policy_notes(),
         "interfaces": interfaces,
     }
@@ -202,14 +200,14 @@ class StatusWriter:
         self._digest = RulesDigest()
         self._writer = writer_identity()
 
-    def write(self, controller: Controller, sources: Mapping[str, bool], force: bool = False) -> None:
+    def write(self, controller: InterfaceBook, sources: Mapping[str, bool], force: bool = False) -> None:
         doc = status_document(controller, sources, self.node, self._digest)
         self._digest.keep_only([r.applied for r in controller.records.values() if r.applied is not None])
         if doc == self._last and not force:
             return
         self._last = doc
-        # Compact: with `indent` json uses its pure-Python encoder, ~10 ms per sync for a 110-pod node, on the
-        # sync thread. `mnpctl status` (or `jq .`) shows it readably.
+        # Compact: with `indent` json uses its pure-Python encoder, on the sync thread (docs/benchmarks.md).
+        # `mnpctl status` (or `jq .`) shows it readably.
         text = json.dumps({**doc, "writer": self._writer, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:

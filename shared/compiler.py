@@ -34,14 +34,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shared.model import Cluster, MultiNetworkPolicy, Peer, Pod, Rule
-from shared.rules import CLOSED as CLOSED
-from shared.rules import EGRESS, INGRESS, IPAddress, IPNetwork
-from shared.rules import OPEN as OPEN
-from shared.rules import Allow as Allow
-from shared.rules import DirectionRules as DirectionRules
-from shared.rules import InterfaceRules as InterfaceRules
-from shared.rules import PortRange as PortRange
-from shared.rules import collapse as collapse
+from shared.rules import (
+    EGRESS,
+    INGRESS,
+    OPEN,
+    Allow,
+    DirectionRules,
+    InterfaceRules,
+    IPAddress,
+    IPNetwork,
+    PortRange,
+    collapse,
+)
 from shared.selectors import LabelSelector
 
 ALL_V4 = ipaddress.ip_network("0.0.0.0/0")

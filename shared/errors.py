@@ -3,7 +3,7 @@
 MnpError
 ├── ConfigError          a configuration (CNI config, daemon flags) that cannot be used
 ├── NetnsGone            the pod's network namespace no longer exists (the pod is gone: log and drop)
-│   └── NotANetns        the path exists but is no network namespace (a bad entry, not a gone pod: reported)
+├── NetnsUnusable        the path exists, or cannot be checked, but is no network namespace this process can use
 ├── StateError           the node-local state dir cannot be read or written
 └── shared.nft.errors.NftError   nft refused a transaction (NotFoundError, ExistsError, BusyError)
 """
@@ -20,11 +20,14 @@ class ConfigError(MnpError):
 
 
 class NetnsGone(MnpError):
-    """The network namespace path does not exist (any more)."""
+    """The network namespace path does not exist (any more): ENOENT, or a plain file left where a namespace was
+    mounted. Only this means "the pod is gone"."""
 
 
-class NotANetns(NetnsGone):
-    """The path exists but is not a network namespace: nothing can be programmed there, and nothing is gone."""
+class NetnsUnusable(MnpError):
+    """The path is there, or cannot be checked, but is no network namespace this process may enter: permission
+    denied (EACCES), another kind of namespace (`/proc/self/ns/mnt`), a directory, FIFO or device. Never read as
+    "gone" — nothing is removed because of it; it is reported and nothing is done in that path."""
 
 
 class StateError(MnpError):

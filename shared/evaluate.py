@@ -15,17 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.model import (
-    EGRESS,
-    INGRESS,
-    Cluster,
-    IPAddress,
-    MultiNetworkPolicy,
-    Peer,
-    Pod,
-    PortSpec,
-    Rule,
-)
+from shared.model import Cluster, MultiNetworkPolicy, Peer, Pod, PortSpec, Rule
+from shared.rules import EGRESS, INGRESS, IPAddress
 
 
 @dataclass(frozen=True)

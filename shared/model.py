@@ -32,10 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.rules import EGRESS as EGRESS
-from shared.rules import INGRESS as INGRESS
-from shared.rules import IPAddress as IPAddress
-from shared.rules import IPNetwork as IPNetwork
+from shared.rules import EGRESS, INGRESS, IPAddress, IPNetwork
 from shared.selectors import (
     MATCH_EVERYTHING,
     LabelSelector,

@@ -18,9 +18,11 @@ the namespace's path (CNI_NETNS may be `/var/run/netns/x` or `/proc/PID/ns/net`;
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import stat
 
-from shared.errors import NetnsGone, NotANetns
+from shared.errors import NetnsGone, NetnsUnusable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin's start-up time)
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl_ns(2), Linux 4.11: the CLONE_NEW* type of a namespace file descriptor
+_NS_TYPES = {0x00020000: "mount", 0x40000000: "network", 0x20000000: "PID", 0x04000000: "UTS", 0x08000000: "IPC"}
+_NS_TYPES |= {0x10000000: "user", 0x02000000: "cgroup", 0x00000080: "time"}
 
 
 def netns_command(netns: str | None, argv: Sequence[str]) -> list[str]:
@@ -39,29 +44,64 @@ def netns_command(netns: str | None, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={netns}", "--", *argv]
 
 
+def _stat_error(netns: str, exc: OSError | ValueError) -> NetnsGone | NetnsUnusable:
+    """What a failed stat/open of a netns path means: only ENOENT is "gone" (EACCES, ELOOP, ENOTDIR … are not: the
+    namespace may well exist, and an entry must never be dropped because this process cannot see it)."""
+    if isinstance(exc, FileNotFoundError):
+        return NetnsGone(f"network namespace {netns} does not exist")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return NetnsUnusable(f"cannot check network namespace {netns}: {reason}")
+
+
 def check_netns(netns: str) -> None:
-    """Raise NetnsGone if `netns` is not an existing network namespace file."""
+    """Return if `netns` is an existing network namespace file; raise NetnsGone if it certainly no longer exists,
+    NetnsUnusable if it is something else or cannot be checked.
+
+    Every namespace file lives on the one nsfs instance. An empty plain file that is not (the mount point `ip netns`
+    and CNI's pkg/ns create, left under /run/netns after its mount went away in a crashed teardown) exists but is
+    no namespace any more: gone. Anything else off nsfs (a file with content, a directory, FIFO, device) never was
+    a namespace; on nsfs, ioctl NS_GET_NSTYPE tells a network namespace from the others (`/proc/self/ns/mnt`)."""
     try:
         st = os.stat(netns)
-    except OSError as exc:
-        raise NetnsGone(f"network namespace {netns} does not exist: {exc.strerror}") from exc
-    if not os.path.isfile(netns) and not netns.startswith("/proc/"):
-        raise NotANetns(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
-    # Every namespace file lives on the one nsfs instance. A plain file left under /run/netns after its mount
-    # went away (a crashed teardown) exists but is no namespace: nsenter would fail on it forever.
+    except (OSError, ValueError) as exc:
+        raise _stat_error(netns, exc) from exc
     try:
         nsfs = os.stat("/proc/self/ns/net").st_dev
     except OSError:  # no /proc: nothing to compare with
-        return
-    if st.st_dev != nsfs:
-        raise NotANetns(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
+        nsfs = None
+    if nsfs is not None and st.st_dev != nsfs:
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            raise NetnsGone(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
+        raise NetnsUnusable(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
+    kind = _namespace_type(netns)
+    if kind is not None and kind != CLONE_NEWNET:
+        name = _NS_TYPES.get(kind, f"type {kind:#x}")
+        raise NetnsUnusable(f"{netns} is a {name} namespace, not a network namespace")
+
+
+def _namespace_type(netns: str) -> int | None:
+    """The CLONE_NEW* type of the namespace file `netns`, or None where the kernel cannot say (before 4.11)."""
+    import fcntl
+
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise _stat_error(netns, exc) from exc
+    try:
+        return int(fcntl.ioctl(fd, NS_GET_NSTYPE))
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EINVAL):
+            return None
+        raise NetnsUnusable(f"cannot check network namespace {netns}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def is_own_netns(netns: str) -> bool:
     """Whether `netns` is the namespace this process runs in: acting there would close the host itself."""
     try:
         own, other = os.stat("/proc/self/ns/net"), os.stat(netns)
-    except OSError:
+    except (OSError, ValueError):  # the callers go on to check_netns, which says what is wrong with the path
         return False
     return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
 
@@ -71,8 +111,8 @@ def netns_identity(netns: str) -> tuple[int, int]:
     another namespace later (a reused /proc/PID, a recreated /run/netns/NAME); its identity changes then."""
     try:
         st = os.stat(netns)
-    except OSError as exc:
-        raise NetnsGone(f"network namespace {netns} does not exist: {exc.strerror}") from exc
+    except (OSError, ValueError) as exc:
+        raise _stat_error(netns, exc) from exc
     return st.st_dev, st.st_ino
 
 
@@ -80,7 +120,7 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
     """`fn()` run on a fresh thread inside `netns`; its result, or its exception, comes back to the caller.
 
     The thread exists only for `fn`, so no thread of this process stays in the pod's namespace. Raises NetnsGone
-    when `netns` cannot be entered (the file is gone, or is no namespace)."""
+    when `netns` is gone, NetnsUnusable when it cannot be entered for another reason."""
     import threading  # only here: the CNI plugin enters namespaces with in_netns_here and never starts a thread
 
     check_netns(netns)
@@ -89,7 +129,7 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
     def run() -> None:
         try:
             _enter(netns)
-        except NetnsGone as exc:
+        except (NetnsGone, NetnsUnusable) as exc:
             outcome.append(exc)
             return
         try:
@@ -110,10 +150,9 @@ def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
     """`fn()` run on the calling thread, switched into `netns` for the call and back into its own namespace
     before this returns or raises. For the CNI plugin only: a single-threaded process that exits right after
     its verb, so no other code can run on the thread while it is in the pod's namespace, and a thread of its own
-    (in_netns) would cost more than the rest of entering (≈ 4 ms to start and join one on a busy 2-core node,
-    against 0.02 ms for setns; docs/benchmarks.md, CNI ADD). Never use it in the daemon, whose threads are
-    shared. Raises NetnsGone when `netns` cannot be entered; if the thread cannot return to its namespace, it
-    raises OSError rather than let the process go on in the pod's."""
+    (in_netns) would cost far more than setns itself (docs/benchmarks.md, CNI ADD, has the figures). Never use
+    it in the daemon, whose threads are shared. Raises NetnsGone/NetnsUnusable when `netns` cannot be entered; if
+    the thread cannot return to its namespace, it raises OSError rather than let the process go on in the pod's."""
     check_netns(netns)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -129,15 +168,16 @@ def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
 
 
 def _enter(netns: str) -> None:
-    """Move the calling thread into `netns` (NetnsGone if it cannot)."""
+    """Move the calling thread into `netns` (NetnsGone if it is gone, NetnsUnusable if it cannot for another
+    reason)."""
     try:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NetnsGone(f"network namespace {netns}: {exc.strerror}") from exc
+    except (OSError, ValueError) as exc:
+        raise _stat_error(netns, exc) from exc
     try:
         if _libc().setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise NetnsGone(f"cannot enter network namespace {netns}: {os.strerror(err)}")
+            raise NetnsUnusable(f"cannot enter network namespace {netns}: {os.strerror(err)}")
     finally:
         os.close(fd)
 

@@ -1,8 +1,11 @@
 """Probes: the questions `mnpctl matrix` and `mnpctl lab` ask — may `from` reach `to` on `port/protocol`?
 
 A probe file is a YAML list of `{from, to, port, protocol, network?, expect?}`. `from`/`to` is `namespace/pod`
-or an IP address; an address no pod has is a host outside the cluster (matched only by ipBlocks) attached to the
-network whose subnet holds it. `network` is needed only when two pods share more than one secondary network.
+or an IP address; an address no pod has is a host outside the cluster (matched only by ipBlocks) attached to a
+network: the one `network` names, else the one whose on-link prefixes hold it (its NAD's IPAM subnets, or — with
+static IPAM and per-pod `ips`, where the NAD names no subnet — the prefixes the pods request on it), else the only
+secondary network of the pod at the other end. `network` is needed only when that leaves a choice (two pods, or
+a pod and an address, that share more than one secondary network).
 `expect: allow|deny` turns the matrix into a test: a probe whose verdict differs fails the run.
 
 Without a probe file: every ordered pair of distinct pods sharing a network × every containerPort of the
@@ -15,7 +18,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from shared.model import PROTOCOLS, Cluster, IPAddress, Pod, normalise_network
+from shared.model import PROTOCOLS, Cluster, Pod, normalise_network
+from shared.rules import IPAddress, IPNetwork
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,35 @@ def _address(text: str) -> IPAddress | None:
         return None
 
 
+def on_link_prefixes(cluster: Cluster, network: str) -> list[IPNetwork]:
+    """The prefixes on the segment of `network`: its NAD's IPAM subnets, then the prefixes its pods request in
+    `k8s.v1.cni.cncf.io/networks` (`"ips": ["10.10.1.10/16"]`, static IPAM's usual form, where the NAD names no
+    subnet). Host routes (/32, /128) say nothing about the segment and are left out."""
+    nad = cluster.nads.get(network)
+    found: list[IPNetwork] = list(nad.subnets) if nad is not None else []
+    for pod in cluster.pods:
+        for request in pod.requests:
+            if normalise_network(request.network, pod.namespace) != network:
+                continue
+            for text in request.ips:
+                try:
+                    net = ipaddress.ip_interface(text).network
+                except ValueError:
+                    continue
+                if net.prefixlen != net.max_prefixlen and net not in found:
+                    found.append(net)
+    return found
+
+
+def _networks(cluster: Cluster) -> list[str]:
+    """Every secondary network a pod is on, or a NAD defines."""
+    found = [a.network for p in cluster.pods for a in p.secondary_attachments()]
+    return list(dict.fromkeys([*cluster.nads, *found]))
+
+
 def _network_of_address(cluster: Cluster, address: IPAddress) -> list[str]:
-    """Networks whose NAD subnet or whose pods' addresses include `address`."""
-    found = [key for key, nad in cluster.nads.items() if any(address in net for net in nad.subnets)]
+    """Networks whose on-link prefixes or whose pods' addresses include `address`."""
+    found = [n for n in _networks(cluster) if any(address in net for net in on_link_prefixes(cluster, n))]
     found += [a.network for p in cluster.pods for a in p.secondary_attachments() if address in a.ips]
     return list(dict.fromkeys(found))
 
@@ -136,23 +166,38 @@ def resolve(cluster: Cluster, probe: Probe) -> ResolvedProbe | str:
         if pod is None:
             return f"{text!r} is neither an IP address nor a known pod (namespace/name)"
         ends.append(pod)
-    candidates: list[str] = []
+    wanted = normalise_network(probe.network, "default") if probe.network else None
+    pods = [e for e in ends if isinstance(e, Pod)]
+    candidates: list[str] | None = None
     for end in ends:
-        nets = (
-            [a.network for a in end.secondary_attachments() if a.ips]
-            if isinstance(end, Pod)
-            else _network_of_address(cluster, end)
-        )
-        candidates = nets if not candidates and end is ends[0] else [n for n in candidates if n in nets]
-    if probe.network:
-        wanted = normalise_network(probe.network, "default")
+        if isinstance(end, Pod):
+            nets = [a.network for a in end.secondary_attachments() if a.ips]
+        else:
+            nets = _network_of_address(cluster, end)
+            owned = any(end in a.ips for p in cluster.pods for a in p.secondary_attachments())
+            if not owned and wanted is not None and wanted in _networks(cluster):
+                nets = [*nets, wanted]  # an outside host goes where the probe says
+            elif not nets and len(pods) == 1:
+                # an outside host on no known prefix: on the pod's own network, if the pod has only one
+                nets = [a.network for a in pods[0].secondary_attachments() if a.ips]
+                if len(set(nets)) > 1:
+                    return (
+                        f"{end} is on no known prefix of a network and {pods[0].key} is on several "
+                        f"({', '.join(dict.fromkeys(nets))}): set 'network:' on the probe"
+                    )
+        candidates = nets if candidates is None else [n for n in candidates if n in nets]
+    candidates = list(dict.fromkeys(candidates or []))
+    if wanted is not None:
         if wanted not in candidates:
             return f"network {wanted} does not connect {probe.source} and {probe.target}"
         candidates = [wanted]
     if not candidates:
         return f"{probe.source} and {probe.target} share no secondary network with addresses"
     if len(candidates) > 1:
-        return f"{probe.source} and {probe.target} share several networks ({', '.join(candidates)}): set 'network'"
+        return (
+            f"{probe.source} and {probe.target} share several networks ({', '.join(candidates)}): "
+            "set 'network:' on the probe"
+        )
     network = candidates[0]
 
     # A pod end uses its first address on the network of the other end's IP version (a dual-stack pod probed

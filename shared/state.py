@@ -36,7 +36,15 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
 
 Writes are atomic (tmp file in the same dir, fsync, rename over the final name, fsync the dir), so a reader sees
 the old entry, the new one, or none — never a partial one; an entry survives a crash once the plugin reported
-success. Reads are tolerant: a corrupt or foreign entry is skipped and reported, never fatal.
+success. The directory is created 0700: only root (the plugin, mnpd, mnpctl) has anything to do in it.
+
+Reads are tolerant and bounded: a corrupt or foreign entry is skipped and reported (`Problem`), never fatal, and
+nothing in the directory can make a reader wait. An entry is read only if it is a regular file (lstat, then
+`open(O_NONBLOCK | O_NOFOLLOW)` and fstat of what was opened): a FIFO, socket, device, directory or symlink named
+like an entry is a Problem, not a read that blocks for ever or follows a link out of the directory; a regular file
+is read up to MAX_ENTRY_BYTES (an entry is ~400 bytes), a larger one is a Problem. Regular files on the local
+tmpfs are read without waiting, so size is the bound on time. Messages about a bad entry quote at most a short
+excerpt of it (`excerpt`).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import stat
 
 from shared.errors import StateError
 from shared.value import Value
@@ -53,12 +63,20 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's `stateDir`, mnpd's and mnpctl's `--state-dir` unless set
 SCHEMA = 1
 SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
-DIR_MODE = 0o755
+DIR_MODE = 0o700
 FILE_MODE = 0o644
+MAX_ENTRY_BYTES = 64 * 1024  # an entry is ~400 bytes; a bigger file is not one of ours
+PATH_MAX = 4096
+EXCERPT = 80  # characters of a bad value quoted in a message
+
+# libcni's ValidateContainerID (and ValidateNetworkName): the rule CNI_CONTAINERID and the network name follow.
+# \Z, not $: Python's $ also matches before a final newline, Go's does not.
+NAME_RE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 
 _CID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _IF_SAFE = _CID_SAFE | {"_"}
@@ -74,6 +92,14 @@ def _escape(text: str, safe: frozenset[str]) -> str:
     return "".join(out)
 
 
+def excerpt(value: object, limit: int = EXCERPT) -> str:
+    """`repr(value)`, cut to `limit` characters: what a message quotes of a hostile value (a state entry, an
+    environment variable) — escaped (no newline, no undecodable byte), and short, so one bad file or variable
+    cannot flood or forge a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def entry_name(container_id: str, ifname: str) -> str:
     """The file name of an attachment's entry (see the module docstring for the escaping)."""
     return f"{_escape(container_id, _CID_SAFE)}_{_escape(ifname, _IF_SAFE)}{SUFFIX}"
@@ -82,6 +108,63 @@ def entry_name(container_id: str, ifname: str) -> str:
 def is_entry_name(name: str) -> bool:
     """Whether a directory entry is an attachment (not a tmp file, the lock or anything else)."""
     return name.endswith(SUFFIX) and not name.startswith(".")
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return f"not a regular file (mode {mode:o})"
+
+
+def read_entry_file(path: str, limit: int = MAX_ENTRY_BYTES) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them, without ever waiting on a writer.
+
+    FileNotFoundError when there is none; StateError (saying why, not where) when it is not a regular file (a
+    FIFO, socket, device, directory, symlink — never opened, or, if swapped in between, opened non-blocking and
+    refused), is larger than `limit`, or cannot be read."""
+    try:
+        seen = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot read: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(seen.st_mode):
+        raise StateError(f"{_kind(seen.st_mode)}, not a regular file: not read")
+    if seen.st_size > limit:
+        raise StateError(f"{seen.st_size} bytes, more than an entry can have ({limit}): not read")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise StateError(f"{_kind(opened.st_mode)}, not a regular file: not read")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise StateError(f"cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise StateError(f"grew past {limit} bytes while being read: not read")
+    return b"".join(chunks)
 
 
 class StateEntry(Value):
@@ -167,7 +250,7 @@ class StateEntry(Value):
             raise StateError("not a JSON object")
         schema = raw.get("schema")
         if schema != SCHEMA or isinstance(schema, bool):
-            raise StateError(f"unsupported schema {schema!r} (this reader knows {SCHEMA})")
+            raise StateError(f"unsupported schema {excerpt(schema)} (this reader knows {SCHEMA})")
 
         def text_field(key: str, required: bool = False) -> str:
             value = raw.get(key, None if required else "")
@@ -178,14 +261,23 @@ class StateEntry(Value):
         ips = raw.get("ips", [])
         if not isinstance(ips, list) or not all(isinstance(ip, str) for ip in ips):
             raise StateError("ips must be a list of strings")
+        container_id = text_field("containerID", True)
+        if not NAME_RE.match(container_id):
+            raise StateError(f"containerID {excerpt(container_id)} is not a container ID")
+        netns = text_field("netns")
+        if netns and (not netns.startswith("/") or "\0" in netns or len(netns.encode("utf-8", "replace")) > PATH_MAX):
+            raise StateError(f"netns {excerpt(netns)} is not an absolute path")
+        network = text_field("network")
+        if network and not NAME_RE.match(network):
+            raise StateError(f"network {excerpt(network)} is not a network name")
         return StateEntry(
-            container_id=text_field("containerID", True),
+            container_id=container_id,
             ifname=text_field("ifname", True),
-            netns=text_field("netns"),
+            netns=netns,
             pod_namespace=text_field("podNamespace"),
             pod_name=text_field("podName"),
             pod_uid=text_field("podUID"),
-            network=text_field("network"),
+            network=network,
             ips=tuple(ips),
             mac=text_field("mac"),
             created=text_field("created"),
@@ -239,10 +331,12 @@ class StateStore:
         self.ensure()
         path = os.path.join(self.directory, LOCK_NAME)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise StateError(f"cannot open {path}: {exc.strerror or exc}") from exc
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StateError(f"{path} is {_kind(os.fstat(fd).st_mode)}, not a regular file: cannot lock")
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
@@ -280,18 +374,27 @@ class StateStore:
 
     def read(self, container_id: str, ifname: str) -> StateEntry | None:
         """The entry, or None if there is none. StateError if it exists but cannot be read or parsed."""
-        path = self.path(container_id, ifname)
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            return self.read_path(self.path(container_id, ifname))
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    def read_path(self, path: str) -> StateEntry:
+        """The entry in the file `path` (in this directory), checked against its name. FileNotFoundError when there
+        is none; StateError when it cannot be read (see read_entry_file), is not a valid entry, or its name does not
+        match its content."""
         try:
-            return StateEntry.from_json(data)
+            return self.load(path)
         except StateError as exc:
             raise StateError(f"{path}: {exc}") from exc
+
+    @staticmethod
+    def load(path: str) -> StateEntry:
+        """As read_path, but a StateError says only why (the caller names the file)."""
+        entry = StateEntry.from_json(read_entry_file(path))
+        if os.path.basename(path) != entry_name(*entry.key):
+            raise StateError(f"file name does not match its content ({excerpt(entry.key)})")
+        return entry
 
     def delete(self, container_id: str, ifname: str) -> bool:
         """Remove an entry; False if there was none."""
@@ -322,17 +425,11 @@ class StateStore:
         for name in names:
             path = os.path.join(self.directory, name)
             try:
-                with open(path, "rb") as fh:
-                    entry = StateEntry.from_json(fh.read())
+                found.append(self.load(path))
             except FileNotFoundError:
                 continue  # removed while we listed
-            except (OSError, StateError) as exc:
+            except StateError as exc:
                 problems.append(Problem(path, str(exc)))
-                continue
-            if name != entry_name(*entry.key):
-                problems.append(Problem(path, f"file name does not match its content {entry.key}"))
-                continue
-            found.append(entry)
         return found, problems
 
     def by_container(self, container_id: str) -> list[StateEntry]:

@@ -3,7 +3,7 @@ the nft objects and transaction (shared/nft/), the state entry (shared/state.py)
 
 What `@dataclass(frozen=True)` gives — equality, hash and repr over the fields, no assignment after `__init__` —
 for a class that lists its fields in `__slots__` and writes its own `__init__`. Not dataclasses, because the
-plugin runs once per pod ADD and dataclasses costs it ~20 ms of CPU: importing it pulls inspect (ast, dis,
+plugin runs once per pod ADD and dataclasses is a large part of its CPU: importing it pulls inspect (ast, dis,
 tokenize, …), and every decorated class compiles its generated methods at import (docs/benchmarks.md, CNI ADD).
 Slots also make these records smaller and their attributes faster for the daemon, which holds many of them.
 """

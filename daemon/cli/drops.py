@@ -40,19 +40,13 @@ from typing import Any, TextIO
 
 from daemon.cli import Subparsers
 from daemon.cli.droplog import LIMIT, DropLog, Event, LogProblem, Spawn, spawn_process
-from daemon.cli.node import (
-    EXIT_OK,
-    InspectError,
-    Inspector,
-    LiveTable,
-    add_node_options,
-    pod_label,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_OK
+from daemon.cli.node import Inspector, LiveTable, pod_label, print_json, run_node_command
+from daemon.cli.options import add_node_options
 from daemon.cli.output import table
-from shared.model import EGRESS, INGRESS
 from shared.nft.render import DROP_LOG_GROUP
+from shared.rules import EGRESS, INGRESS
 from shared.state import StateEntry
 
 Key = tuple[str, str, str]  # (netns, ifname, direction)

@@ -22,16 +22,10 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
-from daemon.cli.node import (
-    EXIT_FAILED,
-    EXIT_OK,
-    InspectError,
-    Inspector,
-    add_node_options,
-    pod_label,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
+from daemon.cli.node import Inspector, pod_label, print_json, run_node_command
+from daemon.cli.options import add_node_options
 from shared.errors import NetnsGone
 from shared.nft.errors import NftError
 from shared.nft.trace import PORT_PROTOCOLS, Packet, Step, Trace, TraceError, trace

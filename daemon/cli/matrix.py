@@ -9,7 +9,8 @@ Exit status: 2 when any input is unreadable or invalid (every bad object and fie
 objects are still evaluated, and invalid policies take part as the fail-closed rule says), else 1 when a probe's
 `expect` is not met, else 0.
 
-`evaluate_probes` and `Record` are the prediction `mnpctl lab` compares its observed packets with.
+The prediction itself (`Record`, `evaluate_probes`, `load_probes`) is shared/predict.py, which `mnpctl lab` also
+compares its observed packets with; this module is the command line and the table.
 """
 
 from __future__ import annotations
@@ -17,90 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-import yaml
+from typing import TextIO
 
 from daemon.cli import Subparsers
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from daemon.cli.output import BOLD, GREEN, RED, YELLOW, table, use_colour
-from shared.evaluate import evaluate
-from shared.manifests import PROBES_FILE, Manifests, load_dir
-from shared.model import Cluster
-from shared.probes import Probe, ResolvedProbe, default_probes, parse_probes, resolve
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Record:
-    """One probe and its verdict. `allowed` None: the probe could not be answered (`reason` says why)."""
-
-    probe: Probe
-    network: str | None
-    allowed: bool | None
-    reason: str
-
-    @property
-    def met(self) -> bool | None:
-        """Whether the verdict is the expected one; None when the probe states no expectation."""
-        if self.probe.expect is None:
-            return None
-        return self.allowed is not None and self.allowed == self.probe.expect
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "from": self.probe.source,
-            "to": self.probe.target,
-            "port": self.probe.port,
-            "protocol": self.probe.protocol,
-            "network": self.network,
-            "allowed": self.allowed,
-            "reason": self.reason,
-        }
-        if self.probe.expect is not None:
-            out["expected"] = "allow" if self.probe.expect else "deny"
-        return out
-
-
-def evaluate_probe(cluster: Cluster, probe: Probe) -> Record:
-    resolved = resolve(cluster, probe)
-    if not isinstance(resolved, ResolvedProbe):
-        return Record(probe, probe.network, None, resolved)
-    verdict = evaluate(
-        cluster, resolved.network, resolved.source.address, resolved.target.address, probe.protocol, probe.port
-    )
-    return Record(probe, resolved.network, verdict.allowed, verdict.reason)
-
-
-def evaluate_probes(cluster: Cluster, probes: Iterable[Probe]) -> list[Record]:
-    return [evaluate_probe(cluster, probe) for probe in probes]
-
-
-def load_probes(directory: Path, file: Path | None, cluster: Cluster) -> tuple[list[Probe], list[str], str]:
-    """The probes to ask, the problems of the probe file (each naming the file), and where they came from."""
-    path = file if file is not None else directory / PROBES_FILE
-    if file is None and not path.is_file():
-        return default_probes(cluster), [], "every pod pair sharing a network × the destination's containerPorts"
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return [], [f"{path}: cannot read: {exc.strerror or exc}"], str(path)
-    except UnicodeDecodeError as exc:
-        return [], [f"{path}: cannot read: not UTF-8 text ({exc.reason})"], str(path)
-    except yaml.YAMLError as exc:
-        return [], [f"{path}: not valid YAML: {exc}"], str(path)
-    probes, problems = parse_probes(raw, str(path))
-    return probes, problems, str(path)
-
+from shared.manifests import Manifests, load_dir
+from shared.predict import Record, evaluate_probes, load_probes
 
 # ------------------------------------------------------------------------------------------- output
-
-
-def _verdict(record: Record) -> str:
-    return "error" if record.allowed is None else ("allow" if record.allowed else "deny")
 
 
 def render_table(records: list[Record], colour: bool) -> str:
@@ -112,7 +39,7 @@ def render_table(records: list[Record], colour: bool) -> str:
     rows: list[list[str]] = []
     colours: list[list[str | None]] = []
     for r in records:
-        verdict = _verdict(r)
+        verdict = r.verdict
         row = [r.probe.source, r.probe.target, f"{r.probe.port}/{r.probe.protocol}"]
         tint: list[str | None] = [None, None, None]
         if len(networks) > 1:
@@ -195,7 +122,7 @@ def matrix(directory: Path, probes_file: Path | None, as_json: bool, out: TextIO
             wanted = "allow" if r.probe.expect else "deny"
             print(
                 f"  {r.probe.source} -> {r.probe.target} {r.probe.port}/{r.probe.protocol}: expected {wanted}, "
-                f"got {_verdict(r)} ({r.reason})",
+                f"got {r.verdict} ({r.reason})",
                 file=err,
             )
     if invalid:

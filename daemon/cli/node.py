@@ -6,18 +6,19 @@ Three local sources, each usable without the others, so every command works whil
   network and addresses — the list of what to look at;
 * each pod's **live table**, `nft -j list table inet mnp` run inside its netns (`nsenter --net=PATH`, through
   shared.netns.netns_command and the same runner seam as shared.nft.exec) — the truth of what is enforced:
-  guarded interfaces (the vmaps), the `default deny (policies)` comments, the counters, the element comments;
-* **mnpd's local status**: the status file it writes beside the state dir (daemon/status.py: per-interface
-  sync state, reason, last programmed, sources) and its `/healthz` and `/readyz` endpoints (short timeout).
+  guarded interfaces (the vmaps), the `default deny (policies)` comments, the counters, the element comments
+  (`LiveTable`, here);
+* **mnpd's local status**: the status file it writes beside the state dir (daemon/cli/statusfile.py) and its
+  `/healthz` and `/readyz` endpoints (daemon/cli/endpoints.py, short timeout).
 
-Nothing here writes anything, talks to the API server or needs mnpd. Every external call goes through a seam of
-`Inspector` (nft runner, HTTP getter, netns check, clock) so the unit tests feed canned answers.
+`Inspector` reads them. Nothing here writes anything, talks to the API server or needs mnpd. Every external call
+goes through a seam of `Inspector` (nft runner, HTTP getter, netns check, clock) so the unit tests feed canned
+answers. The shared command-line options are daemon/cli/options.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import calendar
 import http.client
 import json
 import os
@@ -27,248 +28,45 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.config import DEFAULT_LISTEN, POD_IP_HOST, parse_duration
-from shared.errors import NetnsGone, StateError
-from shared.model import EGRESS, INGRESS
+from daemon.cli.endpoints import HTTP_TIMEOUT, DaemonHealth, Endpoint, HttpGet, http_get, why_failed
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
+from daemon.cli.options import listen_address
+from daemon.cli.statusfile import StatusFile, read_status_file
+from daemon.config import DEFAULT_LISTEN, default_status_file, parse_duration
+from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.netns import check_netns, netns_command
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
 from shared.nft.render import FAMILY, TABLE, chain_name, set_names
 from shared.nft.trace import table_from_nft_json
-from shared.state import Problem, StateEntry, StateStore
+from shared.rules import EGRESS, INGRESS
+from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 
-DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's default (cni/config.py), also mnpd's (daemon/config.py)
-STATUS_NAME = "mnpd-status.json"  # mnpd's default status file, beside the state dir (daemon/config.py)
-HTTP_TIMEOUT = 1.0
-STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
 WORKERS = 8  # nsenter + nft processes at once when reading many pods
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
 PENDING_COMMENT = "pending"  # the plugin's table: `default deny (pending: not yet programmed)`
 
-HttpGet = Callable[[str, int, str, float], tuple[int, str]]  # (host, port, path, timeout) → (status, body); OSError
 
-
-class InspectError(Exception):
-    """Something the user asked for cannot be answered (no such pod, netns gone, no table …): exit status 1,
-    or 2 (`usage=True`) when the input itself is wrong."""
-
-    def __init__(self, message: str, usage: bool = False) -> None:
-        super().__init__(message)
-        self.usage = usage
-
-
-# ------------------------------------------------------------------------------------------- options
-
-
-def add_node_options(parser: argparse.ArgumentParser, *, with_json: bool = True) -> None:
-    """The options every node command shares. Defaults follow mnpd's environment (`MNP_STATE_DIR`,
-    `MNP_STATUS_FILE`, `MNP_LISTEN`), so inside the mnpd pod mnpctl finds what mnpd uses without flags."""
-    group = parser.add_argument_group("where to look (defaults: mnpd's environment variables, else its defaults)")
-    group.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help=f"the CNI plugin's state dir [MNP_STATE_DIR] (default: {DEFAULT_STATE_DIR})",
-    )
-    group.add_argument(
-        "--status-file",
-        metavar="FILE",
-        help=f"mnpd's status file [MNP_STATUS_FILE] (default: {STATUS_NAME} beside the state dir)",
-    )
-    group.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        help=f"mnpd's /healthz and /readyz address; 'off' skips them [MNP_LISTEN] (default: {DEFAULT_LISTEN})",
-    )
-    group.add_argument(
-        "--stale-after",
-        metavar="DURATION",
-        default=STALE_AFTER,
-        help=f"a status file older than this is stale (default: {STALE_AFTER}; keep it above mnpd's --resync-period)",
-    )
-    group.add_argument("--nft", metavar="PATH", default="nft", help="the nft executable (default: nft on PATH)")
-    if with_json:
-        parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
-
-
-def listen_address(text: str | None) -> tuple[str, int] | None:
-    """`host:port` → where to connect; None for off. A wildcard listen address is reached on loopback."""
-    if text is None or text.strip().lower() in ("off", "none", "", "0"):
-        return None
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
-    if host == POD_IP_HOST:  # mnpd's `pod-ip`: the address in $POD_IP (as inside the mnpd pod)
-        host = os.environ.get("POD_IP", "").strip().strip("[]")
-        if not host:
-            raise InspectError(f"--listen: {text!r} needs POD_IP set (mnpd's pod IP)", usage=True)
-    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)
-
-
-def http_get(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read(4096).decode("utf-8", "replace").strip()
-    finally:
-        conn.close()
+UNUSABLE = "unusable: "
 
 
 def netns_problem(path: str) -> str | None:
-    """Why `path` is not (any more) a usable network namespace, or None when it is one."""
+    """Why `path` is not (any more) a usable network namespace, or None when it is one. A path that exists but
+    cannot be used (permission denied, not a network namespace) is not "gone": its reason starts with UNUSABLE."""
     if not path:
         return "the state entry names no netns"
     try:
         check_netns(path)
     except NetnsGone as exc:
         return str(exc)
+    except NetnsUnusable as exc:
+        return UNUSABLE + str(exc)
     return None
-
-
-# ------------------------------------------------------------------------------------------- the status file
-
-
-@dataclass(frozen=True)
-class StatusFile:
-    """mnpd's status file as found: `doc` None when missing or unreadable (`error` says which)."""
-
-    path: str
-    doc: dict[str, Any] | None
-    error: str | None
-    age: float | None  # seconds since `updated` (else since the file's mtime)
-    stale: bool
-
-    def interfaces(self) -> dict[tuple[str, str], dict[str, Any]]:
-        items = self.doc.get("interfaces", []) if self.doc else []
-        return {
-            (str(i.get("containerID")), str(i.get("ifname"))): i
-            for i in items
-            if isinstance(i, dict) and i.get("containerID") and i.get("ifname")
-        }
-
-    def describe(self) -> str:
-        if self.doc is None:
-            return f"{self.error}: {self.path}"
-        updated = self.doc.get("updated") or "?"
-        return f"updated {updated}, {format_age(self.age)} ago{' (stale)' if self.stale else ''}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "present": self.doc is not None,
-            "error": self.error,
-            "updated": self.doc.get("updated") if self.doc else None,
-            "ageSeconds": None if self.age is None else round(self.age, 1),
-            "stale": self.stale,
-        }
-
-
-def _parse_stamp(text: object) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
-    except (ValueError, OverflowError):
-        return None
-
-
-def format_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds / 3600:.1f}h"
-
-
-# ------------------------------------------------------------------------------------------- daemon health
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One GET of a health endpoint: `code` None when nothing answered (`error` says why)."""
-
-    url: str
-    code: int | None = None
-    body: str = ""
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 200
-
-    def describe(self) -> str:
-        if self.code is None:
-            return f"{self.url}: {self.error}"
-        return f"{self.url}: {self.code} {self.body}".rstrip()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "code": self.code, "body": self.body, "error": self.error, "ok": self.ok}
-
-
-@dataclass(frozen=True)
-class DaemonHealth:
-    healthz: Endpoint | None  # None: --listen off, not asked
-    readyz: Endpoint | None
-    status: StatusFile
-
-    @property
-    def running(self) -> bool | None:
-        """Whether mnpd answers; None when that cannot be told (endpoints off) — then the status file decides."""
-        if self.healthz is None:
-            return None if self.status.doc is None else not self.status.stale
-        return self.healthz.code is not None
-
-    @property
-    def healthy(self) -> bool:
-        return bool(self.running) and (self.healthz is None or self.healthz.ok) and not self.status.stale
-
-    @property
-    def ready(self) -> bool | None:
-        if self.readyz is not None and self.readyz.code is not None:
-            return self.readyz.ok
-        value = self.status.doc.get("ready") if self.status.doc and not self.status.stale else None
-        return value if isinstance(value, bool) else None
-
-    def summary(self) -> str:
-        """One line: `daemon: running …`, or `daemon: not running / status file stale (…)` when neither the
-        endpoints nor a fresh status file show a live mnpd."""
-        file_note = f"status file {self.status.describe()}"
-        fresh = self.status.doc is not None and not self.status.stale
-        if self.healthz is not None and self.healthz.code is None:
-            if fresh:
-                return f"daemon: health endpoint unreachable ({self.healthz.describe()}), but {file_note}"
-            return f"daemon: not running / status file stale ({self.healthz.describe()}; {file_note})"
-        if self.healthz is None and not fresh:
-            return f"daemon: not running / status file stale (health endpoints not checked; {file_note})"
-        words = ["running"]
-        if self.healthz is not None and not self.healthz.ok:
-            words = [f"running but unhealthy ({self.healthz.describe()})"]
-        ready = self.ready
-        words.append("ready" if ready else "not ready" if ready is False else "readiness unknown")
-        if self.readyz is not None and self.readyz.code is not None and not self.readyz.ok and self.readyz.body:
-            words[-1] += f" ({self.readyz.body})"
-        return f"daemon: {', '.join(words)}; {file_note}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "running": self.running,
-            "healthy": self.healthy,
-            "ready": self.ready,
-            "summary": self.summary(),
-            "healthz": self.healthz.to_json() if self.healthz else None,
-            "readyz": self.readyz.to_json() if self.readyz else None,
-            "statusFile": self.status.to_json(),
-        }
 
 
 # ------------------------------------------------------------------------------------------- the live table
@@ -468,7 +266,7 @@ class Inspector:
 
     @property
     def status_path(self) -> str:
-        return self.status_file or str(Path(self.state_dir or DEFAULT_STATE_DIR).parent / STATUS_NAME)
+        return self.status_file or default_status_file(self.state_dir)
 
     # -- the state dir
 
@@ -508,20 +306,7 @@ class Inspector:
     # -- mnpd
 
     def status(self) -> StatusFile:
-        path = self.status_path
-        try:
-            with open(path, "rb") as fh:
-                mtime = os.fstat(fh.fileno()).st_mtime
-                doc = json.loads(fh.read())
-        except FileNotFoundError:
-            return StatusFile(path, None, "missing", None, True)
-        except (OSError, ValueError) as exc:
-            return StatusFile(path, None, f"unreadable ({exc})", None, True)
-        if not isinstance(doc, dict) or doc.get("schema") != 1:
-            return StatusFile(path, None, "of an unknown schema", None, True)
-        stamp = _parse_stamp(doc.get("updated"))
-        age = self.now() - (stamp if stamp is not None else mtime)
-        return StatusFile(path, doc, None, age, age > self.stale_after)
+        return read_status_file(self.status_path, self.now(), self.stale_after)
 
     def endpoint(self, path: str) -> Endpoint | None:
         if self.listen is None:
@@ -531,7 +316,7 @@ class Inspector:
         try:
             code, body = self.http(host, port, path, self.http_timeout)
         except (OSError, http.client.HTTPException) as exc:
-            return Endpoint(url, error=_why(exc))
+            return Endpoint(url, error=why_failed(exc))
         return Endpoint(url, code, body)
 
     def health(self) -> DaemonHealth:
@@ -540,9 +325,11 @@ class Inspector:
     # -- pod netns
 
     def _nft(self, netns: str, args: Sequence[str]) -> str:
-        gone = self.netns_check(netns)
-        if gone is not None:
-            raise NetnsGone(gone)
+        problem = self.netns_check(netns)
+        if problem is not None and problem.startswith(UNUSABLE):
+            raise InspectError(f"netns {problem}")
+        if problem is not None:
+            raise NetnsGone(problem)
         rc, out, err = self.runner(netns_command(netns, [self.nft, *args]), "")
         if rc != 0:
             raise wrap_error(err, rc)
@@ -570,7 +357,9 @@ class Inspector:
                 return f"netns gone: {exc}"
             except NotFoundError:
                 return "no mnp table in the pod netns"
-            except (NftError, InspectError) as exc:
+            except InspectError as exc:
+                return str(exc)
+            except NftError as exc:
                 return f"nft failed: {exc}"
 
         if len(paths) <= 1:
@@ -589,15 +378,7 @@ def run_node_command(args: argparse.Namespace, body: Callable[[Inspector], int],
         return body(Inspector.from_args(args))
     except InspectError as exc:
         print(f"mnpctl {args.command}: {exc}", file=err)
-        return EXIT_USAGE if exc.usage else EXIT_FAILED
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return EXIT_INVALID if exc.usage else EXIT_FAILED
 
 
 def pod_label(entry: StateEntry) -> str:

@@ -21,19 +21,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
-from daemon.cli.node import (
-    EXIT_OK,
-    Direction,
-    Inspector,
-    add_node_options,
-    entry_json,
-    is_netns_gone,
-    pod_label,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.exitcodes import EXIT_OK
+from daemon.cli.node import Direction, Inspector, entry_json, is_netns_gone, pod_label, print_json, run_node_command
+from daemon.cli.options import add_node_options
 from daemon.cli.output import GREEN, RED, YELLOW, table, use_colour
-from shared.model import EGRESS, INGRESS
+from shared.rules import EGRESS, INGRESS
 from shared.state import StateEntry
 
 PROGRAMMED, PENDING, ERROR, NETNS_GONE = "programmed", "pending", "error", "netns gone"

@@ -15,17 +15,10 @@ import sys
 from typing import TextIO
 
 from daemon.cli import Subparsers
-from daemon.cli.node import (
-    EXIT_OK,
-    InspectError,
-    Inspector,
-    LiveTable,
-    add_node_options,
-    entry_json,
-    pod_label,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_OK
+from daemon.cli.node import Inspector, LiveTable, entry_json, pod_label, print_json, run_node_command
+from daemon.cli.options import add_node_options
 from shared.errors import NetnsGone
 from shared.nft.errors import NftError, NotFoundError
 from shared.state import StateEntry

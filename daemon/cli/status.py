@@ -22,17 +22,12 @@ from collections import Counter
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
-from daemon.cli.node import (
-    EXIT_FAILED,
-    EXIT_OK,
-    DaemonHealth,
-    InspectError,
-    Inspector,
-    add_node_options,
-    format_age,
-    print_json,
-    run_node_command,
-)
+from daemon.cli.endpoints import DaemonHealth
+from daemon.cli.errors import InspectError
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
+from daemon.cli.node import Inspector, print_json, run_node_command
+from daemon.cli.options import add_node_options
+from daemon.cli.statusfile import format_age
 from daemon.status import writer_alive
 
 

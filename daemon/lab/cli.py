@@ -28,9 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daemon.cli import Subparsers
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LAB = 0, 1, 2, 3  # see the module docstring
-
+from daemon.cli.exitcodes import EXIT_INVALID, EXIT_LAB, EXIT_OK
 
 # ------------------------------------------------------------------------------------------------ command
 
@@ -83,9 +81,20 @@ def register(subparsers: Subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from daemon.lab.session import run_lab  # the lab's machinery loads only when a lab runs
+NOT_INSTALLED = (
+    "mnpctl lab: the lab is not installed here (the mnp image leaves it and its test bed out); "
+    "run it from a checkout or a `pip install mnp` on a test machine"
+)
 
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from daemon.lab.session import run_lab  # the lab's machinery loads only when a lab runs
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("daemon.lab.", "daemon.testbed")):
+            raise
+        print(NOT_INSTALLED, file=sys.stderr)
+        return EXIT_LAB
     if args.down is not None:
         return _down(args.down)
     if args.directory is None:
@@ -113,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _down(target: str) -> int:
-    from daemon.lab import node as nodes
-    from daemon.lab.node import WORK_ROOT, LabError
+    from daemon.lab import build as nodes
+    from daemon.lab.build import WORK_ROOT, LabError
     from daemon.lab.session import preflight
 
     why = preflight()

@@ -5,10 +5,6 @@
 stopped with SIGTERM. It learns interfaces from the state entries the `mnp` plugin writes at ADD and objects from
 the manifests the lab writes, exactly as on a standalone host.
 
-**`StandIn`** — only when `daemon.main` does not exist (the daemon not yet built): the lab compiles, renders and
-runs the transactions itself (shared.compiler → shared.nft.render → shared.nft.exec). It tests the rules, not the
-daemon, and every report says so.
-
 **Programmed** means what the kernel holds, not what anyone reports: for every interface the lab created, the
 chains, sets and verdict-map entry of `inet mnp` in the pod's netns (`nft -j list table`, read back with
 shared.nft.trace) equal what shared.nft.render makes of the compiler's rules for the lab's *current* manifests.
@@ -21,7 +17,6 @@ from when the deadline passes.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -33,17 +28,18 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from daemon.lab.node import Lab, LabError, stop_process
+from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
-from shared.compiler import InterfaceRules, compile_cluster
-from shared.model import EGRESS, INGRESS, Cluster
+from shared.compiler import compile_cluster
+from shared.model import Cluster
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
 from shared.nft.render import chain_name, render_interface, set_names
 from shared.nft.trace import TraceError, table_from_nft_json
+from shared.rules import EGRESS, INGRESS, InterfaceRules
 
 PROGRAM_TIMEOUT = 30.0
 
@@ -195,24 +191,6 @@ class Programmed:
     @property
     def ok(self) -> bool:
         return not self.missing
-
-
-class Enforcer(Protocol):
-    name: str
-    description: str
-    pid: int | None
-
-    def start(self) -> None: ...
-
-    def wait(self, items: Sequence[Target], timeout: float = PROGRAM_TIMEOUT) -> Programmed: ...
-
-    def stop(self) -> None: ...
-
-    def release(self) -> None: ...
-
-
-def mnpd_available() -> bool:
-    return importlib.util.find_spec("daemon.main") is not None
 
 
 def mnpd_command() -> list[str]:
@@ -384,45 +362,3 @@ class Mnpd:
         if self.bell is not None:
             self.bell.close()
         self.proc = None
-
-
-class StandIn:
-    """The lab programs the pods itself — only when mnpd does not exist yet. Not the daemon; says so."""
-
-    name = "stand-in"
-    description = "a STAND-IN, not mnpd: the lab ran compiler + renderer + nft itself"
-    pid: int | None = None
-
-    def start(self) -> None:
-        pass
-
-    def wait(self, items: Sequence[Target], timeout: float = PROGRAM_TIMEOUT) -> Programmed:
-        start = time.monotonic()
-        missing = []
-        for t in items:
-            if not t.recorded and _open(t.rules):
-                continue
-            try:
-                RealNft(t.netns).run(render_interface(t.rules))
-            except NftError as exc:
-                missing.append(f"{t.label}: nft failed: {exc}")
-        left = unprogrammed([t for t in items if t.recorded])
-        missing += [f"{t.label}: kernel differs after the transaction ({why})" for t, why in left]
-        return Programmed(time.monotonic() - start, missing)
-
-    def stop(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-
-def choose(
-    paths: LabPaths, node_name: str, kind: str = "auto", extra_args: Sequence[str] = (), *, linger: bool = False
-) -> Mnpd | StandIn:
-    """`auto`: mnpd when it exists, else the stand-in; `mnpd` or `stand-in` to force one (tests)."""
-    if kind not in ("auto", "mnpd", "stand-in"):
-        raise ValueError(f"unknown enforcer {kind!r}")
-    if kind == "stand-in" or (kind == "auto" and not mnpd_available()):
-        return StandIn()
-    return Mnpd(paths, node_name, extra_args, linger=linger)

@@ -1,7 +1,7 @@
 """Real packets for every probe, compared with the prediction; the lab's matrix, as a table or as JSON.
 
 The prediction of a probe is `mnpctl matrix`'s record for the lab's *runtime* manifests — DIR with the addresses
-the CNI calls really gave (daemon.cli.matrix.evaluate_probe). The observation runs the probe from the source's
+the CNI calls really gave (shared.predict.evaluate_probe). The observation runs the probe from the source's
 netns, bound to the source address the prediction used, against a listener on the destination: a TCP handshake
 plus a nonce echoed back, or a UDP datagram whose nonce comes back. Only the echo counts as allowed.
 
@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
-from daemon.cli.matrix import Record, evaluate_probe
 from daemon.cli.output import BOLD, DIM, GREEN, RED, YELLOW, table
-from daemon.lab.netns import Probe as PacketProbe
-from daemon.lab.netns import ProbeResult, Proto, probe_matrix
+from daemon.testbed.netns import Probe as PacketProbe
+from daemon.testbed.netns import ProbeResult, Proto, probe_matrix
 from shared.model import Cluster
+from shared.predict import Record, evaluate_probe
 from shared.probes import Probe, ResolvedProbe, resolve
 
 TIMEOUT = 0.5  # the first attempt; a denied probe costs exactly this, in parallel with all others
@@ -179,7 +179,7 @@ def render_table(observations: Sequence[Observation], colour: bool) -> str:
     colours: list[list[str | None]] = []
     for o in observations:
         p, r = o.record.probe, o.record
-        predicted = "error" if r.allowed is None else ("allow" if r.allowed else "deny")
+        predicted = r.verdict
         row = [p.source, p.target, f"{p.port}/{p.protocol}"]
         tint: list[str | None] = [None, None, None]
         if len(networks) > 1:

@@ -17,7 +17,7 @@
   is still 2, as `matrix`'s) and **warnings**.
 
 Where a network's addresses come from is the NAD's business (static with the `ips` capability, host-local …):
-the lab reads the real addresses from the CNI results afterwards (see daemon/lab/node.py).
+the lab reads the real addresses from the CNI results afterwards (see daemon/lab/build.py).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.netns import MasterKind
+from daemon.testbed.netns import MasterKind
 from shared.manifests import Manifests, load_dir, manifest_files, read_documents
-from shared.model import NETWORK_STATUS, IPNetwork, NetworkAttachmentDefinition, Pod
+from shared.model import NETWORK_STATUS, NetworkAttachmentDefinition, Pod
 
 MNP_PLUGIN = "mnp"
 DEFAULT_ROUTE_MASTER = "eth0"  # the master of macvlan/ipvlan configs without one: the node's default route
@@ -252,23 +252,6 @@ def host_attachment_config(network: Network, address: str, name: str) -> dict[st
     conf = {k: copy.deepcopy(v) for k, v in plugin.items() if k not in ("capabilities", "runtimeConfig", "args")}
     conf["ipam"] = {"type": "static", "addresses": [{"address": address}]}
     return {"cniVersion": str(network.nad.config.get("cniVersion") or "1.0.0"), "name": name, "plugins": [conf]}
-
-
-def network_subnets(network: Network, pods: list[PodPlan]) -> list[IPNetwork]:
-    """The subnets of a network: from its IPAM config, else from the prefixes pods request on it."""
-    found: list[IPNetwork] = list(network.nad.subnets)
-    for pod in pods:
-        for att in pod.attachments:
-            if att.network != network.key:
-                continue
-            for ip in att.ips:
-                try:
-                    net = ipaddress.ip_interface(ip).network
-                except ValueError:
-                    continue
-                if net.prefixlen not in (32, 128) and net not in found:
-                    found.append(net)
-    return found
 
 
 # ------------------------------------------------------------------------------------------------ plan

@@ -18,14 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from daemon.cli.matrix import load_probes
+from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
 from daemon.cli.output import use_colour
+from daemon.lab import build as nodes
 from daemon.lab import enforcer as enforcers
-from daemon.lab import node as nodes
-from daemon.lab.cli import EXIT_FAILED, EXIT_INVALID, EXIT_LAB, EXIT_OK
-from daemon.lab.cniruntime import CniFailure
-from daemon.lab.netns import PREFIX, NetnsError, Proto
-from daemon.lab.node import DEFAULT_CNI_DIRS, NODE_NAME, WORK_ROOT, Lab, LabError
+from daemon.lab.build import DEFAULT_CNI_DIRS, NODE_NAME, PREFIX, WORK_ROOT, Lab, LabError
 from daemon.lab.observe import (
     NOT_RUN,
     Observation,
@@ -38,6 +35,9 @@ from daemon.lab.observe import (
     write_json,
 )
 from daemon.lab.plan import LabPaths, plan
+from daemon.testbed.cniruntime import CniFailure
+from daemon.testbed.netns import NetnsError, Proto
+from shared.predict import load_probes
 from shared.probes import ResolvedProbe
 
 TOOLS = ("ip", "nft", "nsenter")
@@ -84,7 +84,6 @@ def run_lab(
     program_timeout: float = enforcers.PROGRAM_TIMEOUT,
     shield: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     colour: bool | None = None,
-    enforcer_kind: str = "auto",
 ) -> LabRun:
     """The whole lab: plan, build, wait, probe, report, tear down (or keep). Never leaves anything behind unless
     `keep`; `shield()` wraps the teardown (the CLI ignores Ctrl-C there)."""
@@ -129,7 +128,7 @@ def run_lab(
 
     # -------------------------------------------------------------- build, program, probe
     run = LabRun(EXIT_LAB, plugin=f"{plugin_path} ({plugin_how})", workdir=workdir)
-    enforcer = enforcers.choose(paths, NODE_NAME, enforcer_kind, linger=keep)
+    enforcer = enforcers.Mnpd(paths, NODE_NAME, linger=keep)
     run.enforcer = enforcer.description
     lab: Lab | None = None
     interrupted = False
@@ -149,8 +148,6 @@ def run_lab(
         stale = nodes.stale_frozen_plugin(plugin_path)
         if stale:
             say(f"WARNING: {stale}")
-        if isinstance(enforcer, enforcers.StandIn):
-            say("WARNING: a STAND-IN programs the pods, not mnpd (this does not test the daemon)")
         lab.build_node()
         lab.write_cluster_manifests()
         enforcer.start()
@@ -264,7 +261,7 @@ def _is_address(text: str) -> bool:
     return True
 
 
-def _print_kept(lab: Lab, enforcer: enforcers.Mnpd | enforcers.StandIn, err: TextIO) -> None:
+def _print_kept(lab: Lab, enforcer: enforcers.Mnpd, err: TextIO) -> None:
     node = lab.node.ns.name if lab.node else "?"
     lines = [
         f"lab kept in {lab.paths.workdir}" + (f"; {enforcer.description} keeps running" if enforcer.pid else ""),

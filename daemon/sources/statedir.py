@@ -11,9 +11,18 @@ can overflow, so the source also
 * rescans the whole directory every `rescan_period` — the store ignores a rescan that changes nothing.
 
 Entries whose netns is gone (the pod died and no CNI DEL came, e.g. after a runtime crash) are removed, under
-the plugin's state-dir lock, and logged. "Gone" must be certain: the netns file is missing *and* its directory
-exists (or, for `/proc/PID/ns/net`, /proc is mounted). If the daemon cannot see the directory at all — a
-deployment without the host's /run/netns mounted — it removes nothing and says so once.
+the plugin's state-dir lock, and logged. "Gone" must be certain: the netns file is missing (ENOENT — nothing
+else: EACCES, ELOOP, a path that is no namespace say nothing about the pod) *and* its directory exists (or, for
+`/proc/PID/ns/net`, /proc is mounted). If the daemon cannot see the directory at all — a deployment without the
+host's /run/netns mounted — it removes nothing and says so once.
+
+Nothing in the directory can stop the watch: entries are read through shared.state (regular files only, opened
+non-blocking, size-bounded), and this source never raises out of a watchdog callback. What it cannot use is kept
+as a problem, logged once (WARNING, quoting at most a short excerpt) and counted in
+`mnp_state_entry_problems{kind}`: `unreadable` (not an entry: corrupt, a FIFO or other non-regular file, too
+big, permission denied — an entry that turns unreadable keeps its last good version in force until its file is
+removed) and `netns_unchecked` (a readable entry whose netns path cannot be checked: it is kept and enforced as
+far as mnpd can, never dropped as "gone").
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -29,27 +38,55 @@ from watchdog.observers import Observer
 from daemon.logs import fields
 from daemon.store import STATE, Store
 from shared.errors import StateError
-from shared.state import StateEntry, StateStore, entry_name, is_entry_name
+from shared.state import StateEntry, StateStore, excerpt, is_entry_name
+
+if TYPE_CHECKING:
+    from daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 NAME = "state-dir"
 
 
+UNREADABLE = "unreadable"
+NETNS_UNCHECKED = "netns_unchecked"
+
+
 def netns_gone(path: str) -> bool | None:
-    """True: certainly gone; False: exists; None: cannot tell (its directory is not visible here)."""
+    """True: certainly gone; False: exists; None: cannot tell (its directory is not visible here, or the path
+    cannot be checked: netns_unchecked says why)."""
+    return _netns_check(path)[0]
+
+
+def _netns_check(path: str) -> tuple[bool | None, str | None]:
+    """netns_gone's answer, and why the path cannot be checked (permission denied, a loop …) when that is so."""
     if not path:
-        return None
-    if os.path.exists(path):
-        return False
+        return None, None
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # only ENOENT means gone
+        return None, f"cannot check the netns path: {getattr(exc, 'strerror', None) or exc}"
+    else:
+        return False, None
     if path.startswith("/proc/"):
-        return True if os.path.exists("/proc/self/ns/net") else None
-    return True if os.path.isdir(os.path.dirname(path)) else None
+        return (True if os.path.exists("/proc/self/ns/net") else None), None
+    return (True if os.path.isdir(os.path.dirname(path)) else None), None
 
 
 class StateDirSource:
-    def __init__(self, store: Store, directory: str, rescan_period: float, *, remove_gone: bool = True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        directory: str,
+        rescan_period: float,
+        *,
+        remove_gone: bool = True,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.directory = os.path.abspath(directory)
         self.state = StateStore(self.directory)
         self.rescan_period = rescan_period
@@ -60,6 +97,8 @@ class StateDirSource:
         self._observer: Any = None
         self._thread = threading.Thread(target=self._rescan_loop, name="mnpd-statedir-rescan", daemon=True)
         self._warned_invisible = False
+        # What cannot be used, by kind: path (unreadable) or entry key (netns unchecked) → reason, as last seen.
+        self.problems: dict[str, dict[Any, str]] = {UNREADABLE: {}, NETNS_UNCHECKED: {}}
         store.register_source(NAME, [STATE])
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -100,52 +139,97 @@ class StateDirSource:
             except StateError as exc:
                 log.error("cannot scan the state dir: %s", exc, extra=fields(source=self.directory))
                 return
-            for problem in problems:
-                log.warning("skipping unreadable state entry: %s", problem.reason, extra=fields(source=problem.path))
+            unreadable = {problem.path: problem.reason for problem in problems}
+            for path, reason in unreadable.items():
+                self._report_unreadable(path, reason)
+            self.problems[UNREADABLE] = unreadable
             keep = {}
             paths = {}
+            for path in unreadable:  # an entry that turned unreadable: its last good version stays in force
+                key = self._paths.get(path)
+                last_good = self.store.get(STATE, key) if key is not None else None
+                if key is not None and last_good is not None:
+                    keep[key] = last_good
+                    paths[path] = key
             for entry in entries:
                 if self._drop_if_gone(entry):
                     continue
                 keep[entry.key] = entry
                 paths[self.state.path(*entry.key)] = entry.key
             self._paths = paths
+            unchecked = self.problems[NETNS_UNCHECKED]
+            self.problems[NETNS_UNCHECKED] = {key: why for key, why in unchecked.items() if key in keep}
             self.store.replace(STATE, keep)
+            self._count_problems()
 
     def on_path(self, path: str) -> None:
-        """An entry file appeared or changed."""
+        """An entry file appeared or changed. Never raises: it runs on watchdog's thread, which must go on."""
+        try:
+            self._on_path(path)
+        except Exception:
+            log.exception("cannot handle a state dir event", extra=fields(source=excerpt(path)))
+
+    def _on_path(self, path: str) -> None:
         name = os.path.basename(path)
         if os.path.dirname(os.path.abspath(path)) != self.directory or not is_entry_name(name):
             return
+        path = os.path.join(self.directory, name)
         with self._lock:
             try:
-                with open(path, "rb") as fh:
-                    entry = StateEntry.from_json(fh.read())
-            except FileNotFoundError:
-                self._forget_locked(path)
-                return
-            except (OSError, StateError) as exc:
-                log.warning("skipping unreadable state entry: %s", exc, extra=fields(source=path))
-                return
-            if name != entry_name(*entry.key):
-                log.warning("skipping state entry whose name does not match its content", extra=fields(source=path))
-                return
-            if self._drop_if_gone(entry):
-                return
-            self._paths[os.path.abspath(path)] = entry.key
-            self.store.upsert(STATE, entry.key, entry)
+                try:
+                    entry = self.state.load(path)
+                except FileNotFoundError:
+                    self._forget_locked(path)
+                    return
+                except StateError as exc:
+                    self._report_unreadable(path, str(exc))
+                    self.problems[UNREADABLE][path] = str(exc)
+                    return
+                self.problems[UNREADABLE].pop(path, None)
+                if self._drop_if_gone(entry):
+                    return
+                self._paths[path] = entry.key
+                self.store.upsert(STATE, entry.key, entry)
+            finally:
+                self._count_problems()
 
     def on_removed(self, path: str) -> None:
-        with self._lock:
-            self._forget_locked(path)
+        try:
+            with self._lock:
+                self._forget_locked(path)
+                self._count_problems()
+        except Exception:
+            log.exception("cannot handle a state dir event", extra=fields(source=excerpt(path)))
 
     def _forget_locked(self, path: str) -> None:
-        key = self._paths.pop(os.path.abspath(path), None)
+        path = os.path.abspath(path)
+        self.problems[UNREADABLE].pop(path, None)
+        key = self._paths.pop(path, None)
         if key is not None:
+            self.problems[NETNS_UNCHECKED].pop(key, None)
             self.store.delete(STATE, key)
 
+    def _report_unreadable(self, path: str, reason: str) -> None:
+        if self.problems[UNREADABLE].get(path) != reason:  # once per file and reason, not on every rescan
+            log.warning("skipping unreadable state entry: %s", reason, extra=fields(source=path))
+
+    def _count_problems(self) -> None:
+        if self.metrics is not None:
+            for kind, found in self.problems.items():
+                self.metrics.state_entry_problems.labels(kind).set(len(found))
+
     def _drop_if_gone(self, entry: StateEntry) -> bool:
-        gone = netns_gone(entry.netns)
+        gone, unchecked = _netns_check(entry.netns)
+        if unchecked is not None:
+            if self.problems[NETNS_UNCHECKED].get(entry.key) != unchecked:
+                log.warning(
+                    "%s; keeping the entry (only a missing netns file means the pod is gone)",
+                    unchecked,
+                    extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns, container=entry.container_id),
+                )
+            self.problems[NETNS_UNCHECKED][entry.key] = unchecked
+            return False
+        self.problems[NETNS_UNCHECKED].pop(entry.key, None)
         if gone is None and entry.netns and not self._warned_invisible:
             self._warned_invisible = True
             log.warning(

@@ -1,7 +1,7 @@
 """nft in-process: libnftables through ctypes, one context per pod network namespace, kept open.
 
 `nsenter --net=PATH nft -f -` costs two execs, a fresh ruleset cache and a fresh netlink socket for every
-transaction — about 29 ms on the benchmark machine, of a few ms the kernel needs (docs/benchmarks.md). nft is a
+transaction — several times what the kernel needs (docs/benchmarks.md has the figures). nft is a
 thin front of libnftables, which takes the very same text (`nft_run_cmd_from_buffer`) and reports the very same
 error text, so a Transaction means exactly what it means to `nft -f`, and `error_from_stderr` types its errors.
 

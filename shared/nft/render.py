@@ -211,8 +211,8 @@ def _render_update(
 
     A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
     deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
-    elements it writes (docs/benchmarks.md: 300 deletions from a set of 300 take 25 ms, the full replacement of
-    600 elements 10 ms). When the COST_* estimate makes the delta dearer than the full form, None."""
+    elements it writes (docs/benchmarks.md, Scale, has the figures). When the COST_* estimate makes the delta
+    dearer than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.netns import TestNode, have_netns_support
+from daemon.testbed.netns import Node, have_netns_support
 
 __test__ = False  # not collected by pytest
 
@@ -93,7 +93,7 @@ def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, 
     # there costs ~3 ms that no node pays).
     tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with (
-        TestNode("bench", masters=["m0"]) as node,
+        Node("bench", masters=["m0"]) as node,
         tempfile.TemporaryDirectory(prefix="mnp-bench-", dir=tmpfs) as scratch,
     ):
         pod = node.new_pod("pod")

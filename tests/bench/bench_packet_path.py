@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.lab.netns import tcp_probe
-from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
+from daemon.testbed.netns import Probe, probe_once
 from shared.nft.render import render_interface
+from shared.rules import OPEN, Allow, DirectionRules, InterfaceRules, PortRange, collapse
 from tests.bench.common import BenchError, loadavg
 from tests.bench.node import LabNode
 
@@ -116,7 +116,7 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
     try:
         tool = build_tool(node.scratch)
         server, client = node.add_pods([("pp-server", SERVER_IP, ""), ("pp-client", CLIENT_IP, "")])
-        client.netns.ip("addr", "add", f"{OUTSIDER_IP}/8", "dev", "net1")
+        client.netns.add_address("net1", f"{OUTSIDER_IP}/8")
         clear_tables(client.path)  # the client is not guarded in any layout
         peers = peer_addresses()
         tables = {
@@ -162,7 +162,7 @@ def run(args: Any, node: LabNode | None = None) -> dict[str, Any]:
             for layout in LAYOUTS if rep % 2 == 0 else tuple(reversed(LAYOUTS)):
                 load_s[layout].append(load(layout))
                 if rep == 0:
-                    probe = tcp_probe(client.path, SERVER_IP, PORT, timeout=0.5, source=OUTSIDER_IP)
+                    probe = probe_once(client.path, Probe("tcp", SERVER_IP, PORT, 0.5, OUTSIDER_IP))
                     denied[layout] = probe.outcome
                 subprocess.run(["nsenter", f"--net={server.path}", "conntrack", "-F"], capture_output=True, check=False)
                 r = client_run("crr", SERVER_IP, str(PORT), str(seconds), "2")

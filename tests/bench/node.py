@@ -2,7 +2,7 @@
 (macvlan with static IPAM → the `mnp` plugin, which installs the pending table and writes the state entry), and
 the daemon — in this process, instrumented, or as its own process.
 
-Every namespace is named `mnpb-<pid>-…` (daemon/lab/netns.py deletes them at exit whatever happens; a run killed
+Every namespace is named `mnpb-<pid>-…` (daemon/testbed/netns.py deletes them at exit whatever happens; a run killed
 with SIGKILL leaves debris that the next run's `sweep` removes); scratch files live in /dev/shm/mnpb-<pid>-… (the
 state dir on tmpfs, like /run/mnp/state on a node) and are removed on close.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.apply import real_nft
-from daemon.lab.cniruntime import Attachment, CniRuntime, PodRef
-from daemon.lab.netns import NetNS, Node, sweep_stale_netns
+from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.testbed.netns import NetNS, Node, sweep_stale_netns
 from shared.nft.exec import subprocess_runner
 from shared.nft.transaction import Transaction
 from tests.bench import cluster as synth

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(doc, text)
         log(f"results written to {DOC.relative_to(ROOT)}")
     with contextlib.suppress(Exception):
-        from daemon.lab.netns import leftover_netns
+        from daemon.testbed.netns import leftover_netns
 
         left = leftover_netns(prefix=PREFIX)
         if left:

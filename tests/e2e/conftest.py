@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.lab.node import WORK_ROOT, down, find_plugin, process_alive, read_record
-from tests.support.netns import PREFIX, check_leftovers, have_netns_support, sweep_stale_netns
+from daemon.lab.build import WORK_ROOT, down, find_plugin, process_alive, read_record
+from daemon.testbed.netns import PREFIX, check_leftovers, have_netns_support, sweep_stale_netns
 
 REPO = Path(__file__).resolve().parent.parent.parent
 CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))

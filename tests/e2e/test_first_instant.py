@@ -27,17 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, mnpd_available, targets
-from daemon.lab.netns import Attempt, Hammer, Server
-from daemon.lab.netns import Probe as Packet
-from daemon.lab.node import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
+from daemon.lab.build import NODE_NAME, WORK_ROOT, Lab, LabPod, create_workdir, find_plugin
+from daemon.lab.enforcer import Mnpd, expected_digest, interface_digest, kernel_table, targets
 from daemon.lab.plan import LabPaths, plan
-from shared.compiler import InterfaceRules
+from daemon.testbed.netns import PREFIX, Attempt, Hammer, Server
+from daemon.testbed.netns import Probe as Packet
 from shared.evaluate import evaluate
 from shared.manifests import load_dir
-from shared.model import IPAddress
+from shared.rules import InterfaceRules, IPAddress
 from tests.e2e.conftest import assert_gone
-from tests.support.netns import PREFIX
 
 pytestmark = pytest.mark.netns
 
@@ -70,8 +68,6 @@ EGRESS = [
 
 @pytest.fixture
 def lab(need_lab: None) -> Iterator[tuple[Lab, Mnpd]]:
-    if not mnpd_available():
-        pytest.skip("mnpd (daemon/main.py) is not available")
     paths = LabPaths(WORK_ROOT / f"{PREFIX}{os.getpid()}-{os.urandom(2).hex()}")
     the_plan = plan(SCENARIO, paths)
     assert the_plan.errors == [] and the_plan.invalid == []

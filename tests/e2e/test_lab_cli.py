@@ -4,7 +4,6 @@ leftover namespace, work dir or process."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -18,11 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.lab.netns import Probe, leftover_netns, run_probes
-from daemon.lab.node import WORK_ROOT, process_alive, read_record, wait_pid_exit
-from daemon.lab.session import run_lab
-from tests.e2e.conftest import REPO, assert_gone
-from tests.support.netns import PREFIX
+from daemon.lab.build import WORK_ROOT, process_alive, read_record, wait_pid_exit
+from daemon.testbed.netns import Probe, leftover_netns, run_probes
+from tests.e2e.conftest import REPO
 
 pytestmark = pytest.mark.netns
 
@@ -216,16 +213,6 @@ def test_keep_leaves_a_working_lab_and_down_removes_it(need_lab: None, kept: dic
     assert "stopped mnpd" in done.stderr and not workdir.exists()
     assert leftover_netns(prefix=LAB_PREFIX, pid=pid) == []
     assert not process_alive(daemon) or Path(f"/proc/{daemon}/stat").read_text().split(") ")[1].startswith("Z")
-
-
-def test_stand_in_enforcer_says_so(need_lab: None) -> None:
-    """Without mnpd the lab programs the pods itself — and says so; the packets still follow the rules."""
-    out, err = io.StringIO(), io.StringIO()
-    result = run_lab(LAYER2, out=out, err=err, prefix=PREFIX, colour=False, enforcer_kind="stand-in")
-    assert result.status == 0, err.getvalue()
-    assert "STAND-IN" in err.getvalue() and "STAND-IN" in out.getvalue().splitlines()[-1]
-    assert result.observations and all(o.passed for o in result.observations)
-    assert_gone(result.netns, result.pids)
 
 
 def test_a_killed_lab_stops_its_daemon_and_down_removes_the_rest(need_lab: None) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from daemon.cli.matrix import Record
+from daemon.cli.exitcodes import EXIT_LAB
 from daemon.ctl import build_parser
 from daemon.lab import cli as lab_cli
 from daemon.lab import session
@@ -25,11 +26,12 @@ from daemon.lab.plan import (
     plan,
     runtime_pod_manifest,
 )
-from shared.compiler import InterfaceRules
 from shared.model import NETWORK_STATUS
 from shared.nft.fake import FakeNft
 from shared.nft.render import render_interface
+from shared.predict import Record
 from shared.probes import Probe
+from shared.rules import InterfaceRules
 from tests.e2e.conftest import REPO
 
 PATHS = LabPaths(Path("/run/mnplab/test"))
@@ -227,3 +229,13 @@ def test_lab_is_an_mnpctl_subcommand_and_needs_root(monkeypatch: pytest.MonkeyPa
     err = io.StringIO()
     assert session.run_lab(tmp_path, err=err).status == lab_cli.EXIT_LAB
     assert "root" in err.getvalue()
+
+
+def test_lab_without_its_machinery_says_it_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The image leaves daemon/lab's machinery and daemon/testbed out; `mnpctl lab` must say so, not crash.
+    monkeypatch.setitem(sys.modules, "daemon.lab.session", None)
+    args = build_parser().parse_args(["lab", str(tmp_path)])
+    assert args.run(args) == EXIT_LAB
+    assert "not installed here" in capsys.readouterr().err

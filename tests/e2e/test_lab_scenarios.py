@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.matrix import evaluate_probes, load_probes
-from daemon.lab.cli import EXIT_INVALID, EXIT_OK
+from daemon.cli.exitcodes import EXIT_INVALID, EXIT_OK
 from daemon.lab.plan import LabPaths, plan
 from daemon.lab.session import LabRun, run_lab
+from daemon.testbed.netns import PREFIX
 from shared.manifests import load_dir
+from shared.predict import evaluate_probes, load_probes
 from tests.e2e.conftest import REPO, assert_gone, lab_unavailable
-from tests.support.netns import PREFIX
 
 pytestmark = pytest.mark.netns
 
@@ -55,6 +55,7 @@ CURATED = {
     "ipblock-except": "ipBlock with except",
     "egress-to-outside-host": "a host outside the cluster, by ipBlock",
     "ingress-from-outside-host": "a host outside the cluster as the client",
+    "static-ipam-outside-host": "hosts outside the cluster on a static-IPAM network (no NAD subnet)",
     "named-port-ingress": "named ports",
     "named-port-egress-per-peer": "egress named ports resolved per peer",
     "stacked": "stacked policies",

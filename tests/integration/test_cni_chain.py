@@ -1,4 +1,4 @@
-"""The chain `macvlan (+ host-local IPAM) → mnp`, executed exactly as libcni does (tests/support/cniruntime.py),
+"""The chain `macvlan (+ host-local IPAM) → mnp`, executed exactly as libcni does (daemon/testbed/cniruntime.py),
 with the real Debian plugins and real packets, inside a test node netns.
 
 Two variants of the `mnp` executable on CNI_PATH: a wrapper running the source with the venv's Python, and the
@@ -26,15 +26,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.cniruntime import Attachment, CniError, CniRuntime, PodRef
-from tests.support.host import CNI_BIN, host_untouched
-from tests.support.netns import (
+from daemon.testbed.cniruntime import Attachment, CniError, CniRuntime, PodRef
+from daemon.testbed.netns import (
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     probe_matrix,
 )
+from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
 
@@ -129,8 +129,8 @@ def plugin_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node() -> Iterator[TestNode]:
-    n = TestNode("chain", masters=["m0", "m1"])
+def node() -> Iterator[Node]:
+    n = Node("chain", masters=["m0", "m1"])
     try:
         yield n
     finally:
@@ -141,7 +141,7 @@ class Lab:
     """One node, its runtime, and the conflists of the test: `closed` (macvlan → mnp) and `open` (macvlan only)
     on m0, `closed2` (macvlan → mnp) and `open2` on m1."""
 
-    def __init__(self, node: TestNode, plugin_dir: Path, scratch: Path) -> None:
+    def __init__(self, node: Node, plugin_dir: Path, scratch: Path) -> None:
         self.node = node
         self.state = scratch / "state"
         self.runtime = CniRuntime([plugin_dir, CNI_BIN], scratch / "cache", exec_netns=node.ns)
@@ -194,7 +194,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(node: TestNode, plugin_dir: Path, tmp_path: Path) -> Lab:
+def lab(node: Node, plugin_dir: Path, tmp_path: Path) -> Lab:
     return Lab(node, plugin_dir, tmp_path)
 
 
@@ -294,6 +294,31 @@ def test_a_second_interface_joins_without_disturbing_the_first(lab: Lab) -> None
     assert nft_table(pod_a) == "" and lab.entries() == []
 
 
+def test_del_of_another_container_in_the_same_netns_keeps_the_interface_closed(lab: Lab) -> None:
+    """Issue 11, item 1: containers A (net1) and B (net2) in one netns share its table. B's DEL removes only B's
+    objects; A's net1 stays closed both ways, with real packets, and CHECK of A still passes."""
+    node, rt = lab.node, lab.runtime
+    pod_a, pod_c = node.new_pod("a"), node.new_pod("c")
+    att_a = lab.attachment(pod_a)
+    ip_a = rt.add(lab.closed, att_a).ip("net1")
+    att_b = Attachment(f"ctr-{uuid.uuid4().hex[:12]}", pod_a, "net2", att_a.pod)
+    rt.add(lab.closed2, att_b)
+    ip_c = rt.add(lab.open, lab.attachment(pod_c)).ip("net1")
+
+    with Server(pod_a, [("tcp", 8080), ("udp", 5353)]) as server_a, Server(pod_c, [("tcp", 8080), ("udp", 5353)]):
+        assert verdicts(both_ways(pod_c, ip_a) + both_ways(pod_a, ip_c)) == [False] * 4
+        rt.delete(lab.closed2, att_b)
+        assert verdicts(both_ways(pod_c, ip_a) + both_ways(pod_a, ip_c)) == [False] * 4
+        assert server_a.connections() == []
+        table = nft_table(pod_a)
+        assert "chain ingress_net1" in table and "net2" not in table
+        assert [e["containerID"] for e in lab.entries()] == [att_a.container_id]
+        rt.check(lab.closed, att_a)
+
+    rt.delete(lab.closed, att_a)
+    assert nft_table(pod_a) == "" and lab.entries() == []
+
+
 def test_del_after_the_netns_is_gone(lab: Lab) -> None:
     pod = lab.node.new_pod("gone")
     att = lab.attachment(pod)
@@ -349,6 +374,31 @@ def test_own_netns_is_refused(lab: Lab) -> None:
     error = call.error()
     assert error is not None and error.code == 8
     assert nft_tables(lab.node.ns) == "" and lab.entries() == []
+
+
+def test_a_path_that_is_no_network_namespace_is_refused(lab: Lab, tmp_path: Path) -> None:
+    """Issue 11, item 13: the real plugin, given a mount namespace or a plain file with content as CNI_NETNS,
+    answers code 8 on ADD, CHECK and DEL — before nft, so no table appears anywhere (the module checks the
+    host) — and DEL leaves the entry of an earlier ADD alone."""
+    pod = lab.node.new_pod("a")
+    att = lab.attachment(pod)
+    res = lab.runtime.add(lab.closed, att)
+    before = lab.entries()
+    plain = tmp_path / "plain"
+    plain.write_text("not a namespace")
+    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-closed", "type": "mnp", "stateDir": str(lab.state)}
+    conf["prevResult"] = res.raw
+    for netns in ("/proc/self/ns/mnt", str(plain)):
+        for command in ("ADD", "CHECK", "DEL"):
+            call = lab.runtime.exec_plugin(
+                "mnp", command, conf, container_id=att.container_id, netns=netns, ifname="net1", cni_args=""
+            )
+            error = call.error()
+            assert error is not None and error.code == 8, (netns, command, call.stdout, call.stderr)
+            assert len(call.stdout.splitlines()) == 1 and "Traceback" not in call.stderr
+    assert lab.entries() == before and "chain ingress_net1" in nft_table(pod)
+    assert nft_tables(lab.node.ns) == ""
+    lab.runtime.delete(lab.closed, att)
 
 
 def test_a_failed_add_leaves_nothing(lab: Lab, tmp_path: Path) -> None:

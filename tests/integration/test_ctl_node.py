@@ -39,19 +39,20 @@ import pytest
 
 from daemon import ctl
 from daemon.cli import drops as drops_cmd
-from daemon.cli.node import Inspector, listen_address
-from shared.compiler import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
-from shared.nft.exec import RealNft
-from shared.nft.render import DROP_LOG_GROUP, render_interface
-from tests.support.cniruntime import Attachment, CniRuntime, PodRef
-from tests.support.host import CNI_BIN, host_untouched
-from tests.support.netns import (
+from daemon.cli.node import Inspector
+from daemon.cli.options import listen_address
+from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.testbed.netns import (
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     probe_matrix,
 )
+from shared.nft.exec import RealNft
+from shared.nft.render import DROP_LOG_GROUP, render_interface
+from shared.rules import OPEN, Allow, DirectionRules, InterfaceRules, PortRange
+from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
 
@@ -65,7 +66,7 @@ DNS = "ns1/allow-dns ingress[0]"
 
 @dataclass
 class NodeLab:
-    node: TestNode
+    node: Node
     runtime: CniRuntime
     state: Path
     ipam: Path
@@ -141,7 +142,7 @@ def _node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeLab]:
     wrapper.chmod(0o755)
     dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     dead.bind(("127.0.0.1", 0))  # bound, never listening: nothing else can take the port, connects are refused
-    node = TestNode("ctl", masters=["m0"])
+    node = Node("ctl", masters=["m0"])
     try:
         runtime = CniRuntime([bindir, CNI_BIN], scratch / "cache", exec_netns=node.ns)
         lab = NodeLab(

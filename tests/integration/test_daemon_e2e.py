@@ -33,15 +33,15 @@ import yaml
 
 from daemon.app import Daemon
 from daemon.config import load
-from tests.support.cniruntime import Attachment, CniRuntime, PodRef
-from tests.support.host import CNI_BIN, host_untouched
-from tests.support.netns import (
+from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
+from daemon.testbed.netns import (
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     probe_matrix,
 )
+from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
 
@@ -118,7 +118,7 @@ def ingress_policy(name: str, select: dict[str, str], sources: dict[str, str] | 
 class World:
     """One node, the CNI runtime, the daemon's directories and the pods of a test."""
 
-    def __init__(self, node: TestNode, tmp: Path) -> None:
+    def __init__(self, node: Node, tmp: Path) -> None:
         self.node = node
         self.tmp = tmp
         self.state_dir = tmp / "run" / "state"
@@ -221,7 +221,7 @@ def can(items: list[tuple[PodHandle, PodHandle, str, int]]) -> list[bool]:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    node = TestNode("mnpd", masters=["m0"])
+    node = Node("mnpd", masters=["m0"])
     try:
         yield World(node, tmp_path)
     finally:

@@ -255,6 +255,15 @@ def test_image_runs_mnpd_and_mnpctl(image: str) -> None:
 
 
 @needs_build
+def test_image_leaves_the_lab_and_its_test_bed_out(image: str) -> None:
+    done = in_image(image, ["/usr/local/bin/mnpctl", "lab", "/tmp"])
+    assert done.returncode == 3 and "not installed here" in done.stderr, done.stderr
+    python = "/usr/local/lib/mnp/venv/bin/python"
+    probe = "import importlib.util as u; print(u.find_spec('daemon.testbed'), u.find_spec('daemon.lab.session'))"
+    assert ok(in_image(image, [python, "-c", probe])).split() == ["None", "None"]
+
+
+@needs_build
 def test_image_entrypoint_and_user(image: str) -> None:
     config = json.loads(ok(run(["buildah", "inspect", "--type", "image", image])))["OCIv1"]["config"]
     assert config["Entrypoint"] == ["/usr/local/bin/mnpd"]

@@ -8,12 +8,13 @@ left in a pod namespace, and a path that comes to name another namespace is refu
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
+from pyroute2 import netns as pyroute2_netns
 
+from daemon.testbed.netns import NetNS
 from shared.errors import NetnsGone
 from shared.netns import in_netns
 from shared.nft import libnft
@@ -21,7 +22,6 @@ from shared.nft.errors import NotFoundError
 from shared.nft.objects import Table
 from shared.nft.transaction import Transaction
 from tests.support.host import host_untouched
-from tests.support.netns import NetNS
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not libnft.available(), reason="no libnftables.so.1")]
 
@@ -89,10 +89,10 @@ def test_gone_or_replaced_namespace_is_refused(pod: NetNS) -> None:
     path = pod.path
     nft = libnft.NetnsNft(path)
     try:
-        subprocess.run(["ip", "netns", "del", pod.name], check=True)
+        pyroute2_netns.remove(pod.name)
         with pytest.raises(NetnsGone):
             nft.run(Transaction("inet", "mnp").add(Table()))
-        subprocess.run(["ip", "netns", "add", pod.name], check=True)  # the same path, another namespace
+        pyroute2_netns.create(pod.name)  # the same path, another namespace
         with pytest.raises(NetnsGone, match="another network namespace"):
             nft.run(Transaction("inet", "mnp").add(Table()))
         assert "mnp" not in tables(pod)

@@ -13,7 +13,6 @@ Needs root, `ip` and `nft`; skipped otherwise. Address plan as in tests/unit/tes
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.testbed.netns import NetNS, NetnsError
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
@@ -74,14 +74,14 @@ def root_tables() -> str:
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
     before = root_tables()
-    name = f"mnpt-nft-{os.getpid()}-{secrets.token_hex(3)}"
-    created = _run(["ip", "netns", "add", name])
-    if created.returncode != 0:
-        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
     try:
-        yield Netns(name)
+        created = NetNS.create("nft")
+    except NetnsError as exc:
+        pytest.skip(f"cannot create a network namespace: {exc}")
+    try:
+        yield Netns(created.name)
     finally:
-        _run(["ip", "netns", "delete", name])
+        created.delete()
     assert root_tables() == before, "the root network namespace's nftables changed"
 
 

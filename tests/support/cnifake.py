@@ -18,7 +18,7 @@ from typing import Any
 from cni.config import PluginConf
 from cni.plugin import Deps
 from cni.skel import Dispatcher
-from shared.errors import NetnsGone
+from shared.errors import NetnsGone, NetnsUnusable
 from shared.nft.errors import NotFoundError
 from shared.nft.fake import FakeNft
 from shared.nft.transaction import Transaction
@@ -101,10 +101,12 @@ class Outcome:
 
 @dataclass
 class FakeNode:
-    """A node as the plugin sees it. `netns` lists the namespaces that exist; `nfts` their nft state."""
+    """A node as the plugin sees it. `netns` lists the namespaces that exist; `unusable` paths that exist but are
+    no namespace the plugin can use (path → why: EACCES, a mount namespace …); `nfts` their nft state."""
 
     state_dir: Path
     netns: set[str] = field(default_factory=lambda: {"/run/netns/pod-a", "/run/netns/pod-b"})
+    unusable: dict[str, str] = field(default_factory=dict)
     nfts: dict[str, JsonFakeNft] = field(default_factory=dict)
     host: JsonFakeNft = field(default_factory=JsonFakeNft)
     store_factory: Callable[[str], StateStore] = StateStore
@@ -117,6 +119,8 @@ class FakeNode:
         return self.nfts.setdefault(netns, JsonFakeNft())
 
     def check_netns(self, netns: str) -> None:
+        if netns in self.unusable:
+            raise NetnsUnusable(f"{netns}: {self.unusable[netns]}")
         if netns not in self.netns:
             raise NetnsGone(f"network namespace {netns} does not exist")
 

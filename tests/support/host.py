@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import check_leftovers, have_netns_support, sweep_stale_netns
+from daemon.testbed.netns import check_leftovers, have_netns_support, sweep_stale_netns
 
 CNI_BIN = Path(os.environ.get("MNP_TEST_CNI_BIN", "/usr/lib/cni"))
 

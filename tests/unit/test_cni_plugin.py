@@ -103,8 +103,8 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
 
 
 def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:
-    from shared.compiler import InterfaceRules
     from shared.nft.render import render_interface
+    from shared.rules import InterfaceRules
 
     node.call("ADD")
     expected = JsonFakeNft()
@@ -692,3 +692,122 @@ def test_a_plain_file_is_no_netns(tmp_path: Path) -> None:
     with pytest.raises(NetnsGone):
         check_netns(str(tmp_path / "missing"))
     check_netns("/proc/self/ns/net")
+
+
+# ------------------------------------------------------------------------------------ one netns, many containers
+
+
+def test_del_of_another_containers_interface_keeps_the_shared_table(node: FakeNode) -> None:
+    """Issue 11, item 1: the containers of a pod share its netns and its one table. DEL of container B's net2
+    removes only B's objects while A's net1 is recorded there, and CHECK of A still passes."""
+    node.call("ADD", container="ctr-a")
+    node.call("ADD", node.conf(name="net-b", prevResult=prev_result("net2")), container="ctr-b", ifname="net2")
+    assert node.call("DEL", node.conf(name="net-b"), container="ctr-b", ifname="net2").rc == 0
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+    assert map_entries(node) == {
+        "ingress_ifaces": {"net1": "jump ingress_net1"},
+        "egress_ifaces": {"net1": "jump egress_net1"},
+    }
+    assert [e.key for e in entries(node)] == [("ctr-a", "net1")]
+    assert node.call("CHECK", container="ctr-a").rc == 0
+    assert node.call("DEL", container="ctr-a").rc == 0
+    assert tables(node) == []
+
+
+def test_del_counts_an_interface_recorded_under_another_path_of_the_same_netns(node: FakeNode, tmp_path: Path) -> None:
+    """`/proc/PID/ns/net` and `/run/netns/x` name one namespace: the same (st_dev, st_ino) is the same table."""
+    pinned = tmp_path / "pinned"
+    pinned.write_text("")
+    alias = tmp_path / "alias"
+    alias.symlink_to(pinned)
+    node.netns |= {str(pinned), str(alias)}
+    node.call("ADD", container="ctr-a", netns=str(pinned))
+    node.call(
+        "ADD",
+        node.conf(name="net-b", prevResult=prev_result("net2")),
+        container="ctr-b",
+        ifname="net2",
+        netns=str(pinned),
+    )
+    node.nfts[str(alias)] = node.nfts[str(pinned)]  # one namespace, one table, whatever path reaches it
+    # B's DEL comes with the other path of the same namespace
+    assert node.call("DEL", node.conf(name="net-b"), container="ctr-b", ifname="net2", netns=str(alias)).rc == 0
+    assert chains(node, str(pinned)) == {"input", "output"} | interface_chains("net1")
+
+
+def test_gc_of_another_containers_interface_keeps_the_shared_table(node: FakeNode) -> None:
+    node.call("ADD", container="ctr-a")
+    node.call("ADD", container="ctr-b", ifname="net2", conf=node.conf(prevResult=prev_result("net2")))
+    assert gc(node, gc_conf(node, [("ctr-a", "net1")])).rc == 0
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+    assert node.call("CHECK", container="ctr-a").rc == 0
+
+
+def test_an_unreadable_entry_anywhere_keeps_the_table(node: FakeNode) -> None:
+    """It may be another container's interface in this netns: never remove the table on a guess."""
+    node.call("ADD")
+    node.state_dir.joinpath("other_net9.json").write_text("{garbage")
+    assert node.call("DEL").rc == 0
+    assert chains(node) == {"input", "output"}  # the interface's objects went, the (now empty) table stays
+
+
+# ----------------------------------------------------------------------------------------------- not a netns
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+def test_a_netns_path_that_cannot_be_used_is_refused_before_nft_and_keeps_the_entry(
+    node: FakeNode, command: str
+) -> None:
+    """Issue 11, items 9 and 13: EACCES, another kind of namespace … is not "gone" — code 8, nft never called,
+    the entry (if any) stays."""
+    node.call("ADD")
+    before = node.transactions()
+    node.unusable[POD_A] = "Permission denied"
+    out = node.call(command)
+    assert (out.rc, out.code) == (1, INVALID_NETNS), out
+    assert "Permission denied" in out.json["details"]
+    assert node.transactions() == before
+    assert [e.key for e in entries(node)] == [("c1", "net1")]
+
+
+def test_gc_keeps_the_entry_of_a_netns_it_cannot_use(node: FakeNode) -> None:
+    node.call("ADD")
+    node.unusable[POD_A] = "Permission denied"
+    out = gc(node, gc_conf(node, []))
+    assert (out.rc, out.code) == (1, INTERNAL)
+    assert len(entries(node)) == 1 and tables(node) != []
+
+
+def real_netns_deps(node: FakeNode) -> Any:
+    """The fake node's nft and store with the REAL netns checks (shared.netns.check_netns)."""
+    from cni.plugin import Deps
+    from shared.netns import check_netns, is_own_netns
+
+    return lambda conf: Deps(nft=node.nft, store=node.store_factory, own_netns=is_own_netns, check_netns=check_netns)
+
+
+@pytest.mark.parametrize("kind", ["mount namespace", "file with content", "directory", "fifo", "device"])
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+def test_a_path_that_is_no_network_namespace_is_refused_before_nft(
+    node: FakeNode, tmp_path: Path, kind: str, command: str
+) -> None:
+    """Issue 11, item 13: with the real checks, `/proc/self/ns/mnt`, a regular file with content, a directory, a
+    FIFO or a device as CNI_NETNS is code 8 on ADD, CHECK and DEL, before any nft call."""
+    import os
+
+    paths = {"mount namespace": "/proc/self/ns/mnt", "device": "/dev/null"}
+    if kind == "file with content":
+        paths[kind] = str(tmp_path / "file")
+        (tmp_path / "file").write_text("not a namespace")
+    elif kind == "directory":
+        paths[kind] = str(tmp_path)
+    elif kind == "fifo":
+        paths[kind] = str(tmp_path / "fifo")
+        os.mkfifo(paths[kind])
+    netns = paths[kind]
+    node.netns.add(netns)  # the fake nft would act there: the real check must stop it first
+    conf = node.conf(prevResult=prev_result(sandbox=netns))
+    out = node.call(command, conf, netns=netns, deps=real_netns_deps(node))
+    assert (out.rc, out.code) == (1, INVALID_NETNS), out
+    assert node.transactions() == 0 and entries(node) == []
+    assert "Traceback" not in out.stderr

@@ -19,19 +19,10 @@ from typing import Any
 
 import pytest
 
-from shared.compiler import (
-    ALL_V4,
-    ALL_V6,
-    OPEN,
-    Allow,
-    InterfaceRules,
-    PortRange,
-    collapse,
-    compile_cluster,
-    subtract,
-)
+from shared.compiler import ALL_V4, ALL_V6, compile_cluster, subtract
 from shared.manifests import build_cluster
-from shared.model import EGRESS, INGRESS, POLICY_FOR, Cluster
+from shared.model import POLICY_FOR, Cluster
+from shared.rules import EGRESS, INGRESS, OPEN, Allow, InterfaceRules, PortRange, collapse
 
 BLUE, RED = "default/blue", "default/red"
 

@@ -31,9 +31,9 @@ from daemon.cli.droplog import (
     parse_nflog,
     pcap_records,
 )
-from daemon.cli.node import InspectError
-from shared.model import EGRESS, INGRESS
+from daemon.cli.errors import InspectError
 from shared.nft.render import DROP_LOG_GROUP, drop_log_prefix, iface_token
+from shared.rules import EGRESS, INGRESS
 from shared.state import StateStore
 from tests.unit.test_ctl_inspect import NOW, TABLE_JSON_ITEMS, FakeNode, entry, main, make, with_counters
 

@@ -31,14 +31,17 @@ from daemon.cli import node as node_mod
 from daemon.cli import pods as pods_cmd
 from daemon.cli import rules as rules_cmd
 from daemon.cli import status as status_cmd
-from daemon.cli.node import DaemonHealth, Endpoint, InspectError, Inspector, LiveTable, StatusFile, listen_address
+from daemon.cli.endpoints import DaemonHealth, Endpoint, http_get
+from daemon.cli.errors import InspectError
+from daemon.cli.node import Inspector, LiveTable
+from daemon.cli.options import listen_address
+from daemon.cli.statusfile import StatusFile
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange
-from shared.model import EGRESS, INGRESS
 from shared.nft.fake import FakeNft, RuleView, TableView
 from shared.nft.render import render_interface
 from shared.nft.trace import Packet, table_from_nft_json, trace
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, PortRange
 from shared.state import StateEntry, StateStore
 
 NOW = 1_778_312_125.0  # 2026-05-09T07:35:25Z
@@ -664,7 +667,7 @@ def test_status_of_a_healthy_ready_daemon_over_real_http(
         {"containerID": "c0ffee0001", "ifname": "net1", "pod": "blue/web", "state": "programmed"},
         {"containerID": "c0ffee0001", "ifname": "net2", "pod": "blue/web", "state": "pending", "reason": "no status"},
     ]))  # fmt: skip
-    inspector = make(state, node, http=node_mod.http_get)
+    inspector = make(state, node, http=http_get)
     inspector.listen = ("127.0.0.1", server.port)
     rc, text = run(lambda out: status_cmd.status(inspector, False, out))
     url = f"http://127.0.0.1:{server.port}"

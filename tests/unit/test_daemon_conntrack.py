@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from daemon.conntrack import ConntrackCleaner, Flow, admits, parse_flows, stale_flows, withdraws
 from daemon.store import NAMESPACE, POD, POLICY
-from shared.compiler import ClusterIndex, InterfaceRules, compile_pod
+from shared.compiler import ClusterIndex, compile_pod
 from shared.model import Cluster
 from shared.nft.fake import FakeNft
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
+from shared.rules import InterfaceRules
 from tests.unit.test_daemon_builders import NET_A, from_pods, namespace, pod, policy, put
 
 LISTING = "\n".join(

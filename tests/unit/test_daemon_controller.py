@@ -12,17 +12,18 @@ import pytest
 
 from daemon.apply import Applier
 from daemon.clock import FakeClock
-from daemon.controller import FAILED, PENDING, PROGRAMMED, TERMINATED, Controller, SyncReport
+from daemon.controller import Controller, SyncReport
 from daemon.events import LogEvents
 from daemon.metrics import Metrics
+from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
-from shared.compiler import InterfaceRules
 from shared.nft.errors import NftError
 from shared.nft.fake import FakeNft, TableView
 from shared.nft.objects import Element
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
 from shared.nft.transaction import Transaction
+from shared.rules import InterfaceRules
 from shared.state import StateEntry
 from tests.unit.test_daemon_builders import NET_A, attach, entry, from_pods, namespace, pod, policy, put, remove
 

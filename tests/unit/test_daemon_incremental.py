@@ -11,10 +11,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from daemon.controller import PROGRAMMED
+from daemon.records import PROGRAMMED
 from daemon.store import POD
-from shared.compiler import ClusterIndex, InterfaceRules, compile_pod
+from shared.compiler import ClusterIndex, compile_pod
 from shared.model import Cluster
+from shared.rules import InterfaceRules
 from tests.unit.test_daemon_builders import JSON, NET_A, entry, namespace, pod, policy, put, remove
 from tests.unit.test_daemon_controller import Harness
 

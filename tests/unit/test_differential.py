@@ -42,14 +42,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.compiler import InterfaceRules, compile_cluster
+from shared.compiler import compile_cluster
 from shared.evaluate import evaluate
 from shared.manifests import PROBES_FILE, build_cluster, load_dir
-from shared.model import Cluster, IPAddress, Pod
+from shared.model import Cluster, Pod
 from shared.nft.fake import FakeNft
 from shared.nft.render import render_interface
 from shared.nft.trace import Packet, trace
 from shared.probes import ResolvedProbe, default_probes, parse_probes, resolve
+from shared.rules import InterfaceRules, IPAddress
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p for p in (ROOT / "tests" / "scenarios").iterdir() if (p / "cluster.yaml").is_file())

@@ -35,7 +35,7 @@ from daemon.metrics import Metrics
 from daemon.sources.kube import Backoff, Kind, Reflector
 from daemon.status import writer_alive, writer_identity
 from daemon.store import POLICY, Store
-from shared.errors import NotANetns
+from shared.errors import NetnsUnusable
 from shared.state import StateStore
 from tests.unit.test_ctl_inspect import FakeNode, make, run, status_doc, write_status
 from tests.unit.test_ctl_inspect import entry as state_entry
@@ -204,14 +204,14 @@ def test_a_path_that_is_no_network_namespace_is_reported_as_such(monkeypatch: py
     cluster(h)
 
     def refuse(netns: str) -> Any:
-        raise NotANetns(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
+        raise NetnsUnusable(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
 
     monkeypatch.setattr(h.applier, "nft_for", refuse)
     h.ready()
     h.sync()
     record = h.controller.records[SERVER.key]
     assert record.state == FAILED, record.state
-    assert record.reason.startswith("not a network namespace, nothing programmed")
+    assert record.reason.startswith("not a usable network namespace, nothing programmed")
 
 
 # ------------------------------------------------------------------------------------------- the HTTP server

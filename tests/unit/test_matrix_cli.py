@@ -318,3 +318,39 @@ def test_usage_errors_exit_2_and_help_exits_0_without_leaving_main(capsys: pytes
     assert "matrix" in capsys.readouterr().out
     assert main(["matrix", "--help"]) == 0
     assert "--probes FILE" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- static IPAM: no NAD subnet
+
+STATIC_IPAM = ROOT / "tests" / "scenarios" / "static-ipam-outside-host"
+
+
+def test_outside_hosts_on_a_static_ipam_network_are_placed_by_the_pods_requested_prefix(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bug fixed: with `"ipam": {"type": "static"}` and per-pod `ips`, every outside address was refused."""
+    status, rows, err = records(capsys, str(STATIC_IPAM))
+    assert status == 0, err
+    outside = [r for r in rows if r["from"].startswith("198.51.100.")]
+    assert outside and all(r["network"] == "store/lan" for r in outside)
+    assert verdicts(outside) == {
+        ("198.51.100.200", "store/db", 5432): True,
+        ("198.51.100.201", "store/db", 5432): False,
+        ("198.51.100.201", "store/app", 8080): True,
+    }
+
+
+def test_an_outside_address_on_no_known_prefix_goes_to_the_pods_only_network_or_the_named_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    probes = tmp_path / "probes.yaml"
+    probes.write_text(
+        "- {from: 192.0.2.7, to: store/db, port: 5432}\n"
+        "- {from: 192.0.2.7, to: store/app, port: 8080, network: store/lan}\n"
+    )
+    status, rows, err = records(capsys, str(STATIC_IPAM), "--probes", str(probes))
+    assert status == 0, err
+    assert [(r["network"], r["allowed"]) for r in rows] == [("store/lan", False), ("store/lan", True)]
+    probes.write_text("- {from: 192.0.2.7, to: store/db, port: 5432, network: store/wan}\n")
+    status, rows, err = records(capsys, str(STATIC_IPAM), "--probes", str(probes))
+    assert status == 2 and "network store/wan does not connect 192.0.2.7 and store/db" in err

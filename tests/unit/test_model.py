@@ -16,8 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.model import (
-    EGRESS,
-    INGRESS,
     POLICY_FOR,
     Attachment,
     ContainerPort,
@@ -32,6 +30,7 @@ from shared.model import (
     parse_policy,
     parse_policy_for,
 )
+from shared.rules import EGRESS, INGRESS
 from shared.selectors import MATCH_EVERYTHING
 
 

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import ElementView, FakeNft, SetView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set, Table
 from shared.nft.render import render_interface, render_remove_interface
 from shared.nft.transaction import Transaction
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 
 PAIRS = Set("pairs", "ipv4_addr . inet_proto . inet_service", ("interval",))
 PREFIXES = Set("prefixes", "ipv4_addr", ("interval",))

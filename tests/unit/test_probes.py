@@ -1,16 +1,20 @@
 """Probes: reading probe files, the default probes, and resolving a probe to a network and two addresses.
 
 Address plan: default/blue 10.10.0.0/24 + fd00:10::/64 and default/red 10.20.0.0/24 (RFC 1918 / ULA) hold the
-pods; default/lan 192.0.2.0/24 (RFC 5737) holds a pod and hosts outside the cluster.
+pods; default/lan 192.0.2.0/24 (RFC 5737) holds a pod and hosts outside the cluster; the static-IPAM networks below
+say their own plan.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+from typing import Any
 
 import pytest
 
-from shared.probes import Probe, ResolvedProbe, default_probes, parse_probes, resolve
+from shared.model import NETWORKS
+from shared.probes import Probe, ResolvedProbe, default_probes, on_link_prefixes, parse_probes, resolve
 from tests.unit.test_compiler import BLUE, RED, cluster, nad, namespace, pod
 
 LAN = "default/lan"
@@ -112,7 +116,7 @@ def test_a_pod_to_pod_probe_uses_the_one_network_they_share() -> None:
 
 
 def test_pods_sharing_several_networks_need_the_network_named() -> None:
-    assert "share several networks (default/blue, default/red): set 'network'" in str(
+    assert "share several networks (default/blue, default/red): set 'network:'" in str(
         resolve(C, Probe("ns1/a", "ns1/b", 8080))
     )
     r = resolved("ns1/a", "ns1/b", 8080, network="default/red")
@@ -176,3 +180,79 @@ def test_resolution_gives_addresses_of_one_family() -> None:
         assert isinstance(r, ResolvedProbe)
         assert r.source.address.version == r.target.address.version
         assert ipaddress.ip_address(r.source.address) != r.target.address
+
+
+# ------------------------------------------------------------------------------- static IPAM (no NAD subnet)
+
+# The Multus documentation's macvlan example: `"ipam": {"type": "static"}` in the NAD and each pod's address with
+# its prefix in its network request. default/lan2 198.51.100.0/24 and default/mgmt 203.0.113.0/24 (RFC 5737).
+LAN2, MGMT = "default/lan2", "default/mgmt"
+
+
+def static_nad(key: str) -> dict[str, Any]:
+    ns, name = key.split("/")
+    plugins = [{"type": "macvlan", "master": "eth1", "ipam": {"type": "static"}}, {"type": "mnp"}]
+    config = {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"config": json.dumps(config)},
+    }
+
+
+def requesting(ref: str, requests: dict[str, str]) -> dict[str, Any]:
+    """A pod that requests `network → "addr/len"` and has no network-status yet."""
+    ns, name = ref.split("/")
+    networks = [{"name": k.split("/")[1], "namespace": k.split("/")[0], "ips": [v]} for k, v in requests.items()]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": {NETWORKS: json.dumps(networks)}},
+        "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
+    }
+
+
+STATIC = cluster(
+    namespace("ns1"),
+    static_nad(LAN2),
+    static_nad(MGMT),
+    requesting("ns1/db", {LAN2: "198.51.100.10/24"}),
+    requesting("ns1/app", {LAN2: "198.51.100.11/24", MGMT: "203.0.113.11/24"}),
+    requesting("ns1/solo", {MGMT: "203.0.113.12/32"}),  # a host route: says nothing about the segment
+)
+
+
+def static(source: str, target: str, network: str | None = None) -> ResolvedProbe | str:
+    return resolve(STATIC, Probe(source, target, 80, "TCP", network))
+
+
+def test_without_a_nad_subnet_the_prefixes_pods_request_place_an_outside_address() -> None:
+    """Bug fixed: every outside address on a static-IPAM network was refused ('share no secondary network')."""
+    assert on_link_prefixes(STATIC, LAN2) == [ipaddress.ip_network("198.51.100.0/24")]
+    assert on_link_prefixes(STATIC, MGMT) == [ipaddress.ip_network("203.0.113.0/24")]  # not solo's /32
+    for source, target in (("198.51.100.200", "ns1/db"), ("ns1/app", "198.51.100.200")):
+        r = static(source, target)
+        assert isinstance(r, ResolvedProbe), r
+        assert r.network == LAN2
+    r = static("203.0.113.99", "ns1/app")  # app is on two networks: the prefix decides
+    assert isinstance(r, ResolvedProbe) and r.network == MGMT and str(r.target.address) == "203.0.113.11"
+
+
+def test_an_outside_address_on_no_known_prefix_goes_to_the_only_network_of_the_pod() -> None:
+    r = static("192.0.2.7", "ns1/db")
+    assert isinstance(r, ResolvedProbe) and r.network == LAN2 and r.source.pod is None
+
+
+def test_an_explicit_network_places_an_outside_address() -> None:
+    r = static("192.0.2.7", "ns1/app", network=MGMT)
+    assert isinstance(r, ResolvedProbe) and r.network == MGMT and r.source.pod is None
+    r = static("198.51.100.200", "ns1/app", network=MGMT)  # named, even against the prefix
+    assert isinstance(r, ResolvedProbe) and r.network == MGMT
+    assert "network default/lan2 does not connect" in str(static("192.0.2.7", "ns1/solo", network=LAN2))
+
+
+def test_a_truly_ambiguous_outside_address_names_the_fix() -> None:
+    answer = static("192.0.2.7", "ns1/app")
+    assert isinstance(answer, str)
+    assert "several (default/lan2, default/mgmt)" in answer and "set 'network:' on the probe" in answer

@@ -14,10 +14,10 @@ import ipaddress
 
 import pytest
 
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse, subtract
-from shared.model import IPNetwork
+from shared.compiler import subtract
 from shared.nft.render import RenderOptions, render_interface, render_remove_interface
 from shared.nft.transaction import Transaction
+from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
 from tests.conftest import Golden
 
 

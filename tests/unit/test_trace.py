@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from shared.compiler import Allow, DirectionRules, InterfaceRules, PortRange, collapse, subtract
-from shared.model import INGRESS, IPNetwork
+from shared.compiler import subtract
 from shared.nft.fake import ChainView, FakeNft, RuleView, TableView
 from shared.nft.objects import Chain, Element, Rule, Set, Table
 from shared.nft.render import DROP_LOG_GROUP, ND_TYPES, RenderOptions, chain_name, drop_log_rule, render_interface
 from shared.nft.trace import Packet, Trace, TraceError, send, table_from_nft_json, trace
 from shared.nft.transaction import Transaction
+from shared.rules import INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
 
 POD4, POD6 = "192.0.2.1", "2001:db8:1::1"
 PENDING = "default deny (pending: not yet programmed)"

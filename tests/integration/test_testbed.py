@@ -1,4 +1,4 @@
-"""Integration tests of the test support itself: tests/support/cniruntime.py and tests/support/netns.py.
+"""Integration tests of the test bed itself: daemon/testbed/cniruntime.py and daemon/testbed/netns.py.
 
 Why: every plugin, daemon and lab test trusts that the CNI runtime chains plugins exactly like
 libcni and that the netns/probe helpers tell allowed from denied traffic.  These tests pin both
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cniruntime import (
+from daemon.testbed.cniruntime import (
     Attachment,
     CniError,
     CniFailure,
@@ -30,12 +30,12 @@ from tests.support.cniruntime import (
     CniRuntime,
     PodRef,
 )
-from tests.support.netns import (
+from daemon.testbed.netns import (
     MasterKind,
     NetNS,
+    Node,
     Probe,
     Server,
-    TestNode,
     check_leftovers,
     have_netns_support,
     leftover_netns,
@@ -77,9 +77,9 @@ def need_plugins() -> None:
 
 
 @pytest.fixture(params=["veth", "bridge"])
-def node(request: pytest.FixtureRequest, need_netns: None) -> Iterator[TestNode]:
+def node(request: pytest.FixtureRequest, need_netns: None) -> Iterator[Node]:
     kind: MasterKind = request.param
-    n = TestNode("node", masters=["m0"], kind=kind)
+    n = Node("node", masters=["m0"], kind=kind)
     try:
         yield n
     finally:
@@ -87,8 +87,8 @@ def node(request: pytest.FixtureRequest, need_netns: None) -> Iterator[TestNode]
 
 
 @pytest.fixture
-def veth_node(need_netns: None) -> Iterator[TestNode]:
-    n = TestNode("node", masters=["m0"], kind="veth")
+def veth_node(need_netns: None) -> Iterator[Node]:
+    n = Node("node", masters=["m0"], kind="veth")
     try:
         yield n
     finally:
@@ -175,7 +175,7 @@ def test_version_and_validate_real_plugins(need_plugins: None, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("ipam", ["static", "host-local"])
-def test_two_pods_on_one_macvlan_master(need_plugins: None, node: TestNode, tmp_path: Path, ipam: str) -> None:
+def test_two_pods_on_one_macvlan_master(need_plugins: None, node: Node, tmp_path: Path, ipam: str) -> None:
     data_dir = tmp_path / "ipam"
     net_name = f"mnpt-{ipam}"
     if ipam == "static":
@@ -252,20 +252,16 @@ def test_two_pods_on_one_macvlan_master(need_plugins: None, node: TestNode, tmp_
         assert "prevResult" not in rt.calls_for(command="DEL")[-1].config
 
 
-def test_plugin_error_is_typed(need_plugins: None, veth_node: TestNode, tmp_path: Path) -> None:
+def static_macvlan(name: str, master: str, address: str) -> dict[str, Any]:
+    """A one-plugin macvlan conflist with static IPAM holding `address`."""
+    plugin = {"type": "macvlan", "master": master, "ipam": {"type": "static", "addresses": [{"address": address}]}}
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
+
+
+def test_plugin_error_is_typed(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     rt = CniRuntime([CNI_BIN], tmp_path / "cache", exec_netns=veth_node.ns)
     pod = veth_node.new_pod("p")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "mnpt-err",
-        "plugins": [
-            {
-                "type": "macvlan",
-                "master": "nosuchmaster",
-                "ipam": {"type": "static", "addresses": [{"address": "10.232.0.5/24"}]},
-            }
-        ],
-    }
+    conflist = static_macvlan("mnpt-err", "nosuchmaster", "10.232.0.5/24")
     att = Attachment("ctr-err", pod)
     with pytest.raises(CniError) as ei:
         rt.add(conflist, att)
@@ -281,31 +277,21 @@ def test_plugin_error_is_typed(need_plugins: None, veth_node: TestNode, tmp_path
     assert (ei.value.command, ei.value.code) == ("DEL", 999)
 
 
-def test_check_detects_removed_address(need_plugins: None, veth_node: TestNode, tmp_path: Path) -> None:
+def test_check_detects_removed_address(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     rt = CniRuntime([CNI_BIN], tmp_path / "cache", exec_netns=veth_node.ns)
     pod = veth_node.new_pod("p")
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "mnpt-check",
-        "plugins": [
-            {
-                "type": "macvlan",
-                "master": "m0",
-                "ipam": {"type": "static", "addresses": [{"address": "10.233.0.5/24"}]},
-            }
-        ],
-    }
+    conflist = static_macvlan("mnpt-check", "m0", "10.233.0.5/24")
     att = Attachment("ctr-check", pod)
     rt.add(conflist, att)
     rt.check(conflist, att)
-    pod.ip("addr", "del", "10.233.0.5/24", "dev", "net1")
+    pod.del_address("net1", "10.233.0.5/24")
     with pytest.raises(CniError) as ei:
         rt.check(conflist, att)
     assert ei.value.code == 999 and "10.233.0.5/24" in ei.value.msg
     rt.delete(conflist, att)
 
 
-def test_netns_given_as_proc_paths(need_plugins: None, veth_node: TestNode, tmp_path: Path) -> None:
+def test_netns_given_as_proc_paths(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     """CNI_NETNS and the plugins' netns may be any path (/proc/PID/ns/net): nsenter, not ip netns exec."""
     pod = veth_node.new_pod("p")
     with Server(veth_node.ns, [("tcp", 0)]) as in_node, Server(pod, [("tcp", 0)]) as in_pod:
@@ -326,7 +312,7 @@ def test_netns_given_as_proc_paths(need_plugins: None, veth_node: TestNode, tmp_
 
 
 def test_chaining_mechanics_with_real_macvlan(
-    need_plugins: None, veth_node: TestNode, fake_bin: Path, tmp_path: Path
+    need_plugins: None, veth_node: Node, fake_bin: Path, tmp_path: Path
 ) -> None:
     log = Log(tmp_path / "fake.jsonl")
     conflist = {
@@ -548,7 +534,7 @@ def test_bad_inputs_fail_before_any_plugin_runs(fake_bin: Path, tmp_path: Path) 
 # the probe helpers' verdicts
 
 
-def test_probe_outcomes(need_plugins: None, veth_node: TestNode, tmp_path: Path) -> None:
+def test_probe_outcomes(need_plugins: None, veth_node: Node, tmp_path: Path) -> None:
     """ok / refused / timeout / eperm, as policy tests will rely on them."""
     if shutil.which("nft") is None:
         pytest.skip("nft not installed")
@@ -588,7 +574,8 @@ def test_netns_objects_are_named_and_removed(need_netns: None) -> None:
     try:
         assert ns.name.startswith(f"mnpt-{os.getpid()}-") and ns.name.endswith("-odd-label")
         assert ns.exists() and os.fspath(ns) == f"/run/netns/{ns.name}"
-        assert ns.link("lo") is not None and "UP" in ns.link("lo")["flags"]  # type: ignore[index]
+        lo = ns.link("lo")
+        assert lo is not None and lo.up
         assert ns.name in leftover_netns()
     finally:
         ns.delete()

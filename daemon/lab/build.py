@@ -1,19 +1,19 @@
 """The lab's throwaway node, built for real: namespaces, links, CNI chains, outside hosts, listeners, teardown.
 
-Everything the lab creates lives in network namespaces named `mnplab-<pid>-<hex>-…` (daemon/lab/netns.py) and in
+Everything the lab creates lives in network namespaces named `mnplab-<pid>-<hex>-…` (daemon/testbed/netns.py) and in
 one work dir under /run/mnplab/; no link, route, rule or file of the host is touched:
 
 * the **node** netns holds the NADs' `master` links (plan.Master) — the CNI plugins run inside it, so a macvlan
   is created there and moved into the pod netns;
 * each **pod** gets a netns and, attachment by attachment in request order, the NAD's real CNI chain run the way
-  Multus runs a delegate (daemon/lab/cniruntime.py: libcni's semantics): CNI_IFNAME is the requested interface
+  Multus runs a delegate (daemon/testbed/cniruntime.py: libcni's semantics): CNI_IFNAME is the requested interface
   (else `netN`), CNI_ARGS carry K8S_POD_* plus the `IP`/`MAC` Multus still adds, runtimeConfig carries the
   requested `ips`/`mac` to plugins declaring those capabilities. The Pod object is written into the runtime
   manifests dir before the calls (scheduled, Pending) and again after them, Running with Multus'
   `k8s.v1.cni.cncf.io/network-status` — the daemon watches that dir as it would watch the API;
 * a **host outside the cluster** (a probe address no pod has) gets a plain netns attached to its network by the
   network's own interface plugin with static IPAM (never the mnp plugin: it is not a pod);
-* **listeners** (TCP accept, UDP echo — daemon/lab/netns.py's Server) start after the CNI calls, like a container.
+* **listeners** (TCP accept, UDP echo — daemon/testbed/netns.py's Server) start after the CNI calls, like a container.
 
 IPv6 duplicate address detection is switched off inside the lab's pod and host namespaces (only there), so
 addresses are usable when ADD returns instead of ~1 s later; it has no bearing on policy.
@@ -44,8 +44,6 @@ from typing import Any
 
 import yaml
 
-from daemon.lab import cniruntime, netns
-from daemon.lab.netns import PREFIX, NetNS, Node, Proto, Server
 from daemon.lab.plan import (
     MNP_PLUGIN,
     AttachmentRequest,
@@ -54,13 +52,17 @@ from daemon.lab.plan import (
     Plan,
     PodPlan,
     host_attachment_config,
-    network_subnets,
     runtime_pod_manifest,
 )
+from daemon.testbed import cniruntime, netns
+from daemon.testbed.netns import NetNS, NetnsError, Node, Proto, Server
 from shared.manifests import load_dir
-from shared.model import Cluster, IPAddress
+from shared.model import Cluster
+from shared.probes import on_link_prefixes
+from shared.rules import IPAddress
 
 NODE_NAME = "mnplab"
+PREFIX = "mnplab-"  # of every namespace a lab creates (the tests' are `mnpt-`)
 WORK_ROOT = Path("/run/mnplab")
 DEFAULT_CNI_DIRS = (Path("/opt/cni/bin"), Path("/usr/lib/cni"))
 HOST_NAMESPACE = "mnplab-outside"  # CNI_ARGS namespace of outside hosts (they are not pods)
@@ -296,8 +298,9 @@ class Lab:
         for master in self.plan.masters:
             node.add_master(master.name, master.kind)
             if master.default_route:
-                node.ns.ip("route", "add", "default", "dev", master.name)
-                node.ns.ip("-6", "route", "add", "default", "dev", master.name, check=False)
+                node.ns.add_default_route(master.name)
+                with contextlib.suppress(NetnsError):  # a kernel without IPv6
+                    node.ns.add_default_route(master.name, family=6)
         self.log(
             f"node {node.name}: " + (", ".join(f"{m.name} ({m.kind})" for m in self.plan.masters) or "no master links")
         )
@@ -425,7 +428,7 @@ class Lab:
         return host
 
     def _prefix_for(self, network: Network, address: IPAddress) -> int:
-        subnets = [n for n in network_subnets(network, self.plan.pods) if address in n]
+        subnets = [n for n in on_link_prefixes(self.plan.manifests.cluster, network.key) if address in n]
         if not subnets:
             # the pods' real addresses on the network (host-local results carry the prefix length)
             for pod in self.pods.values():
@@ -439,7 +442,8 @@ class Lab:
         if not subnets:
             raise LabError(
                 f"outside host {address}: no subnet of {network.key} holds it (neither its IPAM config nor its "
-                "pods' addresses): the lab cannot put it on that network"
+                "pods' addresses and requested prefixes): the lab cannot put it on that network; probe an address "
+                "inside one of them"
             )
         return max(subnets, key=lambda n: n.prefixlen).prefixlen
 

@@ -1,5 +1,5 @@
 """A CNI runtime that executes conflists the way libcni (containerd, CRI-O, Multus) does: the lab's Multus,
-and the test suite's runtime (tests/support/cniruntime.py re-exports this module).
+and the test suite's runtime.
 
 Why: mnp's CNI plugin is a *chained* plugin.  What it sees — its own object with ``name`` and
 ``cniVersion`` copied from the list, ``prevResult``, ``runtimeConfig``, CNI_ARGS, the cached result

@@ -1,13 +1,14 @@
 """Network namespaces, "node" netns with macvlan masters, traffic servers and probes — real packets, nothing
 touched outside the namespaces created here.
 
-`mnpctl lab` builds a throwaway node from manifests with these, and the test suite (through the re-export shims in
-tests/support/) uses the very same code, so what the lab reports and what the tests assert come from one place:
+`mnpctl lab` builds a throwaway node from manifests with these, and the test suite uses the very same code, so
+what the lab reports and what the tests assert come from one place:
 
 * `NetNS` — a named netns under /run/netns with a unique, recognisable name `<prefix><pid>-<random>-<label>`.
-  The prefix is per user of the module (`mnplab-` for the lab, `mnpt-` for the tests); the creating process id
-  in the name lets a sweeper tell a namespace leaked by a dead run from one a live run still uses. Deletion never
-  raises; an `atexit` hook deletes whatever was not deleted or explicitly `release()`d (`mnpctl lab --keep`).
+  The prefix is per user of the module (`mnpt-`, the default, for the tests; `mnplab-` for the lab); the creating
+  process id in the name lets a sweeper tell a namespace leaked by a dead run from one a live run still uses.
+  Deletion never raises; an `atexit` hook deletes whatever was not deleted or explicitly `release()`d
+  (`mnpctl lab --keep`).
 * `Node` — a "node" netns that owns the macvlan masters (a veth pair with both ends up, or a port-less bridge).
   CNI plugins run *inside* it, so no link is ever created in the host's root netns.
 * Traffic servers, probes and the `Hammer` run in a *child process* that enters the target netns with
@@ -17,28 +18,36 @@ tests/support/) uses the very same code, so what the lab reports and what the te
   `probe_matrix` runs several source namespaces in parallel.
 * `leftover_netns` / `leftover_processes` / `check_leftovers` / `sweep_stale_netns` — leak checks and cleanup.
 
-Everything shells out to iproute2 (`ip`), which the plugin and the daemon do not use, so these helpers cannot
-mask a bug in the code they exercise.
+Namespaces, links, addresses and routes go through netlink with pyroute2, which the plugin and the daemon do not
+use, so these helpers cannot mask a bug in the code they exercise; `NetNS.run` executes a program inside the netns
+with `ip netns exec` (which also gives it the namespace's own /sys).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import config as pyroute2_config
+from pyroute2 import netns as pyroute2_netns
 
 __all__ = [
     "NETNS_DIR",
@@ -46,6 +55,7 @@ __all__ = [
     "Attempt",
     "Connection",
     "Hammer",
+    "Link",
     "MasterKind",
     "NetNS",
     "NetnsError",
@@ -62,20 +72,26 @@ __all__ = [
     "list_netns",
     "owner_pid",
     "probe_matrix",
+    "probe_once",
     "release_servers",
     "run_probes",
     "stop_servers",
     "sweep_stale_netns",
-    "tcp_probe",
     "tcp_server",
     "udp_echo_server",
-    "udp_probe",
     "unique_name",
 ]
 
-PREFIX = "mnplab-"  # the lab's; tests/support/netns.py uses "mnpt-"
+PREFIX = "mnpt-"  # the tests'; the lab names its own (`mnplab-`, daemon/lab/build.py)
 NETNS_DIR = Path("/run/netns")
 MasterKind = Literal["veth", "bridge"]
+IFF_UP = 0x1  # <linux/if.h>
+
+# pyroute2 opens a socket in another netns from a fork()ed child, which it ends with SIGTERM. Without this the child
+# keeps the parent's handlers: `mnpctl lab` turns SIGTERM into KeyboardInterrupt, so the child would unwind a copy
+# of the lab's stack and run its teardown. With it the child takes SIGTERM's default action and just ends.
+pyroute2_config.disable_mp_signal = True
+RT_SCOPE_UNIVERSE = 0  # <linux/rtnetlink.h>: a global address
 Proto = Literal["tcp", "udp"]
 
 _LABEL_RE = re.compile(r"[^a-z0-9-]+")
@@ -102,12 +118,28 @@ def _run(
 
 
 def have_netns_support() -> str | None:
-    """Return why real-netns tests cannot run here, or None if they can (root and ``ip`` present)."""
+    """Return why real-netns tests cannot run here, or None if they can (root and ``ip`` present for `run`)."""
     if os.geteuid() != 0:
         return "needs root"
     if shutil.which("ip") is None:
         return "iproute2 'ip' not found"
     return None
+
+
+def _netlink_error(what: str, exc: NetlinkError | OSError) -> NetnsError:
+    code = exc.code if isinstance(exc, NetlinkError) else (exc.errno or 1)
+    return NetnsError(["netlink", *what.split()], code, os.strerror(code) if code > 0 else str(exc))
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of a netns, as netlink reports it."""
+
+    ifname: str
+    index: int
+    up: bool  # administratively up (IFF_UP)
+    operstate: str
+    mac: str
 
 
 def unique_name(label: str = "ns", *, prefix: str = PREFIX) -> str:
@@ -137,12 +169,15 @@ class NetNS(os.PathLike[str]):
     @classmethod
     def create(cls, label: str = "ns", *, lo_up: bool = True, prefix: str = PREFIX) -> NetNS:
         ns = cls(unique_name(label, prefix=prefix))
-        _run(["ip", "netns", "add", ns.name])
+        try:
+            pyroute2_netns.create(ns.name)
+        except OSError as exc:
+            raise _netlink_error(f"netns add {ns.name}", exc) from exc
         with _live_lock:
             _live_netns[ns.name] = ns
         try:
             if lo_up:
-                ns.ip("link", "set", "lo", "up")
+                ns.set_up("lo")
         except BaseException:
             ns.delete()
             raise
@@ -177,39 +212,103 @@ class NetNS(os.PathLike[str]):
         """Run ``argv`` inside the netns (``ip netns exec``); raises NetnsError if check and rc != 0."""
         return _run([*self.exec_prefix(), *argv], check=check, input=input, timeout=timeout)
 
-    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``ip -n NAME ARGS…``."""
-        return _run(["ip", "-n", self.name, *args], check=check)
+    @contextlib.contextmanager
+    def netlink(self, what: str) -> Iterator[IPRoute]:
+        """A netlink socket inside the netns; a netlink error becomes a NetnsError naming `what`."""
+        try:
+            with IPRoute(netns=self.name) as ipr:
+                yield ipr
+        except (NetlinkError, OSError) as exc:
+            raise _netlink_error(f"{what} in {self.name}", exc) from exc
 
-    def ip_json(self, *args: str) -> Any:
-        out = _run(["ip", "-n", self.name, "-j", *args]).stdout
-        return json.loads(out) if out.strip() else []
+    def _index(self, ipr: IPRoute, ifname: str) -> int:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise NetnsError(["netlink", "link", ifname], errno.ENODEV, f"no link {ifname} in {self.name}")
+        return int(found[0])
 
-    def links(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.ip_json("link", "show")
-        return result
+    def set_up(self, ifname: str, up: bool = True) -> None:
+        with self.netlink(f"link set {ifname} {'up' if up else 'down'}") as ipr:
+            ipr.link("set", index=self._index(ipr, ifname), state="up" if up else "down")
 
-    def link(self, ifname: str) -> dict[str, Any] | None:
-        """The link's ``ip -j link`` object, or None if there is no such link."""
-        for link in self.links():
-            if link.get("ifname") == ifname:
-                return link
-        return None
+    def add_veth(self, name: str, peer: str) -> None:
+        with self.netlink(f"link add {name} veth peer {peer}") as ipr:
+            ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+
+    def add_bridge(self, name: str) -> None:
+        with self.netlink(f"link add {name} bridge") as ipr:
+            ipr.link("add", ifname=name, kind="bridge")
+
+    def add_address(self, ifname: str, cidr: str) -> None:
+        """Add ``addr/prefix`` to a link."""
+        iface = ipaddress.ip_interface(cidr)
+        with self.netlink(f"addr add {cidr} dev {ifname}") as ipr:
+            ipr.addr("add", index=self._index(ipr, ifname), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+    def del_address(self, ifname: str, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        with self.netlink(f"addr del {cidr} dev {ifname}") as ipr:
+            ipr.addr("del", index=self._index(ipr, ifname), address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+    def add_default_route(self, ifname: str, *, family: Literal[4, 6] = 4) -> None:
+        """A default route out of `ifname` (on-link: no gateway)."""
+        with self.netlink(f"route add default dev {ifname} (IPv{family})") as ipr:
+            ipr.route(
+                "add",
+                dst="0.0.0.0/0" if family == 4 else "::/0",
+                oif=self._index(ipr, ifname),
+                family=socket.AF_INET if family == 4 else socket.AF_INET6,
+            )
+
+    def links(self) -> list[Link]:
+        with self.netlink("link show") as ipr:
+            return [
+                Link(
+                    str(m.get("ifname")),
+                    int(m["index"]),
+                    bool(m["flags"] & IFF_UP),
+                    str(m.get("operstate") or "UNKNOWN"),
+                    str(m.get("address") or ""),
+                )
+                for m in ipr.get_links()
+            ]
+
+    def link(self, ifname: str) -> Link | None:
+        """The link named `ifname`, or None if there is no such link."""
+        return next((link for link in self.links() if link.ifname == ifname), None)
 
     def link_names(self) -> list[str]:
-        return [str(link["ifname"]) for link in self.links()]
+        return [link.ifname for link in self.links()]
 
     def addresses(self, ifname: str | None = None, *, family: Literal[4, 6] = 4) -> list[str]:
         """Global addresses as ``addr/prefix`` (of one link, or all)."""
-        args = ["-4" if family == 4 else "-6", "addr", "show", "scope", "global"]
-        if ifname is not None:
-            args += ["dev", ifname]
-        entries: list[dict[str, Any]] = self.ip_json(*args)
-        return [f"{a['local']}/{a['prefixlen']}" for e in entries for a in e.get("addr_info", []) if "local" in a]
+        with self.netlink("addr show") as ipr:
+            match: dict[str, Any] = {"family": socket.AF_INET if family == 4 else socket.AF_INET6}
+            if ifname is not None:
+                match["index"] = self._index(ipr, ifname)
+            return [
+                f"{m.get('address')}/{m['prefixlen']}"
+                for m in ipr.get_addr(**match)
+                if m["scope"] == RT_SCOPE_UNIVERSE and m.get("address")
+            ]
 
     def pids(self) -> list[int]:
-        proc = _run(["ip", "netns", "pids", self.name], check=False)
-        return [int(p) for p in proc.stdout.split()] if proc.returncode == 0 else []
+        """The processes whose network namespace this is (what `ip netns pids` does: compare /proc/PID/ns/net)."""
+        try:
+            own = os.stat(self.path)
+        except OSError:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+                found.append(int(entry))
+        return found
 
     def release(self) -> None:
         """Stop owning it: it (and the servers in it) survive this process (`mnpctl lab --keep`)."""
@@ -232,7 +331,7 @@ class NetNS(os.PathLike[str]):
                 for pid in self.pids():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, 9)
-                _run(["ip", "netns", "del", self.name], check=False)
+                pyroute2_netns.remove(self.name)
         with _live_lock:
             _live_netns.pop(self.name, None)
 
@@ -286,13 +385,13 @@ class Node:
         if name in self.masters:
             raise ValueError(f"master {name!r} exists")
         if kind == "veth":
-            self.ns.ip("link", "add", name, "type", "veth", "peer", "name", f"{name}p")
-            self.ns.ip("link", "set", f"{name}p", "up")
+            self.ns.add_veth(name, f"{name}p")
+            self.ns.set_up(f"{name}p")
         elif kind == "bridge":
-            self.ns.ip("link", "add", name, "type", "bridge")
+            self.ns.add_bridge(name)
         else:
             raise ValueError(f"unknown master kind {kind!r}")
-        self.ns.ip("link", "set", name, "up")
+        self.ns.set_up(name)
         self.masters[name] = kind
         return name
 
@@ -302,7 +401,7 @@ class Node:
     def set_carrier(self, master: str, up: bool) -> None:
         """Give or take away the master's carrier (veth: via its peer; bridge: the bridge itself)."""
         target = self.peer_of(master) or master
-        self.ns.ip("link", "set", target, "up" if up else "down")
+        self.ns.set_up(target, up)
 
     def new_pod(self, label: str = "pod") -> NetNS:
         """A fresh pod netns (loopback up), deleted together with the node."""
@@ -330,261 +429,13 @@ class Node:
 # --------------------------------------------------------------------------------------------
 # Servers and probes, run in child processes that setns() into the target netns.
 
-# One script, three modes (serve, probe, hammer).  argv: NETNS_PATH MODE JSON.  It enters the
-# netns before creating any thread (setns is per thread; threads inherit the creator's namespaces).
-_AGENT = r"""
-import ctypes, errno, json, os, socket, sys, threading, time
-
-def enter(path):
-    if not path:
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0x40000000) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    os.close(fd)
-
-def fam(host):
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-def clean(ip):
-    return ip[7:] if ip.startswith("::ffff:") else ip
-
-out_lock = threading.Lock()
-def emit(*parts):
-    # A lingering server outlives its parent: a closed pipe must not stop it from answering.
-    with out_lock:
-        try:
-            sys.stdout.write(" ".join(parts) + "\n")
-            sys.stdout.flush()
-        except (OSError, ValueError):
-            pass
-
-def bind(proto, host, port):
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    if host == "":
-        try:
-            s = socket.socket(socket.AF_INET6, kind)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("::", port))
-            return s
-        except OSError:
-            s.close()
-            host = "0.0.0.0"
-    s = socket.socket(fam(host), kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
-    return s
-
-def serve(spec):
-    label = spec["label"]
-    socks = []
-    for l in spec["listeners"]:
-        s = bind(l["proto"], l.get("host", ""), l["port"])
-        if l["proto"] == "tcp":
-            s.listen(128)
-        socks.append((l["proto"], s))
-
-    def tcp_conn(c, addr, lport):
-        try:
-            c.settimeout(5)
-            buf = b""
-            while b"\n" not in buf and len(buf) < 512:
-                chunk = c.recv(512)
-                if not chunk:
-                    break
-                buf += chunk
-            nonce = buf.split(b"\n", 1)[0].decode(errors="replace").strip()
-            emit("CONN", json.dumps({"proto": "tcp", "peer": clean(addr[0]), "peer_port": addr[1],
-                                     "port": lport, "nonce": nonce}))
-            c.sendall(("MNP-OK %s %s\n" % (label, nonce)).encode())
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def tcp_loop(s):
-        lport = s.getsockname()[1]
-        while True:
-            c, addr = s.accept()
-            threading.Thread(target=tcp_conn, args=(c, addr, lport), daemon=True).start()
-
-    def udp_loop(s):
-        lport = s.getsockname()[1]
-        while True:
-            data, addr = s.recvfrom(2048)
-            nonce = data.decode(errors="replace").strip()
-            try:
-                s.sendto(("MNP-OK %s %s" % (label, nonce)).encode(), addr)
-            except OSError:
-                pass
-            emit("CONN", json.dumps({"proto": "udp", "peer": clean(addr[0]), "peer_port": addr[1],
-                                     "port": lport, "nonce": nonce}))
-
-    for proto, s in socks:
-        target = tcp_loop if proto == "tcp" else udp_loop
-        threading.Thread(target=target, args=(s,), daemon=True).start()
-    emit("READY", json.dumps([[p, s.getsockname()[1]] for p, s in socks]))
-    # Live exactly as long as the parent keeps our stdin open (also covers parent death), or, lingering, until
-    # killed (the netns is deleted with every process in it).
-    while sys.stdin.buffer.read(4096):
-        pass
-    if spec.get("linger"):
-        threading.Event().wait()
-    os._exit(0)
-
-def classify(exc, connected):
-    if isinstance(exc, socket.timeout):
-        return ("no-reply" if connected else "timeout"), ""
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused", str(exc)
-    if isinstance(exc, PermissionError):
-        return "eperm", str(exc)
-    if isinstance(exc, ConnectionResetError):
-        return "reset", str(exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return "unreachable", str(exc)
-    return "error", "%s: %s" % (type(exc).__name__, exc)
-
-def parse_reply(text, nonce):
-    parts = text.strip().split(" ")
-    if len(parts) == 3 and parts[0] == "MNP-OK" and parts[2] == nonce:
-        return "ok", parts[1]
-    return "bad-reply", None
-
-def probe_tcp(p, nonce):
-    deadline = time.monotonic() + p["timeout"]
-    s = socket.socket(fam(p["host"]), socket.SOCK_STREAM)
-    connected = False
-    try:
-        if p.get("source"):
-            s.bind((p["source"], 0))
-        s.settimeout(p["timeout"])
-        s.connect((p["host"], p["port"]))
-        connected = True
-        s.sendall((nonce + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            rem = deadline - time.monotonic()
-            if rem <= 0:
-                raise socket.timeout()
-            s.settimeout(rem)
-            chunk = s.recv(512)
-            if not chunk:
-                break
-            buf += chunk
-        outcome, who = parse_reply(buf.decode(errors="replace"), nonce)
-        return outcome, buf.decode(errors="replace").strip(), who
-    except OSError as e:
-        o, d = classify(e, connected)
-        return o, d, None
-    finally:
-        s.close()
-
-def probe_udp(p, nonce):
-    deadline = time.monotonic() + p["timeout"]
-    interval = max(p["timeout"] / 4.0, 0.05)
-    s = socket.socket(fam(p["host"]), socket.SOCK_DGRAM)
-    try:
-        if p.get("source"):
-            s.bind((p["source"], 0))
-        s.connect((p["host"], p["port"]))
-        next_send = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                return "timeout", "", None
-            if now >= next_send:
-                s.send(nonce.encode())
-                next_send = now + interval
-            s.settimeout(max(min(next_send, deadline) - now, 0.001))
-            try:
-                data = s.recv(2048)
-            except socket.timeout:
-                continue
-            outcome, who = parse_reply(data.decode(errors="replace"), nonce)
-            if outcome == "ok":
-                return outcome, data.decode(errors="replace"), who
-    except OSError as e:
-        o, d = classify(e, False)
-        return o, d, None
-    finally:
-        s.close()
-
-def probe(probes):
-    results = [None] * len(probes)
-    def one(i, p):
-        nonce = os.urandom(6).hex()
-        t0 = time.monotonic()
-        fn = probe_tcp if p["proto"] == "tcp" else probe_udp
-        try:
-            outcome, detail, who = fn(p, nonce)
-        except Exception as e:
-            outcome, detail, who = "error", "%s: %s" % (type(e).__name__, e), None
-        results[i] = {"outcome": outcome, "detail": detail, "responder": who,
-                      "elapsed": time.monotonic() - t0}
-    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(probes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    sys.stdout.write(json.dumps(results))
-    sys.stdout.flush()
-
-def hammer(spec):
-    # Attempt every target every `interval` seconds (each attempt in its own thread, at most `inflight` at once
-    # per target) until stdin closes; report every attempt with CLOCK_MONOTONIC times the parent can compare.
-    stop = threading.Event()
-
-    def attempt(t):
-        nonce = os.urandom(6).hex()
-        t0 = time.monotonic()
-        fn = probe_tcp if t["proto"] == "tcp" else probe_udp
-        try:
-            outcome, detail, who = fn(t, nonce)
-        except Exception as e:
-            outcome, detail, who = "error", "%s: %s" % (type(e).__name__, e), None
-        emit("ATTEMPT", json.dumps({"target": t["id"], "t0": t0, "t1": time.monotonic(), "outcome": outcome,
-                                    "responder": who}))
-
-    def loop(t):
-        slots = threading.BoundedSemaphore(spec.get("inflight", 16))
-        def run(t):
-            try:
-                attempt(t)
-            finally:
-                slots.release()
-        next_at = time.monotonic()
-        while not stop.is_set():
-            if slots.acquire(timeout=0.05):
-                threading.Thread(target=run, args=(t,), daemon=True).start()
-            next_at += spec["interval"]
-            stop.wait(max(next_at - time.monotonic(), 0))
-
-    for t in spec["targets"]:
-        threading.Thread(target=loop, args=(t,), daemon=True).start()
-    emit("READY", "[]")
-    while sys.stdin.buffer.read(4096):
-        pass
-    stop.set()
-    os._exit(0)
-
-enter(sys.argv[1])
-arg = json.loads(sys.argv[3])
-if sys.argv[2] == "serve":
-    serve(arg)
-elif sys.argv[2] == "hammer":
-    hammer(arg)
-else:
-    probe(arg)
-"""
+# The agent (daemon/testbed/agent.py) enters the netns before it creates any thread.
+AGENT = "daemon.testbed.agent"
 
 
 def _agent_argv(ns: str | os.PathLike[str] | None, mode: str, arg: Any) -> list[str]:
     path = os.fspath(ns) if ns is not None else ""
-    return [sys.executable, "-I", "-S", "-c", _AGENT, path, mode, json.dumps(arg)]
+    return [sys.executable, "-I", "-m", AGENT, path, mode, json.dumps(arg)]
 
 
 @dataclass(frozen=True)
@@ -651,28 +502,10 @@ def run_probes(ns: str | os.PathLike[str] | None, probes: Sequence[Probe], *, ma
     ]
 
 
-def tcp_probe(
-    ns: str | os.PathLike[str] | None,
-    host: str,
-    port: int,
-    *,
-    timeout: float = 0.5,
-    source: str | None = None,
-) -> ProbeResult:
-    """One TCP probe from ``ns`` to host:port (connect, send a nonce line, expect it echoed)."""
-    return run_probes(ns, [Probe("tcp", host, port, timeout, source)])[0]
-
-
-def udp_probe(
-    ns: str | os.PathLike[str] | None,
-    host: str,
-    port: int,
-    *,
-    timeout: float = 0.5,
-    source: str | None = None,
-) -> ProbeResult:
-    """One UDP probe from ``ns`` (nonce datagram, resent a few times, until echoed or timeout)."""
-    return run_probes(ns, [Probe("udp", host, port, timeout, source)])[0]
+def probe_once(ns: str | os.PathLike[str] | None, probe: Probe) -> ProbeResult:
+    """One probe from ``ns``: TCP connects, sends a nonce line and expects it echoed; UDP resends a nonce
+    datagram a few times until it is echoed or the timeout passes."""
+    return run_probes(ns, [probe])[0]
 
 
 def probe_matrix(items: Sequence[tuple[str | os.PathLike[str], Probe]]) -> list[ProbeResult]:

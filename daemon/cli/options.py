@@ -1,0 +1,57 @@
+"""The command-line options every node inspection command shares (`mnpctl pods/rules/explain/drops/status`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from daemon.cli.errors import InspectError
+from daemon.config import DEFAULT_LISTEN, POD_IP_HOST, STATUS_NAME
+from shared.state import DEFAULT_STATE_DIR
+
+STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
+
+
+def add_node_options(parser: argparse.ArgumentParser, *, with_json: bool = True) -> None:
+    """The options every node command shares. Defaults follow mnpd's environment (`MNP_STATE_DIR`,
+    `MNP_STATUS_FILE`, `MNP_LISTEN`), so inside the mnpd pod mnpctl finds what mnpd uses without flags."""
+    group = parser.add_argument_group("where to look (defaults: mnpd's environment variables, else its defaults)")
+    group.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"the CNI plugin's state dir [MNP_STATE_DIR] (default: {DEFAULT_STATE_DIR})",
+    )
+    group.add_argument(
+        "--status-file",
+        metavar="FILE",
+        help=f"mnpd's status file [MNP_STATUS_FILE] (default: {STATUS_NAME} beside the state dir)",
+    )
+    group.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"mnpd's /healthz and /readyz address; 'off' skips them [MNP_LISTEN] (default: {DEFAULT_LISTEN})",
+    )
+    group.add_argument(
+        "--stale-after",
+        metavar="DURATION",
+        default=STALE_AFTER,
+        help=f"a status file older than this is stale (default: {STALE_AFTER}; keep it above mnpd's --resync-period)",
+    )
+    group.add_argument("--nft", metavar="PATH", default="nft", help="the nft executable (default: nft on PATH)")
+    if with_json:
+        parser.add_argument("--json", action="store_true", help="machine-readable output (JSON)")
+
+
+def listen_address(text: str | None) -> tuple[str, int] | None:
+    """`host:port` → where to connect; None for off. A wildcard listen address is reached on loopback."""
+    if text is None or text.strip().lower() in ("off", "none", "", "0"):
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
+    if host == POD_IP_HOST:  # mnpd's `pod-ip`: the address in $POD_IP (as inside the mnpd pod)
+        host = os.environ.get("POD_IP", "").strip().strip("[]")
+        if not host:
+            raise InspectError(f"--listen: {text!r} needs POD_IP set (mnpd's pod IP)", usage=True)
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)

@@ -1,0 +1,82 @@
+"""mnpd's status file as `mnpctl` finds it: present or not, how old, stale or not (daemon/status.py writes it)."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StatusFile:
+    """mnpd's status file as found: `doc` None when missing or unreadable (`error` says which)."""
+
+    path: str
+    doc: dict[str, Any] | None
+    error: str | None
+    age: float | None  # seconds since `updated` (else since the file's mtime)
+    stale: bool
+
+    def interfaces(self) -> dict[tuple[str, str], dict[str, Any]]:
+        items = self.doc.get("interfaces", []) if self.doc else []
+        return {
+            (str(i.get("containerID")), str(i.get("ifname"))): i
+            for i in items
+            if isinstance(i, dict) and i.get("containerID") and i.get("ifname")
+        }
+
+    def describe(self) -> str:
+        if self.doc is None:
+            return f"{self.error}: {self.path}"
+        updated = self.doc.get("updated") or "?"
+        return f"updated {updated}, {format_age(self.age)} ago{' (stale)' if self.stale else ''}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "present": self.doc is not None,
+            "error": self.error,
+            "updated": self.doc.get("updated") if self.doc else None,
+            "ageSeconds": None if self.age is None else round(self.age, 1),
+            "stale": self.stale,
+        }
+
+
+def _parse_stamp(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (ValueError, OverflowError):
+        return None
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds / 3600:.1f}h"
+
+
+def read_status_file(path: str, now: float, stale_after: float) -> StatusFile:
+    """mnpd's status file at `path`, and whether it is older than `stale_after` seconds at `now`."""
+    try:
+        with open(path, "rb") as fh:
+            mtime = os.fstat(fh.fileno()).st_mtime
+            doc = json.loads(fh.read())
+    except FileNotFoundError:
+        return StatusFile(path, None, "missing", None, True)
+    except (OSError, ValueError) as exc:
+        return StatusFile(path, None, f"unreadable ({exc})", None, True)
+    if not isinstance(doc, dict) or doc.get("schema") != 1:
+        return StatusFile(path, None, "of an unknown schema", None, True)
+    stamp = _parse_stamp(doc.get("updated"))
+    age = now - (stamp if stamp is not None else mtime)
+    return StatusFile(path, doc, None, age, age > stale_after)
