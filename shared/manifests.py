@@ -37,7 +37,6 @@ import dataclasses
 import difflib
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from shared.errors import StateError
 from shared.model import (
     NETWORK_STATUS,
     POLICY_FOR,
@@ -57,6 +57,7 @@ from shared.model import (
     refuse_duplicates,
 )
 from shared.selectors import excerpt
+from shared.state import read_entry_file
 
 PROBES_FILE = "probes.yaml"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -354,30 +355,13 @@ def read_text(path: Path, root: Path | None = None) -> str:
         if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
             raise UnreadableFile(f"a symlink to {excerpt(real)}, outside the manifests directory: not read")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as exc:
+        data = read_entry_file(str(path), MAX_FILE_BYTES, follow=True, what="a manifest file")
+    except FileNotFoundError as exc:
         raise UnreadableFile(f"cannot read: {exc.strerror}") from exc
+    except StateError as exc:
+        raise UnreadableFile(str(exc)) from exc
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnreadableFile("cannot read: not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise UnreadableFile(f"{st.st_size} bytes: larger than the {MAX_FILE_BYTES} a manifest file may have")
-        chunks, size = [], 0
-        while size <= MAX_FILE_BYTES:
-            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_FILE_BYTES:
-            raise UnreadableFile(f"larger than the {MAX_FILE_BYTES} bytes a manifest file may have")
-    except OSError as exc:
-        raise UnreadableFile(f"cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:  # a binary file among the manifests
         raise UnreadableFile(f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 

@@ -122,7 +122,7 @@ def test_a_symlink_out_of_the_directory_is_not_followed_but_one_inside_is(tmp_pa
 def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")  # a reader that opened it blocking would wait for a writer for ever
     loaded = load_dir(tmp_path)
-    assert [str(p) for p in loaded.errors] == ["error: pipe.yaml: cannot read: not a regular file"]
+    assert [str(p) for p in loaded.errors] == ["error: pipe.yaml: a FIFO, not a regular file: not read"]
 
 
 # ------------------------------------------------------------------------------------------- item 4
@@ -214,7 +214,7 @@ def test_a_file_no_step_can_walk_safely_is_one_problem(tmp_path: Path, text: str
 def test_a_file_too_large_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "big.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 1))
     assert [str(p) for p in load_dir(tmp_path).errors] == [
-        f"error: big.yaml: {MAX_FILE_BYTES + 1} bytes: larger than the {MAX_FILE_BYTES} a manifest file may have"
+        f"error: big.yaml: {MAX_FILE_BYTES + 1} bytes, more than a manifest file can have ({MAX_FILE_BYTES}): not read"
     ]
 
 
