@@ -192,6 +192,8 @@ def unidentifiable(obj: object) -> str | None:
     name = (meta or {}).get("name")
     if name is not None and not isinstance(name, str):
         return f"metadata.name: {excerpt(name)} is not a name"
+    if meta and not all(isinstance(key, str) for key in meta):
+        return "metadata: keys that are not strings"
     return None
 
 
@@ -210,9 +212,16 @@ def _parse_policy_document(obj: Mapping[str, Any], kind: object, api: object, so
         unnamed = ("unnamed." + re.sub(r"[^a-z0-9.-]+", "-", source.lower()))[:253].strip("-.")
         obj = {**obj, "metadata": {**meta, "name": unnamed}}
     policy = parse_policy({**obj, "kind": kind if isinstance(kind, str) else POLICY_KIND})
+    if extra and not policy.policy_for and not policy.every_network:
+        # Neither which policy it is meant to be nor which networks it guards can be told: no scope of its own.
+        raise _Unidentifiable(f"{'; '.join(extra)}, and no policy-for: which policy and networks is unknown")
     if extra:
         policy = dataclasses.replace(policy, problems=(*extra, *policy.problems))
     return ManifestObject(POLICY_KIND, policy.key, policy, source)
+
+
+class _Unidentifiable(Exception):
+    """A document that cannot be pinned down after all (the message says why)."""
 
 
 def parse_documents(documents: Iterable[tuple[str, Any]]) -> ParsedFile:
@@ -249,7 +258,11 @@ def _judge_document(source: str, obj: Any, out: ParsedFile) -> None:
             return
     where = f"{source} {_describe(kind, obj)}"
     if _looks_like_policy(obj, kind, api):
-        parsed = _parse_policy_document(obj, kind, api, source)
+        try:
+            parsed = _parse_policy_document(obj, kind, api, source)
+        except _Unidentifiable as exc:
+            out.problems.append(Problem(where, str(exc), breaks_file=True))
+            return
         out.objects.append(parsed)
         out.problems.extend(Problem(where, m, policy=parsed.key) for m in parsed.value.problems)
         return

@@ -717,8 +717,14 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     # empty: it names none.
     named_none = raw_policy_for is None or (isinstance(raw_policy_for, str) and not raw_policy_for.strip())
     every_network = bool(pf_problems) and not named_none
-    if raw_annotations is not None and not isinstance(raw_annotations, dict):
-        pf_problems = ["metadata.annotations: not a map, so policy-for cannot be read; isolating on every network"]
+    readable = isinstance(raw_annotations, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_annotations.items()
+    )
+    if raw_annotations is not None and not readable:
+        pf_problems = [
+            "metadata.annotations: not a map of string to string, so policy-for cannot be read; "
+            "isolating on every network"
+        ]
         every_network = True
     problems.extend(pf_problems)
     spec = obj.get("spec")

@@ -361,13 +361,15 @@ def test_invalid_policies_are_reported_with_what_they_do(tmp_path: Path, node: N
 
 # ------------------------------------------------------------------------------------------- generated input
 
+# Values of the wrong type or shape for wherever they land. Not empty lists or maps, nor strings in place of
+# strings: those can be valid, deliberate edits (`to: []` allows every destination, by the API's definition).
 HOSTILE_VALUES = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True),
     st.booleans(),
-    st.lists(st.integers(), max_size=3),
+    st.lists(st.integers(), min_size=1, max_size=3),
     st.dictionaries(st.integers(), st.integers(), min_size=1, max_size=2),
-    st.builds(lambda n: json.loads("[" * n + "]" * n), st.integers(min_value=1, max_value=200)),
+    st.builds(lambda n: json.loads("[" * n + "]" * n), st.integers(min_value=2, max_value=200)),
     st.sampled_from(["10.10.0.99", "0.0.0.0/0", "::/0", "*", "", '" : accept }\nflush ruleset', "\x00"]),
 )
 
@@ -390,9 +392,9 @@ def _set(document: Any, path: tuple[Any, ...], value: Any) -> None:
 
 
 def _is_valid_scalar_swap(original: Any, value: Any) -> bool:
-    """A string replaced by another string can be a valid, deliberate edit (a label value, a port name): that
-    changes access by design and is not hostile input, so the generator does not count it."""
-    return isinstance(original, str) and isinstance(value, str)
+    """A scalar replaced by another of its type can be a valid, deliberate edit (a label value, a port number):
+    that changes access by design and is not hostile input, so the generator does not count it."""
+    return isinstance(original, str | int) and type(original) is type(value)
 
 
 FILES = ("cluster.yaml", "pod-server.yaml", "pod-db.yaml", "pod-client.yaml", "policy-server.yaml", "policy-db.yaml")
