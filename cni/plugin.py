@@ -379,7 +379,7 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
     """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table)."""
     from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
 
-    from shared.nft.render import FAMILY, TABLE, chain_name
+    from shared.nft.render import FAMILY, TABLE, chain_name, map_name
     from shared.rules import EGRESS, INGRESS
 
     if listing is None:
@@ -403,7 +403,7 @@ def table_problems(listing: Any, ifname: str) -> list[str]:
         chain = chain_name(direction, ifname)
         if chain not in chains:
             problems.append(f"chain {chain} missing")
-        target = maps.get(f"{prefix}_ifaces", {}).get(ifname)
+        target = maps.get(map_name(direction), {}).get(ifname)
         if target != chain:
             problems.append(f"{prefix}_ifaces has {target or 'no entry'} for {ifname}, not jump {chain}")
     return problems
@@ -422,8 +422,9 @@ def cmd_gc(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         for problem in problems:
             log.warning("unreadable state entry left in place", path=problem.path, reason=problem.reason)
         present = {e.key: e for e in entries}
-        # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge.
-        stale = [e for e in entries if e.network == conf.name and e.key not in valid]
+        # GC is per network: the entries of other networks (other NADs chaining mnp) are not ours to judge, nor
+        # mnpd's adopted ones (a NAD that does not chain mnp may carry the same network name; mnpd removes them).
+        stale = [e for e in entries if e.network == conf.name and e.key not in valid and not e.adopted]
         for entry in stale:
             try:
                 _collect(entry, present, bool(problems), deps, store, log)

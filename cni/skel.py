@@ -31,7 +31,7 @@ import os
 import re
 import time
 
-from cni import LATEST_VERSION, SUPPORTED_VERSIONS
+from cni import LATEST_VERSION, SUPPORTED_VERSIONS, __version__
 from cni.errors import INTERNAL, INVALID_ENV, INVALID_NETNS, CNIError
 from cni.log import Log
 
@@ -115,14 +115,15 @@ def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
 
 def cmd_version(stdin: bytes | str) -> dict[str, Any]:
     """VERSION's stdin is `{"cniVersion": …}` from libcni, or nothing at all — never an error. The answer is in the
-    requested version when mnp speaks it, else in the newest."""
+    requested version when mnp speaks it, else in the newest. `mnpVersion` is mnp's own version: an extra key,
+    which libcni's PluginInfo decoding ignores (Go's encoding/json skips unknown fields)."""
     try:
         value = json.loads(stdin)
     except (ValueError, RecursionError):
         value = None
     requested = value.get("cniVersion") if isinstance(value, dict) else None
     version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
-    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS), "mnpVersion": __version__}
 
 
 def _verb(command: str) -> Callable[[CmdArgs, PluginConf, Deps, Log], dict[str, Any] | None]:
@@ -165,7 +166,7 @@ class Dispatcher:
 
     def run(self) -> int:
         command = self.environ.get("CNI_COMMAND", "")
-        log = Log(self.stderr, "info", self.clock, cmd=command or "-")
+        log = Log(self.stderr, "info", self.clock, mnp=__version__, cmd=command or "-")
         version = LATEST_VERSION
         log_file: TextIO | None = None
         try:

@@ -17,6 +17,7 @@ import logging
 import threading
 from typing import Any
 
+from daemon import operator
 from daemon.apply import Applier, NftFactory, real_nft
 from daemon.clock import Clock, SystemClock
 from daemon.config import DaemonConfig
@@ -26,6 +27,7 @@ from daemon.events import EventRecorder, KubeEvents, LogEvents
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from daemon.runner import BoundedFrequencyRunner, RunnerTimings
+from daemon.sources.adopt import Adopter, NetnsScanner
 from daemon.sources.kube import Backoff, KubeSource, api_client, core_v1
 from daemon.sources.manifests import ManifestsSource
 from daemon.sources.statedir import StateDirSource
@@ -59,8 +61,6 @@ class Daemon:
         timings = RunnerTimings(config.min_sync_interval, config.resync_period, *retry)
         self.runner = BoundedFrequencyRunner(self._sync, timings, self.clock, name="sync")
         self.store = Store(self.clock, on_change=self.runner.request)
-        options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6)
-        conntrack = ConntrackCleaner(options, runner=command_runner) if config.flush_conntrack else None
         self.client: Any = None
         self.events: EventRecorder
         if config.source == "api":
@@ -73,15 +73,39 @@ class Daemon:
             assert config.manifests_dir is not None
             self.events = LogEvents()
             self.objects = ManifestsSource(self.store, config.manifests_dir)
+        additions = operator.load(
+            config.allow_src_prefixes,
+            config.allow_dst_prefixes,
+            config.custom_rule_files,
+            events=self.events,
+            node=config.node_name,
+            runner=command_runner,
+        )
+        options = RenderOptions(accept_icmp=config.accept_icmp, accept_icmpv6=config.accept_icmpv6, additions=additions)
+        applier = Applier(nft_for, options)
+        conntrack = ConntrackCleaner(options, applier.netlink_socket) if config.flush_conntrack else None
         self.state_dir = StateDirSource(self.store, config.state_dir, config.resync_period, metrics=self.metrics)
+        self.adopter = Adopter(
+            self.store,
+            config.state_dir,
+            self.clock,
+            enabled=config.adopt,
+            plugins=config.network_plugins,
+            node_name=config.node_name,
+            scanner=NetnsScanner(self.clock, config.netns_dirs),
+            nft_for=nft_for,
+            events=self.events,
+            metrics=self.metrics,
+        )
         self.controller = Controller(
             self.store,
-            Applier(nft_for, options),
+            applier,
             self.clock,
             conntrack=conntrack,
             events=self.events,
             metrics=self.metrics,
             status=StatusWriter(config.status_file, self.clock, config.node_name),
+            adopter=self.adopter,
         )
         address = config.listen_address
         self.http = HealthServer(address, self.metrics, self.healthy, self.ready) if address else None

@@ -7,13 +7,15 @@ Everything before this point is pure (store → compiler → renderer); this mod
   changed); otherwise, or when the delta is refused (the table does not hold what we believed), the full form
   (the skeleton re-asserted, the interface's chains and sets replaced). nft applies a transaction atomically,
   so a failure changes nothing and the pod keeps its previous — never a wider — rule set; the controller retries.
-* The real backend keeps one libnftables context per pod netns (shared.nft.libnft: opened on a short-lived
-  thread inside the netns, then used from the sync thread — no thread the daemon keeps changes namespace),
-  and falls back to `nsenter --net=PATH nft -f -` where libnftables cannot be loaded. A context keeps its
-  namespace alive, so the controller `release()`s a netns when its last state entry goes.
+* The real backend (shared.nft.backend.NetlinkNft) keeps one NETLINK_NETFILTER socket per pod netns, opened
+  inside it (no thread the daemon keeps changes namespace): element deltas go over it as one nfnetlink batch;
+  full transactions and the repair's listing go through a libnftables context from a bounded pool
+  (shared.nft.pool.ContextPool). Where libnftables cannot be loaded, `nsenter --net=PATH nft -f -` does all.
+  A socket or context keeps its namespace alive, so the controller `release()`s a netns when its last state
+  entry goes.
 * Before opening a netns the real factory checks that it still exists (`NetnsGone`: the pod is gone, the
   state-dir source will drop its entry) and that it is not the daemon's own namespace (programming the host's
-  own table would close the node); the context then refuses a path that comes to name another namespace.
+  own table would close the node); the backend then refuses a path that comes to name another namespace.
 
 Tests pass a factory returning `shared.nft.fake.FakeNft` instances instead (one per netns path).
 """
@@ -21,38 +23,32 @@ Tests pass a factory returning `shared.nft.fake.FakeNft` instances instead (one 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import threading
-from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from shared.errors import NetnsGone
 from shared.netns import check_netns, is_own_netns, netns_identity
-from shared.nft import libnft
+from shared.nft import libnft, netlink
+from shared.nft.backend import NetlinkNft, NftBackend, interface_view
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
-from shared.nft.fake import FakeNft, TableView
-from shared.nft.render import RenderOptions, chain_name, render_interface, render_update, set_names
+from shared.nft.fake import FakeNft
+from shared.nft.pool import ContextPool
+from shared.nft.render import RenderOptions, render_interface, render_update
 from shared.nft.transaction import Transaction
-from shared.rules import EGRESS, INGRESS, InterfaceRules
+from shared.rules import InterfaceRules
 
 log = logging.getLogger(__name__)
 
 # Threads programming namespaces at once. The work is mostly the kernel's and libnftables' (no GIL); more
 # threads than this gained nothing on the 2-core benchmark machine (docs/benchmarks.md).
 WORKERS = 4
-KEEP_CONTEXTS = 16  # nft objects (libnftables contexts) kept open between syncs, least recently used closed first
-CLOSERS = 4  # threads closing contexts: each close waits for the kernel, without CPU
 
-
-class Nft(Protocol):
-    def run(self, tx: Transaction) -> None: ...
-
-
-NftFactory = Callable[[str], Nft]  # netns path → the nft of that namespace
+NftFactory = Callable[[str], NftBackend]  # netns path → the nft of that namespace
 
 
 class Work(NamedTuple):
@@ -65,49 +61,35 @@ class Work(NamedTuple):
     identity: tuple[int, int] | None = None
 
 
-class GuardedNft:
+class GuardedNft(RealNft):
     """`RealNft` (nsenter nft) in a pod netns, refusing paths that are gone or the daemon's own namespace."""
 
     def __init__(self, netns: str, nft: str = "nft") -> None:
-        self.netns = netns
-        self.real = RealNft(netns=netns, nft=nft)
+        super().__init__(netns=netns, nft=nft)
 
-    def run(self, tx: Transaction) -> None:
+    def _call(self, args: Sequence[str], stdin: str = "") -> str:
         _guard(self.netns)
-        self.real.run(tx)
+        return super()._call(args, stdin)
 
 
-def _guard(netns: str) -> None:
+def _guard(netns: str | None) -> None:
+    if netns is None:
+        raise NftError("refusing to program the daemon's own network namespace")
     check_netns(netns)
     if is_own_netns(netns):
         raise NftError(f"refusing to program {netns}: it is the daemon's own network namespace")
 
 
-def _malloc_trim() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
+# The libnftables contexts the real backends share: full transactions and listings, a bounded number open.
+CONTEXTS = ContextPool()
 
 
-def real_nft(netns: str) -> Nft:
-    """libnftables in-process when it loads here, else the nft command under nsenter."""
+def real_nft(netns: str) -> NftBackend:
+    """Netlink deltas + libnftables in-process when libnftables loads here, else the nft command under nsenter."""
     if not libnft.available():
         return GuardedNft(netns)
     _guard(netns)
-    return libnft.NetnsNft(netns)
-
-
-def _interface_view(view: TableView, ifname: str) -> tuple[object, ...]:
-    """What one interface owns in a table: its chains' rules (without counters) and its sets' elements."""
-    chains = []
-    sets = []
-    for direction in (INGRESS, EGRESS):
-        chain = view.chains.get(chain_name(direction, ifname))
-        chains.append(None if chain is None else tuple((r.text, r.comment) for r in chain.rules))
-        for name in set_names(direction, ifname).values():
-            s = view.sets.get(name)
-            sets.append(None if s is None else tuple((e.key, e.comment) for e in s.elements))
-    return tuple(chains), tuple(sets)
+    return NetlinkNft(netns, CONTEXTS)
 
 
 class Applier:
@@ -118,29 +100,21 @@ class Applier:
     depends only on the interface name and the two directions' rules, never on the pod; render_update memoises
     per direction).
 
-    The nft of a netns is kept for the next change, up to `keep` of them (least recently used closed first, on
-    closer threads: closing a netlink socket that committed waits for the kernel). A libnftables context holds
-    memory from its first transaction on, so keeping one per pod would cost a full node more than reopening the
-    few it needs (docs/benchmarks.md, Scale, has the figures)."""
+    The nft backend of a netns is kept until `release` (for the real one: a netlink socket; the libnftables
+    contexts it borrows are bounded by their pool, shared.nft.pool.ContextPool)."""
 
     RENDER_CACHE = 128
 
-    def __init__(
-        self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS, keep: int = KEEP_CONTEXTS
-    ) -> None:
+    def __init__(self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS) -> None:
         self.nft_for = nft_for
         self.options = options
         self.workers = workers
-        self.keep = keep
         self.transactions = 0
         self.deltas = 0
         self._lock = threading.Lock()  # the counters and the caches, shared by the workers
         self._pool: ThreadPoolExecutor | None = None
         self._rendered: dict[tuple[object, ...], Transaction] = {}
-        self._nft: OrderedDict[str, Nft] = OrderedDict()  # least recently used first
-        self._in_use: Counter[str] = Counter()  # netns being programmed by a worker: never closed meanwhile
-        self._closer: ThreadPoolExecutor | None = None
-        self._closing = 0  # contexts handed to the closer threads, not closed yet
+        self._nft: dict[str, NftBackend] = {}
         self._unverified: set[tuple[str, str]] = set()  # (netns, ifname) programmed by a delta since a full form
 
     def apply(
@@ -166,7 +140,7 @@ class Applier:
             if delta is not None:
                 self._count(delta=False)
                 try:
-                    nft.run(delta)
+                    nft.apply_delta(delta)
                     self._count(delta=True)
                     with self._lock:
                         self._unverified.add((netns, rules.ifname))
@@ -200,21 +174,11 @@ class Applier:
             by_netns[item.netns].append(i)
 
         def program(indexes: list[int]) -> None:
-            netns = work[indexes[0]].netns
-            with self._lock:
-                self._in_use[netns] += 1
-            try:
-                for i in indexes:
-                    try:
-                        self.apply(*work[i])
-                    except Exception as exc:  # handed back to the controller, which classifies it
-                        outcomes[i] = exc
-            finally:
-                with self._lock:
-                    self._in_use[netns] -= 1
-                    if not self._in_use[netns]:
-                        del self._in_use[netns]
-                self._close_least_used()
+            for i in indexes:
+                try:
+                    self.apply(*work[i])
+                except Exception as exc:  # handed back to the controller, which classifies it
+                    outcomes[i] = exc
 
         groups = list(by_netns.values())
         if self.workers <= 1 or len(groups) <= 1:
@@ -227,53 +191,14 @@ class Applier:
             future.result()
         return outcomes
 
-    def _nft_of(self, netns: str) -> Nft:
+    def _nft_of(self, netns: str) -> NftBackend:
         with self._lock:
             nft = self._nft.get(netns)
-            if nft is not None:
-                self._nft.move_to_end(netns)
-                return nft
-        nft = self.nft_for(netns)  # one worker per netns: no other thread creates this one
-        with self._lock:
-            self._nft[netns] = nft
-        return nft
-
-    def _close_least_used(self) -> None:
-        """Close the least recently used nfts beyond `keep` (not those a worker is using)."""
-        with self._lock:
-            excess = len(self._nft) - self.keep
-            victims = []
-            for netns in list(self._nft):
-                if excess <= 0:
-                    break
-                if netns not in self._in_use:
-                    victims.append(self._nft.pop(netns))
-                    excess -= 1
-        for nft in victims:
-            self._close_later(nft)
-
-    def _close_later(self, nft: Nft | None) -> None:
-        close = getattr(nft, "close", None)
-        if close is None:
-            return
-        with self._lock:
-            if self._closer is None:
-                self._closer = ThreadPoolExecutor(CLOSERS, thread_name_prefix="mnpd-close")
-            closer = self._closer
-            self._closing += 1
-        closer.submit(self._close, close)
-
-    def _close(self, close: Callable[[], None]) -> None:
-        try:
-            close()
-        finally:
+        if nft is None:
+            nft = self.nft_for(netns)  # one worker per netns: no other thread creates this one
             with self._lock:
-                self._closing -= 1
-                last = not self._closing
-            if last:
-                # What libnftables freed stays in glibc's heaps (one per thread that allocated) until trimmed:
-                # without this, a sync that cycles through every pod's context leaves its peak as RSS.
-                _malloc_trim()
+                self._nft[netns] = nft
+        return nft
 
     def _count(self, delta: bool) -> None:
         with self._lock:
@@ -287,29 +212,35 @@ class Applier:
         form would (the interface's chain rules and set elements) and apply the full form if not; True then.
 
         A delta assumes the table holds what this daemon programmed. An element nobody removes — someone's
-        `nft add element` by hand — would survive every delta; this catches it on the periodic resync. Backends
-        that cannot list (the nft command fallback) are not checked."""
+        `nft add element` by hand — would survive every delta; this catches it on the periodic resync."""
         key = (work.netns, work.rules.ifname)
         if key not in self._unverified:
             return False
         nft = self._nft_of(work.netns)
-        list_table = getattr(nft, "list_table", None)
-        if list_table is None:
-            return False
         self._check_identity(work.netns, work.identity)
-        expected = _interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
+        expected = interface_view(FakeNft.from_transaction(self.render(work.rules)).list_table(), work.rules.ifname)
         try:
-            live = _interface_view(list_table(), work.rules.ifname)
+            live = interface_view(nft.list_table(), work.rules.ifname)
         except NotFoundError:
             live = None
         if live == expected:
             with self._lock:
                 self._unverified.discard(key)
-            self._close_least_used()
             return False
         self.apply(work.netns, work.rules, None, work.identity)
-        self._close_least_used()
         return True
+
+    @contextlib.contextmanager
+    def netlink_socket(self, netns: str) -> Iterator[netlink.NfnetlinkSocket]:
+        """The NETLINK_NETFILTER socket the backend of `netns` keeps (conntrack cleanup shares it), else one
+        opened for this use."""
+        with self._lock:
+            kept = getattr(self._nft.get(netns), "socket", None)
+        if isinstance(kept, netlink.NfnetlinkSocket):
+            yield kept
+            return
+        with netlink.opened(netns) as sock:
+            yield sock
 
     def release_missing(self) -> None:
         """Close every context whose path is gone or names another namespace now: without a state entry going
@@ -331,7 +262,8 @@ class Applier:
         with self._lock:
             nft = self._nft.pop(netns, None)
             self._unverified = {key for key in self._unverified if key[0] != netns}
-        self._close_later(nft)
+        if nft is not None:
+            nft.close()
 
     def close(self) -> None:
         """Stop the workers and close every namespace's nft (the rules stay: they are the kernel's)."""
@@ -340,14 +272,7 @@ class Applier:
             self._pool = None
         for netns in list(self._nft):
             self.release(netns)
-        self.wait_closed()
-
-    def wait_closed(self) -> None:
-        """Wait until every nft handed to the closer threads is closed."""
-        with self._lock:
-            closer, self._closer = self._closer, None
-        if closer is not None:
-            closer.shutdown(wait=True)
+        CONTEXTS.wait_closed()
 
     def render(self, rules: InterfaceRules) -> Transaction:
         key = (rules.ifname, rules.ingress, rules.egress)

@@ -16,20 +16,24 @@ Where the cluster comes from (exactly one source of objects, plus the state dir,
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from daemon.operator import RuleFile, parse_prefixes
 from shared.errors import ConfigError
+from shared.rules import EGRESS, INGRESS, IPNetwork
 from shared.state import DEFAULT_STATE_DIR
+from shared.version import VERSION
 
 STATUS_NAME = "mnpd-status.json"  # the default status file, beside the state dir
 
 DEFAULT_LISTEN = "127.0.0.1:9741"
-POD_IP_HOST = "pod-ip"  # --listen pod-ip:PORT: the address in $POD_IP
+DEFAULT_NETWORK_PLUGINS = ("macvlan", "ipvlan", "sriov")  # the anchors' usual --network-plugins
+DEFAULT_NETNS_DIRS = ("/run/netns", "/var/run/netns")  # containerd's and CRI-O's pod netns files
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = ("1", "true", "yes", "on")
@@ -55,6 +59,12 @@ class DaemonConfig:
     watch_timeout: float
     log_format: str
     log_level: str
+    adopt: bool = True
+    network_plugins: tuple[str, ...] = DEFAULT_NETWORK_PLUGINS
+    netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
+    allow_src_prefixes: tuple[IPNetwork, ...] = ()
+    allow_dst_prefixes: tuple[IPNetwork, ...] = ()
+    custom_rule_files: tuple[RuleFile, ...] = ()
 
     def settings(self) -> list[tuple[str, object]]:
         """Every setting as (name, value), for the start-up log."""
@@ -107,7 +117,7 @@ OPTIONS = (
     _Option(
         "--listen",
         "MNP_LISTEN",
-        "address of /metrics, /healthz and /readyz: host:port, pod-ip:port ($POD_IP), or 'off'",
+        "address of /metrics, /healthz and /readyz: host:port, or 'off'",
         DEFAULT_LISTEN,
     ),
     _Option("--accept-icmp", "MNP_ACCEPT_ICMP", "accept all ICMP on guarded interfaces", "false", boolean=True),
@@ -139,6 +149,55 @@ OPTIONS = (
         "server-side timeout of each API watch before it is renewed",
         "5m",
         "DURATION",
+    ),
+    _Option(
+        "--adopt",
+        "MNP_ADOPT",
+        "guard the interfaces of NADs that do not chain mnp (found by MAC and address in the node's netns); "
+        "--adopt=false or --no-adopt: only interfaces the mnp plugin closed",
+        "true",
+        boolean=True,
+    ),
+    _Option(
+        "--network-plugins",
+        "MNP_NETWORK_PLUGINS",
+        "CNI types (the NAD's first plugin) whose interfaces are adopted",
+        ",".join(DEFAULT_NETWORK_PLUGINS),
+        "TYPES",
+    ),
+    _Option(
+        "--netns-dirs",
+        "MNP_NETNS_DIRS",
+        "directories of the node's network namespace files, scanned for adoption (/proc/<pid>/ns/net too, "
+        "where the daemon sees the host's processes)",
+        ",".join(DEFAULT_NETNS_DIRS),
+        "DIRS",
+    ),
+    _Option(
+        "--allow-src-prefix",
+        "MNP_ALLOW_SRC_PREFIX",
+        "CIDRs always accepted as source on isolated interfaces, both directions (the telekom fork's flag)",
+        None,
+        "CIDRS",
+    ),
+    _Option(
+        "--allow-dst-prefix",
+        "MNP_ALLOW_DST_PREFIX",
+        "CIDRs always accepted as destination on isolated interfaces, both directions",
+        None,
+        "CIDRS",
+    ),
+    *(
+        _Option(
+            f"--custom-v{family}-{direction}-rule-file",
+            f"MNP_CUSTOM_V{family}_{direction.upper()}_RULE_FILE",
+            f"nft rules (one per line, # comments) for IPv{family} {direction} of isolated interfaces, checked "
+            "by the kernel in a dry run at start",
+            None,
+            "FILE",
+        )
+        for family in (4, 6)
+        for direction in ("ingress", "egress")
     ),
     _Option("--log-format", "MNP_LOG_FORMAT", f"one of {', '.join(LOG_FORMATS)}", "text"),
     _Option("--log-level", "MNP_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)}", "info"),
@@ -179,6 +238,10 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (1/true/yes/on or 0/false/no/off)")
 
 
+def _comma_list(text: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item.strip() for item in (text or "").split(",") if item.strip()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnpd",
@@ -186,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mnpd {VERSION}")
     for opt in OPTIONS:
         default = f" (default: {opt.default})" if opt.default not in (None, "") else ""
         help_text = f"{opt.help}{default} [{opt.env}]"
@@ -193,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(opt.flag, nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
         else:
             parser.add_argument(opt.flag, default=None, metavar=opt.metavar, help=help_text)
+    parser.add_argument("--no-adopt", dest="adopt", action="store_const", const="false", help="same as --adopt=false")
     return parser
 
 
@@ -261,7 +326,7 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
         problems.append(f"--state-dir: {state_dir!r} must be an absolute path")
     status_file = (raw["status_file"] or "").strip() or str(default_status_file(state_dir))
     if state_dir and os.path.abspath(os.path.dirname(status_file)) == os.path.abspath(state_dir):
-        problems.append("--status-file must not be inside the state dir (the state dir holds only CNI entries)")
+        problems.append("--status-file must not be inside the state dir (the state dir holds only interface entries)")
     listen = (raw["listen"] or "").strip()
     listen_value: str | None = listen
     if listen.lower() in ("off", "none", "", "0"):
@@ -269,19 +334,7 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     else:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, pod-ip:9741)")
-        elif host == POD_IP_HOST:
-            # The pod's own address from the downward API (status.podIP; with hostNetwork the node's): what the
-            # kubelet's probes and Prometheus reach, without listening on every address of the node.
-            pod_ip = (env.get("POD_IP") or "").strip()
-            try:
-                address = ipaddress.ip_address(pod_ip)
-            except ValueError:
-                problems.append(
-                    f"--listen: {POD_IP_HOST} needs POD_IP (the downward API's status.podIP); got {pod_ip!r}"
-                )
-            else:
-                listen_value = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 10.0.0.5:9741)")
     resync = duration("resync_period", 1.0)
     min_sync = duration("min_sync_interval", 0.0)
     if min_sync > resync:
@@ -302,7 +355,35 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
         watch_timeout=duration("watch_timeout", 1.0),
         log_format=choice("log_format", LOG_FORMATS),
         log_level=choice("log_level", LOG_LEVELS),
+        adopt=boolean("adopt"),
+        network_plugins=_comma_list(raw["network_plugins"]),
+        netns_dirs=_comma_list(raw["netns_dirs"]),
     )
+    prefixes = {}
+    for name in ("allow_src_prefix", "allow_dst_prefix"):
+        nets, bad = parse_prefixes(raw[name])
+        prefixes[name] = nets
+        problems += [f"--{name.replace('_', '-')}: {p}" for p in bad]
+    rule_files = []
+    for family in (4, 6):
+        for direction in (INGRESS, EGRESS):
+            flag = f"custom_v{family}_{direction.lower()}_rule_file"
+            path = (raw[flag] or "").strip()
+            if not path:
+                continue
+            if not Path(path).is_file():
+                problems.append(f"--{flag.replace('_', '-')}: {path} does not exist or is not a file")
+            rule_files.append(RuleFile(path, direction, family))
+    config = dataclasses.replace(
+        config,
+        allow_src_prefixes=prefixes["allow_src_prefix"],
+        allow_dst_prefixes=prefixes["allow_dst_prefix"],
+        custom_rule_files=tuple(rule_files),
+    )
+    if not all(os.path.isabs(d) for d in config.netns_dirs):
+        problems.append(f"--netns-dirs: {', '.join(config.netns_dirs)}: every directory must be an absolute path")
+    if config.adopt and not config.network_plugins:
+        problems.append("--network-plugins: empty; name the CNI types to adopt, or turn adoption off (--no-adopt)")
     if problems:
         raise ConfigError("invalid mnpd configuration:\n" + "\n".join(f"  - {p}" for p in problems))
     return config

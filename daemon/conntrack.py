@@ -14,25 +14,34 @@ packet (`admits`, below), so an allowed established connection is never cut:
 * admitted = not isolated in that direction, or an ICMP / ICMPv6 flow with `--accept-icmp[v6]`, or the peer is
   in an every-port allow, or (TCP/UDP/SCTP) the peer and the protocol + destination port are in a port allow.
 
-Entries that share (family, protocol, source, destination, destination port) share the verdict, so each such
-group is deleted with one `conntrack -D` filtered on exactly those fields (a port-less protocol filters on the
-addresses only — its verdict never depends on a port). Listing and deleting run under `nsenter --net=PATH`,
-like nft. A flow that starts between the nft transaction and the listing is already subject to the new rules,
-so it is admitted and survives.
+The table is read and entries are deleted in-process over ctnetlink, on a NETLINK_NETFILTER socket of the pod
+netns (shared.nft.netlink; the daemon's nft backend keeps one per pod netns, so no process and no namespace
+switch is needed): the netns' entry count (a dump walks the kernel's whole conntrack hash table, every
+namespace's buckets, costly even for an empty namespace (docs/benchmarks.md) — so none is made without
+entries), one dump of the
+netns' conntrack table, then one IPCTNL_MSG_CT_DELETE per entry the rules no
+longer admit, naming the entry by its original tuple exactly as the dump gave it. Entries that share (family,
+protocol, source, destination, destination port) share the verdict — the selection `conntrack -D` with those
+filters made before — and are counted and logged once per such group. An entry already gone (ENOENT) counts as
+deleted. A flow that starts between the nft transaction and the dump is already subject to the new rules, so
+it is admitted and survives.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from daemon.logs import fields
-from shared.netns import netns_command
-from shared.nft.exec import Runner, subprocess_runner
+from shared.errors import NetnsGone
+from shared.nft import netlink
+from shared.nft.errors import NftError, NotFoundError
 from shared.nft.render import RenderOptions
 from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, PortRange, collapse
 
@@ -50,33 +59,6 @@ class Flow:
     src: IPAddress
     dst: IPAddress
     dport: int | None  # None for protocols without ports
-
-    def delete_argv(self) -> list[str]:
-        argv = ["conntrack", "-D", "-f", self.family, "-p", self.protocol, "-s", str(self.src), "-d", str(self.dst)]
-        if self.dport is not None:
-            argv += ["--dport", str(self.dport)]
-        return argv
-
-
-def parse_flows(text: str) -> list[Flow]:
-    """`conntrack -L -o extended` output → flows (lines it cannot read are skipped)."""
-    flows = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 4 or parts[0] not in ("ipv4", "ipv6"):
-            continue
-        fields: dict[str, str] = {}
-        for token in parts[4:]:
-            key, sep, value = token.partition("=")
-            if sep and key not in fields:  # the first occurrence is the original direction
-                fields[key] = value
-        try:
-            src, dst = ipaddress.ip_address(fields["src"]), ipaddress.ip_address(fields["dst"])
-            dport = int(fields["dport"]) if "dport" in fields else None
-        except (KeyError, ValueError):
-            continue
-        flows.append(Flow(parts[0], parts[2], src, dst, dport))
-    return flows
 
 
 def _admits(rules: DirectionRules, protocol: str, peer: IPAddress, dport: int | None, options: RenderOptions) -> bool:
@@ -103,6 +85,9 @@ def _admits(rules: DirectionRules, protocol: str, peer: IPAddress, dport: int | 
 def admits(rules: InterfaceRules, flow: Flow, local: Iterable[IPAddress], options: RenderOptions) -> bool:
     """Whether the rules admit a new flow like this one; flows not on this interface's addresses count as admitted."""
     mine = set(local)
+    additions = options.additions  # the operator's allow-lists accept a flow whichever way it goes
+    if any(flow.src in net for net in additions.allow_src) or any(flow.dst in net for net in additions.allow_dst):
+        return True
     if flow.dst in mine and flow.src not in mine:
         return _admits(rules.direction(INGRESS), flow.protocol, flow.src, flow.dport, options)
     if flow.src in mine and flow.dst not in mine:
@@ -178,37 +163,132 @@ def stale_flows(
     return list(out)
 
 
+# ctnetlink (linux/netfilter/nfnetlink_conntrack.h)
+IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET_STATS = 0, 1, 2, 5
+CTA_STATS_GLOBAL_ENTRIES = 1
+CTA_TUPLE_ORIG, CTA_ZONE = 1, 18
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_DST_PORT = 1, 3
+AF_INET, AF_INET6 = 2, 10
+# Protocol numbers as `conntrack -L` names them; the others keep their number.
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 33: "dccp", 136: "udplite"}
+PORTED = {6, 17, 132, 33, 136}  # protocols whose tuple has ports
+
+
+class Entry(NamedTuple):
+    """One dumped conntrack entry: its flow, and what names it in a delete (original tuple, zone)."""
+
+    flow: Flow
+    family: int
+    names: bytes  # the CTA_TUPLE_ORIG attribute (and CTA_ZONE) as the kernel sent them
+
+
+def dump_request(seq: int) -> bytes:
+    """IPCTNL_MSG_CT_GET with NLM_F_DUMP for every family: the whole conntrack table of the socket's netns."""
+    kind = (netlink.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    return netlink.message(kind, netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP, seq, 0, 0, b"")
+
+
+def parse_entry(payload: bytes) -> Entry | None:
+    """A dumped IPCTNL_MSG_CT_NEW message → Entry (None: not an IPv4/IPv6 entry this module reads)."""
+    if len(payload) < 4:
+        return None
+    family = payload[0]
+    top = netlink.attributes(payload, 4)
+    orig = top.get(CTA_TUPLE_ORIG)
+    if orig is None or family not in (AF_INET, AF_INET6):
+        return None
+    tuple_ = netlink.attributes(orig)
+    ip = netlink.attributes(tuple_.get(CTA_TUPLE_IP, b""))
+    proto = netlink.attributes(tuple_.get(CTA_TUPLE_PROTO, b""))
+    src_attr, dst_attr = (CTA_IP_V4_SRC, CTA_IP_V4_DST) if family == AF_INET else (CTA_IP_V6_SRC, CTA_IP_V6_DST)
+    if src_attr not in ip or dst_attr not in ip or CTA_PROTO_NUM not in proto:
+        return None
+    number = proto[CTA_PROTO_NUM][0]
+    port = proto.get(CTA_PROTO_DST_PORT)
+    dport = int.from_bytes(port[:2], "big") if number in PORTED and port is not None and len(port) >= 2 else None
+    try:
+        src, dst = ipaddress.ip_address(ip[src_attr]), ipaddress.ip_address(ip[dst_attr])
+    except ValueError:
+        return None
+    flow = Flow("ipv4" if family == AF_INET else "ipv6", PROTOCOL_NAMES.get(number, str(number)), src, dst, dport)
+    names = netlink.nested(CTA_TUPLE_ORIG, orig)
+    if CTA_ZONE in top:
+        names += netlink.attr(CTA_ZONE, top[CTA_ZONE])
+    return Entry(flow, family, names)
+
+
+def count_request(seq: int) -> bytes:
+    """IPCTNL_MSG_CT_GET_STATS: how many entries the socket's netns has (answered, then acknowledged)."""
+    kind = (netlink.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS
+    return netlink.message(kind, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK, seq, 0, 0, b"")
+
+
+def entry_count(sock: netlink.NfnetlinkSocket) -> int | None:
+    """The number of conntrack entries of the socket's netns (None: the kernel did not say)."""
+    for _, payload in sock.dump(count_request, "conntrack count"):
+        value = netlink.attributes(payload, 4).get(CTA_STATS_GLOBAL_ENTRIES)
+        if value is not None and len(value) >= 4:
+            return int.from_bytes(value[:4], "big")
+    return None
+
+
+def delete_request(entry: Entry) -> Callable[[int], bytes]:
+    kind = (netlink.NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE
+    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
+    return lambda seq: netlink.message(kind, flags, seq, entry.family, 0, entry.names)
+
+
+SocketFor = Callable[[str], contextlib.AbstractContextManager[netlink.NfnetlinkSocket]]
+
+
 class ConntrackCleaner:
-    """Runs conntrack in pod namespaces. `runner` is the same seam as RealNft's (argv, stdin) → (rc, out, err)."""
+    """Reads and deletes conntrack entries of pod namespaces over ctnetlink. `socket_for(netns)` lends a
+    NETLINK_NETFILTER socket of that netns (the daemon: the one its nft backend keeps; tests: a stand-in)."""
 
-    def __init__(self, options: RenderOptions, runner: Runner = subprocess_runner, binary: str = "conntrack") -> None:
+    def __init__(self, options: RenderOptions, socket_for: SocketFor | None = None) -> None:
         self.options = options
-        self.runner = runner
-        self.binary = binary
-
-    def _run(self, netns: str, argv: list[str]) -> tuple[int, str, str]:
-        return self.runner(netns_command(netns, [self.binary, *argv[1:]]), "")
+        self.socket_for: SocketFor = socket_for or netlink.opened
 
     def clean(self, netns: str, rules: InterfaceRules, local: Sequence[IPAddress]) -> int:
-        """Delete the flows `rules` do not admit; returns how many groups were deleted. Raises OSError when
-        conntrack cannot be listed or a deletion fails (the controller retries)."""
+        """Delete the entries `rules` do not admit; returns how many groups (flows alike but for the source
+        port) were deleted. Raises OSError when the table cannot be read or a deletion fails (the controller
+        retries)."""
         if not local:
             return 0
-        rc, out, err = self._run(netns, ["conntrack", "-L", "-o", "extended"])
-        if rc != 0:
-            raise OSError(f"conntrack -L in {netns} failed (rc {rc}): {err.strip()}")
-        deleted = 0
-        for flow in stale_flows(parse_flows(out), rules, local, self.options):
-            rc, _, err = self._run(netns, flow.delete_argv())
-            # rc 1 with "0 flow entries have been deleted": the flow ended by itself meanwhile
-            if rc != 0 and "0 flow entries" not in err:
-                raise OSError(f"{' '.join(flow.delete_argv())} in {netns} failed (rc {rc}): {err.strip()}")
-            deleted += 1
+        try:
+            deleted = self._clean(netns, rules, local)
+        except NetnsGone as exc:  # the controller retries, and drops the interface when its state entry goes
+            raise OSError(f"conntrack in {netns}: {exc}") from exc
+        for flow in deleted:
             log.info(
                 "deleted conntrack entries no longer admitted",
                 extra=fields(netns=netns, ifname=rules.ifname, pod=rules.pod, flow=_describe(flow)),
             )
-        return deleted
+        return len(deleted)
+
+    def _clean(self, netns: str, rules: InterfaceRules, local: Sequence[IPAddress]) -> list[Flow]:
+        with self.socket_for(netns) as sock:
+            try:
+                if entry_count(sock) == 0:
+                    return []  # a dump walks the kernel's whole conntrack hash table, every namespace's buckets
+                entries = [e for e in map(parse_entry, (p for _, p in sock.dump(dump_request, "conntrack dump"))) if e]
+            except NftError as exc:
+                raise OSError(f"listing conntrack in {netns} failed: {exc}") from exc
+            stale = set(stale_flows((e.flow for e in entries), rules, local, self.options))
+            deleted: dict[Flow, None] = {}
+            for entry in entries:
+                if entry.flow not in stale:
+                    continue
+                try:
+                    sock.request(delete_request(entry), "conntrack delete")
+                except NotFoundError:
+                    pass  # the flow ended by itself meanwhile
+                except NftError as exc:
+                    raise OSError(f"deleting {_describe(entry.flow)} in {netns} failed: {exc}") from exc
+                deleted.setdefault(entry.flow, None)
+        return list(deleted)
 
 
 def _describe(flow: Flow) -> str:

@@ -41,6 +41,7 @@ from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_r
 from daemon.logs import fields
 from daemon.metrics import Metrics
 from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
+from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
 from shared.compiler import ClusterIndex, compile_direction, selects
@@ -152,8 +153,10 @@ class Controller:
         events: EventRecorder | None = None,
         metrics: Metrics | None = None,
         status: StatusWriter | None = None,
+        adopter: Adopter | None = None,
     ) -> None:
         self.store = store
+        self.adopter = adopter  # adopted interfaces' state entries, refreshed at the start of each sync
         self.applier = applier
         self.clock = clock
         self.conntrack = conntrack
@@ -170,9 +173,14 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------- sync
 
+    def unguarded_report(self) -> list[dict[str, Any]]:
+        return [u.to_dict() for u in self.adopter.unguarded] if self.adopter else []
+
     def sync(self, periodic: bool = False) -> bool:
         """One level-triggered sync; returns False when something must be retried."""
         started = self.clock.now()
+        # Adoption first: the entries it writes or removes are in this sync's changes (daemon.sources.adopt).
+        adopted_ok = self.adopter.reconcile(periodic) if self.adopter and self.store.synced() else True
         changes = self.store.drain()
         snap = self.store.snapshot()
         self._report_policies(changes, snap)
@@ -214,7 +222,7 @@ class Controller:
                 elapsed * 1000,
                 extra=fields(kind="full" if full else "incremental"),
             )
-        return report.failed == 0
+        return report.failed == 0 and adopted_ok
 
     def _report_policies(self, changes: Iterable[Change], snap: Snapshot) -> None:
         """Invalid policies (InvalidPolicy Event, log, gauge, status file) and policies that apply to no known
@@ -271,7 +279,8 @@ class Controller:
                 # An entry that appears while this process runs and has synced was just written by the plugin's
                 # ADD: its table is the pending one (closed both ways), so the first programming withdraws
                 # nothing and needs no conntrack pass. Entries found at start may hold a previous daemon's rules.
-                known = InterfaceRules.pending(entry.ifname) if self.synced_once else None
+                # An adopted interface had no table at all (open): its first programming is a withdrawal.
+                known = InterfaceRules.pending(entry.ifname) if self.synced_once and not entry.adopted else None
                 self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
             elif record.entry != entry:
                 if record.entry.netns != entry.netns:
@@ -516,6 +525,8 @@ class Controller:
         self.events.warn(ref, REASON_NOT_APPLIED, f"interface {entry.ifname}: {message}")
 
     def _set_state(self, record: InterfaceRecord, state: str, reason: str) -> None:
+        if record.entry.adopted and record.last_programmed is None and state != PROGRAMMED:
+            reason = f"adopted: open until programmed ({reason})"
         if (record.state, record.reason) != (state, reason) and state in (PENDING, TERMINATED):
             log.info(
                 "interface %s: %s",

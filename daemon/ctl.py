@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from daemon.cli import drops, explain, matrix, pods, rules, status
 from daemon.cli.exitcodes import EXIT_FAILED, EXIT_INVALID
 from daemon.lab import cli as lab  # `mnpctl lab`: real packets on a throwaway node (daemon/lab/)
+from shared.version import VERSION
 
 NODE_COMMANDS = (pods, rules, explain, drops, status)  # node inspection: state dir, pod netns, mnpd's status
 SUBCOMMANDS = (matrix, lab, *NODE_COMMANDS)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mnpctl",
         description="Inspect and test MultiNetworkPolicies on secondary networks (mnp).",
     )
+    parser.add_argument("--version", action="version", version=f"mnpctl {VERSION}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.register(subparsers)

@@ -56,6 +56,15 @@ def pod_ref(key: str, uid: str = "") -> ObjectRef:
     return ObjectRef("Pod", "v1", namespace, name, uid)
 
 
+def node_ref(name: str) -> ObjectRef:
+    """A Node: cluster-scoped, so its Events live in `default` (as the kubelet posts them)."""
+    return ObjectRef("Node", "v1", "", name, name)
+
+
+def _event_namespace(ref: ObjectRef) -> str:
+    return ref.namespace or "default"
+
+
 class EventRecorder(Protocol):
     def warn(self, ref: ObjectRef, reason: str, message: str) -> None: ...
 
@@ -123,7 +132,7 @@ def event_body(ref: ObjectRef, reason: str, message: str, node: str, now: float)
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{ref.name}.{time.time_ns():x}", "namespace": ref.namespace},
+        "metadata": {"name": f"{ref.name}.{time.time_ns():x}", "namespace": _event_namespace(ref)},
         "involvedObject": involved,
         "reason": reason,
         "message": message[:MAX_MESSAGE],
@@ -179,7 +188,7 @@ class KubeEvents:
             ref, reason, message = item
             body = event_body(ref, reason, message, self.node, time.time())
             try:
-                resp = self.core_api.create_namespaced_event(ref.namespace, body, _preload_content=False)
+                resp = self.core_api.create_namespaced_event(_event_namespace(ref), body, _preload_content=False)
                 _ = resp.data  # read the answer, so the connection goes back to the pool clean
                 resp.release_conn()
                 self.posted += 1

@@ -63,6 +63,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.unguarded = Gauge(
+            "mnp_unguarded_interfaces",
+            "Local pod interfaces a policy selects that mnp neither chains nor adopts, by reason.",
+            ["reason"],
+            registry=r,
+        )
         for state in INTERFACE_STATES:
             self.interfaces.labels(state).set(0)
         for result in ("ok", "error"):

@@ -57,3 +57,7 @@ class InterfaceBook(Protocol):
     def source_problems(self) -> Mapping[str, Sequence[str]]:
         """What each source currently cannot use."""
         ...
+
+    def unguarded_report(self) -> list[dict[str, Any]]:
+        """The selected local interfaces mnp neither chains nor adopts, as status-file items."""
+        ...

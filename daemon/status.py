@@ -1,8 +1,9 @@
 """The node-local status file: what the daemon did to each local interface, for `mnpctl pods/status`.
 
 Default path: `mnpd-status.json` beside the state dir (`/run/mnp/mnpd-status.json`); never inside it, because
-the state dir is the CNI plugin's contract and holds nothing else. Written atomically (tmp + rename) after a sync
-that changed anything and after every periodic resync, so a reader always gets a whole document. Schema 1:
+the state dir is the contract between the CNI plugin and mnpd and holds only interface entries. Written
+atomically (tmp + rename) after a sync that changed anything and after every periodic resync, so a reader always
+gets a whole document. Schema 1:
 
     {
       "schema": 1, "node": "node-a", "updated": "2026-05-09T07:35:25Z",
@@ -23,7 +24,12 @@ that changed anything and after every periodic resync, so a reader always gets a
          "ingress": {"isolated": true, "policies": ["ns1/allow-db"], "allows": 2},
          "egress": {"isolated": false, "policies": [], "allows": 0},
          "rules": "5f3a9c0e1b2d",                 digest of the programmed rules (absent: not programmed by this run)
-         "lastProgrammed": "2026-05-09T07:35:25Z", "failures": 0}
+         "lastProgrammed": "2026-05-09T07:35:25Z", "failures": 0,
+         "origin": "adopted"}                     only for an interface mnpd adopted (daemon/sources/adopt.py)
+      ],
+      "unguarded": [                              local interfaces a policy selects that mnp does not enforce
+        {"pod": "ns1/db-0", "ifname": "net1", "network": "ns1/legacy", "reason": "adoption-off",
+         "message": "NAD does not chain mnp and adoption is off"}
       ]
     }
 """
@@ -43,6 +49,7 @@ from daemon.clock import Clock
 from daemon.logs import fields
 from daemon.records import InterfaceBook
 from shared.rules import DirectionRules, InterfaceRules
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -171,6 +178,8 @@ def status_document(
             "lastProgrammed": _stamp(record.last_programmed),
             "failures": record.failures,
         }
+        if record.entry.adopted:
+            item["origin"] = record.entry.origin
         if record.applied is not None:
             # a short digest of what is programmed: changes exactly when a transaction changed the rules
             item["rules"] = digest(record.applied)
@@ -182,12 +191,14 @@ def status_document(
         interfaces.append(item)
     return {
         "schema": SCHEMA,
+        "version": VERSION,
         "node": node,
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),
         "problems": {name: list(found) for name, found in controller.source_problems().items() if found},
         "policies": controller.policy_notes(),
         "interfaces": interfaces,
+        "unguarded": controller.unguarded_report(),
     }
 
 

@@ -81,6 +81,7 @@ class Store:
     _uids: dict[tuple[str, Any], str] = field(default_factory=dict, init=False)
     _pending: dict[tuple[str, Any], tuple[Any, float]] = field(default_factory=dict, init=False)
     _sources: dict[str, _Source] = field(default_factory=dict, init=False)
+    _generations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0), init=False)
 
     # ------------------------------------------------------------------------------------------- sources
 
@@ -158,6 +159,7 @@ class Store:
         else:
             objects[key] = value
         self._pending.setdefault((kind, key), (old, self.clock.now()))
+        self._generations[kind] += 1
         return True
 
     # ------------------------------------------------------------------------------------------- reads
@@ -178,6 +180,12 @@ class Store:
         with self._lock:
             o = self._objects
             return Snapshot(dict(o[NAMESPACE]), dict(o[POD]), dict(o[NAD]), dict(o[POLICY]), dict(o[STATE]))
+
+    def generation(self, *kinds: str) -> tuple[int, ...]:
+        """A counter per kind that grows with every real change: lets a reader that does not drain the change
+        log (daemon.sources.adopt) skip its work when nothing it reads has changed."""
+        with self._lock:
+            return tuple(self._generations[k] for k in kinds)
 
     def get(self, kind: str, key: Any) -> Any:
         with self._lock:

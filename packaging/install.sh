@@ -3,11 +3,20 @@
 # tests use, a virtualenv with the project, and the frozen `mnp` CNI plugin. Idempotent; safe to run again.
 #   packaging/install.sh            everything
 #   packaging/install.sh --no-build skip the PyInstaller build of the plugin
+#   packaging/install.sh --image    also the image tools: buildah and mmdebstrap (the image and the glibc-2.31 plugin
+#                                   build: tests/integration/test_image_build.py, test_plugin_compat.py); .ci/run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
-[ "${1:-}" = "--no-build" ] && build=0
+image=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=0 ;;
+    --image) image=1 ;;
+    *) echo "usage: $0 [--no-build] [--image]" >&2; exit 2 ;;
+  esac
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run as root (it installs system packages and the tests create network namespaces)" >&2
@@ -15,7 +24,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pair in nft:nftables ip:iproute2 conntrack:conntrack nsenter:util-linux tcpdump:tcpdump cc:gcc; do
+tools="nft:nftables ip:iproute2 conntrack:conntrack nsenter:util-linux tcpdump:tcpdump cc:gcc objdump:binutils"
+# buildah with chroot isolation needs no OCI runtime (crun/runc) nor a registry; mmdebstrap makes the base rootfs.
+[ "$image" = 1 ] && tools="$tools buildah:buildah mmdebstrap:mmdebstrap"
+for pair in $tools; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/macvlan ] || need+=(containernetworking-plugins)

@@ -31,7 +31,10 @@ Schema 1 (every key is always written; readers ignore keys they do not know):
       "ips": ["10.1.2.3/24"],            this interface's addresses from prevResult ("addr/len")
       "mac": "0a:58:…",                  this interface's MAC from prevResult ("" when not given)
       "created": "2026-05-09T07:35:25Z", RFC 3339, UTC, whole seconds
-      "plugin": "0.1.0"                  the version of the plugin that wrote it
+      "plugin": "0.1.0",                 the version of the plugin that wrote it
+      "origin": "cni"                    who wrote it: "cni" (the plugin, at ADD) or "adopted" (mnpd found the
+                                         interface of a NAD that does not chain mnp; daemon/sources/adopt.py).
+                                         Absent in entries of older plugins: "cni"
     }
 
 Writes are atomic (tmp file in the same dir, fsync, rename over the final name, fsync the dir), so a reader sees
@@ -65,6 +68,8 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's `stateDir`, mnpd's and mnpctl's `--state-dir` unless set
 SCHEMA = 1
+ORIGIN_CNI = "cni"
+ORIGIN_ADOPTED = "adopted"
 SUFFIX = ".json"
 TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
@@ -178,6 +183,7 @@ class StateEntry(Value):
         "mac",
         "netns",
         "network",
+        "origin",
         "plugin",
         "pod_name",
         "pod_namespace",
@@ -199,6 +205,7 @@ class StateEntry(Value):
         created: str = "",
         plugin: str = "",
         schema: int = SCHEMA,
+        origin: str = ORIGIN_CNI,
     ) -> None:
         self.container_id = container_id
         self.ifname = ifname
@@ -212,10 +219,16 @@ class StateEntry(Value):
         self.created = created
         self.plugin = plugin
         self.schema = schema
+        self.origin = origin
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.container_id, self.ifname)
+
+    @property
+    def adopted(self) -> bool:
+        """Written by mnpd for an interface no mnp plugin closed: it was open until mnpd programmed it."""
+        return self.origin == ORIGIN_ADOPTED
 
     @property
     def pod(self) -> str:
@@ -237,6 +250,7 @@ class StateEntry(Value):
                 "mac": self.mac,
                 "created": self.created,
                 "plugin": self.plugin,
+                "origin": self.origin,
             },
             indent=1,
         )
@@ -284,6 +298,7 @@ class StateEntry(Value):
             mac=text_field("mac"),
             created=text_field("created"),
             plugin=text_field("plugin"),
+            origin=text_field("origin") or ORIGIN_CNI,
         )
 
 

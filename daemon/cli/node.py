@@ -41,7 +41,16 @@ from shared.netns import check_netns, netns_command
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
-from shared.nft.render import FAMILY, TABLE, chain_name, set_names
+from shared.nft.render import (
+    DENY_COMMENT,
+    FAMILY,
+    NOT_ISOLATED,
+    PENDING_POLICIES,
+    TABLE,
+    chain_name,
+    map_name,
+    set_names,
+)
 from shared.nft.trace import table_from_nft_json
 from shared.rules import EGRESS, INGRESS
 from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
@@ -49,7 +58,6 @@ from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 WORKERS = 8  # nsenter + nft processes at once when reading many pods
 
 DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
-PENDING_COMMENT = "pending"  # the plugin's table: `default deny (pending: not yet programmed)`
 
 
 UNUSABLE = "unusable: "
@@ -164,7 +172,7 @@ class LiveTable:
         """The interfaces in `<direction>_ifaces`: ifname → the chain it jumps to."""
         out: dict[str, str] = {}
         for obj in self._objects("map"):
-            if obj.get("name") != f"{direction}_ifaces":
+            if obj.get("name") != map_name({label: d for d, label in DIRECTIONS}[direction]):
                 continue
             for element in obj.get("elem") or ():
                 if isinstance(element, list) and len(element) == 2 and isinstance(element[0], str):
@@ -185,13 +193,13 @@ class LiveTable:
             return Direction(label, chain, "missing")
         for rule in self.rules.get(chain, ()):
             comment = rule.comment or ""
-            if list(rule.expr) == [{"accept": None}] and comment.startswith("not isolated"):
+            if list(rule.expr) == [{"accept": None}] and comment.startswith(NOT_ISOLATED):
                 return Direction(label, chain, "open")
-            if rule.is_counted_drop and comment.startswith("default deny ("):
-                inner = comment[len("default deny (") :]
+            if rule.is_counted_drop and comment.startswith(f"{DENY_COMMENT} ("):
+                inner = comment[len(f"{DENY_COMMENT} (") :]
                 truncated = not inner.endswith(")")
                 inner = inner.removesuffix(")")
-                if inner.startswith(PENDING_COMMENT):
+                if inner.startswith(PENDING_POLICIES):
                     return Direction(label, chain, "pending", drop=rule)
                 policies = tuple(p.strip() for p in inner.split(",") if p.strip())
                 return Direction(label, chain, "isolated", policies, truncated, rule)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from daemon.cli.errors import InspectError
-from daemon.config import DEFAULT_LISTEN, POD_IP_HOST, STATUS_NAME
+from daemon.config import DEFAULT_LISTEN, STATUS_NAME
 from shared.state import DEFAULT_STATE_DIR
 
 STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
@@ -50,8 +49,4 @@ def listen_address(text: str | None) -> tuple[str, int] | None:
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
-    if host == POD_IP_HOST:  # mnpd's `pod-ip`: the address in $POD_IP (as inside the mnpd pod)
-        host = os.environ.get("POD_IP", "").strip().strip("[]")
-        if not host:
-            raise InspectError(f"--listen: {text!r} needs POD_IP set (mnpd's pod IP)", usage=True)
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)

@@ -10,7 +10,12 @@ the last-programmed time from mnpd's status file when there is one. States:
                  is not resolvable yet — the status file's reason says which);
 * `error`      — no table, the interface is missing from it, nft failed, or mnpd's last attempt failed (the
                  interface keeps its previous rules);
-* `netns gone` — the entry's netns no longer exists (the pod died without a CNI DEL; mnpd removes such entries).
+* `netns gone` — the entry's netns no longer exists (the pod died without a CNI DEL; mnpd removes such entries);
+* `open`       — an interface mnpd adopted (its NAD does not chain mnp) that it has not programmed yet: nothing
+                 guards it until then.
+
+After the table, the selected interfaces nothing enforces (mnpd's `unguarded` list: the NAD does not chain mnp
+and adoption is off, the netns was not found, …).
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from daemon.cli.exitcodes import EXIT_OK
 from daemon.cli.node import Direction, Inspector, entry_json, is_netns_gone, pod_label, print_json, run_node_command
 from daemon.cli.options import add_node_options
 from daemon.cli.output import GREEN, RED, YELLOW, table, use_colour
+from daemon.cli.status import unguarded_lines
 from shared.rules import EGRESS, INGRESS
 from shared.state import StateEntry
 
-PROGRAMMED, PENDING, ERROR, NETNS_GONE = "programmed", "pending", "error", "netns gone"
-_COLOURS = {PROGRAMMED: GREEN, PENDING: YELLOW, ERROR: RED, NETNS_GONE: RED}
+PROGRAMMED, PENDING, ERROR, NETNS_GONE, OPEN = "programmed", "pending", "error", "netns gone", "open"
+_COLOURS = {PROGRAMMED: GREEN, PENDING: YELLOW, ERROR: RED, NETNS_GONE: RED, OPEN: RED}
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,15 @@ class PodInterface:
         return out
 
 
+def _adopted_open(entry: StateEntry, live: Any, item: dict[str, Any] | None) -> bool:
+    """An adopted interface mnpd has not programmed has no table, or is not in it: nothing guards it."""
+    if (item or {}).get("state") == "programmed" or live is None:
+        return False
+    if isinstance(live, str):
+        return not is_netns_gone(live)
+    return "missing" in (live.direction(INGRESS, entry.ifname).mode, live.direction(EGRESS, entry.ifname).mode)
+
+
 def collect(inspector: Inspector) -> list[PodInterface]:
     entries, _ = inspector.entries()
     status = inspector.status().interfaces()
@@ -93,6 +108,9 @@ def collect(inspector: Inspector) -> list[PodInterface]:
     for entry in entries:
         item = status.get(entry.key)
         live = tables.get(entry.netns) if entry.netns else "the state entry names no netns"
+        if entry.adopted and _adopted_open(entry, live, item):
+            rows.append(PodInterface(entry, OPEN, "adopted: open until programmed", None, None, item))
+            continue
         if live is None or isinstance(live, str):
             reason = live or "not read"
             rows.append(PodInterface(entry, NETNS_GONE if is_netns_gone(reason) else ERROR, reason, None, None, item))
@@ -148,6 +166,7 @@ def pods(inspector: Inspector, as_json: bool, out: TextIO, err: TextIO) -> int:
                 "stateDir": inspector.state_dir,
                 "interfaces": [r.to_json() for r in rows],
                 "problems": [{"path": p.path, "reason": p.reason} for p in problems],
+                "unguarded": unguarded_lines(inspector.status().doc),
             },
             out,
         )
@@ -157,6 +176,8 @@ def pods(inspector: Inspector, as_json: bool, out: TextIO, err: TextIO) -> int:
             out.write(render(rows, use_colour(out)))
         else:
             out.write(f"no guarded pod interfaces (state dir {inspector.state_dir} has no entries)\n")
+        for line in unguarded_lines(inspector.status().doc):
+            out.write(line + "\n")
     for problem in problems:
         print(f"warning: unreadable state entry {problem.path}: {problem.reason}", file=err)
     return EXIT_OK

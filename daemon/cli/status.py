@@ -31,6 +31,16 @@ from daemon.cli.statusfile import format_age
 from daemon.status import writer_alive
 
 
+def unguarded_lines(doc: dict[str, Any] | None) -> list[str]:
+    """mnpd's `unguarded` list (daemon/sources/adopt.py): selected interfaces that nothing enforces, and why."""
+    items = (doc or {}).get("unguarded")
+    return [
+        f"{item.get('pod')} {item.get('ifname')} (network {item.get('network')}) unguarded: {item.get('message')}"
+        for item in (items if isinstance(items, list) else ())
+        if isinstance(item, dict)
+    ]
+
+
 def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
     out = []
     for endpoint in (health.healthz, health.readyz):
@@ -99,6 +109,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
                 "interfaces": dict(sorted(states.items())),
                 "stateDir": state_dir,
                 "errors": errors,
+                "unguarded": unguarded_lines(doc),
                 "ok": ok,
             },
             out,
@@ -135,6 +146,10 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     lines += messages
     lines.append("errors:" + ("" if errors else " none"))
     lines += [f"  {e}" for e in errors]
+    unguarded = unguarded_lines(doc)
+    if unguarded:  # selected interfaces nothing enforces (daemon/sources/adopt.py)
+        lines.append("unguarded:")
+        lines += [f"  {u}" for u in unguarded]
     out.write("\n".join(lines) + "\n")
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -30,16 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.config import DEFAULT_NETWORK_PLUGINS
 from daemon.lab.build import Lab, LabError, stop_process
 from daemon.lab.plan import LabPaths
 from shared.compiler import compile_cluster
 from shared.model import Cluster
+from shared.nft.backend import interface_view, is_guarded
 from shared.nft.errors import NftError
 from shared.nft.exec import RealNft
 from shared.nft.fake import FakeNft, TableView
-from shared.nft.render import chain_name, render_interface, set_names
+from shared.nft.render import render_interface
 from shared.nft.trace import TraceError, table_from_nft_json
-from shared.rules import EGRESS, INGRESS, InterfaceRules
+from shared.rules import InterfaceRules
 
 PROGRAM_TIMEOUT = 30.0
 
@@ -54,7 +56,7 @@ class Target:
     container_id: str
     network: str
     rules: InterfaceRules
-    recorded: bool  # the network's chain has the mnp plugin: the daemon knows the interface
+    recorded: bool  # the daemon knows the interface: its network's chain has the mnp plugin, or mnpd adopts it
 
     @property
     def label(self) -> str:
@@ -75,9 +77,9 @@ def targets(lab: Lab, cluster: Cluster | None = None, pods: Iterable[str] | None
             if rules is None:
                 continue
             network = lab.plan.networks[att.request.network]
-            out.append(
-                Target(key, att.request.ifname, pod.ns.path, pod.container_id, network.key, rules, network.chains_mnp)
-            )
+            # mnpd knows the interface from the plugin's entry, or adopts it (daemon/sources/adopt.py)
+            known = network.chains_mnp or any(network.plugin_types[:1] == (t,) for t in DEFAULT_NETWORK_PLUGINS)
+            out.append(Target(key, att.request.ifname, pod.ns.path, pod.container_id, network.key, rules, known))
     return out
 
 
@@ -88,25 +90,12 @@ Digest = tuple[Any, ...]
 
 
 def interface_digest(table: TableView | None, ifname: str) -> Digest | None:
-    """What of `table` belongs to `ifname`: its chains' rules, its sets' elements and its verdict-map entries.
-    None when the interface is not guarded at all (no table, or not in the maps)."""
+    """What of `table` belongs to `ifname` (shared.nft.backend.interface_view: verdict-map entries, chain rules,
+    set elements, per direction). None when the interface is not guarded at all (no table, or not in the maps)."""
     if table is None:
         return None
-    parts: list[Any] = []
-    guarded = False
-    for direction in (INGRESS, EGRESS):
-        chain = chain_name(direction, ifname)
-        vmap = table.sets.get(f"{direction.lower()}_ifaces")
-        jumps = tuple(sorted(e.key for e in vmap.elements if e.value == f"jump {chain}")) if vmap else ()
-        guarded = guarded or bool(jumps)
-        view = table.chains.get(chain)
-        rules = tuple((r.text, r.comment) for r in view.rules) if view else None
-        sets = []
-        for name in sorted(set_names(direction, ifname).values()):
-            found = table.sets.get(name)
-            sets.append((name, tuple(e.fields for e in found.elements) if found else None))
-        parts.append((direction, jumps, rules, tuple(sets)))
-    return tuple(parts) if guarded else None
+    part = interface_view(table, ifname)
+    return part if is_guarded(part) else None
 
 
 def describe_difference(actual: Digest | None, expected: Digest | None) -> str:
@@ -317,9 +306,14 @@ class Mnpd:
 
     def _why(self, target: Target) -> str:
         for item in self.status().get("interfaces") or ():
-            if isinstance(item, dict) and (item.get("containerID"), item.get("ifname")) == (
-                target.container_id,
-                target.ifname,
+            if (
+                isinstance(item, dict)
+                and item.get("ifname") == target.ifname
+                and target.pod
+                in (
+                    item.get("pod"),
+                    item.get("containerID"),
+                )
             ):
                 state, reason = item.get("state", "?"), item.get("reason") or ""
                 return f"mnpd says {state}" + (f": {reason}" if reason else "")
@@ -336,7 +330,7 @@ class Mnpd:
             left = unprogrammed(watched)
             if not left:
                 missing = [
-                    f"{t.label}: not programmed (its network's chain has no mnp plugin)"
+                    f"{t.label}: not programmed (its network's chain has no mnp plugin, its type is not adopted)"
                     for t in unknown
                     if not _open(t.rules)
                 ]
@@ -348,7 +342,10 @@ class Mnpd:
                 missing = [
                     f"{t.label}: not programmed after {timeout:.0f} s ({self._why(t)}; {why})" for t, why in left
                 ]
-                missing += [f"{t.label}: not programmed (its network's chain has no mnp plugin)" for t in unknown]
+                missing += [
+                    f"{t.label}: not programmed (its network's chain has no mnp plugin, its type is not adopted)"
+                    for t in unknown
+                ]
                 return Programmed(time.monotonic() - start, missing)
 
     def stop(self) -> None:

@@ -37,6 +37,9 @@ from shared.manifests import Manifests, load_dir, manifest_files, read_documents
 from shared.model import NETWORK_STATUS, NetworkAttachmentDefinition, Pod
 
 MNP_PLUGIN = "mnp"
+# A Pod annotation for the lab only: attach this pod before mnpd starts (a pod that existed before the daemon,
+# e.g. one mnpd must adopt at its first sync). Every other pod is attached after mnpd started.
+BEFORE_MNPD = "lab.mnp/attach-before-mnpd"
 DEFAULT_ROUTE_MASTER = "eth0"  # the master of macvlan/ipvlan configs without one: the node's default route
 LINK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MASTERLESS = ("macvlan", "ipvlan")
@@ -173,6 +176,11 @@ class PodPlan:
     @property
     def key(self) -> str:
         return self.pod.key
+
+    @property
+    def before_mnpd(self) -> bool:
+        annotations = (self.manifest.get("metadata") or {}).get("annotations") or {}
+        return isinstance(annotations, dict) and str(annotations.get(BEFORE_MNPD, "")).lower() == "true"
 
 
 @dataclass
@@ -334,7 +342,7 @@ def plan(directory: str | Path, paths: LabPaths) -> Plan:
         if not network.chains_mnp:
             result.warnings.append(
                 f'NetworkAttachmentDefinition {key}: its chain has no {{"type": "mnp"}}: its pods are open '
-                "until mnpd programs them, and mnpd only learns of interfaces the plugin recorded"
+                "until mnpd adopts and programs them (only plugin types in mnpd's --network-plugins are adopted)"
             )
         for plugin in nad.plugins:
             master = plugin.get("master")

@@ -150,11 +150,15 @@ def run_lab(
             say(f"WARNING: {stale}")
         lab.build_node()
         lab.write_cluster_manifests()
+        early = [p for p in the_plan.pods if p.before_mnpd]
+        if early:  # pods that existed before the daemon (annotated; mnpd must adopt them at its first sync)
+            lab.add_pods(early)
+            say(f"{len(early)} pods attached before {enforcer.name} starts")
         enforcer.start()
         if enforcer.pid:
             lab.add_process("mnpd", enforcer.pid)
         phase("build")
-        added = lab.add_pods()
+        added = lab.add_pods([p for p in the_plan.pods if not p.before_mnpd])
         say(f"{len(added)} pods attached through their CNI chains in {phase('pods'):.2f} s")
 
         cluster = lab.runtime_cluster()

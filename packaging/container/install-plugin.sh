@@ -53,7 +53,7 @@ else
 fi
 
 # Smoke test: the copy starts and answers the CNI VERSION command. (It runs with this image's libraries; the host's
-# glibc must be at least the build image's -- see packaging/container/README.md.)
+# glibc must be at least the bundle's build glibc, 2.31 for releases -- see packaging/README.md, "Old hosts".)
 if ! out=$(echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$final/mnp" 2>&1); then
 	die "the installed plugin does not run: $out"
 fi

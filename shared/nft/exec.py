@@ -14,6 +14,10 @@ from shared.netns import netns_command
 from shared.nft.errors import NftError, error_from_stderr
 from shared.nft.transaction import Transaction
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from shared.nft.fake import TableView
+
 Runner = Callable[[Sequence[str], str], tuple[int, str, str]]
 TIMEOUT_S = 30.0
 
@@ -57,6 +61,8 @@ class RealNft:
             raise tx.error
         self._call(["-f", "-"], str(tx))
 
+    apply_delta = run  # the command takes an element delta as any other transaction
+
     def check(self, tx: Transaction) -> None:
         """Ask nft (and the kernel) whether `tx` would apply, changing nothing."""
         if tx.error is not None:
@@ -66,3 +72,12 @@ class RealNft:
     def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
         """`nft -j list table`: raises NotFoundError when the table does not exist."""
         return self._call(["-j", "list", "table", family, table])
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
+        """The live table as one TableView (the one reader: shared.nft.trace.table_from_nft_json)."""
+        from shared.nft.trace import table_from_nft_json
+
+        return table_from_nft_json(self.list_table_json(family, table), family, table)
+
+    def close(self) -> None:
+        """Nothing to let go: every call is its own process."""

@@ -363,6 +363,13 @@ class FakeNft:
         self.operations += len(tx)
         self._tables = self._applied(tx)
 
+    def apply_delta(self, tx: Transaction) -> None:
+        """An element delta is a transaction like any other here (the real backends may send it otherwise)."""
+        self.run(tx)
+
+    def close(self) -> None:
+        """Nothing to let go (the NftBackend protocol, shared.nft.backend)."""
+
     def check(self, tx: Transaction) -> None:
         """Raise what `run(tx)` would raise, changing nothing (`nft --check`)."""
         self._applied(tx)

@@ -134,6 +134,8 @@ class NetnsNft:
             raise tx.error
         self._context().command(str(tx))
 
+    apply_delta = run  # libnftables takes an element delta as any other transaction
+
     def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
         """The live table as the tracer and the Fake see it (what `nft -j list table` shows)."""
         from shared.nft.trace import table_from_nft_json  # the daemon's; the CNI plugin never lists

@@ -44,7 +44,7 @@ from collections import defaultdict
 from functools import lru_cache
 
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote
-from shared.nft.transaction import Transaction
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import EGRESS, INGRESS, collapse
 from shared.value import Value
 
@@ -76,6 +76,16 @@ DROP_LOG_RATE = "10/second"
 DROP_LOG_BURST = 20
 DROP_LOG_PREFIX = "mnp drop "  # + "<ifname> <ingress|egress>: "; read back by daemon/cli/droplog.py
 
+# The comments the readers of a live table look for (mnpctl, the lab): defined here, where they are written.
+DENY_COMMENT = "default deny"  # the counted drop: `default deny (ns/policy, …)`
+PENDING_POLICIES = "pending: not yet programmed"  # …in place of the policies: the plugin's pending table
+NOT_ISOLATED = "not isolated for"  # the `accept` of a direction no policy isolates: `not isolated for ingress`
+
+
+def deny_comment(policies: Iterable[str]) -> str:
+    """The counted drop's comment: the policies that isolate the direction, or the pending marker."""
+    return f"{DENY_COMMENT} ({', '.join(policies) or PENDING_POLICIES})"
+
 
 class RenderOptions(Value):
     """Daemon-wide switches (`mnpd --accept-icmp …`). The CNI plugin's pending table uses the defaults.
@@ -84,12 +94,46 @@ class RenderOptions(Value):
     default, for the daemon and for the plugin's pending table alike: it is the same rendering, and the drops of
     the pending window (a pod that cannot talk yet at start-up) are among the ones worth seeing."""
 
-    __slots__ = ("accept_icmp", "accept_icmpv6", "drop_log")
+    __slots__ = ("accept_icmp", "accept_icmpv6", "additions", "drop_log")
 
-    def __init__(self, accept_icmp: bool = False, accept_icmpv6: bool = False, drop_log: bool = True) -> None:
+    def __init__(
+        self,
+        accept_icmp: bool = False,
+        accept_icmpv6: bool = False,
+        drop_log: bool = True,
+        additions: OperatorAdditions | None = None,
+    ) -> None:
         self.accept_icmp = accept_icmp
         self.accept_icmpv6 = accept_icmpv6
         self.drop_log = drop_log
+        self.additions = additions or NO_ADDITIONS
+
+
+class OperatorAdditions(Value):
+    """What the operator adds to every isolated direction (`mnpd --allow-src-prefix`, `--allow-dst-prefix`,
+    `--custom-*-rule-file`, the anchors' knobs): prefixes always accepted, and nft rule snippets already checked
+    against the kernel (daemon/operator.py). Rendered by `operator_objects` and `operator_rules` below."""
+
+    __slots__ = ("allow_dst", "allow_src", "custom")
+
+    def __init__(
+        self,
+        allow_src: tuple[IPNetwork, ...] = (),
+        allow_dst: tuple[IPNetwork, ...] = (),
+        custom: tuple[tuple[str, str, str], ...] = (),  # (direction, rule text, where it came from)
+    ) -> None:
+        self.allow_src = allow_src
+        self.allow_dst = allow_dst
+        self.custom = custom
+
+    def __bool__(self) -> bool:
+        return bool(self.allow_src or self.allow_dst or self.custom)
+
+    def custom_rules(self, direction: str) -> tuple[tuple[str, str], ...]:
+        return tuple((text, origin) for d, text, origin in self.custom if d == direction)
+
+
+NO_ADDITIONS = OperatorAdditions()
 
 
 DEFAULTS = RenderOptions()
@@ -136,15 +180,31 @@ def _map(direction: str) -> Set:
     return Set(f"{_PREFIX[direction]}_ifaces", "ifname", value_type="verdict")
 
 
+# The key type of each kind of per-interface set (all of them have `flags interval`).
+SET_KEY_TYPES = {
+    "v4": "ipv4_addr . inet_proto . inet_service",
+    "v6": "ipv6_addr . inet_proto . inet_service",
+    "v4_all": "ipv4_addr",
+    "v6_all": "ipv6_addr",
+}
+
+
+def element_key_type(set_name: str) -> str:
+    """The key type of a per-interface set, from its name (what an element delta sent as netlink needs)."""
+    for kind in ("v4_all", "v6_all", "v4", "v6"):
+        if set_name.endswith(f"_{kind}"):
+            return SET_KEY_TYPES[kind]
+    raise TransactionError(f"{set_name!r} is not a per-interface set")
+
+
+def map_name(direction: str) -> str:
+    """The verdict map that sends a direction's guarded interfaces to their chains."""
+    return _map(direction).name
+
+
 def _sets(direction: str, ifname: str) -> dict[str, Set]:
     names = set_names(direction, ifname)
-    ports = "inet_proto . inet_service"
-    return {
-        "v4": Set(names["v4"], f"ipv4_addr . {ports}", ("interval",)),
-        "v6": Set(names["v6"], f"ipv6_addr . {ports}", ("interval",)),
-        "v4_all": Set(names["v4_all"], "ipv4_addr", ("interval",)),
-        "v6_all": Set(names["v6_all"], "ipv6_addr", ("interval",)),
-    }
+    return {kind: Set(names[kind], key_type, ("interval",)) for kind, key_type in SET_KEY_TYPES.items()}
 
 
 def skeleton() -> Transaction:
@@ -163,6 +223,7 @@ def skeleton() -> Transaction:
 def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction:
     """One transaction that sets `rules.ifname`'s chains and sets to exactly `rules`."""
     tx = skeleton()
+    operator_objects(tx, options.additions)
     for direction in (INGRESS, EGRESS):
         rendered = render_direction(rules.ifname, direction, rules.direction(direction), options)
         chain = Chain(rendered.chain)
@@ -180,13 +241,18 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
     return tx
 
 
-def render_update(old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS) -> Transaction | None:
+def render_update(
+    old: InterfaceRules, new: InterfaceRules, options: RenderOptions = DEFAULTS, *, priced: bool = True
+) -> Transaction | None:
     """The cheapest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when that is the full `render_interface(new)` — see `_render_update`. Memoised per interface name and
-    directions (the pods of a Deployment change alike); the transaction returned must not be modified."""
+    directions (the pods of a Deployment change alike); the transaction returned must not be modified.
+
+    `priced=False`: the delta whenever the chains keep their rules, whatever it costs (the tests use it to
+    exercise every delta)."""
     if old.ifname != new.ifname:
         return None
-    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options)
+    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
 
 
 @lru_cache(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
@@ -197,6 +263,7 @@ def _render_update(
     new_ingress: DirectionRules,
     new_egress: DirectionRules,
     options: RenderOptions,
+    priced: bool = True,
 ) -> Transaction | None:
     """The smallest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when only a full `render_interface(new)` can.
@@ -209,10 +276,12 @@ def _render_update(
     edited it), nft refuses the delta as a whole (a missing element, an overlap) and the caller falls back to
     the full transaction.
 
-    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, so
-    deleting d elements from a set of n costs about d × n, while the full form costs about the total number of
-    elements it writes (docs/benchmarks.md, Scale, has the figures). When the COST_* estimate makes the delta
-    dearer than the full form, None."""
+    A delta is not always cheaper. nft 1.0.6 looks each deleted interval element up in its copy of the set, and
+    the kernel's set for concatenated intervals (pipapo) reshapes its lookup tables for every element inserted
+    or removed, so changing d elements of a set of n costs about d × n — whether the elements come as nft text
+    or as a netlink batch (shared.nft.netlink) — while the full form costs about the total number of elements it
+    writes (docs/benchmarks.md, Policy change, has the figures). When the COST_* estimate makes the delta dearer
+    than the full form, None."""
     tx = Transaction(FAMILY, TABLE)
     cost = 0.0
     total = 0
@@ -234,7 +303,7 @@ def _render_update(
                 tx.delete(element)
             for element in added:
                 tx.add(element)
-    if cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
+    if priced and cost > COST_FULL_PER_ELEMENT * total + COST_FULL_FIXED:
         return None
     return tx
 
@@ -283,8 +352,9 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
     if options.accept_icmpv6:
         out.append(Rule(name, "meta l4proto ipv6-icmp accept", "--accept-icmpv6"))
     if not rules.isolated:
-        out.append(Rule(name, "accept", f"not isolated for {direction.lower()}"))
+        out.append(Rule(name, "accept", f"{NOT_ISOLATED} {direction.lower()}"))
     else:
+        out.extend(operator_rules(name, direction, options.additions))
         addr = _ADDR[direction]
         for kind, match in (
             ("v4_all", f"ip {addr} @{sets['v4_all'].name}"),
@@ -296,9 +366,72 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
                 out.append(Rule(name, f"{match} accept"))
         if options.drop_log:
             out.append(Rule(name, drop_log_rule(ifname, direction)))
-        policies = ", ".join(rules.policies) or "pending: not yet programmed"
-        out.append(Rule(name, "counter drop", f"default deny ({policies})"))
+        out.append(Rule(name, "counter drop", deny_comment(rules.policies)))
     return RenderedDirection(name, tuple(out), elements)
+
+
+# ------------------------------------------------------------------------------- the operator's additions
+#
+# Table-level objects, the same for every interface of a daemon (constant for its life), re-asserted by every full
+# transaction and referenced from each isolated direction's chain, right after neighbour discovery and the
+# --accept-icmp rules (where the anchors put them: in their COMMON chains, before the policies):
+#
+#     set allow_src_v4 / allow_src_v6 / allow_dst_v4 / allow_dst_v6   ipv4_addr / ipv6_addr (interval)
+#         `ip saddr @allow_src_v4 accept` … in ingress and egress alike, as the anchors' `-s X -j ACCEPT`
+#     chain custom_ingress / custom_egress                               the operator's rules, one per line
+#         `jump custom_ingress`: a snippet's accept or drop decides, else the packet returns to the policy rules
+#
+# The custom rules live in their own chains so the tracer and the readers of a live table (which understand only
+# the rules above) can tell them apart: they are listed as they are and not modelled (shared.nft.trace).
+
+CUSTOM_CHAIN_PREFIX = "custom_"
+_FAMILY_OF = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
+
+
+def _allow_sets(additions: OperatorAdditions) -> list[tuple[str, str, int, tuple[IPNetwork, ...]]]:
+    """(set name, address selector, family, prefixes) of the non-empty allow-lists."""
+    out = []
+    for which, prefixes in (("src", additions.allow_src), ("dst", additions.allow_dst)):
+        for version in (4, 6):
+            nets = tuple(n for n in prefixes if n.version == version)
+            if nets:
+                out.append((f"allow_{which}_v{version}", f"{which[0]}addr", version, nets))
+    return out
+
+
+def custom_chain(direction: str) -> str:
+    return f"{CUSTOM_CHAIN_PREFIX}{_PREFIX[direction]}"
+
+
+def operator_objects(tx: Transaction, additions: OperatorAdditions) -> None:
+    """Assert the allow-list sets and the custom chains in `tx` (flushed and refilled: idempotent)."""
+    if not additions:
+        return
+    for name, _, version, nets in _allow_sets(additions):
+        s = Set(name, _FAMILY_OF[version][1], ("interval",))
+        tx.add(s)
+        tx.flush(s)
+        for net in collapse(nets):
+            tx.add(Element(name, _net_text(net)))
+    for direction in (INGRESS, EGRESS):
+        rules = additions.custom_rules(direction)
+        if rules:
+            chain = Chain(custom_chain(direction))
+            tx.add(chain)
+            tx.flush(chain)
+            for text, origin in rules:
+                tx.add(Rule(chain.name, text, origin))
+
+
+def operator_rules(chain: str, direction: str, additions: OperatorAdditions) -> list[Rule]:
+    """An isolated direction's rules into the operator's additions (empty without any)."""
+    out = [
+        Rule(chain, f"{_FAMILY_OF[version][0]} {addr} @{name} accept", f"mnpd --allow-{name.split('_')[1]}-prefix")
+        for name, addr, version, _ in _allow_sets(additions)
+    ]
+    if additions.custom_rules(direction):
+        out.append(Rule(chain, f"jump {custom_chain(direction)}", "mnpd custom rules"))
+    return out
 
 
 def render_remove_interface(ifname: str) -> Transaction:

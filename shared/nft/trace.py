@@ -30,6 +30,7 @@ from shared.nft.fake import (
     TableView,
     stored_comment,
 )
+from shared.nft.render import CUSTOM_CHAIN_PREFIX
 
 Hook = Literal["input", "output"]
 CtState = Literal["new", "established", "related", "invalid"]
@@ -207,6 +208,7 @@ _SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]
             None,
         ),
         (r"(?:counter )?(?P<verdict>accept|drop)", _always, None),
+        (r"(?P<verdict>jump \w+)", _always, None),  # into the operator's custom rules (render.operator_rules)
         (_DROP_LOG, _always, "continue"),
     )
 )
@@ -245,6 +247,8 @@ class _Walk:
             raise TraceError(f"more than {MAX_JUMPS} nested jumps at {name}")
         if name not in self.table.chains:
             raise TraceError(f"jump to missing chain {name}")
+        if name.startswith(CUSTOM_CHAIN_PREFIX) and self.table.chains[name].rules:
+            raise TraceError(f"{name} holds the operator's own nft rules (mnpd --custom-*-rule-file): not modelled")
         for index, rule in enumerate(self.table.chains[name].rules):
             matched = _evaluate(self.table, self.packet, rule)
             if matched is None:
@@ -315,6 +319,10 @@ def table_from_nft_json(text: str, family: str = "inet", table: str = "mnp") -> 
             chains[obj["name"]] = (obj, [])
         elif kind in ("set", "map"):
             sets[obj["name"]] = _set_from_json(obj)
+        elif kind == "rule" and obj["chain"].startswith(CUSTOM_CHAIN_PREFIX):
+            # the operator's own rules (render.operator_objects): any nft, kept as an opaque line
+            text_, packets = _opaque_rule_text(obj["expr"])
+            chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
         elif kind == "rule":
             text_, packets = _rule_text(obj["expr"])
             chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
@@ -406,6 +414,14 @@ def _log_text(log: dict[str, Any]) -> str:
             if threshold is None or isinstance(threshold, int):
                 return f'log prefix "{prefix}" group {group}' + (f" queue-threshold {threshold}" if threshold else "")
     raise TraceError(f"nft JSON log statement not understood: {log!r}")
+
+
+def _opaque_rule_text(expressions: list[Any]) -> tuple[str, int | None]:
+    """A rule of any shape: its text where the tracer's reader understands it, else its JSON."""
+    try:
+        return _rule_text(expressions)
+    except TraceError:
+        return json.dumps(expressions, sort_keys=True, separators=(",", ":")), None
 
 
 def _rule_text(expressions: list[Any]) -> tuple[str, int | None]:

@@ -104,13 +104,11 @@ def pod(ns: str, name: str, labels: dict[str, str], ip: str | None, node: str, *
     }  # fmt: skip
 
 
-def network_status(ip: str) -> str:
-    return json.dumps(
-        [
-            {"name": "cbr0", "interface": "eth0", "ips": ["172.31.0.2"], "default": True},
-            {"name": NETWORK, "interface": "net1", "ips": [ip]},
-        ]
-    )
+def network_status(ip: str, mac: str = "") -> str:
+    net1: JSON = {"name": NETWORK, "interface": "net1", "ips": [ip]}
+    if mac:
+        net1["mac"] = mac
+    return json.dumps([{"name": "cbr0", "interface": "eth0", "ips": ["172.31.0.2"], "default": True}, net1])
 
 
 def policy(ns: str, name: str, select: dict[str, str], ingress: list[JSON], egress: list[JSON] | None = None) -> JSON:

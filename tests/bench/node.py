@@ -28,7 +28,6 @@ from typing import Any
 from daemon.apply import real_nft
 from daemon.testbed.cniruntime import Attachment, CniRuntime, PodRef
 from daemon.testbed.netns import NetNS, Node, sweep_stale_netns
-from shared.nft.exec import subprocess_runner
 from shared.nft.transaction import Transaction
 from tests.bench import cluster as synth
 from tests.bench.common import CNI_BIN, PREFIX, ROOT, BenchError
@@ -64,6 +63,8 @@ class PodNetns:
     container: str
     uid: str
     added_at: float = 0.0  # time.monotonic() when the chain's ADD returned
+    mac: str = ""  # net1's MAC, as the interface plugin reported it
+    chained: bool = True  # the chain ends with the mnp plugin (False: mnpd must adopt the interface)
 
     @property
     def path(self) -> str:
@@ -92,8 +93,8 @@ class LabNode:
         self.pods: dict[str, PodNetns] = {}
         self._lock = threading.Lock()
 
-    def conflist(self, ip: str) -> dict[str, Any]:
-        return {
+    def conflist(self, ip: str, chained: bool = True) -> dict[str, Any]:
+        conf = {
             "cniVersion": "1.0.0",
             "name": synth.NAD_NAME,
             "plugins": [
@@ -106,13 +107,20 @@ class LabNode:
                 {"type": "mnp", "stateDir": str(self.state_dir)},
             ],
         }
+        if not chained:
+            conf["plugins"] = conf["plugins"][:1]
+        return conf
 
-    def add_pod(self, name: str, ip: str, uid: str = "", namespace: str = synth.LOCAL_NS) -> PodNetns:
+    def add_pod(
+        self, name: str, ip: str, uid: str = "", namespace: str = synth.LOCAL_NS, *, chained: bool = True
+    ) -> PodNetns:
         ns = self.node.new_pod(name)
         container = uuid.uuid4().hex
         uid = uid or str(uuid.uuid4())
-        self.runtime.add(self.conflist(ip), Attachment(container, ns, "net1", PodRef(namespace, name, uid)))
-        pod = PodNetns(name, ip, ns, container, uid, time.monotonic())
+        attachment = Attachment(container, ns, "net1", PodRef(namespace, name, uid))
+        result = self.runtime.add(self.conflist(ip, chained), attachment)
+        mac = next((i.mac for i in result.interfaces if i.name == "net1" and i.sandbox and i.mac), "")
+        pod = PodNetns(name, ip, ns, container, uid, time.monotonic(), str(mac), chained)
         with self._lock:
             self.pods[name] = pod
         return pod
@@ -128,7 +136,7 @@ class LabNode:
             return
         with contextlib.suppress(Exception):
             self.runtime.delete(
-                self.conflist(pod.ip),
+                self.conflist(pod.ip, pod.chained),
                 Attachment(pod.container, pod.netns, "net1", PodRef(synth.LOCAL_NS, name, pod.uid)),
             )
         pod.netns.delete()
@@ -154,11 +162,13 @@ class Recorder:
     """What the instrumented daemon did, with time.monotonic() stamps."""
 
     transactions: list[tuple[str, float, float, int]] = field(default_factory=list)  # netns, start, end, lines
-    commands: list[tuple[str, float, float]] = field(default_factory=list)  # argv[3] (conntrack …), start, end
+    commands: list[tuple[str, float, float]] = field(default_factory=list)  # conntrack passes: what, start, end
     store: list[tuple[str, Any, float]] = field(default_factory=list)  # kind, key, when the store took the change
     syncs: list[tuple[float, float, Any, float, float]] = field(default_factory=list)
     # start, end, SyncReport, CPU s of the sync thread, CPU s of the children it waited for (nsenter nft/conntrack)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Element deltas through libnftables instead of netlink (the path before issue 12), switchable between runs.
+    libnft_deltas: bool = False
 
     def mark(self) -> tuple[int, int, int]:
         with self.lock:
@@ -170,7 +180,9 @@ class Recorder:
 
 
 class TimedNft:
-    """The daemon's own nft backend (daemon.apply.real_nft: libnftables per netns, else nsenter nft), timed."""
+    """The daemon's own nft backend (daemon.apply.real_nft: netlink deltas + libnftables per netns, else nsenter
+    nft), timed. While `recorder.libnft_deltas` is set, deltas go through libnftables like every other change:
+    the path before, measured in the same run."""
 
     def __init__(self, netns: str, recorder: Recorder) -> None:
         self.real = real_nft(netns)
@@ -178,20 +190,28 @@ class TimedNft:
         self.recorder = recorder
 
     def close(self) -> None:
-        close = getattr(self.real, "close", None)
-        if close is not None:
-            close()
+        self.real.close()
 
     @property
     def identity(self) -> Any:
         return getattr(self.real, "identity", None)
 
-    def list_table(self) -> Any:  # the periodic drift check reads the table (not a transaction: not timed)
-        return self.real.list_table()
+    @property
+    def socket(self) -> Any:  # the netns' kept netlink socket: the conntrack pass uses it, as in production
+        return getattr(self.real, "socket", None)
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> Any:  # the drift check: not timed
+        return self.real.list_table(family, table)
 
     def run(self, tx: Transaction) -> None:
+        self._timed(self.real.run, tx)
+
+    def apply_delta(self, tx: Transaction) -> None:
+        self._timed(self.real.run if self.recorder.libnft_deltas else self.real.apply_delta, tx)
+
+    def _timed(self, call: Callable[[Transaction], None], tx: Transaction) -> None:
         t0 = time.monotonic()
-        self.real.run(tx)
+        call(tx)
         t1 = time.monotonic()
         with self.recorder.lock:
             self.recorder.transactions.append((self.netns, t0, t1, len(tx)))
@@ -212,13 +232,6 @@ class InProcessDaemon:
         self._log_stream = self.log_path.open("a")
         logs.setup("text", "info", self._log_stream)
 
-        def runner(argv: Sequence[str], stdin: str) -> tuple[int, str, str]:
-            t0 = time.monotonic()
-            out = subprocess_runner(argv, stdin)
-            with rec.lock:
-                rec.commands.append((" ".join(argv[3:5]), t0, time.monotonic()))
-            return out
-
         config = load(
             [
                 "--kubeconfig", str(kubeconfig), "--node-name", synth.NODE, "--state-dir", str(node.state_dir),
@@ -226,8 +239,21 @@ class InProcessDaemon:
             ],
             {},
         )  # fmt: skip
-        self.daemon = Daemon(config, nft_for=lambda netns: TimedNft(netns, rec), command_runner=runner)
+        self.daemon = Daemon(config, nft_for=lambda netns: TimedNft(netns, rec))
         controller = self.daemon.controller
+        cleaner = controller.conntrack
+        if cleaner is not None:  # each conntrack pass (ctnetlink dump + deletions in one pod netns), timed
+            clean = cleaner.clean
+
+            def timed_clean(netns: str, rules: Any, local: Any) -> int:
+                t0 = time.monotonic()
+                try:
+                    return clean(netns, rules, local)
+                finally:
+                    with rec.lock:
+                        rec.commands.append(("conntrack pass", t0, time.monotonic()))
+
+            cleaner.clean = timed_clean  # type: ignore[method-assign]
         original = controller.sync
         store = self.daemon.store
         upsert = store.upsert

@@ -1,7 +1,7 @@
 """Every scenario directory through `mnpctl lab`: real CNI chains, mnpd, real packets — against the prediction
 (`mnpctl matrix`) and against the hand-written `expect` of every probe.
 
-The scenarios are deploy/examples/{layer2,localnet} (the seeds' two use cases) and every directory of
+The scenarios are deploy/examples/{layer2,localnet} (the seeds' two use cases), examples/adopted and every directory of
 tests/scenarios (their probes.yaml files hold the hand-written expected matrices): default deny ingress / egress /
 both, pod and namespace selectors, AND vs OR peers, ports and endPort, UDP, ipBlock with except and hosts outside
 the cluster, named ports, stacked policies, a policy for another network, a pod on two networks with one guarded,
@@ -40,6 +40,7 @@ CONCURRENT_LABS = 2
 CURATED = {
     "examples/layer2": "the seeds' layer2 use case: C→A allowed, C→B denied, A→B allowed",
     "examples/localnet": "the seeds' localnet use case: only the VM reaches the database outside the cluster",
+    "examples/adopted": "a NAD that does not chain mnp: mnpd adopts a pod from before its start and later ones",
     "default-deny-ingress": "default deny ingress",
     "default-deny-egress": "default deny egress",
     "default-deny-all": "default deny both",

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 import yaml
@@ -113,6 +113,9 @@ def ingress_policy(name: str, select: dict[str, str], sources: dict[str, str] | 
         "metadata": {"name": name, "namespace": "default", "annotations": {"k8s.v1.cni.cncf.io/policy-for": NETWORK}},
         "spec": {"podSelector": {"matchLabels": select}, "policyTypes": ["Ingress"], "ingress": [rule]},
     }
+
+
+WorldT = TypeVar("WorldT", bound="World")
 
 
 class World:
@@ -219,14 +222,21 @@ def can(items: list[tuple[PodHandle, PodHandle, str, int]]) -> list[bool]:
     return [r.allowed for r in probe_matrix(probes)]
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    node = Node("mnpd", masters=["m0"])
+@contextlib.contextmanager
+def world_of(kind: type[WorldT], label: str, tmp: Path) -> Iterator[WorldT]:
+    """A world of `kind` on a new test node; the node and the echo servers are removed pass or fail."""
+    node = Node(label, masters=["m0"])
     try:
-        yield World(node, tmp_path)
+        yield kind(node, tmp)
     finally:
         EchoServer.stop_all()
         node.delete()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with world_of(World, "mnpd", tmp_path) as w:
+        yield w
 
 
 def daemon_args(w: World) -> list[str]:

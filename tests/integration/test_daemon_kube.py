@@ -21,7 +21,7 @@ from daemon.events import KubeEvents, pod_ref, policy_ref
 from daemon.sources.kube import Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.nft.errors import NftError
-from shared.nft.fake import FakeNft
+from shared.nft.fake import FakeNft, TableView
 from shared.nft.transaction import Transaction
 from shared.state import StateStore
 from tests.support.fakeapi import FakeKubeAPI, fake_api
@@ -273,6 +273,14 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
                 raise NftError("Error: Could not process rule: Operation not supported")
             fakes.setdefault(self.path, FakeNft()).run(tx)
 
+        apply_delta = run
+
+        def list_table(self) -> TableView:
+            return fakes[self.path].list_table()
+
+        def close(self) -> None:
+            pass
+
     for obj in api_objects(
         pod("a", labels={"app": "a"}, nets=[(NET_A, "net1", "10.10.0.1")]),
         pod("bad", labels={"app": "x"}, nets=[(NET_A, "net1", "10.10.0.2")]),
@@ -298,12 +306,9 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
         )
     )
     args = ["--kubeconfig", str(kubeconfig), "--node-name", "node-a", "--state-dir", state.directory]
-    config = load([*args, "--listen", "127.0.0.1:0", "--min-sync-interval", "0"], {})
-
-    def no_conntrack(argv: object, stdin: str) -> tuple[int, str, str]:
-        return 0, "", ""  # the "netns" here are plain files: there is no conntrack table to list
-
-    daemon = Daemon(config, nft_for=Nft, command_runner=no_conntrack, backoff=FAST, retry=(0.05, 0.2))
+    # the "netns" here are plain files: there is no conntrack table to clean
+    config = load([*args, "--listen", "127.0.0.1:0", "--min-sync-interval", "0", "--flush-conntrack", "false"], {})
+    daemon = Daemon(config, nft_for=Nft, backoff=FAST, retry=(0.05, 0.2))
     with daemon:
         wait_for(lambda: daemon.ready()[0])
         wait_for(lambda: str(netns / "c-a") in fakes)

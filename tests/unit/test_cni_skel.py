@@ -23,6 +23,7 @@ from cni.errors import (
     INVALID_NETNS,
 )
 from cni.plugin import Deps
+from shared.version import VERSION
 from tests.support.cnifake import OWN_NETNS, FakeNode, prev_result
 
 
@@ -48,7 +49,11 @@ def assert_error(outcome: Any, code: int) -> dict[str, Any]:
 def test_version_needs_nothing_but_the_command(node: FakeNode) -> None:
     out = node.call("VERSION", "", env={"CNI_COMMAND": "VERSION"})
     assert out.rc == 0
-    assert out.json == {"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+    assert out.json == {
+        "cniVersion": "1.1.0",
+        "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+        "mnpVersion": VERSION,
+    }
     assert out.stderr == ""
 
 

@@ -11,7 +11,8 @@ from daemon.apply import Applier, Work
 from shared.errors import NetnsGone
 from shared.netns import netns_identity
 from shared.nft.fake import FakeNft
-from shared.nft.render import RenderOptions
+from shared.nft.pool import ContextPool
+from shared.nft.render import RenderOptions, render_interface
 from shared.rules import InterfaceRules
 
 
@@ -68,7 +69,7 @@ def test_a_path_that_names_another_namespace_now_is_refused(tmp_path: Path) -> N
         applier.apply(path, rules, None, identity)
     (outcome,) = applier.apply_all([Work(path, rules, None, identity)])
     assert isinstance(outcome, NetnsGone)
-    applier.close()  # waits for the closer threads
+    applier.close()
     assert ns.nft(0).closed and ns.opened == 1  # its context was let go, nothing new was opened or run
     assert ns.nft(0).transactions == 1
 
@@ -81,19 +82,26 @@ def test_contexts_of_vanished_paths_are_released(tmp_path: Path) -> None:
     os.unlink(ns.paths[0])  # gone without a DEL
     ns.replace(1)
     applier.release_missing()
-    applier.wait_closed()
     assert [ns.nft(i).closed for i in range(3)] == [True, True, False]
     applier.close()
     assert ns.nft(2).closed
 
 
 def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
+    """The libnftables contexts (shared.nft.ContextPool): at most `keep` open, least recently used closed
+    first, one in use never closed meanwhile, reopened on demand."""
     ns = Namespaces(tmp_path, 10)
-    applier = Applier(ns, RenderOptions(), workers=1, keep=3)
+    pool = ContextPool(ns, keep=3)  # type: ignore[arg-type]  # Closable stands in for a libnftables context
     for p in ns.paths:
-        assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1"))]) == [None]
-    applier.wait_closed()
+        with pool.use(str(p)) as nft:
+            nft.run(render_interface(InterfaceRules.pending("net1")))
+    pool.wait_closed()
     assert [ns.nft(i).closed for i in range(10)] == [True] * 7 + [False] * 3
-    applier.apply_all([Work(str(ns.paths[0]), InterfaceRules.pending("net2"))])  # reopened on demand
-    assert ns.opened == 11 and ns.nft(0).transactions == 1  # a new object replaced the closed one
-    applier.close()
+    with pool.use(str(ns.paths[0])) as first:  # reopened on demand
+        for p in ns.paths[1:5]:
+            with pool.use(str(p)):
+                pass
+        assert not first.closed  # in use: not closed, although the least recently used
+    assert ns.opened == 15
+    pool.close()
+    assert all(nft.closed for nft in ns.made.values())

@@ -103,6 +103,19 @@ def test_help_names_every_environment_variable(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     from daemon.config import OPTIONS
 
-    assert len(OPTIONS) == 14
+    assert len(OPTIONS) == 23
     for option in OPTIONS:
         assert option.flag in out and f"[{option.env}]" in out
+
+
+def test_adoption_is_on_by_default_with_the_anchors_plugin_filter(tmp_path: Path) -> None:
+    base = ["--manifests-dir", str(tmp_path)]
+    config = load(base, {})
+    assert config.adopt and config.network_plugins == ("macvlan", "ipvlan", "sriov")
+    assert config.netns_dirs == ("/run/netns", "/var/run/netns")
+    off = load([*base, "--no-adopt", "--network-plugins", " macvlan, bond ,macvlan"], {})
+    assert not off.adopt and off.network_plugins == ("macvlan", "bond")
+    assert not load(base, {"MNP_ADOPT": "false"}).adopt
+    with pytest.raises(ConfigError) as info:
+        load([*base, "--network-plugins", ",", "--netns-dirs", "run/netns"], {})
+    assert "--network-plugins: empty" in str(info.value) and "--netns-dirs" in str(info.value)

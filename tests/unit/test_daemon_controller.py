@@ -62,6 +62,8 @@ class Harness:
                     raise NftError("Error: Could not process rule: Cannot allocate memory")
                 nft.run(tx)
 
+            apply_delta = run
+
         return Flaky()  # type: ignore[return-value]
 
     def attach(self, *entries: StateEntry) -> None:

@@ -28,7 +28,6 @@ import pytest
 from daemon import health as health_mod
 from daemon.cli import status as status_cmd
 from daemon.clock import FakeClock
-from daemon.config import load
 from daemon.controller import FAILED
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
@@ -267,11 +266,3 @@ def test_slow_clients_are_timed_out_and_connections_capped(
             c.close()
     assert "Traceback" not in stderr.getvalue()
     assert any("closing new ones" in r.getMessage() for r in caplog.records)
-
-
-def test_listen_on_the_pod_ip() -> None:
-    env = {"POD_IP": "fd00::7"}
-    config = load(["--manifests-dir", "/tmp", "--listen", "pod-ip:9741"], env)
-    assert config.listen_address == ("fd00::7", 9741)
-    with pytest.raises(Exception, match="pod-ip needs POD_IP"):
-        load(["--manifests-dir", "/tmp", "--listen", "pod-ip:9741"], {})

@@ -15,9 +15,9 @@ import ipaddress
 import pytest
 
 from shared.compiler import subtract
-from shared.nft.render import RenderOptions, render_interface, render_remove_interface
+from shared.nft.render import OperatorAdditions, RenderOptions, render_interface, render_remove_interface
 from shared.nft.transaction import Transaction
-from shared.rules import Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
+from shared.rules import INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
 from tests.conftest import Golden
 
 
@@ -81,6 +81,17 @@ CASES: dict[str, Transaction] = {
         )
     ),
     "remove_ifname_hash": render_remove_interface("eth0.100"),
+    # mnpd --allow-src-prefix / --allow-dst-prefix / --custom-v4-ingress-rule-file (daemon/operator.py)
+    "operator_additions": render_interface(
+        InterfaceRules("ns1/server", "net1", "ns1/net-a", ingress=DirectionRules(True, (WEB,), ("ns1/allow-web",))),
+        RenderOptions(
+            additions=OperatorAdditions(
+                allow_src=nets("198.51.100.0/24", "2001:db8:2::/48"),
+                allow_dst=nets("203.0.113.7/32"),
+                custom=((INGRESS, "meta nfproto ipv4 tcp dport 22 accept", "/etc/mnp/v4-ingress.rules:1"),),
+            )
+        ),
+    ),
 }
 
 

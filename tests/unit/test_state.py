@@ -42,9 +42,22 @@ def test_json_schema_is_the_documented_one() -> None:
         "mac": "52:54:00:12:34:56",
         "created": "2026-05-09T07:35:25Z",
         "plugin": "0.1.0",
+        "origin": "cni",
     }
     assert StateEntry.from_json(ENTRY.to_json()) == ENTRY
     assert ENTRY.pod == "ns1/web-0" and StateEntry("c", "i", "").pod == ""
+
+
+def test_origin_defaults_to_the_plugin_and_round_trips_adopted() -> None:
+    """Entries of older plugins have no `origin`: they are the plugin's. mnpd's adopted entries say so."""
+    raw = json.loads(ENTRY.to_json())
+    del raw["origin"]
+    old = StateEntry.from_json(json.dumps(raw))
+    assert old == ENTRY and old.origin == "cni" and not old.adopted
+    adopted = StateEntry("adopted-6b1e0c4e", "net1", "/run/netns/x", origin="adopted")
+    assert StateEntry.from_json(adopted.to_json()) == adopted and adopted.adopted
+    with pytest.raises(StateError, match="origin"):
+        StateEntry.from_json(json.dumps(raw | {"origin": 1}))
 
 
 def test_unknown_keys_are_ignored() -> None:

@@ -1,0 +1,122 @@
+"""The one nft backend interface, its netlink implementation, and the one per-interface slice of a listed table.
+
+Every backend of one network namespace does four things (`NftBackend`):
+
+* `run(tx)` — a full transaction (rules, chains, sets, elements), atomically;
+* `apply_delta(tx)` — a transaction of element additions and deletions only (`render_update`), atomically;
+* `list_table()` — the live table as one `TableView` (shared.nft.fake), the structure the tracer walks;
+* `close()` — let the namespace go.
+
+Implementations: `FakeNft` (in memory, shared.nft.fake), `RealNft` (the nft command under nsenter,
+shared.nft.exec), `NetnsNft` (libnftables in-process, shared.nft.libnft), and `NetlinkNft` here — the daemon's:
+element deltas as one nfnetlink batch on a socket kept per pod netns (shared.nft.netlink: no table re-read, no
+text), full transactions and listings through a libnftables context from a bounded `ContextPool`. Which path a
+change takes: a delta → netlink; the first programming of an interface, a refused delta's fallback, a repair,
+a change of chain rules → libnftables.
+
+The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
+and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
+lab). Not yet folded in: `mnpctl`'s LiveTable (daemon/cli/node.py), which keeps the raw JSON for handles and
+counters, and the plugin's CHECK, which reads the JSON without the reader's imports on the plugin's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Protocol
+
+from shared.errors import NetnsGone
+from shared.nft import netlink
+from shared.nft.fake import TableView
+from shared.nft.render import chain_name, element_key_type, map_name, set_names
+from shared.nft.transaction import Transaction
+from shared.rules import EGRESS, INGRESS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from shared.nft.libnft import NetnsNft
+    from shared.nft.pool import ContextPool
+
+
+class NftBackend(Protocol):
+    def run(self, tx: Transaction) -> None: ...
+
+    def apply_delta(self, tx: Transaction) -> None: ...
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> TableView: ...
+
+    def close(self) -> None: ...
+
+
+InterfaceSlice = tuple[tuple[object, ...], ...]
+
+
+def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
+    """What one interface owns in a table, per direction: the verdict-map keys that jump to its chain, its
+    chain's rules (text and comment, without counters; None: no chain) and its sets' elements (key and comment;
+    None: no set). Two tables enforce the same on the interface when their slices are equal. Used by the
+    daemon's repair (shared.nft.backend's users) and the lab (daemon/lab/enforcer.py)."""
+    parts = []
+    for direction in (INGRESS, EGRESS):
+        chain = chain_name(direction, ifname)
+        vmap = view.sets.get(map_name(direction))
+        jumps = tuple(sorted(e.key for e in vmap.elements if e.value == f"jump {chain}")) if vmap else ()
+        found = view.chains.get(chain)
+        rules = None if found is None else tuple((r.text, r.comment) for r in found.rules)
+        sets = []
+        for name in sorted(set_names(direction, ifname).values()):
+            s = view.sets.get(name)
+            sets.append((name, None if s is None else tuple((e.key, e.comment) for e in s.elements)))
+        parts.append((direction, jumps, rules, tuple(sets)))
+    return tuple(parts)
+
+
+def is_guarded(part: InterfaceSlice) -> bool:
+    """Whether the interface is in any direction's verdict map."""
+    return any(jumps for _, jumps, _, _ in part)
+
+
+class NetlinkNft:
+    """nft of one pod netns for the daemon: a NETLINK_NETFILTER socket opened inside it and kept for element
+    deltas; full transactions and listings through the libnftables context `pool` keeps for the path (opened
+    on demand, closed when least recently used). `identity` is the namespace the path named when opened; every
+    call refuses (NetnsGone) a path that names another one now."""
+
+    def __init__(self, netns: str, pool: ContextPool) -> None:
+        self.netns = netns
+        self.pool = pool
+        self.socket = netlink.NfnetlinkSocket(netns)
+        self.identity = self.socket.identity
+
+    def run(self, tx: Transaction) -> None:
+        if tx.error is not None:
+            raise tx.error
+        with self._context() as nft:
+            nft.run(tx)
+
+    def apply_delta(self, tx: Transaction) -> None:
+        """Element additions and deletions as one nfnetlink batch: all applied, or (a typed NftError) none."""
+        if tx.error is not None:
+            raise tx.error
+        self.socket.batch(
+            lambda seq: netlink.element_batch(tx, element_key_type, seq), f"element delta in {self.netns}"
+        )
+
+    def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
+        with self._context() as nft:
+            return nft.list_table(family, table)
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[NetnsNft]:
+        """The pool's libnftables context for the path, refused unless it is in the socket's namespace."""
+        self.socket.check()
+        with self.pool.use(self.netns) as nft:
+            if getattr(nft, "identity", self.identity) != self.identity:
+                self.pool.discard(self.netns)
+                raise NetnsGone(f"{self.netns} names another network namespace now")
+            yield nft
+
+    def close(self) -> None:
+        self.pool.discard(self.netns)
+        self.socket.close()

@@ -1,0 +1,427 @@
+"""nfnetlink without a library in between: a NETLINK_NETFILTER socket of one pod netns, nftables element batches,
+and the attribute codec both need (ctnetlink uses it too: daemon/conntrack.py).
+
+Why raw: a delta of a few set elements costs the kernel microseconds, but libnftables first re-reads the whole
+table into its cache (every element of every set) before it sends anything, and parses text both ways
+(docs/benchmarks.md). Here the elements the renderer computed are encoded once and sent as one nfnetlink batch
+(`BATCH_BEGIN … NEWSETELEM / DELSETELEM … BATCH_END`), which the kernel applies as one transaction: every
+message or none (nfnetlink_rcv_batch aborts the whole batch on the first error and reports every error).
+pyroute2 has the same messages (`pyroute2.netlink.nfnetlink.nftsocket`), but its sockets run an asyncio event
+loop each, its `commit()` does not read the kernel's acknowledgements (so a refused batch would pass unseen),
+and importing it costs memory and start-up time (docs/benchmarks.md, Policy change): the tests use it as an
+independent decoder of what this module encodes (tests/unit/test_nft_netlink.py) instead.
+
+The encodings are nft 1.0.6's, read from `nft --debug=mnl` (the kernel test checks the listed result):
+
+* a field of a concatenation takes a multiple of 4 bytes (a register): address in network order, protocol one
+  byte, port two bytes in network order, each zero-padded;
+* a concatenated interval set (`ipv4_addr . inet_proto . inet_service`, the kernel's pipapo) takes one element
+  with NFTA_SET_ELEM_KEY = the first point and NFTA_SET_ELEM_KEY_END = the last point, for ranges and single
+  values alike;
+* a one-field interval set (rbtree) takes two elements: the start, and `last + 1` flagged
+  NFT_SET_ELEM_INTERVAL_END — none when the range ends at the top of the address space, where the start's user
+  data says NFTNL_SET_ELEM_F_INTERVAL_OPEN instead (so `nft list` prints the prefix);
+* an element's comment is user data type 0, NUL-terminated, exactly what the text form stores.
+
+A socket belongs to the network namespace it was opened in (netlink(7)), so it is opened on a short-lived
+thread inside the pod netns (shared.netns.in_netns) and then used from any thread; it keeps the namespace alive
+until closed, and every use checks that the path still names the namespace it was opened for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import struct
+import threading
+
+from shared.errors import NetnsGone
+from shared.netns import in_netns, netns_identity
+from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from shared.nft.transaction import Transaction
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # errors carry only the header of the refused message, not all of it
+NETLINK_EXT_ACK = 11  # errors carry the kernel's explanation (extack), when it gives one
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
+BUFFER = 4 << 20
+
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x400, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSGERR_ATTR_MSG = 1
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+
+NFNL_SUBSYS_CTNETLINK = 1
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+NFPROTO_UNSPEC, NFPROTO_INET = 0, 1
+
+NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_LIST_ELEM = 1
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_USERDATA, NFTA_SET_ELEM_KEY_END = 1, 3, 6, 10
+NFTA_DATA_VALUE = 1
+NFT_SET_ELEM_INTERVAL_END = 1
+NFTNL_UDATA_SET_ELEM_COMMENT, NFTNL_UDATA_SET_ELEM_FLAGS = 0, 1
+NFTNL_SET_ELEM_F_INTERVAL_OPEN = 1
+
+# The elements of one message: its ELEMENTS attribute has a 16-bit length (nft splits likewise).
+MAX_NEST = 60000
+
+_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
+_ATTR = struct.Struct("=HH")  # struct nlattr
+
+
+# ------------------------------------------------------------------------------------------------ the codec
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    size = _ATTR.size + len(payload)
+    return _ATTR.pack(size, kind) + payload + b"\0" * (-size % 4)
+
+
+def nested(kind: int, *children: bytes) -> bytes:
+    return attr(kind | NLA_F_NESTED, b"".join(children))
+
+
+def strz(kind: int, text: str) -> bytes:
+    return attr(kind, text.encode() + b"\0")
+
+
+def be32(kind: int, value: int) -> bytes:
+    return attr(kind, struct.pack(">I", value))
+
+
+def message(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes) -> bytes:
+    """One nfnetlink message: nlmsghdr, nfgenmsg (family, version 0, resource id in network order), attributes."""
+    payload = struct.pack("=BB", family, 0) + struct.pack(">H", res_id) + body
+    return _HEADER.pack(_HEADER.size + len(payload), kind, flags, seq, 0) + payload
+
+
+def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:
+    """The attributes in `data[offset:]` by type (nested flag cleared; the first of a repeated type)."""
+    out: dict[int, bytes] = {}
+    for kind, payload in attribute_list(data, offset):
+        out.setdefault(kind, payload)
+    return out
+
+
+def attribute_list(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    end = len(data)
+    while offset + _ATTR.size <= end:
+        size, kind = _ATTR.unpack_from(data, offset)
+        if size < _ATTR.size or offset + size > end:
+            return
+        yield kind & NLA_TYPE_MASK, data[offset + _ATTR.size : offset + size]
+        offset += (size + 3) & ~3
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, seq, payload) of each message in one datagram."""
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        size, kind, flags, seq, _ = _HEADER.unpack_from(data, offset)
+        if size < _HEADER.size or offset + size > len(data):
+            return
+        yield kind, flags, seq, data[offset + _HEADER.size : offset + size]
+        offset += (size + 3) & ~3
+
+
+# ------------------------------------------------------------------------------------------ set elements
+
+_FIELD_BYTES = {"ipv4_addr": 4, "ipv6_addr": 16, "inet_proto": 1, "inet_service": 2}
+
+
+def _value(types: Sequence[str], points: Sequence[int]) -> bytes:
+    if len(types) == 1:
+        return points[0].to_bytes(_FIELD_BYTES[types[0]], "big")
+    out = b""
+    for field_type, point in zip(types, points, strict=True):
+        size = _FIELD_BYTES[field_type]
+        out += point.to_bytes(size, "big") + b"\0" * (-size % 4)
+    return out
+
+
+def _key(kind: int, value: bytes) -> bytes:
+    return nested(kind, attr(NFTA_DATA_VALUE, value))
+
+
+def _userdata(comment: str | None, open_end: bool) -> bytes:
+    data = b""
+    if comment:
+        text = comment.encode() + b"\0"
+        data += struct.pack("BB", NFTNL_UDATA_SET_ELEM_COMMENT, len(text)) + text
+    if open_end:
+        data += struct.pack("=BBI", NFTNL_UDATA_SET_ELEM_FLAGS, 4, NFTNL_SET_ELEM_F_INTERVAL_OPEN)
+    return attr(NFTA_SET_ELEM_USERDATA, data) if data else b""
+
+
+def encode_elements(key_type: str, key_text: str, comment: str | None, with_data: bool) -> list[bytes]:
+    """The NFTA_LIST_ELEM attributes of one element of an interval set of `key_type` (`with_data`: its comment,
+    for an add). Raises NftError for a key nft would refuse."""
+    from shared.nft.fake import key_fields, parse_key, stored_comment  # the daemon's side only
+
+    types = key_fields(key_type)
+    fields = parse_key(key_type, key_text, interval=True)
+    firsts = [lo for lo, _ in fields]
+    lasts = [hi for _, hi in fields]
+    note = stored_comment(comment) if with_data else None
+    if len(types) > 1:
+        body = _key(NFTA_SET_ELEM_KEY, _value(types, firsts)) + _key(NFTA_SET_ELEM_KEY_END, _value(types, lasts))
+        return [nested(NFTA_LIST_ELEM, body + _userdata(note, False))]
+    top = (1 << (8 * _FIELD_BYTES[types[0]])) - 1
+    open_end = lasts[0] == top
+    out = [
+        nested(NFTA_LIST_ELEM, _key(NFTA_SET_ELEM_KEY, _value(types, firsts)) + _userdata(note, open_end and with_data))
+    ]
+    if not open_end:
+        end = _key(NFTA_SET_ELEM_KEY, _value(types, [lasts[0] + 1])) + be32(
+            NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END
+        )
+        out.append(nested(NFTA_LIST_ELEM, end))
+    return out
+
+
+def element_batch(tx: Transaction, key_type_of: Callable[[str], str], first_seq: int) -> tuple[bytes, int]:
+    """`tx` — element operations only, as `render_update` gives — as one nfnetlink batch: a message per run of
+    operations with the same verb on the same set (split where the attribute would exceed 64 KB). The batch and
+    the sequence number of its last message (the only one that asks for an acknowledgement: errors are always
+    reported). Raises NftError for an operation that is not an element add or delete."""
+    bodies = _bodies(tx, key_type_of)
+    if not bodies:
+        return b"", first_seq  # nothing to send
+    seq = first_seq
+    out = [message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b"")]
+    family = _family(tx.family)
+    for n, (kind, flags, body) in enumerate(bodies):
+        seq += 1
+        ack = NLM_F_ACK if n == len(bodies) - 1 else 0  # only the last message asks for an acknowledgement
+        out.append(message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags | ack, seq, family, 0, body))
+    out.append(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, NFPROTO_UNSPEC, NFNL_SUBSYS_NFTABLES, b""))
+    return b"".join(out), seq
+
+
+# The encoded messages of the last deltas, by transaction: render_update hands the very same Transaction to
+# every pod of a Deployment, so a policy change encodes its elements once, not once per pod.
+_ENCODED: dict[int, tuple[Transaction, list[tuple[int, int, bytes]]]] = {}
+_ENCODED_LOCK = threading.Lock()
+ENCODED_CACHE = 64
+
+
+def _bodies(tx: Transaction, key_type_of: Callable[[str], str]) -> list[tuple[int, int, bytes]]:
+    with _ENCODED_LOCK:
+        cached = _ENCODED.get(id(tx))
+    if cached is not None and cached[0] is tx:
+        return cached[1]
+    from shared.nft.objects import Element
+
+    runs: list[tuple[int, str, list[bytes]]] = []
+    for op in tx.operations:
+        obj = op.obj
+        if not isinstance(obj, Element) or op.verb not in ("add", "delete"):
+            raise NftError(f"not an element delta: {op.verb} {type(obj).__name__.lower()}")
+        kind = NFT_MSG_NEWSETELEM if op.verb == "add" else NFT_MSG_DELSETELEM
+        encoded = encode_elements(key_type_of(obj.set), obj.key, obj.comment, op.verb == "add")
+        if not runs or runs[-1][0] != kind or runs[-1][1] != obj.set:
+            runs.append((kind, obj.set, []))
+        runs[-1][2].extend(encoded)
+    bodies = []
+    for kind, set_name, elements in runs:
+        head = strz(NFTA_SET_ELEM_LIST_TABLE, tx.table) + strz(NFTA_SET_ELEM_LIST_SET, set_name)
+        flags = NLM_F_REQUEST | (NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0)
+        chunk: list[bytes] = []
+        size = 0
+        for i, element in enumerate(elements):
+            chunk.append(element)
+            size += len(element)
+            if size >= MAX_NEST or i + 1 == len(elements):
+                bodies.append((kind, flags, head + nested(NFTA_SET_ELEM_LIST_ELEMENTS, *chunk)))
+                chunk, size = [], 0
+    with _ENCODED_LOCK:
+        if len(_ENCODED) >= ENCODED_CACHE:
+            _ENCODED.clear()
+        _ENCODED[id(tx)] = (tx, bodies)
+    return bodies
+
+
+def _family(name: str) -> int:
+    families = {"inet": NFPROTO_INET, "ip": 2, "ip6": 10}
+    if name not in families:
+        raise NftError(f"unsupported table family {name!r}")
+    return families[name]
+
+
+# ---------------------------------------------------------------------------------------------- the socket
+
+
+def error_for(code: int, what: str, explanation: str = "") -> NftError:
+    """The typed error of a negative errno the kernel answered, worded like nft's (shared.nft.errors)."""
+    text = f"{what}: {os.strerror(code)}" + (f" ({explanation})" if explanation else "")
+    if code == errno.ENOENT:
+        return NotFoundError(text)
+    if code == errno.EEXIST:
+        return ExistsError(text)
+    if code == errno.EBUSY:
+        return BusyError(text)
+    return NftError(text)
+
+
+def _open() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        sock.bind((0, 0))
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+            sock.setsockopt(SOL_NETLINK, option, 1)
+        for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, forced, BUFFER)
+            except OSError:  # without CAP_NET_ADMIN: as large as net.core.[rw]mem_max allows
+                sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class NfnetlinkSocket:
+    """A NETLINK_NETFILTER socket opened inside the network namespace `netns` (None: this process's own) and
+    kept; one user at a time (a lock). `batch` sends a transaction and waits for the kernel's verdict; `dump`
+    reads a dump (ctnetlink's table)."""
+
+    TIMEOUT_S = 10.0
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        if netns is None:
+            self.identity = None
+            self.sock = _open()
+        else:
+            self.identity = netns_identity(netns)
+            self.sock = in_netns(netns, _open)
+        self.sock.settimeout(self.TIMEOUT_S)
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def check(self) -> socket.socket:
+        if self.netns is not None and netns_identity(self.netns) != self.identity:
+            raise NetnsGone(f"{self.netns} names another network namespace now")
+        return self.sock
+
+    def next_seq(self, count: int) -> int:
+        """The first of `count` fresh sequence numbers."""
+        first = self._seq + 1
+        self._seq = (self._seq + count) & 0x7FFFFFFF
+        return first
+
+    def batch(self, build: Callable[[int], tuple[bytes, int]], what: str) -> None:
+        """Send the batch `build(first_seq)` returns (bytes, the sequence number of its last message, the one
+        asking for an acknowledgement) and wait until the kernel acknowledges it. Raises the typed NftError of the
+        first error the kernel reports (then it applied nothing), NetnsGone, or NftError on a socket failure."""
+        with self._lock:
+            sock = self.check()
+            data, last = build(self._seq + 1)
+            if not data:
+                return
+            self._seq = (last + 1) & 0x7FFFFFFF
+            first = None
+            try:
+                sock.sendall(data)
+                while True:
+                    for kind, _, seq, payload in messages(sock.recv(1 << 16)):
+                        if kind != NLMSG_ERROR or seq > last:
+                            continue
+                        code = struct.unpack_from("=i", payload)[0]
+                        if code and first is None:
+                            first = error_for(-code, what, _explanation(payload))
+                        if seq == last or (code and seq < last and _is_begin(payload)):
+                            if first is not None:
+                                raise first
+                            return
+            except TimeoutError as exc:
+                raise NftError(f"{what}: no answer from the kernel in {self.TIMEOUT_S:.0f} s") from exc
+            except OSError as exc:
+                raise NftError(f"{what}: netlink: {exc}") from exc
+
+    def dump(self, request: Callable[[int], bytes], what: str) -> Iterator[tuple[int, bytes]]:
+        """The (type, payload) of every message answering the dump request `request(seq)`."""
+        with self._lock:
+            sock = self.check()
+            seq = self.next_seq(1)
+            out: list[tuple[int, bytes]] = []
+            try:
+                sock.sendall(request(seq))
+                while True:
+                    for kind, _, got, payload in messages(sock.recv(1 << 20)):
+                        if got != seq:
+                            continue
+                        if kind == NLMSG_DONE:
+                            return iter(out)
+                        if kind == NLMSG_ERROR:
+                            code = struct.unpack_from("=i", payload)[0]
+                            if code:
+                                raise error_for(-code, what, _explanation(payload))
+                            return iter(out)
+                        out.append((kind, payload))
+            except TimeoutError as exc:
+                raise NftError(f"{what}: no answer from the kernel in {self.TIMEOUT_S:.0f} s") from exc
+            except OSError as exc:
+                raise NftError(f"{what}: netlink: {exc}") from exc
+
+    def request(self, build: Callable[[int], bytes], what: str) -> None:
+        """Send one request asking for an acknowledgement; raise the typed error the kernel answers."""
+        with self._lock:
+            sock = self.check()
+            seq = self.next_seq(1)
+            try:
+                sock.sendall(build(seq))
+                while True:
+                    for kind, _, got, payload in messages(sock.recv(1 << 16)):
+                        if kind == NLMSG_ERROR and got == seq:
+                            code = struct.unpack_from("=i", payload)[0]
+                            if code:
+                                raise error_for(-code, what, _explanation(payload))
+                            return
+            except TimeoutError as exc:
+                raise NftError(f"{what}: no answer from the kernel in {self.TIMEOUT_S:.0f} s") from exc
+            except OSError as exc:
+                raise NftError(f"{what}: netlink: {exc}") from exc
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _is_begin(payload: bytes) -> bool:
+    """Whether an error answers a BATCH_BEGIN (the kernel then processed nothing else and says no more)."""
+    if len(payload) < 4 + _HEADER.size:
+        return False
+    kind: int = _HEADER.unpack_from(payload, 4)[1]
+    return kind == NFNL_MSG_BATCH_BEGIN
+
+
+def _explanation(payload: bytes) -> str:
+    """The extack message of an error, if the kernel gave one (NLM_F_ACK_TLVS after the capped header)."""
+    if len(payload) < 4 + _HEADER.size:
+        return ""
+    size = _HEADER.unpack_from(payload, 4)[0]
+    offset = 4 + (_HEADER.size if len(payload) < 4 + size else size)
+    text = attributes(payload, (offset + 3) & ~3).get(NLMSGERR_ATTR_MSG, b"")
+    return text.rstrip(b"\0").decode(errors="replace")
+
+
+@contextlib.contextmanager
+def opened(netns: str) -> Iterator[NfnetlinkSocket]:
+    """A socket of `netns` for one use, closed after it (where no backend keeps one)."""
+    sock = NfnetlinkSocket(netns)
+    try:
+        yield sock
+    finally:
+        sock.close()
