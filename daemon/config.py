@@ -114,7 +114,12 @@ OPTIONS = (
         None,
         "DIR",
     ),
-    _Option("--listen", "MNP_LISTEN", "address of /metrics, /healthz and /readyz; 'off' disables", DEFAULT_LISTEN),
+    _Option(
+        "--listen",
+        "MNP_LISTEN",
+        "address of /metrics, /healthz and /readyz: host:port, or 'off'",
+        DEFAULT_LISTEN,
+    ),
     _Option("--accept-icmp", "MNP_ACCEPT_ICMP", "accept all ICMP on guarded interfaces", "false", boolean=True),
     _Option("--accept-icmpv6", "MNP_ACCEPT_ICMPV6", "accept all ICMPv6 on guarded interfaces", "false", boolean=True),
     _Option(
@@ -329,7 +334,7 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     else:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 0.0.0.0:9741)")
+            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 10.0.0.5:9741)")
     resync = duration("resync_period", 1.0)
     min_sync = duration("min_sync_interval", 0.0)
     if min_sync > resync:

@@ -43,7 +43,7 @@ from daemon.metrics import Metrics
 from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
-from daemon.store import NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
+from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
 from shared.compiler import ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
@@ -184,7 +184,7 @@ class Controller:
         self.synced_once = False  # a sync ran after every source had synced
         self._need_full = True
         self._retry: set[IfaceKey] = set()
-        self._invalid: dict[str, tuple[str, ...]] = {}
+        self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
 
     # ------------------------------------------------------------------------------------------- sync
@@ -198,9 +198,9 @@ class Controller:
         # Adoption first: the entries it writes or removes are in this sync's changes (daemon.sources.adopt).
         adopted_ok = self.adopter.reconcile(periodic) if self.adopter and self.store.synced() else True
         changes = self.store.drain()
-        self._report_policies(changes)
-        self.metrics.set_sources(self.store.source_status())
         snap = self.store.snapshot()
+        self._report_policies(changes, snap)
+        self.metrics.set_sources(self.store.source_status(), self.store.source_problems())
         self._reconcile_entries(snap)
         if not self.store.synced():
             self._need_full = True
@@ -240,25 +240,48 @@ class Controller:
             )
         return report.failed == 0 and adopted_ok
 
-    def _report_policies(self, changes: Iterable[Change]) -> None:
-        for change in changes:
-            if change.kind != POLICY:
-                continue
-            key: str = change.key
-            new: MultiNetworkPolicy | None = change.new
+    def _report_policies(self, changes: Iterable[Change], snap: Snapshot) -> None:
+        """Invalid policies (InvalidPolicy Event, log, gauge, status file) and policies that apply to no known
+        network, each with what it actually does (`MultiNetworkPolicy.effect`). Re-judged when a policy or a
+        NetworkAttachmentDefinition changed (the networks known)."""
+        changed = [c for c in changes if c.kind in (POLICY, NAD)]
+        if not changed:
+            return
+        known = set(snap.nads) or None  # no NADs at all: a source without them, every network counts as known
+        keys = {c.key for c in changed if c.kind == POLICY} if not any(c.kind == NAD for c in changed) else None
+        for key in sorted(keys if keys is not None else set(snap.policies) | set(self._policy_notes)):
+            policy = snap.policies.get(key)
             ref = policy_ref(key, self.store.uid(POLICY, key))
-            if new is not None and not new.valid:
-                self._invalid[key] = new.problems
-                self.events.warn(
-                    ref,
-                    REASON_INVALID,
-                    "enforced fail-closed (isolates what it selects, allows nothing): " + "; ".join(new.problems),
-                )
-            else:
-                if self._invalid.pop(key, None) is not None and new is not None:
-                    log.info("policy is valid again", extra=fields(policy=key))
+            note = self._policy_note(policy, known)
+            if note == self._policy_notes.get(key):
+                continue
+            if note is None:
+                self._policy_notes.pop(key, None)
+                if policy is not None:
+                    log.info("policy is valid again and applies to a known network", extra=fields(policy=key))
                 self.events.clear(ref, REASON_INVALID)
-        self.metrics.invalid_policies.set(len(self._invalid))
+                continue
+            self._policy_notes[key] = note
+            if policy is not None and not policy.valid:
+                self.events.warn(ref, REASON_INVALID, f"{note['effect']}: " + "; ".join(note["problems"]))
+            else:
+                log.warning("policy %s", note["effect"], extra=fields(policy=key))
+        self.metrics.invalid_policies.set(sum(1 for n in self._policy_notes.values() if n["problems"]))
+
+    @staticmethod
+    def _policy_note(policy: MultiNetworkPolicy | None, known: set[str] | None) -> dict[str, Any] | None:
+        if policy is None:
+            return None
+        if policy.valid and (known is None or any(n in known for n in policy.policy_for)):
+            return None
+        return {"policy": policy.key, "effect": policy.effect(known), "problems": list(policy.problems)}
+
+    def source_problems(self) -> Mapping[str, tuple[str, ...]]:
+        return self.store.source_problems()
+
+    def policy_notes(self) -> list[dict[str, Any]]:
+        """The policies mnpd cannot use as written, or that apply to no known network (for the status file)."""
+        return [self._policy_notes[k] for k in sorted(self._policy_notes)]
 
     def _reconcile_entries(self, snap: Snapshot) -> None:
         released = set()
@@ -481,6 +504,12 @@ class Controller:
                 # Whatever went wrong, what the table holds is no longer known for sure (a delta refused and the
                 # full form after it failed too, a timeout after the commit): program the full form next time.
                 record.applied = None
+            if isinstance(error, NetnsUnusable):
+                # Not a gone pod: the entry names something that is no network namespace this process can use.
+                # Nothing is programmed there; it is reported as failed (Event, metric, `mnpctl status`) with what
+                # it is, and checked again with backoff.
+                self._failed(key, record, ref, f"not a usable network namespace, nothing programmed: {error}", report)
+                return False
             if isinstance(error, NetnsGone):
                 self._set_state(record, GONE, str(error))
                 log.info("pod netns is gone; waiting for its state entry to go", extra=extra)

@@ -7,12 +7,19 @@
   with the sources still missing before that.
 * `/metrics` — the Prometheus text format of daemon.metrics.
 
-The bodies are one line of text saying why. Standard library only; one thread per request.
+The bodies are one line of text saying why. Standard library only; one thread per connection, with bounds a
+port reachable from the network needs: at most `MAX_CONNECTIONS` at once (more are closed at once, and counted),
+`READ_TIMEOUT_S` for each read from a client and `CONNECTION_DEADLINE_S` for a whole connection (a client sending
+one byte at a time is cut off), and every failure logged through the daemon's logger in one line, never as a raw
+traceback on stderr. The default address is loopback; the DaemonSet binds the node's own address ($(HOST_IP)).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,16 +58,67 @@ class HealthServer:
         self._thread.join(5.0)
 
 
+MAX_CONNECTIONS = 16
+READ_TIMEOUT_S = 5.0
+CONNECTION_DEADLINE_S = 15.0
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HealthServer) -> None:
-        import socket
-
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.owner = owner
+        self.refused = 0  # connections closed at once because MAX_CONNECTIONS were open
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                log.warning(
+                    "HTTP: %d connections open, closing new ones (%d so far)",
+                    MAX_CONNECTIONS,
+                    self.refused,
+                    extra=fields(source=_peer(client_address)),
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The whole connection has a deadline: a per-read timeout alone lets a client that sends one byte every
+        # few seconds hold a slot for ever.
+        cut = threading.Timer(CONNECTION_DEADLINE_S, _cut, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        quiet = isinstance(error, ConnectionError | TimeoutError | OSError)
+        (log.debug if quiet else log.warning)(
+            "HTTP request failed: %s: %s", type(error).__name__, error, extra=fields(source=_peer(client_address))
+        )
+
+
+def _peer(client_address: Any) -> str:
+    return str(client_address[0]) if isinstance(client_address, tuple) and client_address else "?"
+
+
+def _cut(request: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -68,8 +126,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
+    timeout = READ_TIMEOUT_S  # StreamRequestHandler: the socket timeout of every read and write
+
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        # http.server's own notes (a timed-out or malformed request): one debug line, not stderr
+        log.debug("HTTP: " + format, *args, extra=fields(source=_peer(self.client_address)))
 
     def do_GET(self) -> None:
         owner = self.server.owner

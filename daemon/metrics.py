@@ -10,13 +10,15 @@ mnp_conntrack_deletions_total                           conntrack entry groups d
 mnp_tamper_repairs_total                                interface tables found removed or edited, restored
 mnp_invalid_policies                                    MultiNetworkPolicies with validation problems
 mnp_source_synced{source=...}                           1 once a source has completed its first list
+mnp_source_problems{source=...}                         what a source cannot use: broken manifest files, garbled
+                                                        API answers (each also logged and in `mnpctl status`)
 mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
                                                         entries whose netns path cannot be checked (kept)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -55,6 +57,12 @@ class Metrics:
         self.source_synced = Gauge(
             "mnp_source_synced", "1 once a source completed its first list.", ["source"], registry=r
         )
+        self.source_problems = Gauge(
+            "mnp_source_problems",
+            "Problems a source currently has with its input (broken manifest files, garbled API answers).",
+            ["source"],
+            registry=r,
+        )
         self.state_entry_problems = Gauge(
             "mnp_state_entry_problems",
             "State-dir files that are not a usable entry (unreadable), and entries whose netns cannot be checked.",
@@ -78,9 +86,11 @@ class Metrics:
         for state in INTERFACE_STATES:
             self.interfaces.labels(state).set(counts.get(state, 0))
 
-    def set_sources(self, status: Mapping[str, bool]) -> None:
+    def set_sources(self, status: Mapping[str, bool], problems: Mapping[str, Sequence[str]] | None = None) -> None:
         for name, synced in status.items():
             self.source_synced.labels(name).set(1 if synced else 0)
+        for name, found in (problems or {}).items():
+            self.source_problems.labels(name).set(len(found))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

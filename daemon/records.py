@@ -6,6 +6,7 @@ the controller imports this module and daemon.status, never the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +52,14 @@ class InterfaceBook(Protocol):
 
     records: dict[IfaceKey, InterfaceRecord]
     synced_once: bool  # a sync ran after every source had synced
+
+    def policy_notes(self) -> list[dict[str, Any]]:
+        """The policies not used as written, or applying to no known network, with what each does."""
+        ...
+
+    def source_problems(self) -> Mapping[str, Sequence[str]]:
+        """What each source currently cannot use."""
+        ...
 
     def unguarded_report(self) -> list[dict[str, Any]]:
         """The selected local interfaces mnp neither chains nor adopts, as status-file items."""

@@ -9,6 +9,13 @@ gets a whole document. Schema 1:
       "schema": 1, "node": "node-a", "updated": "2026-05-09T07:35:25Z",
       "ready": true,                              every source synced and a sync has run since
       "sources": {"api/pods": true, "state-dir": true, ...},
+      "writer": {"pid": 4711, "startTime": 123456,   the mnpd that wrote it: pid, start time in clock ticks
+                 "pidNamespace": 4026531836,        since boot (/proc/PID/stat field 22), pid namespace inode
+                 "bootId": "…"},                    and boot id, so a reader can tell it is still alive
+      "problems": {"manifests": ["error: a.yaml: …"]},  what each source cannot use (broken files, garbled answers)
+      "policies": [{"policy": "ns1/p", "effect": "enforced fail-closed: …", "problems": ["…"]}],
+                                                  policies mnpd cannot use as written, or that apply to no known
+                                                  network, each with what it actually does
       "interfaces": [
         {"containerID": "3f69…", "ifname": "net1", "pod": "ns1/web-0", "netns": "/var/run/netns/cni-…",
          "state": "programmed",                   programmed | pending | failed | terminated | gone
@@ -76,6 +83,84 @@ class RulesDigest:
         self._cache = {k: v for k, v in self._cache.items() if k in ids}
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read(4096)
+    except OSError:
+        return None
+
+
+def process_start_time(pid: int | str = "self") -> int | None:
+    """Field 22 of /proc/PID/stat (starttime, clock ticks after boot): with the pid, it names one process for
+    the whole uptime, whereas a pid alone is reused. The command name (field 2) may contain spaces and
+    parentheses, so the fields are counted after its last ')'."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None or ")" not in text:
+        return None
+    fields_after = text.rsplit(")", 1)[1].split()
+    try:
+        return int(fields_after[19])  # fields 3.. follow the name: starttime is the 20th of them
+    except (IndexError, ValueError):
+        return None
+
+
+def _pid_namespace(pid: int | str = "self") -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def writer_identity() -> dict[str, Any]:
+    """Who writes the status file: this process."""
+    return {
+        "pid": os.getpid(),
+        "startTime": process_start_time(),
+        "pidNamespace": _pid_namespace(),
+        "bootId": (_read("/proc/sys/kernel/random/boot_id") or "").strip() or None,
+    }
+
+
+def _host_pid(pid: int, namespace: int) -> str | None:
+    """The /proc entry (as this process sees it) of the process that is `pid` in pid namespace `namespace`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or _pid_namespace(entry) != namespace:
+            continue
+        for line in (_read(f"/proc/{entry}/status") or "").splitlines():
+            if line.startswith("NSpid:") and line.split()[-1] == str(pid):
+                return entry
+    return None
+
+
+def writer_alive(doc: Mapping[str, Any]) -> tuple[bool | None, str]:
+    """Whether the mnpd that wrote the status document `doc` still runs: True, False, or None when that cannot be
+    told (an older file, or a pid namespace this process cannot see into); and a few words saying why (for a
+    dead writer: what shows it is dead; its pid is `doc["writer"]["pid"]`)."""
+    writer = doc.get("writer")
+    if not isinstance(writer, dict) or not isinstance(writer.get("pid"), int):
+        return None, "the file does not say which process wrote it"
+    pid, started = writer["pid"], writer.get("startTime")
+    boot = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
+    if writer.get("bootId") and boot and writer["bootId"] != boot:
+        return False, "it ran before the last reboot"
+    entry: str | None = str(pid)
+    namespace = writer.get("pidNamespace")
+    if isinstance(namespace, int) and namespace != _pid_namespace():
+        try:
+            entry = _host_pid(pid, namespace)
+        except OSError:
+            return None, f"pid {pid} runs in another pid namespace, which this process cannot inspect"
+        if entry is None:
+            return False, f"its pid namespace {namespace} has no such process"
+    now = process_start_time(entry or pid)
+    if now is None:
+        return False, "no such process"
+    if isinstance(started, int) and now != started:
+        return False, "the pid is another process now"
+    return True, f"pid {pid}"
+
+
 def status_document(
     controller: InterfaceBook, sources: Mapping[str, bool], node: str, digest: RulesDigest | None = None
 ) -> dict[str, Any]:
@@ -110,6 +195,8 @@ def status_document(
         "node": node,
         "ready": all(sources.values()) and controller.synced_once,
         "sources": dict(sources),
+        "problems": {name: list(found) for name, found in controller.source_problems().items() if found},
+        "policies": controller.policy_notes(),
         "interfaces": interfaces,
         "unguarded": controller.unguarded_report(),
     }
@@ -122,6 +209,7 @@ class StatusWriter:
         self.node = node
         self._last: dict[str, Any] | None = None
         self._digest = RulesDigest()
+        self._writer = writer_identity()
 
     def write(self, controller: InterfaceBook, sources: Mapping[str, bool], force: bool = False) -> None:
         doc = status_document(controller, sources, self.node, self._digest)
@@ -131,7 +219,7 @@ class StatusWriter:
         self._last = doc
         # Compact: with `indent` json uses its pure-Python encoder, on the sync thread (docs/benchmarks.md).
         # `mnpctl status` (or `jq .`) shows it readably.
-        text = json.dumps({**doc, "updated": _stamp(self.clock.wall())}) + "\n"
+        text = json.dumps({**doc, "writer": self._writer, "updated": _stamp(self.clock.wall())}) + "\n"
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)

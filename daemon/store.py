@@ -69,6 +69,7 @@ class Snapshot:
 class _Source:
     kinds: tuple[str, ...]
     synced: bool = False
+    problems: tuple[str, ...] = ()  # what the source could not use (a broken manifest file, a garbled API answer)
 
 
 @dataclass
@@ -103,6 +104,19 @@ class Store:
     def source_status(self) -> dict[str, bool]:
         with self._lock:
             return {name: s.synced for name, s in self._sources.items()}
+
+    def set_problems(self, name: str, problems: Iterable[str]) -> None:
+        """What source `name` currently cannot use (replacing what it said before); shown by metrics and status."""
+        with self._lock:
+            source = self._sources[name]
+            new = tuple(problems)
+            changed, source.problems = source.problems != new, new
+        if changed:
+            self.on_change()
+
+    def source_problems(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            return {name: s.problems for name, s in self._sources.items()}
 
     # ------------------------------------------------------------------------------------------- writes
 

@@ -184,7 +184,7 @@ def selects(policy: MultiNetworkPolicy, pod: Pod, network: str) -> bool:
     return (
         policy.namespace == pod.namespace  # first: the cheapest test, and the one most policies fail
         and pod.is_active
-        and network in policy.policy_for
+        and policy.applies_on(network)
         and policy.pod_selector.matches(pod.labels)
     )
 

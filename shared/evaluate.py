@@ -37,7 +37,7 @@ def _selects(policy: MultiNetworkPolicy, pod: Pod, network: str, direction: str)
     return (
         direction in policy.policy_types
         and policy.namespace == pod.namespace
-        and network in policy.policy_for
+        and policy.applies_on(network)
         and policy.pod_selector.matches(pod.labels)
     )
 

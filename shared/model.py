@@ -7,10 +7,19 @@ user sees all mistakes of a policy at once.
 **The fail-closed rule for invalid MultiNetworkPolicies** (decided here, implemented in the compiler):
 an invalid policy *never widens access*. It still isolates, in the directions it names (both directions when
 its policyTypes cannot be read), every pod it selects on every network of its `policy-for` that could be read;
-when its podSelector cannot be read it selects every pod of its namespace. It contributes **no allow at all**,
-because a partly understood rule can widen access (a dropped port entry turns "these ports" into "all ports").
-A policy whose `policy-for` annotation is missing or yields no network applies to no network: nothing can say
-which interfaces it meant, so it is reported and ignored, as every other implementation does.
+when its podSelector cannot be read it selects every pod of its namespace; when its `policy-for` annotation is
+there but cannot be fully read (not a string, a name that is no network name), on every network of those pods.
+It contributes **no allow at all**, because a partly understood rule can widen access (a dropped port entry turns
+"these ports" into "all ports"). A policy whose `policy-for` annotation is missing or empty applies to no
+network: it names none, so it is reported and changes nothing, as every other implementation does.
+
+The same rule covers policies that cannot be used at all (shared.manifests decides which objects those are): a
+MultiNetworkPolicy-looking object with a wrong apiVersion, a misspelt kind or no `metadata.name` is parsed as far
+as it can be and carries the problem, so it isolates what it can be seen to select; and two definitions of one
+namespace/name (`refuse_duplicates`) are both refused: the policy that stands for them isolates the union of
+what they select (the whole namespace when their podSelectors differ), in the union of their directions, on the
+union of their networks, and allows nothing — never wider than either. `MultiNetworkPolicy.effect` says in one
+sentence what an invalid policy actually does, for Events, logs and `mnpctl status`.
 """
 
 from __future__ import annotations
@@ -24,7 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.rules import EGRESS, INGRESS, IPAddress, IPNetwork
-from shared.selectors import MATCH_EVERYTHING, LabelSelector, parse_selector
+from shared.selectors import (
+    MATCH_EVERYTHING,
+    LabelSelector,
+    excerpt,
+    label_key_problem,
+    label_value_problem,
+    parse_selector,
+    present,
+)
 
 POLICY_FOR = "k8s.v1.cni.cncf.io/policy-for"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
@@ -209,6 +226,8 @@ class MultiNetworkPolicy:
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
     problems: tuple[str, ...] = ()
+    # The policy-for annotation is there but cannot be fully read: the (invalid) policy isolates on every network.
+    every_network: bool = False
 
     @property
     def key(self) -> str:
@@ -217,6 +236,27 @@ class MultiNetworkPolicy:
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    def applies_on(self, network: str) -> bool:
+        return self.every_network or network in self.policy_for
+
+    def effect(self, known_networks: Iterable[str] | None = None) -> str:
+        """What this invalid policy does, in words (`known_networks`: the networks NADs define, None = unknown)."""
+        networks = ["every network"] if self.every_network else list(self.policy_for)
+        if known_networks is not None and not self.every_network:
+            known = set(known_networks)
+            networks = [n for n in networks if n in known]
+        if not networks and not self.policy_for:
+            return "applies to no network, so it changes nothing"
+        if not networks:
+            return f"applies to no known network ({', '.join(self.policy_for)}: no NetworkAttachmentDefinition)"
+        selected = (
+            f"every pod of namespace {self.namespace}"
+            if self.pod_selector == MATCH_EVERYTHING
+            else "the pods its podSelector selects"
+        )
+        directions = " and ".join(d.lower() for d in sorted(self.policy_types, key=POLICY_TYPES.index))
+        return f"enforced fail-closed: isolates {directions} of {selected} on {', '.join(networks)}, allows nothing"
 
     def rules(self, direction: str) -> tuple[Rule, ...]:
         """The rules of a direction, or none: "explicit policyTypes ignore rules of unlisted directions", and
@@ -270,7 +310,7 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
     if value is None:
         return (), [f"{where}: missing; the policy names no network and applies to none"]
     if not isinstance(value, str):
-        return (), [f"{where}: must be a string like 'net1, other-ns/net2'; the policy applies to no network"]
+        return (), [f"{where}: must be a string like 'net1, other-ns/net2'; isolating on every network"]
     if not value.strip():
         return (), [f"{where}: empty; the policy names no network and applies to none"]
     networks: list[str] = []
@@ -279,7 +319,7 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
         item = item.strip()
         parts = item.split("/")
         if not item or len(parts) > 2 or not all(_DNS_LABEL.match(p) for p in parts):
-            problems.append(f"{where}: {item!r} is not '<name>' or '<namespace>/<name>'")
+            problems.append(f"{where}: {excerpt(item)} is not '<name>' or '<namespace>/<name>'")
             continue
         network = normalise_network(item, namespace)
         if network not in networks:
@@ -293,6 +333,32 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, dict) else {}
+
+
+def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What the API server would refuse in an object's labels and annotations (maps of string to string): a label
+    taken as str() of a list or a number would match selectors it was never meant to."""
+    meta = _meta(obj)
+    problems: list[str] = []
+    if meta.get("uid") is not None and not isinstance(meta.get("uid"), str):
+        problems.append(f"metadata.uid: {excerpt(meta.get('uid'))} is not a string")
+    for name in ("labels", "annotations"):
+        value = meta.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"metadata.{name}: must be a map of string to string")
+            continue
+        for key, item in value.items():
+            if not isinstance(key, str) or not isinstance(item, str):
+                problems.append(f"metadata.{name}: {excerpt(key)}: {excerpt(item)} is not a string to a string")
+                break
+            if name == "labels":
+                problem = label_key_problem(key) or label_value_problem(item)
+                if problem:
+                    problems.append(f"metadata.labels: {problem}")
+                    break
+    return problems
 
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -338,12 +404,16 @@ def parse_network_requests(value: object, namespace: str) -> tuple[tuple[Network
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 problems.append(f"annotation {NETWORKS}[{i}]: needs a string 'name'")
                 continue
+            ips = present(item.get("ips"), [])
+            if not isinstance(ips, list) or not all(isinstance(v, str) for v in (item.get("namespace") or "", *ips)):
+                problems.append(f"annotation {NETWORKS}[{i}]: 'namespace' and 'ips' must be a string and strings")
+                continue
             ns = str(item.get("namespace") or namespace)
             requests.append(
                 NetworkRequest(
                     normalise_network(item["name"], ns),
                     str(item.get("interface") or ""),
-                    tuple(str(ip) for ip in item.get("ips") or ()),
+                    tuple(ips),
                     str(item.get("mac") or ""),
                 )
             )
@@ -373,11 +443,15 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
             problems.append(f"annotation {NETWORK_STATUS}[{i}]: needs a string 'name'")
             continue
         ips: list[IPAddress] = []
-        for ip in item.get("ips") or ():
+        raw_ips = present(item.get("ips"), [])
+        if not isinstance(raw_ips, list):
+            problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: must be a list")
+            continue
+        for ip in raw_ips:
             try:
                 ips.append(_parse_ip(str(ip)))
             except ValueError:
-                problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {ip!r} is not an IP address")
+                problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {excerpt(ip)} is not an IP address")
         default = bool(item.get("default", False))
         network = item["name"] if default else normalise_network(item["name"], namespace)
         attachments.append(
@@ -412,14 +486,34 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
     annotations = _annotations(meta)
     problems: list[str] = []
     ports: list[ContainerPort] = []
-    for container in spec.get("containers") or ():
-        for p in (container or {}).get("ports") or ():
-            try:
-                number = int(p["containerPort"])  # first: a port that is not a mapping fails here (TypeError)
-                protocol, name = sys.intern(str(p.get("protocol") or "TCP")), sys.intern(str(p.get("name") or ""))
-                ports.append(ContainerPort(number, protocol, name))
-            except (KeyError, TypeError, ValueError):
-                problems.append(f"spec.containers[].ports: bad entry {p!r}")
+    containers = spec.get("containers") if isinstance(spec.get("containers"), list) else []
+    for container in containers or ():
+        raw_ports = container.get("ports") if isinstance(container, dict) else None
+        if not isinstance(raw_ports or [], list) or not isinstance(container or {}, dict):
+            problems.append(f"spec.containers[]: bad entry {excerpt(container)}")
+            continue
+        for p in raw_ports or ():
+            number, protocol, name = (
+                (p.get(k) for k in ("containerPort", "protocol", "name")) if isinstance(p, dict) else (None, None, None)
+            )
+            if (
+                not isinstance(number, int)
+                or isinstance(number, bool)
+                or not isinstance(protocol or "", str)
+                or not isinstance(name or "", str)
+            ):
+                problems.append(f"spec.containers[].ports: bad entry {excerpt(p)}")
+                continue
+            ports.append(ContainerPort(number, sys.intern(protocol or "TCP"), sys.intern(name or "")))
+    for where, value, kind in (
+        ("spec.hostNetwork", spec.get("hostNetwork"), bool),
+        ("spec.nodeName", spec.get("nodeName"), str),
+        ("status.phase", status.get("phase"), str),
+    ):
+        if value is not None and not isinstance(value, kind):
+            problems.append(f"{where}: {excerpt(value)} is not a {kind.__name__}")
+    if not isinstance(spec.get("containers") or [], list):
+        problems.append("spec.containers: must be a list")
     requests, req_problems = parse_network_requests(annotations.get(NETWORKS), namespace)
     attachments, status_problems = parse_network_status(annotations.get(NETWORK_STATUS), namespace)
     if NETWORK_STATUS not in annotations:
@@ -465,11 +559,16 @@ def _parse_network(value: object, where: str, problems: list[str]) -> IPNetwork 
     if not isinstance(value, str):
         problems.append(f"{where}: must be a CIDR string like 10.0.0.0/24 or 2001:db8::/64")
         return None
+    if "/" not in value:
+        # "CIDR is a string representing the IPBlock. Valid examples are "192.168.1.0/24" or "2001:db8::/64"": the
+        # API server refuses a bare address; taking it as a /32 would guess at what was meant.
+        problems.append(f"{where}: {excerpt(value)} is an address, not a CIDR (write it as a /32 or /128)")
+        return None
     try:
         # strict: "10.0.0.1/24" has host bits set; the API server rejects it too (it is almost always a typo)
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as exc:
-        problems.append(f"{where}: {value!r} is not a valid CIDR ({exc})")
+        problems.append(f"{where}: {excerpt(value)} is not a valid CIDR ({exc})")
         return None
 
 
@@ -493,7 +592,7 @@ def _parse_peer(raw: object, where: str, problems: list[str]) -> Peer | None:
             return None
         cidr = _parse_network(block.get("cidr"), f"{where}.ipBlock.cidr", problems)
         excepts: list[IPNetwork] = []
-        raw_excepts = block.get("except") or []
+        raw_excepts = present(block.get("except"), [])
         if not isinstance(raw_excepts, list):
             problems.append(f"{where}.ipBlock.except: must be a list of CIDRs")
             raw_excepts = []
@@ -537,7 +636,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     if protocol is None:
         protocol = "TCP"  # "If not specified, this field defaults to TCP." (null is not specified)
     if protocol not in PROTOCOLS:
-        problems.append(f"{where}.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        problems.append(f"{where}.protocol: {excerpt(protocol)} is not one of {', '.join(PROTOCOLS)}")
     port: int | str | None = raw.get("port")
     end_port = raw.get("endPort")
     if isinstance(port, bool) or (port is not None and not isinstance(port, int | str)):
@@ -548,7 +647,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     if isinstance(port, int) and not 1 <= port <= 65535:
         problems.append(f"{where}.port: {port} is not in 1-65535")
     if isinstance(port, str) and not is_port_name(port):
-        problems.append(f"{where}.port: {port!r} is not a valid port name (IANA_SVC_NAME)")
+        problems.append(f"{where}.port: {excerpt(port)} is not a valid port name (IANA_SVC_NAME)")
     if end_port is not None:
         if isinstance(end_port, bool) or not isinstance(end_port, int):
             problems.append(f"{where}.endPort: must be a number")
@@ -556,7 +655,7 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
         elif port is None:
             problems.append(f"{where}.endPort: requires port")
         elif isinstance(port, str):
-            problems.append(f"{where}.endPort: cannot be used with the named port {port!r}")
+            problems.append(f"{where}.endPort: cannot be used with the named port {excerpt(port)}")
         elif end_port < port:
             problems.append(f"{where}.endPort: {end_port} is smaller than port {port}")
         elif end_port > 65535:
@@ -582,7 +681,8 @@ def _parse_rules(raw: object, direction: str, problems: list[str]) -> tuple[Rule
         unknown = set(rule) - {peers_name, "ports"}
         if unknown:
             problems.append(f"{at}: unknown field(s) {', '.join(sorted(unknown))}")
-        raw_peers, raw_ports = rule.get(peers_name) or [], rule.get("ports") or []
+        # `present`, not `or`: `from: 0` must be an error, not an empty list (which would allow from everyone)
+        raw_peers, raw_ports = present(rule.get(peers_name), []), present(rule.get("ports"), [])
         if not isinstance(raw_peers, list):
             problems.append(f"{at}.{peers_name}: must be a list of peers")
             raw_peers = []
@@ -609,8 +709,23 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     namespace = str(meta.get("namespace") or "default")
     problems: list[str] = []
     if obj.get("kind", "MultiNetworkPolicy") != "MultiNetworkPolicy":
-        problems.append(f"kind: {obj.get('kind')!r} is not MultiNetworkPolicy")
-    policy_for, pf_problems = parse_policy_for(_annotations(meta).get(POLICY_FOR), namespace)
+        problems.append(f"kind: {excerpt(obj.get('kind'))} is not MultiNetworkPolicy")
+    raw_annotations = meta.get("annotations")
+    raw_policy_for = _annotations(meta).get(POLICY_FOR)
+    policy_for, pf_problems = parse_policy_for(raw_policy_for, namespace)
+    # There but not fully readable: which networks it meant is unknown, so every one (fail-closed). Missing or
+    # empty: it names none.
+    named_none = raw_policy_for is None or (isinstance(raw_policy_for, str) and not raw_policy_for.strip())
+    every_network = bool(pf_problems) and not named_none
+    readable = isinstance(raw_annotations, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_annotations.items()
+    )
+    if raw_annotations is not None and not readable:
+        pf_problems = [
+            "metadata.annotations: not a map of string to string, so policy-for cannot be read; "
+            "isolating on every network"
+        ]
+        every_network = True
     problems.extend(pf_problems)
     spec = obj.get("spec")
     if not isinstance(spec, dict):
@@ -627,17 +742,21 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     ingress = _parse_rules(spec.get("ingress"), INGRESS, problems)
     egress = _parse_rules(spec.get("egress"), EGRESS, problems)
     raw_types = spec.get("policyTypes")
-    if raw_types:
+    if not isinstance(obj.get("spec"), dict):
+        policy_types = frozenset(POLICY_TYPES)  # unreadable: isolate both directions
+    elif raw_types is not None and raw_types != []:
         bad = [t for t in raw_types if t not in POLICY_TYPES] if isinstance(raw_types, list) else [raw_types]
         if bad:
-            problems.append(f"spec.policyTypes: {bad!r} not in {list(POLICY_TYPES)}")
+            problems.append(f"spec.policyTypes: {excerpt(bad)} not in {list(POLICY_TYPES)}")
             policy_types = frozenset(POLICY_TYPES)  # unreadable: isolate both directions
         else:
             policy_types = frozenset(raw_types)
     else:
         # "If this field is not specified, it will default based on the existence of ingress or egress rules":
         # the API server sets Ingress always, and Egress when the policy has a non-empty egress section.
-        policy_types = frozenset({INGRESS, EGRESS} if spec.get("egress") else {INGRESS})
+        # An egress section that is there but cannot be read counts as non-empty (fail closed).
+        has_egress = spec.get("egress") is not None and spec.get("egress") != []
+        policy_types = frozenset({INGRESS, EGRESS} if has_egress else {INGRESS})
     return MultiNetworkPolicy(
         namespace=namespace,
         name=str(meta.get("name", "")),
@@ -647,4 +766,24 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
         ingress=ingress,
         egress=egress,
         problems=tuple(problems),
+        every_network=every_network,
+    )
+
+
+def refuse_duplicates(first: MultiNetworkPolicy, second: MultiNetworkPolicy, where: str) -> MultiNetworkPolicy:
+    """The policy that stands for two definitions of one namespace/name (`where` names both): both are refused,
+    and what stands for them is never wider than either — it isolates the union of what they select (the whole
+    namespace when their podSelectors differ) in the union of their directions, on the union of their networks,
+    and allows nothing (it is invalid). Folding a third definition in keeps all of that."""
+    networks = tuple(dict.fromkeys(first.policy_for + second.policy_for))
+    selector = first.pod_selector if first.pod_selector == second.pod_selector else MATCH_EVERYTHING
+    problems = tuple(p for p in first.problems if not p.startswith("defined more than once"))
+    return MultiNetworkPolicy(
+        namespace=first.namespace,
+        name=first.name,
+        policy_for=networks,
+        pod_selector=selector,
+        policy_types=first.policy_types | second.policy_types,
+        every_network=first.every_network or second.every_network,
+        problems=(f"defined more than once ({where}): every definition is refused", *problems, *second.problems),
     )

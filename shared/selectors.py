@@ -15,6 +15,7 @@ the one hand-written piece of selector logic, kept to the API's documented seman
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +27,34 @@ _VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring = _EXCERPT.maxother = 60
+_EXCERPT.maxlevel = 3
+
+
+def present(value: Any, default: Any) -> Any:
+    """`value`, or `default` when the field is absent (None). Not `value or default`: hostile input's 0, False or
+    "" must reach the type check and be refused, not pass as an empty list or map — an empty `from` allows from
+    everyone, an empty `matchLabels` selects every pod."""
+    return default if value is None else value
+
+
+def excerpt(value: object) -> str:
+    """A short repr of hostile input for messages and logs: bounded in length and depth, whatever `value` holds
+    (a 600-deep list, a 5 MB string)."""
+    return _EXCERPT.repr(value)
+
 
 def label_key_problem(key: object) -> str | None:
     """Why `key` is not a valid label key, or None."""
     if not isinstance(key, str) or not key:
-        return f"label key {key!r} must be a non-empty string"
+        return f"label key {excerpt(key)} must be a non-empty string"
     prefix, _, name = key.rpartition("/")
     if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return f"label key {key!r} has an invalid prefix (a lowercase DNS subdomain of at most 253 characters)"
+        return f"label key {excerpt(key)} has an invalid prefix (a lowercase DNS subdomain of at most 253 characters)"
     if len(name) > 63 or not _NAME.match(name):
         return (
-            f"label key {key!r}: the name part must be at most 63 characters, alphanumeric, '-', '_' or '.', "
+            f"label key {excerpt(key)}: the name part must be at most 63 characters, alphanumeric, '-', '_' or '.', "
             "starting and ending with an alphanumeric character"
         )
     return None
@@ -45,10 +63,10 @@ def label_key_problem(key: object) -> str | None:
 def label_value_problem(value: object) -> str | None:
     """Why `value` is not a valid label value, or None."""
     if not isinstance(value, str):
-        return f"label value {value!r} must be a string"
+        return f"label value {excerpt(value)} must be a string"
     if len(value) > 63 or not _VALUE.match(value):
         return (
-            f"label value {value!r} must be at most 63 characters, alphanumeric, '-', '_' or '.', "
+            f"label value {excerpt(value)} must be at most 63 characters, alphanumeric, '-', '_' or '.', "
             "starting and ending with an alphanumeric character"
         )
     return None
@@ -128,7 +146,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     requirements: list[Requirement] = []
-    match_labels: Any = raw.get("matchLabels") or {}
+    match_labels: Any = present(raw.get("matchLabels"), {})
     if not isinstance(match_labels, dict):
         problems.append(f"{where}.matchLabels: must be a map of label key to value")
         match_labels = {}
@@ -137,7 +155,7 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
             if problem:
                 problems.append(f"{where}.matchLabels: {problem}")
         requirements.append(_requirement(str(key), "In", frozenset({str(value)})))
-    expressions: Any = raw.get("matchExpressions") or []
+    expressions: Any = present(raw.get("matchExpressions"), [])
     if not isinstance(expressions, list):
         problems.append(f"{where}.matchExpressions: must be a list")
         expressions = []
@@ -151,12 +169,12 @@ def parse_selector(raw: object, where: str) -> tuple[LabelSelector, list[str]]:
         if key_problem:
             problems.append(f"{at}.key: {key_problem}")
         if operator not in OPERATORS:
-            problems.append(f"{at}.operator: {operator!r} is not one of {', '.join(OPERATORS)}")
+            problems.append(f"{at}.operator: {excerpt(operator)} is not one of {', '.join(OPERATORS)}")
             continue
         if values is not None and not isinstance(values, list):
             problems.append(f"{at}.values: must be a list of strings")
             continue
-        values = values or []
+        values = present(values, [])
         if operator in ("In", "NotIn") and not values:
             problems.append(f"{at}.values: must be non-empty when the operator is {operator}")
         if operator in ("Exists", "DoesNotExist") and values:

@@ -134,14 +134,15 @@ def _kind(mode: int) -> str:
     return f"not a regular file (mode {mode:o})"
 
 
-def read_entry_file(path: str, limit: int = MAX_ENTRY_BYTES) -> bytes:
+def read_entry_file(path: str, limit: int = MAX_ENTRY_BYTES, *, follow: bool = False, what: str = "an entry") -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them, without ever waiting on a writer.
 
     FileNotFoundError when there is none; StateError (saying why, not where) when it is not a regular file (a
     FIFO, socket, device, directory, symlink — never opened, or, if swapped in between, opened non-blocking and
-    refused), is larger than `limit`, or cannot be read."""
+    refused), is larger than `limit`, or cannot be read. `follow`: a symlink is read as the file it names (the
+    manifests directory, whose caller checks where it leads); `what` names the file in the size message."""
     try:
-        seen = os.lstat(path)
+        seen = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -149,9 +150,10 @@ def read_entry_file(path: str, limit: int = MAX_ENTRY_BYTES) -> bytes:
     if not stat.S_ISREG(seen.st_mode):
         raise StateError(f"{_kind(seen.st_mode)}, not a regular file: not read")
     if seen.st_size > limit:
-        raise StateError(f"{seen.st_size} bytes, more than an entry can have ({limit}): not read")
+        raise StateError(f"{seen.st_size} bytes, more than {what} can have ({limit}): not read")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+        nofollow = 0 if follow else os.O_NOFOLLOW
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | nofollow | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise
     except OSError as exc:

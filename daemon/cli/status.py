@@ -6,7 +6,12 @@ changed something and at least once per resync period — an old file means mnpd
 every interface mnpd could not program with the reason. Also counts the CNI plugin's state-dir entries. Works
 while mnpd is down: it then says `daemon: not running / status file stale`.
 
-Exit status: 0 when mnpd answers healthy and ready and its status file is fresh, else 1.
+The status file names the process that wrote it (pid, start time, pid namespace): when that process no longer
+runs, mnpd is not running, whatever the file's age — `daemon: not running (status file from dead pid N, written
+Xs ago)`. Also listed: the policies mnpd cannot use as written or that apply to no known network, each with what
+it actually does, and what each source cannot use (a broken manifest file keeps its last good version).
+
+Exit status: 0 when mnpd answers healthy and ready, its status file is fresh and its writer alive, else 1.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
 from daemon.cli.node import Inspector, print_json, run_node_command
 from daemon.cli.options import add_node_options
 from daemon.cli.statusfile import format_age
+from daemon.status import writer_alive
 
 
 def unguarded_lines(doc: dict[str, Any] | None) -> list[str]:
@@ -69,11 +75,33 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     errors = _errors(health, problem_items)
     if state_dir["error"]:
         errors.append(f"state dir: {state_dir['error']}")
-    ok = health.healthy and health.ready is True
+    alive, writer = writer_alive(doc) if health.status.doc is not None else (None, "no status file")
+    summary = health.summary()
+    if alive is False:
+        written = f"written {format_age(health.status.age)} ago"
+        answering = health.healthz is not None and health.healthz.code is not None
+        pid = doc["writer"]["pid"]
+        summary = (
+            f"daemon: health endpoint answers, but the status file is from dead pid {pid} ({written}; {writer})"
+            if answering
+            else f"daemon: not running (status file from dead pid {pid}, {written}; {writer})"
+        )
+    ok = health.healthy and health.ready is True and alive is not False
+    raw_policies = doc.get("policies")
+    policies = [p for p in raw_policies if isinstance(p, dict)] if isinstance(raw_policies, list) else []
+    raw_problems = doc.get("problems")
+    input_problems = (
+        {str(k): [str(m) for m in v] for k, v in raw_problems.items() if isinstance(v, list)}
+        if isinstance(raw_problems, dict)
+        else {}
+    )
     if as_json:
         print_json(
             {
-                "daemon": health.to_json(),
+                "daemon": {**health.to_json(), "writer": {"alive": alive, "detail": writer}},
+                "summary": summary,
+                "policies": policies,
+                "inputProblems": input_problems,
                 "node": doc.get("node"),
                 "lastSync": doc.get("updated"),
                 "ready": doc.get("ready"),
@@ -87,7 +115,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
             out,
         )
         return EXIT_OK if ok else EXIT_FAILED
-    lines = [health.summary()]
+    lines = [summary]
 
     def row(label: str, text: str) -> None:
         lines.append(f"{label + ':':<13}{text}")
@@ -109,6 +137,13 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     if problems:
         entries_text += f", {len(problems)} unreadable"
     row("state dir", f"{inspector.state_dir}: {entries_text}")
+    row("policies", f"{len(policies)} not used as written:" if policies else "all used as written")
+    for policy in policies:
+        lines.append(f"  {policy.get('policy')}: {policy.get('effect')}")
+        lines += [f"    {message}" for message in policy.get("problems") or ()]
+    messages = [f"  {name}: {m}" for name, found in sorted(input_problems.items()) for m in found]
+    row("input", f"{len(messages)} problems:" if messages else "all usable")
+    lines += messages
     lines.append("errors:" + ("" if errors else " none"))
     lines += [f"  {e}" for e in errors]
     unguarded = unguarded_lines(doc)

@@ -42,6 +42,8 @@ from kubernetes.client.exceptions import ApiException
 from daemon.logs import fields
 from daemon.sources.convert import convert
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
+from shared.manifests import unidentifiable
+from shared.selectors import excerpt
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,12 @@ class ExpiredError(Exception):
 
 class WatchError(Exception):
     """The server sent an ERROR event other than 410."""
+
+
+class GarbledAnswer(ValueError):
+    """An answer holding something that is no identifiable object (not an object, no readable namespace or name):
+    what it would have changed cannot be known, so none of the answer is used — the store keeps its last good
+    view, the problem is reported (log, `mnp_source_problems`, `mnpctl status`) and the call retried with backoff."""
 
 
 @dataclass(frozen=True)
@@ -241,10 +249,23 @@ class Reflector:
                     continue
                 self._pause(attempt, f"API error {exc.status} {exc.reason}")
                 attempt += 1
-            except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError, TypeError, WatchError) as exc:
+            except GarbledAnswer as exc:
+                self.store.set_problems(self.source, [f"error: {self.source}: {exc}; keeping the last good view"])
+                self._pause(attempt, f"garbled answer: {exc}")
+                attempt += 1
+            except (
+                urllib3.exceptions.HTTPError,
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+                RecursionError,
+                WatchError,
+            ) as exc:
                 if self._stop.is_set():
                     break
-                self._pause(attempt, f"{type(exc).__name__}: {exc}")
+                self._pause(attempt, f"{type(exc).__name__}: {excerpt(str(exc))[1:-1]}")
                 attempt += 1
 
     def _pause(self, attempt: int, why: str) -> None:
@@ -267,7 +288,10 @@ class Reflector:
                 doc = json.loads(response.data)
             finally:
                 response.release_conn()
+            if not isinstance(doc, dict) or not isinstance(doc.get("items") or [], list):
+                raise GarbledAnswer("the list is not an object with a list of items")
             for obj in doc.get("items") or ():
+                self._check(obj)
                 key, value, uid = convert(self.kind.store_kind, obj)
                 if value is not None:
                     items[key] = value
@@ -277,6 +301,7 @@ class Reflector:
             if not token:
                 break
         self.store.replace(self.kind.store_kind, items, uids)
+        self.store.set_problems(self.source, [])
         self.lists += 1
         rv = str(meta.get("resourceVersion") or "")
         log.info(
@@ -314,15 +339,30 @@ class Reflector:
             else:
                 response.close()  # cut mid-stream: never hand this connection to another request
 
-    def _handle(self, event: dict[str, Any], resource_version: str) -> str:
+    def _check(self, obj: object) -> None:
+        why = unidentifiable(obj)
+        if why is None and not (isinstance(obj, dict) and isinstance((obj.get("metadata") or {}).get("name"), str)):
+            why = "metadata.name: missing"
+        if why is not None:
+            raise GarbledAnswer(f"an item of {self.kind.name}: {why}")
+
+    def _handle(self, event: object, resource_version: str) -> str:
+        if not isinstance(event, dict):
+            raise GarbledAnswer(f"a watch event of {self.kind.name} is not an object")
         kind, obj = event.get("type"), event.get("object") or {}
+        if not isinstance(obj, dict):
+            raise GarbledAnswer(f"a watch event of {self.kind.name} holds no object")
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise ExpiredError(obj.get("message", "Expired"))
             raise WatchError(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+        why = unidentifiable(obj)
+        if why is not None:
+            raise GarbledAnswer(f"a watch event of {self.kind.name}: {why}")
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
         if kind == "BOOKMARK":
             return rv
+        self._check(obj)
         key, value, uid = convert(self.kind.store_kind, obj)
         if kind == "DELETED" or value is None:
             self.store.delete(self.kind.store_kind, key)

@@ -683,6 +683,8 @@ def test_status_of_a_healthy_ready_daemon_over_real_http(
         "sources:     api/pods synced, state-dir synced",
         "interfaces:  1 pending, 1 programmed (as mnpd last wrote them)",
         f"state dir:   {state.directory}: 2 entries",
+        "policies:    all used as written",
+        "input:       all usable",
         "errors: none",
     ]
     assert node.calls == []  # status never enters a pod netns

@@ -64,7 +64,13 @@ def test_status_file_carries_it() -> None:
         records: dict[tuple[str, str], object] = {}  # noqa: RUF012
         synced_once = True
 
-        def unguarded_report(self) -> list[dict[str, object]]:
+        def policy_notes(self) -> list[object]:
+            return []
+
+        def source_problems(self) -> dict[str, tuple[str, ...]]:
+            return {}
+
+        def unguarded_report(self) -> list[object]:
             return []
 
     doc = status_document(NoController(), {}, "node-a")  # type: ignore[arg-type]
