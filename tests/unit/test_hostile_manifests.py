@@ -32,12 +32,12 @@ from daemon.events import LogEvents
 from daemon.metrics import Metrics
 from daemon.sources.manifests import ManifestsSource
 from daemon.store import STATE, Store
-from shared.compiler import InterfaceRules
 from shared.manifests import MAX_DEPTH, MAX_FILE_BYTES, build_cluster, load_dir, read_file
 from shared.model import MultiNetworkPolicy, parse_policy, refuse_duplicates
 from shared.nft.fake import FakeNft
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
+from shared.rules import InterfaceRules
 from tests.unit.test_daemon_builders import NET_A, attach, entry, from_pods, nad, namespace, pod, policy
 
 JSON = dict[str, Any]
@@ -261,9 +261,8 @@ class Node:
         self.store.register_source("state-dir", [STATE])
         self.events = LogEvents()
         self.metrics = Metrics()
-        self.nfts = {
-            e.netns: FakeNft.from_transaction(render_interface(InterfaceRules.pending(e.ifname))) for e in (SERVER, DB)
-        }
+        pending = {e.netns: InterfaceRules.pending(e.ifname, ifindex=e.ifindex) for e in (SERVER, DB)}
+        self.nfts = {netns: FakeNft.from_transaction(render_interface(rules)) for netns, rules in pending.items()}
         applier = Applier(lambda netns: self.nfts[netns], RenderOptions())
         self.controller = Controller(self.store, applier, self.clock, events=self.events, metrics=self.metrics)
         attach(self.store, SERVER, DB)
