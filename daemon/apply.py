@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-from shared.errors import NetnsGone
+from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
 from shared.nft.backend import NetlinkNft, NftBackend
@@ -133,7 +133,7 @@ class Applier:
         `identity`, refuse (NetnsGone) when the path names another namespace now: this interface's rules must
         never land in another pod that got the path (a reused /proc/PID).
 
-        Raises NftError, TransactionError or NetnsGone; then nothing changed."""
+        Raises NftError, TransactionError, NetnsGone or NetnsUnusable; then nothing changed."""
         if not netns:
             raise NetnsGone("the state entry has no netns path")
         self._check_identity(netns, identity)
@@ -256,7 +256,7 @@ class Applier:
                 continue
             try:
                 current: tuple[int, int] | None = netns_identity(netns)
-            except NetnsGone:
+            except (NetnsGone, NetnsUnusable):  # not ours to keep either way; raising here skipped the resync
                 current = None
             if current != identity:
                 self.release(netns)

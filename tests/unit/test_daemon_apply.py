@@ -105,3 +105,17 @@ def test_only_the_most_recently_used_contexts_stay_open(tmp_path: Path) -> None:
     assert ns.opened == 15
     pool.close()
     assert all(nft.closed for nft in ns.made.values())
+
+
+def test_a_path_that_cannot_be_checked_any_more_is_released_without_stopping_the_resync(tmp_path: Path) -> None:
+    """release_missing runs at the start of every periodic resync: a kept path that now fails with anything but
+    ENOENT (NetnsUnusable: a symlink loop here, EACCES alike) must not raise out of it — that skipped the whole
+    resync, the changes it had drained and the tamper repair, every time."""
+    ns = Namespaces(tmp_path, 2)
+    applier = Applier(ns, RenderOptions())
+    assert applier.apply_all([Work(str(p), InterfaceRules.pending("net1", ifindex=2)) for p in ns.paths]) == [None] * 2
+    os.unlink(ns.paths[0])
+    ns.paths[0].symlink_to(ns.paths[0])
+    applier.release_missing()
+    assert [ns.nft(i).closed for i in range(2)] == [True, False]
+    applier.close()
