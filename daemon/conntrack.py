@@ -39,7 +39,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from daemon.logs import fields
-from shared.errors import NetnsGone
+from shared.errors import NetnsGone, NetnsUnusable
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.render import RenderOptions
@@ -259,7 +259,7 @@ class ConntrackCleaner:
             return 0
         try:
             deleted = self._clean(netns, rules, local)
-        except NetnsGone as exc:  # the controller retries, and drops the interface when its state entry goes
+        except (NetnsGone, NetnsUnusable) as exc:  # the controller retries; the interface goes with its entry
             raise OSError(f"conntrack in {netns}: {exc}") from exc
         for flow in deleted:
             log.info(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -276,3 +277,14 @@ def test_a_widening_is_not_a_withdrawal() -> None:
     )
     assert not withdraws(clients, wider)
     assert withdraws(wider, clients)
+
+
+def test_a_namespace_path_that_cannot_be_used_is_an_oserror_the_controller_retries(tmp_path: Path) -> None:
+    """A path that exists but is no usable namespace (here a symlink loop: ELOOP, as EACCES would be) raises
+    NetnsUnusable, not NetnsGone; the controller catches OSError only, so anything else escaped its sync."""
+    import pytest
+
+    loop = tmp_path / "mnpt-loop"
+    loop.symlink_to(loop)
+    with pytest.raises(OSError, match="mnpt-loop"):
+        ConntrackCleaner(OPTIONS).clean(str(loop), server_rules(CLIENTS_ON_80), LOCAL)
