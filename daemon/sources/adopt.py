@@ -22,7 +22,9 @@ containerd's and CRI-O's) and, where the daemon sees the host's processes (the p
 addresses (read-only, on a short-lived thread that entered the namespace: shared.netns.in_netns). An interface
 matches when its name is the network-status `interface`, its MAC the status `mac` (when given) and it holds
 every status address; a match needs a MAC or an address. Two namespaces matching is ambiguous (a pod can give
-its own interface any MAC and address): nothing is adopted and it is reported.
+its own interface any MAC and address), and so is a match in a namespace that holds another pod's interface (its
+state entry, or its match in the same pass: whoever may edit a pod's annotations can write any network-status on
+it): nothing is adopted and it is reported.
 
 Bounded work: the listing of a namespace is cached by its identity and trusted for every attachment wanted
 *before* the listing was taken (Multus writes network-status after every delegate's ADD, so the interface was
@@ -425,9 +427,12 @@ class Adopter:
                 since = self._wanted_since[key] = now  # a fresh look at every namespace, once per resync
             missing.append((want, since))
         policies = list(snap.policies.values())
-        for key, places in self.scanner.locate(missing).items():
+        located = self.scanner.locate(missing)
+        claims = _claims(snap, located, wants) if located else {}
+        for key, places in located.items():
             want = wants[key]
-            if len(places) == 1:
+            foreign = [path for path, identity in places if claims.get(identity, set()) - {want.pod.key}]
+            if len(places) == 1 and not foreign:
                 path, identity = places[0]
                 self._found[key] = (want, path, identity)
                 listing = self.scanner.listings.get(identity)
@@ -440,6 +445,9 @@ class Adopter:
                 f"no network namespace on this node has an interface {want.attachment.interface} with MAC "
                 f"{want.attachment.mac or '-'} and addresses {', '.join(map(str, want.attachment.ips)) or '-'}"
                 if not places
+                else f"the network namespace of another pod has a matching {want.attachment.interface}: "
+                + ", ".join(sorted(foreign))
+                if foreign
                 else f"{len(places)} network namespaces have a matching {want.attachment.interface}: "
                 + ", ".join(sorted(p for p, _ in places))
             )
@@ -604,6 +612,26 @@ class Adopter:
         for ref in self._reported - set(current):
             self.events.clear(ref, REASON_UNGUARDED)
         self._reported = set(current)
+
+
+def _claims(
+    snap: Snapshot, located: Mapping[IfaceKey, Sequence[tuple[str, Identity]]], wants: Mapping[IfaceKey, Want]
+) -> dict[Identity, set[str]]:
+    """Namespace → the pods whose interfaces are in it: by their state entries, and by this pass's matches. A
+    network-status is written on the pod, so whoever may edit its annotations can claim any MAC and address: a
+    namespace another pod holds is never adopted for this one (its interface would get this pod's rules)."""
+    out: dict[Identity, set[str]] = {}
+    for entry in snap.entries.values():
+        try:
+            identity = netns_identity(entry.netns) if entry.netns else None
+        except (NetnsGone, NetnsUnusable):
+            continue
+        if identity is not None:
+            out.setdefault(identity, set()).add(entry.pod)
+    for key, places in located.items():
+        for _, identity in places:
+            out.setdefault(identity, set()).add(wants[key].pod.key)
+    return out
 
 
 def _index_of(want: Want, links: Iterable[Link]) -> int:

@@ -381,3 +381,23 @@ def test_a_namespace_file_that_cannot_be_checked_is_no_candidate_and_stops_nothi
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(adopt, "netns_identity", identity)
         assert list(scanner.namespaces().values()) == [str(tmp_path / "pod")]
+
+
+def test_a_forged_network_status_never_adopts_another_pods_interface(h: Harness, tmp_path: Path) -> None:
+    """Who can edit a pod's annotations can write any network-status on it: a pod that no policy selects (open)
+    claiming the interface of a guarded pod on the same node must not get that interface programmed with its own
+    rules. A namespace that holds another pod's interfaces is no candidate: nothing is adopted, it is reported."""
+    node = Node(tmp_path, h)
+    path = node.netns("cni-web", net1("10.10.0.1"))
+    victim = StateEntry("c-web", "net1", path, "default", "web", "uid-default-web", "net-c", ("10.10.0.1",), ifindex=2)
+    StateStore(str(node.state_dir)).write(victim)
+    h.store.upsert(STATE, victim.key, victim)
+    put(h.store, web(net=NET_C))
+    put(h.store, policy("web-c", select={"app": "web"}, policy_for=NET_C, ingress=[from_pods({"role": "client"})]))
+    h.sync()
+    assert h.ingress(victim, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    put(h.store, pod("mallory", nets=[(NET_A, "net1", "10.10.0.1")]))  # the victim's address, forged
+    h.clock.advance(1.0)
+    h.sync(periodic=True)
+    assert h.ingress(victim, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert [e.key for e in node.entries().values()] == [victim.key]
