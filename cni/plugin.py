@@ -391,7 +391,7 @@ def _list_table(deps: Deps, netns: str) -> Any:
         if not _netns_exists(netns, deps):
             raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)) from exc
         return None
-    except (NftError, NetnsGone, OSError) as exc:
+    except (NftError, NetnsGone, NetnsUnusable, OSError) as exc:
         raise _nft_error(exc, "listing the table", netns, deps) from exc
     try:
         return json.loads(text)

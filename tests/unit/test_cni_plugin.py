@@ -779,6 +779,22 @@ def test_a_netns_path_that_cannot_be_used_is_refused_before_nft_and_keeps_the_en
     assert [e.key for e in entries(node)] == [("c1", "net1")]
 
 
+def test_check_whose_listing_cannot_enter_the_netns_answers_code_8(node: FakeNode) -> None:
+    """The listing enters the netns itself (in_netns_here): a setns refused there is NetnsUnusable, code 8 as for
+    ADD and DEL, not the catch-all's 999."""
+    from shared.errors import NetnsUnusable
+
+    node.call("ADD")
+
+    def refused(family: str = "inet", table: str = "mnp") -> str:
+        raise NetnsUnusable(f"cannot enter network namespace {POD_A}: Operation not permitted")
+
+    node.nfts[POD_A].list_table_json = refused  # type: ignore[method-assign]
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, INVALID_NETNS), out
+    assert "Operation not permitted" in out.json["details"]
+
+
 def test_gc_keeps_the_entry_of_a_netns_it_cannot_use(node: FakeNode) -> None:
     node.call("ADD")
     node.unusable[POD_A] = "Permission denied"
