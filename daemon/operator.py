@@ -27,9 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from daemon.events import EventRecorder, node_ref
+from shared.errors import StateError
 from shared.nft.exec import Runner, subprocess_runner
 from shared.nft.render import OperatorAdditions, RenderOptions, render_interface
 from shared.rules import EGRESS, INGRESS, InterfaceRules, IPNetwork
+from shared.state import read_entry_file
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,10 @@ def parse_prefixes(text: str | None) -> tuple[tuple[IPNetwork, ...], list[str]]:
 
 def read_rules(rule_file: RuleFile) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(rule text, origin) of each rule line, and (origin, why) of each line refused before any check."""
-    with open(rule_file.path, encoding="utf-8") as fh:
-        text = fh.read(MAX_FILE + 1)
-    if len(text) > MAX_FILE:
-        return [], [(rule_file.path, f"larger than {MAX_FILE} bytes")]
+    try:  # a regular file only, bounded, never waiting on a writer (a FIFO); a ConfigMap's file is a symlink
+        text = read_entry_file(rule_file.path, MAX_FILE, follow=True, what="a rule file").decode("utf-8")
+    except StateError as exc:
+        return [], [(rule_file.path, str(exc))]
     rules, refused = [], []
     nfproto = "ipv4" if rule_file.family == 4 else "ipv6"
     for number, line in enumerate(text.splitlines(), 1):

@@ -87,3 +87,34 @@ def test_snippets_the_dry_run_refuses_are_left_out_and_a_clash_of_good_ones_drop
 
     clash = load(NETS, (), files, runner=refusing_both_together)
     assert clash.custom == () and clash.allow_src == NETS
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "too big"])
+def test_a_rule_file_that_is_no_small_regular_file_is_refused_without_blocking_the_start(
+    tmp_path: Path, kind: str
+) -> None:
+    """The files are read before mnpd serves anything: a FIFO named as one (a careless --custom-*-rule-file) must
+    not hang the start (open(2) of a FIFO waits for a writer), nor a directory or a huge file stop it."""
+    import os
+    import threading
+
+    path = tmp_path / "mnpt-rules"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("tcp dport 22 accept\n" * 4000)
+    out: list[OperatorAdditions] = []
+    loader = threading.Thread(
+        target=lambda: out.append(load(NETS, (), [RuleFile(str(path), INGRESS, 4)], runner=lambda a, s: (0, "", ""))),
+        daemon=True,
+    )
+    loader.start()
+    loader.join(timeout=20)  # a deadline, not a pause: it returns as soon as load() does
+    if loader.is_alive():  # unblock the reader so the thread ends, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        loader.join(timeout=20)
+        pytest.fail("load() blocked on the rule file")
+    (additions,) = out
+    assert additions.custom == () and additions.allow_src == NETS
