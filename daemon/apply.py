@@ -166,9 +166,10 @@ class Applier:
     def apply_all(self, work: Sequence[Work]) -> list[BaseException | None]:
         """`apply` for each item; for each, None or the exception it raised (never raised here).
 
-        libnftables does its parsing, netlink and the kernel's commit without the GIL (ctypes releases it), so
-        the namespaces are programmed concurrently by up to `workers` threads; the interfaces of one namespace
-        are programmed in order by one thread (they share its context and skeleton)."""
+        The namespaces are handed to up to `workers` threads; the interfaces of one namespace are programmed in
+        order by one thread (they share its context and skeleton). libnftables runs one command at a time in the
+        whole process (shared.nft.libnft: its interface cache is process-wide), so what overlaps is the rest: the
+        netlink deltas, the checks and the waits outside it."""
         outcomes: list[BaseException | None] = [None] * len(work)
         by_netns: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(work):
