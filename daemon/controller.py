@@ -307,6 +307,10 @@ class Controller:
                     record.identity = _identity(entry.netns)
                     released.add(record.entry.netns)
                 record.entry = entry
+            if record.identity is None and entry.netns:
+                # not checkable when first seen (NetnsUnusable: EACCES, a loop): the namespace it names from the
+                # first sight that can tell, so that a reused path never gets these rules later
+                record.identity = _identity(entry.netns)
         for netns in released - {record.entry.netns for record in self.records.values()}:
             self.applier.release(netns)  # its libnftables context would keep the namespace alive
 

@@ -7,6 +7,7 @@ checked with the packet tracer (shared.nft.trace) and the Fakes' transaction cou
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -535,3 +536,39 @@ def test_the_resync_rebuilds_a_table_the_full_form_cannot_repair(h: Harness) -> 
     assert [c.hook for c in fake.list_table().chains.values() if c.name == "input"] == ["input"]
     assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+
+
+def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_programs_another_namespace(
+    tmp_path: Path,
+) -> None:
+    """The namespace a path names is recorded when mnpd first sees the entry, so that a reused path (/proc/PID)
+    never gets this interface's rules. A path that could not be checked then (NetnsUnusable: a loop here, EACCES
+    alike) must be recorded once it can be, not left unchecked for the interface's lifetime."""
+    import json
+    import os
+
+    from daemon.records import GONE
+
+    h = Harness()
+    path = tmp_path / "mnpt-ns"
+    path.symlink_to(path)  # ELOOP: cannot be checked
+    server = StateEntry.from_json(json.dumps({**json.loads(SERVER.to_json()), "netns": str(path)}))
+    cluster(h)
+    h.attach(server)
+    h.broken[str(path)] = 1  # the first programming fails (as it does where the path cannot be used)
+    h.ready()
+    h.sync()
+    assert h.controller.records[server.key].state == FAILED
+    path.unlink()
+    path.touch()  # now a namespace: the retry programs it
+    h.clock.advance(60)
+    h.sync()
+    record = h.controller.records[server.key]
+    assert record.state == PROGRAMMED
+    sent = len(h.sent[str(path)])
+    other = tmp_path / "mnpt-other"
+    other.touch()
+    os.replace(other, path)  # the path names another namespace now
+    put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"role": "other"})]))
+    h.sync()
+    assert record.state == GONE and len(h.sent[str(path)]) == sent
