@@ -212,3 +212,30 @@ def _ctl() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "daemon.ctl"]
+
+
+def test_a_forged_network_status_does_not_move_another_pods_interface_under_its_rules(world: AdoptWorld) -> None:
+    """A pod's network-status is an annotation its owner can edit: `mallory` claims the server's MAC and address.
+    The server's namespace holds the server's adopted interface, so it is no candidate for mallory (ambiguous,
+    reported); before, mallory's entry pointed at the server's namespace and its rules (isolated: nothing allowed)
+    replaced the server's, and real packets the server's policy admits were dropped."""
+    w = world
+    client, server = client_and_server(w)
+    d = start(w)
+    try:
+        w.wait_programmed(server)
+        assert can([(client, server, "tcp", 8080)]) == [True]
+        w.write("mallory.yaml", [ingress_policy("m", {"app": "mallory"}, {"role": "nobody"}, [{"port": 8080}])])
+        mallory = PodHandle("mallory", server.netns, "ctr-mallory", str(uuid.uuid4()), server.ip, {"app": "mallory"})
+        w.macs["mallory"] = w.macs["server"]
+        w.publish(mallory)
+        wait_for(
+            lambda: any(u["pod"] == "default/mallory" for u in w.status().get("unguarded", [])),
+            what="mallory's claim reported",
+        )
+        (claim,) = [u for u in w.status()["unguarded"] if u["pod"] == "default/mallory"]
+        assert claim["reason"] == "ambiguous" and "another pod" in claim["message"]
+        assert {e["podName"] for e in w.entries()} == {"client", "server"}
+        assert can([(client, server, "tcp", 8080)]) == [True]
+    finally:
+        d.stop()
