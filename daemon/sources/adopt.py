@@ -48,6 +48,7 @@ Warning Event on its Pod and on each policy naming the network.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import logging
 import os
@@ -72,7 +73,7 @@ from shared.nft.backend import NftBackend
 from shared.nft.errors import NftError
 from shared.nft.render import render_remove_interface
 from shared.nft.transaction import TransactionError
-from shared.state import ORIGIN_ADOPTED, StateEntry, StateStore
+from shared.state import NAME_RE, ORIGIN_ADOPTED, StateEntry, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,12 @@ class Unguarded:
 
 
 def container_id(pod: Pod) -> str:
-    return CONTAINER_PREFIX + (pod.uid or f"{pod.namespace}/{pod.name}")
+    """The adopted entry's containerID: from the pod's uid, or — a manifests pod may have none, or any string —
+    from a digest, so that every reader of the state dir takes it for a container ID (shared.state.NAME_RE)."""
+    ident = pod.uid or f"{pod.namespace}/{pod.name}"
+    if not NAME_RE.match(CONTAINER_PREFIX + ident) or len(ident) > 128:
+        ident = hashlib.sha256(ident.encode("utf-8", "replace")).hexdigest()[:32]
+    return CONTAINER_PREFIX + ident
 
 
 def chains_mnp(nad: NetworkAttachmentDefinition) -> bool:

@@ -401,3 +401,17 @@ def test_a_forged_network_status_never_adopts_another_pods_interface(h: Harness,
     h.sync(periodic=True)
     assert h.ingress(victim, "10.10.0.11", "10.10.0.1", 80) == "drop"
     assert [e.key for e in node.entries().values()] == [victim.key]
+
+
+@pytest.mark.parametrize("uid", ["", "not a/uid"])
+def test_an_adopted_entry_of_a_pod_without_a_usable_uid_can_be_read_back(h: Harness, tmp_path: Path, uid: str) -> None:
+    """A pod from the manifests directory may have no uid, or any string: the entry's containerID is built from it
+    and must still be one the state dir's readers (mnpd's own state-dir source after a restart or a rescan, the
+    plugin's DEL and GC, mnpctl) accept — else the entry is 'unreadable', the rescan drops it from the store and
+    nothing ever removes it."""
+    node = Node(tmp_path, h)
+    node.netns("cni-web", net1("10.10.0.1"))
+    put(h.store, pod("web", labels={"app": "web"}, nets=[(NET_A, "net1", "10.10.0.1")], uid=uid))
+    h.sync()
+    entries, problems = StateStore(str(node.state_dir)).entries()
+    assert problems == [] and [e.pod for e in entries] == ["default/web"] and entries[0].adopted
