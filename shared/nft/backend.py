@@ -16,8 +16,8 @@ a change of chain rules → libnftables.
 
 The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
 and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
-lab). Not yet folded in: `mnpctl`'s LiveTable (daemon/cli/node.py), which keeps the raw JSON for handles and
-counters, and the plugin's CHECK, which reads the JSON without the reader's imports on the plugin's path.
+lab, the plugin's CHECK). Not yet folded in: `mnpctl`'s LiveTable (daemon/cli/node.py), which keeps the raw JSON
+for handles and counters.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
     """What one interface owns in a table, per direction: the verdict-map keys that jump to its chain, its
     chain's rules (text and comment, without counters; None: no chain) and its sets' elements (key and comment;
     None: no set). Two tables enforce the same on the interface when their slices are equal. Used by the
-    daemon's repair (shared.nft.backend's users) and the lab (daemon/lab/enforcer.py)."""
+    daemon's repair (shared.nft.backend's users), the lab (daemon/lab/enforcer.py) and the CNI plugin's CHECK."""
     parts = []
     for direction in (INGRESS, EGRESS):
         chain = chain_name(direction, ifname)
