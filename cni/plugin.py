@@ -397,12 +397,13 @@ def _list_table(deps: Deps, netns: str) -> str | None:
 
 def table_problems(listing: str | None, ifname: str) -> list[str]:
     """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table), read by the one
-    reader (shared.nft.trace) and sliced by the one per-interface slice (shared.nft.backend.interface_view).
+    reader (shared.nft.trace) and sliced by the one per-interface slice (shared.nft.backend.interface_view,
+    dispatch_elements).
     Its dispatch element is found by its comment, the interface's name at ADD: nft prints the key, an index, as
     the name it has in the netns of the thread that listed, which is not the pod's — so no name is mapped back
     to an index here (0: none)."""
     # CHECK only: the reader's imports (dataclasses, typing, the netlink module) are not on ADD's path
-    from shared.nft.backend import interface_view
+    from shared.nft.backend import dispatch_elements, interface_view
     from shared.nft.render import FAMILY, TABLE, chain_name, map_name
     from shared.nft.trace import TraceError, table_from_nft_json
     from shared.rules import EGRESS, INGRESS
@@ -414,11 +415,12 @@ def table_problems(listing: str | None, ifname: str) -> list[str]:
     except (ValueError, KeyError, TypeError, AttributeError, StopIteration, TraceError) as exc:
         return [f"table {FAMILY} {TABLE} is not as mnp writes it: {exc}"]
     problems = [f"base chain {base} missing" for base in ("input", "output") if base not in view.chains]
-    for direction, (_, jumps, rules, _sets) in zip((INGRESS, EGRESS), interface_view(view, ifname), strict=True):
+    for direction, (_, _jumps, rules, _sets) in zip((INGRESS, EGRESS), interface_view(view, ifname), strict=True):
         chain = chain_name(direction, ifname)
         if rules is None:
             problems.append(f"chain {chain} missing")
-        if not (isinstance(jumps, tuple) and ifname in jumps):
+        dispatch = (map_name(direction), ifname, f"jump {chain}")  # by index: the name dispatch is not ADD's
+        if dispatch not in dispatch_elements(view, direction):
             problems.append(f"{map_name(direction)} has no jump {chain} for {ifname}")
     return problems
 
