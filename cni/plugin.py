@@ -33,7 +33,6 @@ nft backend are imported only by the verbs that need them: VERSION, the first ca
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 
@@ -382,59 +381,47 @@ def cmd_check(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     log.debug("check passed")
 
 
-def _list_table(deps: Deps, netns: str) -> Any:
+def _list_table(deps: Deps, netns: str) -> str | None:
+    """`nft -j list table inet mnp` in `netns` (None: no table there)."""
     from shared.nft.errors import NftError, NotFoundError
 
     try:
-        text = deps.nft(netns).list_table_json()
+        return deps.nft(netns).list_table_json()
     except NotFoundError as exc:
         if not _netns_exists(netns, deps):
             raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)) from exc
         return None
     except (NftError, NetnsGone, NetnsUnusable, OSError) as exc:
         raise _nft_error(exc, "listing the table", netns, deps) from exc
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise CNIError(INTERNAL, "nft -j printed no JSON", str(exc)) from exc
 
 
-def table_problems(listing: Any, ifname: str) -> list[str]:
-    """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table). Its dispatch
-    element is found by its comment, the interface's name at ADD: nft prints the key, an index, as the name it
-    has in the netns of the thread that listed, which is not the pod's."""
-    from collections.abc import Mapping  # CHECK only: the collections package is not on ADD's path
-
+def table_problems(listing: str | None, ifname: str) -> list[str]:
+    """What is missing for `ifname` in an `nft -j list table inet mnp` answer (None: no table), read by the one
+    reader (shared.nft.trace) and sliced by the one per-interface slice (shared.nft.backend.interface_view,
+    dispatch_elements).
+    Its dispatch element is found by its comment, the interface's name at ADD: nft prints the key, an index, as
+    the name it has in the netns of the thread that listed, which is not the pod's — so no name is mapped back
+    to an index here (0: none)."""
+    # CHECK only: the reader's imports (dataclasses, typing, the netlink module) are not on ADD's path
+    from shared.nft.backend import dispatch_elements, interface_view
     from shared.nft.render import FAMILY, TABLE, chain_name, map_name
+    from shared.nft.trace import TraceError, table_from_nft_json
     from shared.rules import EGRESS, INGRESS
 
     if listing is None:
         return [f"table {FAMILY} {TABLE} does not exist"]
-    chains: set[str] = set()
-    maps: dict[str, dict[str, str]] = {}
-    for item in listing.get("nftables", []) if isinstance(listing, Mapping) else []:
-        if not isinstance(item, Mapping):
-            continue
-        if isinstance(item.get("chain"), Mapping):
-            chains.add(str(item["chain"].get("name")))
-        if isinstance(item.get("map"), Mapping):
-            elements: dict[str, str] = {}
-            for element in item["map"].get("elem", []):
-                if isinstance(element, list) and len(element) == 2 and isinstance(element[1], Mapping):
-                    key = element[0]
-                    if isinstance(key, Mapping) and isinstance(key.get("elem"), Mapping):
-                        key = key["elem"].get("comment", key["elem"].get("val"))
-                    jump = element[1].get("jump")
-                    elements[str(key)] = str(jump.get("target")) if isinstance(jump, Mapping) else ""
-            maps[str(item["map"].get("name"))] = elements
-    problems = [f"base chain {base} missing" for base in ("input", "output") if base not in chains]
-    for direction, prefix in ((INGRESS, "ingress"), (EGRESS, "egress")):
+    try:
+        view = table_from_nft_json(listing, FAMILY, TABLE, ifindex_of=lambda name: 0)
+    except (ValueError, KeyError, TypeError, AttributeError, StopIteration, TraceError) as exc:
+        return [f"table {FAMILY} {TABLE} is not as mnp writes it: {exc}"]
+    problems = [f"base chain {base} missing" for base in ("input", "output") if base not in view.chains]
+    for direction, (_, _jumps, rules, _sets) in zip((INGRESS, EGRESS), interface_view(view, ifname), strict=True):
         chain = chain_name(direction, ifname)
-        if chain not in chains:
+        if rules is None:
             problems.append(f"chain {chain} missing")
-        target = maps.get(map_name(direction), {}).get(ifname)
-        if target != chain:
-            problems.append(f"{prefix}_ifindex has {target or 'no entry'} for {ifname}, not jump {chain}")
+        dispatch = (map_name(direction), ifname, f"jump {chain}")  # by index: the name dispatch is not ADD's
+        if dispatch not in dispatch_elements(view, direction):
+            problems.append(f"{map_name(direction)} has no jump {chain} for {ifname}")
     return problems
 
 

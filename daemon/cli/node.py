@@ -38,6 +38,7 @@ from daemon.cli.statusfile import StatusFile, read_status_file
 from daemon.config import DEFAULT_LISTEN, default_status_file, parse_duration
 from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.netns import check_netns, interface_index, netns_command
+from shared.nft.backend import dispatch_elements
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import Runner, subprocess_runner, wrap_error
 from shared.nft.fake import TableView
@@ -50,13 +51,14 @@ from shared.nft.render import (
     chain_name,
     set_names,
 )
-from shared.nft.trace import table_from_nft_json
+from shared.nft.trace import TraceError, table_from_nft_json
 from shared.rules import EGRESS, INGRESS
 from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 
 WORKERS = 8  # nsenter + nft processes at once when reading many pods
 
 DIRECTIONS = ((INGRESS, "ingress"), (EGRESS, "egress"))
+DIRECTION_OF = {label: direction for direction, label in DIRECTIONS}
 
 
 UNUSABLE = "unusable: "
@@ -171,20 +173,22 @@ class LiveTable:
         """The interfaces in `<direction>_ifindex` (by the name their element records; `<direction>_ifaces` in
         tables written before index dispatch): ifname → the chain it jumps to."""
         out: dict[str, str] = {}
-        for obj in self._objects("map"):
-            if obj.get("name") not in (f"{direction}_ifindex", f"{direction}_ifaces"):
-                continue
-            for element in obj.get("elem") or ():
-                if not (isinstance(element, list) and len(element) == 2):
-                    continue
-                key = element[0]
-                if isinstance(key, dict) and isinstance(key.get("elem"), dict):
-                    key = key["elem"].get("comment", key["elem"].get("val"))
-                verdict = element[1] if isinstance(element[1], dict) else {}
-                target = (verdict.get("jump") or verdict.get("goto") or {}).get("target")
-                if isinstance(key, str) and target:
-                    out[key] = str(target)
+        for _, name, verdict in dispatch_elements(self.dispatch_view, DIRECTION_OF[direction]):
+            kind, _, target = verdict.partition(" ")
+            if kind in ("jump", "goto") and target:
+                out[name] = target
         return out
+
+    @cached_property
+    def dispatch_view(self) -> TableView:
+        """The table through the one reader, any rule kept as text (a tampered table is still shown); its
+        dispatch keys are not mapped back to indexes (each element records its interface's name)."""
+        try:
+            return table_from_nft_json(
+                json.dumps({"nftables": list(self.items)}), FAMILY, TABLE, ifindex_of=lambda name: 0, opaque=True
+            )
+        except (TraceError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
+            raise InspectError(f"{self.netns}: the table cannot be read: {exc}") from exc
 
     def interfaces(self) -> list[str]:
         names = set(self.guarded("ingress")) | set(self.guarded("egress"))

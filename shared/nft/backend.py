@@ -16,8 +16,9 @@ a change of chain rules → libnftables.
 
 The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
 and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
-lab). Not yet folded in: `mnpctl`'s LiveTable (daemon/cli/node.py), which keeps the raw JSON for handles and
-counters, and the plugin's CHECK, which reads the JSON without the reader's imports on the plugin's path.
+lab, the plugin's CHECK), `dispatch_elements` the one reading of the dispatch maps (the slice, CHECK, `mnpctl`'s
+LiveTable). Not yet folded in: LiveTable's rules (daemon/cli/node.py), read from the raw JSON for what a
+`TableView` does not carry — rule handles, byte counters, the JSON `mnpctl rules -o json` prints.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Protocol
 from shared.errors import NetnsGone
 from shared.nft import netlink
 from shared.nft.fake import TableView
-from shared.nft.render import chain_name, element_key_type, map_name, set_names
+from shared.nft.render import chain_name, element_key_type, legacy_map_name, map_name, set_names
 from shared.nft.transaction import Transaction
 from shared.rules import EGRESS, INGRESS
 
@@ -56,15 +57,12 @@ def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
     """What one interface owns in a table, per direction: the verdict-map keys that jump to its chain, its
     chain's rules (text and comment, without counters; None: no chain) and its sets' elements (key and comment;
     None: no set). Two tables enforce the same on the interface when their slices are equal. Used by the
-    daemon's repair (shared.nft.backend's users) and the lab (daemon/lab/enforcer.py)."""
+    daemon's repair (shared.nft.backend's users), the lab (daemon/lab/enforcer.py) and the CNI plugin's CHECK."""
     parts = []
     for direction in (INGRESS, EGRESS):
         chain = chain_name(direction, ifname)
-        # dispatch elements by the name they record (their key, an index, is listed as a name of the lister's
-        # netns), and those of the name maps of tables written before index dispatch
-        maps = [view.sets.get(name) for name in (map_name(direction), f"{direction.lower()}_ifaces")]
         jumps = tuple(
-            sorted(e.comment or e.key for vmap in maps if vmap for e in vmap.elements if e.value == f"jump {chain}")
+            sorted(name for _, name, verdict in dispatch_elements(view, direction) if verdict == f"jump {chain}")
         )
         found = view.chains.get(chain)
         rules = None if found is None else tuple((r.text, r.comment) for r in found.rules)
@@ -74,6 +72,20 @@ def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
             sets.append((name, None if s is None else tuple((e.key, e.comment) for e in s.elements)))
         parts.append((direction, jumps, rules, tuple(sets)))
     return tuple(parts)
+
+
+def dispatch_elements(view: TableView, direction: str) -> list[tuple[str, str, str]]:
+    """A direction's dispatch elements as (map, interface name, verdict): those of the index map by the name they
+    record (their key, an index, is listed as a name of the lister's netns), and those of the name map of tables
+    written before index dispatch by their key. The one reading of dispatch elements: the per-interface slice,
+    the plugin's CHECK and `mnpctl`."""
+    out = []
+    for name in (map_name(direction), legacy_map_name(direction)):
+        vmap = view.sets.get(name)
+        for e in vmap.elements if vmap else ():
+            key = e.key[1:-1] if len(e.key) > 1 and e.key[0] == e.key[-1] == '"' else e.key
+            out.append((name, e.comment or key, e.value or ""))
+    return out
 
 
 def is_guarded(part: InterfaceSlice) -> bool:

@@ -14,17 +14,23 @@ process keeps ever changes namespace. Two consequences the owner must handle:
 * a path can come to name another namespace (a reused /proc/PID): every call compares the path's identity with
   the one the context was opened for and raises NetnsGone when they differ (or the path is gone).
 
-One context is used by one thread at a time (a lock per context), and one command runs at a time in the
-whole process (`_PROCESS`): libnftables keeps a single interface cache for the process (src/iface.c, a global
-list), which every command that parses or prints an interface index — mnp's dispatch maps — builds in the netns
-of the calling thread, and which every command and every `nft_ctx_free` frees again (checked with 1.0.6: a
+One context is used by one thread at a time (a lock per context), and one command runs at a time per loaded
+*copy* of the library (`Instance.lock`): libnftables keeps a single interface cache per copy (src/iface.c, a
+global list), which every command that parses or prints an interface index — mnp's dispatch maps — builds in the
+netns of the calling thread, and which every command and every `nft_ctx_free` frees again (checked with 1.0.6: a
 listing from the daemon's thread names a pod's index 2 after the host's interface 2). Two threads doing so at
-once would free the list under each other.
+once in one copy would free the list under each other. So that the daemon's apply threads need not queue behind
+one lock, `NetnsNft` spreads its contexts over `COPIES` instances: the library itself and copies of its file
+loaded again from memory (`memfd_create`, dlopen'ed through /proc/self/fd/N — another file identity, so the
+dynamic loader maps a second instance with globals of its own). A context is bound to the copy that created
+it. Where a copy cannot be made, every context shares the library and its one lock (correct, only slower).
+The CNI plugin uses the library itself (`Context()`): one command at a time anyway.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from functools import cache
 
@@ -52,6 +58,10 @@ def library(name: str = LIBRARY) -> ctypes.CDLL:
         lib = ctypes.CDLL(name)
     except OSError as exc:
         raise LibnftUnavailable(f"cannot load {name}: {exc}") from exc
+    return _declared(lib)
+
+
+def _declared(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.restype = None
@@ -79,7 +89,72 @@ def available() -> bool:
     return True
 
 
-_PROCESS = threading.Lock()  # libnftables' process-wide interface cache: see the module docstring
+COPIES = 4  # instances NetnsNft spreads its contexts over: the daemon's apply threads (daemon/apply.py WORKERS)
+
+
+class Instance:
+    """One loaded copy of libnftables and the lock of its global interface cache (see the module docstring)."""
+
+    __slots__ = ("lib", "lock")
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        self.lock = threading.Lock()
+
+
+@cache
+def instance() -> Instance:
+    """The library itself, as `library()` loads it."""
+    return Instance(library())
+
+
+@cache
+def instances(count: int = COPIES) -> tuple[Instance, ...]:
+    """`instance()` and up to `count - 1` further copies of it; fewer (none) where a copy cannot be loaded."""
+    out = [instance()]
+    fds: list[int] = []  # open until every copy is loaded: the loader knows a loaded copy by its path's text
+    try:
+        path = _loaded_path(LIBRARY)
+        for n in range(1, count):
+            fds.append(os.memfd_create(f"libnftables-{n}", os.MFD_CLOEXEC))
+            out.append(Instance(_declared(_load_copy(path, fds[-1]))))
+    except OSError:
+        pass  # no memfd, no /proc, or a loader that refuses: the copies made so far (at least the library)
+    finally:
+        for fd in fds:
+            os.close(fd)  # the loader keeps its own mapping
+    return tuple(out)
+
+
+def _loaded_path(soname: str) -> str:
+    """The file this process mapped for `soname` (its /proc/self/maps line)."""
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            path = line.rstrip("\n").split(maxsplit=5)[-1]
+            if path.startswith("/") and os.path.basename(path).startswith(soname):
+                return path
+    raise OSError(f"{soname} is not mapped")
+
+
+def _load_copy(path: str, fd: int) -> ctypes.CDLL:
+    """Another instance of the library at `path`: its bytes written to the memfd `fd`, dlopen'ed by its path."""
+    with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    return ctypes.CDLL(f"/proc/self/fd/{fd}")
+
+
+_next_copy = 0
+_next_copy_lock = threading.Lock()
+
+
+def _any_instance() -> Instance:
+    """The instances in turn, so that contexts of different namespaces rarely share a lock."""
+    global _next_copy
+    copies = instances()
+    with _next_copy_lock:
+        _next_copy = (_next_copy + 1) % len(copies)
+        return copies[_next_copy]
 
 
 def _host_ifindex(name: str) -> int:
@@ -96,8 +171,9 @@ def _host_ifindex(name: str) -> int:
 class Context:
     """One libnftables context, bound to the network namespace of the thread that created it."""
 
-    def __init__(self) -> None:
-        self._lib = library()
+    def __init__(self, copy: Instance | None = None) -> None:
+        self._instance = copy or instance()
+        self._lib = self._instance.lib
         ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise NftError("nft_ctx_new failed (out of memory, or no netlink socket)")
@@ -108,7 +184,7 @@ class Context:
 
     def command(self, text: str) -> str:
         """Run `text` as `nft -f` would (one transaction); its output, or the typed error of its error text."""
-        with self._lock, _PROCESS:
+        with self._lock, self._instance.lock:
             if self._ctx is None:
                 raise NftError("libnftables context already closed")
             rc = self._lib.nft_run_cmd_from_buffer(self._ctx, text.encode())
@@ -127,7 +203,7 @@ class Context:
             self._lib.nft_ctx_output_set_flags(self._ctx, flags | NFT_CTX_OUTPUT_JSON)
 
     def close(self) -> None:
-        with self._lock, _PROCESS:
+        with self._lock, self._instance.lock:
             if self._ctx is not None:
                 self._lib.nft_ctx_free(self._ctx)
                 self._ctx = None
@@ -139,7 +215,8 @@ class NetnsNft:
     def __init__(self, netns: str) -> None:
         self.netns = netns
         self.identity = netns_identity(netns)
-        self.context = in_netns(netns, Context)
+        copy = _any_instance()
+        self.context = in_netns(netns, lambda: Context(copy))
 
     def _context(self) -> Context:
         if netns_identity(self.netns) != self.identity:

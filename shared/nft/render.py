@@ -197,6 +197,11 @@ def _map(direction: str) -> Set:
     return Set(f"{_PREFIX[direction]}_ifindex", "iface_index", value_type="verdict")
 
 
+def legacy_map_name(direction: str) -> str:
+    """The name dispatch map of tables written before index dispatch (see the module docstring)."""
+    return _legacy_map(direction).name
+
+
 def _legacy_map(direction: str) -> Set:
     """The dispatch by name of tables written before index dispatch (see the module docstring)."""
     return Set(f"{_PREFIX[direction]}_ifaces", "ifname", value_type="verdict")

@@ -316,7 +316,11 @@ def send(fake: FakeNft, packet: Packet, family: str = "inet", table: str = "mnp"
 
 
 def table_from_nft_json(
-    text: str, family: str = "inet", table: str = "mnp", ifindex_of: Callable[[str], int] | None = None
+    text: str,
+    family: str = "inet",
+    table: str = "mnp",
+    ifindex_of: Callable[[str], int] | None = None,
+    opaque: bool = False,
 ) -> TableView:
     """The view of table `family table` in `nft -j list table …` (or `list ruleset`) output.
 
@@ -326,7 +330,8 @@ def table_from_nft_json(
     answer 0 for a name it cannot map, which matches no interface.
 
     Rules are turned back into the text nft would print for them — for the expressions mnp writes; anything else
-    raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions."""
+    raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions. With
+    `opaque`, a rule of any other shape is kept as its JSON text instead (`mnpctl` shows a tampered table)."""
     chains: dict[str, tuple[dict[str, Any], list[RuleView]]] = {}
     sets: dict[str, SetView] = {}
     for item in json.loads(text)["nftables"]:
@@ -337,7 +342,7 @@ def table_from_nft_json(
             chains[obj["name"]] = (obj, [])
         elif kind in ("set", "map"):
             sets[obj["name"]] = _set_from_json(obj, ifindex_of)
-        elif kind == "rule" and obj["chain"].startswith(CUSTOM_CHAIN_PREFIX):
+        elif kind == "rule" and (opaque or obj["chain"].startswith(CUSTOM_CHAIN_PREFIX)):
             # the operator's own rules (render.operator_objects): any nft, kept as an opaque line
             text_, packets = _opaque_rule_text(obj["expr"])
             chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
