@@ -49,7 +49,7 @@ from cni.errors import (
 )
 from cni.log import Log
 from shared.errors import NetnsGone, NetnsUnusable, StateError
-from shared.netns import check_netns, interface_index_here, is_own_netns, netns_identity
+from shared.netns import check_netns, identity_if_usable, interface_index_here, is_own_netns
 from shared.state import StateEntry, StateStore
 from shared.value import Value
 
@@ -228,13 +228,6 @@ def _recorded_ifindex(store: StateStore, args: CmdArgs, deps: Deps) -> int:
         return 0
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        return netns_identity(path)
-    except (NetnsGone, NetnsUnusable):
-        return None
-
-
 def shares_table(entry: StateEntry, container_id: str, netns: str, identity: tuple[int, int] | None) -> bool:
     """Whether `entry` is an interface in the same pod table as the interface (container_id, netns) — so that
     table must stay. The containers of a pod share its netns, and so its one `inet mnp` table, whatever their
@@ -242,7 +235,7 @@ def shares_table(entry: StateEntry, container_id: str, netns: str, identity: tup
     `/run/netns/…`). An entry of the same container counts wherever it is recorded."""
     if entry.container_id == container_id or (netns and entry.netns == netns):
         return True
-    return identity is not None and bool(entry.netns) and _identity(entry.netns) == identity
+    return identity is not None and bool(entry.netns) and identity_if_usable(entry.netns) == identity
 
 
 def _others(store: StateStore, container_id: str, ifname: str, netns: str, log: Log) -> bool:
@@ -251,7 +244,7 @@ def _others(store: StateStore, container_id: str, ifname: str, netns: str, log: 
     entries, problems = store.entries()
     for problem in problems:
         log.warning("unreadable state entry: keeping the table", path=problem.path, reason=problem.reason)
-    identity = _identity(netns) if netns else None
+    identity = identity_if_usable(netns)
     return bool(problems) or any(
         e.key != (container_id, ifname) and shares_table(e, container_id, netns, identity) for e in entries
     )
@@ -472,7 +465,7 @@ def _collect(
     netns = entry.netns
     pinned = bool(netns) and not netns.startswith("/proc/")
     if pinned and _netns_exists(netns, deps) and not deps.own_netns(netns):
-        identity = _identity(netns)
+        identity = identity_if_usable(netns)
         others = unreadable or any(
             key != entry.key and shares_table(e, entry.container_id, netns, identity) for key, e in present.items()
         )

@@ -47,7 +47,7 @@ from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, 
 from shared.compiler import ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
-from shared.netns import interface_index, netns_identity
+from shared.netns import identity_if_usable, interface_index
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
 from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
@@ -126,13 +126,6 @@ def rules_for(
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
     return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS], ifindex)
-
-
-def _identity(netns: str) -> tuple[int, int] | None:
-    try:
-        return netns_identity(netns) if netns else None
-    except (NetnsGone, NetnsUnusable):
-        return None
 
 
 def _ifindex(entry: StateEntry) -> int:
@@ -298,19 +291,21 @@ class Controller:
                 # An adopted interface had no table at all (open): its first programming is a withdrawal.
                 pending = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex)
                 known = pending if self.synced_once and not entry.adopted else None
-                record = self.records[key] = InterfaceRecord(entry, applied=known, identity=_identity(entry.netns))
+                record = self.records[key] = InterfaceRecord(
+                    entry, applied=known, identity=identity_if_usable(entry.netns)
+                )
                 record.ifindex = _ifindex(entry)
             elif record.entry != entry:
                 record.ifindex = _ifindex(entry)
                 if record.entry.netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
-                    record.identity = _identity(entry.netns)
+                    record.identity = identity_if_usable(entry.netns)
                     released.add(record.entry.netns)
                 record.entry = entry
             if record.identity is None and entry.netns:
                 # not checkable when first seen (NetnsUnusable: EACCES, a loop): the namespace it names from the
                 # first sight that can tell, so that a reused path never gets these rules later
-                record.identity = _identity(entry.netns)
+                record.identity = identity_if_usable(entry.netns)
         for netns in released - {record.entry.netns for record in self.records.values()}:
             self.applier.release(netns)  # its libnftables context would keep the namespace alive
 

@@ -116,6 +116,14 @@ def netns_identity(netns: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def identity_if_usable(netns: str) -> tuple[int, int] | None:
+    """netns_identity, or None when there is none to pin: no path, a gone path or one that cannot be checked."""
+    try:
+        return netns_identity(netns) if netns else None
+    except (NetnsGone, NetnsUnusable):
+        return None
+
+
 def in_netns(netns: str, fn: Callable[[], T]) -> T:
     """`fn()` run on a fresh thread inside `netns`; its result, or its exception, comes back to the caller.
 
