@@ -21,6 +21,7 @@ import ctypes
 import errno
 import os
 import stat
+from _socket import if_nametoindex  # the C module: `socket` brings selectors & co onto the plugin's ADD path
 
 from shared.errors import NetnsGone, NetnsUnusable
 
@@ -178,17 +179,13 @@ def in_netns_here(netns: str, fn: Callable[[], T]) -> T:
 def interface_index(netns: str, ifname: str) -> int:
     """The index of interface `ifname` inside `netns`, looked up on a thread of its own (`in_netns`: for the
     daemon). Raises NetnsGone, or OSError when there is no such interface."""
-    import socket
-
-    return in_netns(netns, lambda: socket.if_nametoindex(ifname))
+    return in_netns(netns, lambda: if_nametoindex(ifname))
 
 
 def interface_index_here(netns: str, ifname: str) -> int:
     """The index of interface `ifname` inside `netns` (if_nametoindex on the calling thread, switched in and back:
     `in_netns_here`, so for the CNI plugin only). Raises NetnsGone, or OSError when there is no such interface."""
-    import socket
-
-    return in_netns_here(netns, lambda: socket.if_nametoindex(ifname))
+    return in_netns_here(netns, lambda: if_nametoindex(ifname))
 
 
 def _enter(netns: str) -> None:
