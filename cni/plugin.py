@@ -33,6 +33,7 @@ nft backend are imported only by the verbs that need them: VERSION, the first ca
 
 from __future__ import annotations
 
+import _socket
 import time
 from contextlib import contextmanager
 
@@ -93,21 +94,94 @@ class Deps(Value):
 
 
 def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Deps:
-    """nft through libnftables in-process (`LibnftNft`) when `nftPath` is left at its default and
-    libnftables.so.1 loads (`load`, injectable for the tests); otherwise the command `nftPath` names, under
-    nsenter — a host without libnftables, or an operator who chose a binary."""
+    """nft as the plugin runs it on a node. With `nftPath` left at its default: `NetlinkNft` — ADD's pending
+    table as one prebuilt nfnetlink batch, everything else through libnftables in-process (`LibnftNft`), loaded
+    (`load`, injectable for the tests) only when first needed, or the nft command under nsenter where it does not
+    load. With `nftPath` set: always the command it names — a host without libnftables, or an operator who chose a
+    binary."""
     if conf.nft_path == DEFAULT_NFT:
-        from shared.nft import libnft
+        fallback = _Fallback(conf, load)
+        return Deps(nft=lambda netns: NetlinkNft(netns, fallback), nft_via="netlink")
+    return _command_deps(conf)
 
-        try:
-            (load or libnft.library)()
-        except libnft.LibnftUnavailable:
-            pass
-        else:
-            return Deps(nft=LibnftNft, nft_via="libnftables")
+
+def _command_deps(conf: PluginConf) -> Deps:
     from shared.nft.exec import RealNft
 
     return Deps(nft=lambda netns: RealNft(netns, nft=conf.nft_path), nft_via=conf.nft_path)
+
+
+class _Fallback:
+    """libnftables (`LibnftNft`) when it loads, else the nft command — chosen once, at the first use."""
+
+    def __init__(self, conf: PluginConf, load: Callable[[], object] | None) -> None:
+        self.conf = conf
+        self.load = load
+        self.deps: Deps | None = None
+
+    def __call__(self, netns: str | None) -> Nft:
+        if self.deps is None:
+            from shared.nft import libnft
+
+            try:
+                (self.load or libnft.library)()
+            except libnft.LibnftUnavailable:
+                self.deps = _command_deps(self.conf)
+            else:
+                self.deps = Deps(nft=LibnftNft, nft_via="libnftables")
+        return self.deps.nft(netns)
+
+
+# Sockets that committed, kept open until the plugin's exit (NetlinkNft): released by the exit, or handed to mnpd.
+KEPT: list[_socket.socket] = []
+
+
+class NetlinkNft:
+    """nft of one network namespace (`netns` path; None: the plugin's own) for the plugin's default backend.
+
+    A transaction shared.nft.batch can encode — ADD's pending table — goes as one nfnetlink batch on a
+    NETLINK_NETFILTER socket opened inside the namespace (on the plugin's one thread, switched in and back:
+    shared.netns.in_netns_here): no libnftables, no text. Anything else (DEL's removals, CHECK's listing), and a
+    batch the kernel refuses, goes through `fallback` (libnftables, or the nft command): a refusal is then worded
+    by nft, and nft stays the reference for what the batch means (tests/integration/test_nft_batch.py).
+
+    The socket is not closed after the commit: releasing a NETLINK_NETFILTER socket right after a commit waits
+    for nf_tables' deferred destruction (an RCU grace period, docs/benchmarks.md, CNI ADD). It is `kept` for the
+    plugin's exit (`KEPT`)."""
+
+    def __init__(self, netns: str | None, fallback: Callable[[str | None], Nft]) -> None:
+        self.netns = netns
+        self.fallback = fallback
+
+    def run(self, tx: Transaction) -> None:
+        """Apply `tx` atomically: all of it or, on any error, none of it."""
+        from shared.nft.batch import NotEncodable, encode
+        from shared.nft.errors import NftError
+
+        try:
+            data, last = encode(tx)
+        except NotEncodable:
+            self.fallback(self.netns).run(tx)
+            return
+        try:
+            self._commit(data, last)
+        except (NftError, OSError):  # refused, or no socket: nft says why (or, if it applies it, so much the better)
+            self.fallback(self.netns).run(tx)
+
+    def _commit(self, data: bytes, last: int) -> None:
+        from shared.netns import in_netns_here
+        from shared.nft.nfnl import exchange, open_socket
+
+        sock = open_socket() if self.netns is None else in_netns_here(self.netns, open_socket)
+        try:
+            exchange(sock, data, last, "closing the interface")
+        except BaseException:
+            sock.close()
+            raise
+        KEPT.append(sock)
+
+    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
+        return self.fallback(self.netns).list_table_json(family, table)
 
 
 class LibnftNft:

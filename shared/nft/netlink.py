@@ -31,15 +31,59 @@ until closed, and every use checks that the path still names the namespace it wa
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import socket
 import struct
 import threading
 
 from shared.errors import NetnsGone
 from shared.netns import in_netns, netns_identity
-from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError
+from shared.nft.errors import NftError
+from shared.nft.nfnl import (  # the codec's one home (re-exported: daemon/conntrack.py reads it from here)
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NETLINK_NETFILTER,
+    NFNL_MSG_BATCH_BEGIN,
+    NFNL_MSG_BATCH_END,
+    NFNL_SUBSYS_CTNETLINK,
+    NFNL_SUBSYS_NFTABLES,
+    NFPROTO_INET,
+    NFPROTO_UNSPEC,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    SOL_NETLINK,
+    attr,
+    attribute_list,
+    attributes,
+    be32,
+    error_for,
+    exchange,
+    explanation,
+    message,
+    messages,
+    nested,
+    strz,
+)
+
+# The codec, re-exported for its users here (daemon/conntrack.py, the tests): its one home is shared.nft.nfnl.
+__all__ = [
+    "NFNL_SUBSYS_CTNETLINK",
+    "NLM_F_ACK",
+    "NLM_F_CREATE",
+    "NLM_F_DUMP",
+    "NLM_F_REQUEST",
+    "attr",
+    "attribute_list",
+    "attributes",
+    "be32",
+    "error_for",
+    "message",
+    "messages",
+    "nested",
+]
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -47,23 +91,8 @@ if TYPE_CHECKING:
 
     from shared.nft.transaction import Transaction
 
-NETLINK_NETFILTER = 12
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10  # errors carry only the header of the refused message, not all of it
-NETLINK_EXT_ACK = 11  # errors carry the kernel's explanation (extack), when it gives one
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33
 BUFFER = 4 << 20
-
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x400, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLMSGERR_ATTR_MSG = 1
-NLA_F_NESTED = 0x8000
-NLA_TYPE_MASK = 0x3FFF
-
-NFNL_SUBSYS_CTNETLINK = 1
-NFNL_SUBSYS_NFTABLES = 10
-NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
-NFPROTO_UNSPEC, NFPROTO_INET = 0, 1
 
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
@@ -79,61 +108,6 @@ MAX_NEST = 60000
 
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
 _ATTR = struct.Struct("=HH")  # struct nlattr
-
-
-# ------------------------------------------------------------------------------------------------ the codec
-
-
-def attr(kind: int, payload: bytes) -> bytes:
-    size = _ATTR.size + len(payload)
-    return _ATTR.pack(size, kind) + payload + b"\0" * (-size % 4)
-
-
-def nested(kind: int, *children: bytes) -> bytes:
-    return attr(kind | NLA_F_NESTED, b"".join(children))
-
-
-def strz(kind: int, text: str) -> bytes:
-    return attr(kind, text.encode() + b"\0")
-
-
-def be32(kind: int, value: int) -> bytes:
-    return attr(kind, struct.pack(">I", value))
-
-
-def message(kind: int, flags: int, seq: int, family: int, res_id: int, body: bytes) -> bytes:
-    """One nfnetlink message: nlmsghdr, nfgenmsg (family, version 0, resource id in network order), attributes."""
-    payload = struct.pack("=BB", family, 0) + struct.pack(">H", res_id) + body
-    return _HEADER.pack(_HEADER.size + len(payload), kind, flags, seq, 0) + payload
-
-
-def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:
-    """The attributes in `data[offset:]` by type (nested flag cleared; the first of a repeated type)."""
-    out: dict[int, bytes] = {}
-    for kind, payload in attribute_list(data, offset):
-        out.setdefault(kind, payload)
-    return out
-
-
-def attribute_list(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    end = len(data)
-    while offset + _ATTR.size <= end:
-        size, kind = _ATTR.unpack_from(data, offset)
-        if size < _ATTR.size or offset + size > end:
-            return
-        yield kind & NLA_TYPE_MASK, data[offset + _ATTR.size : offset + size]
-        offset += (size + 3) & ~3
-
-
-def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, seq, payload) of each message in one datagram."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        size, kind, flags, seq, _ = _HEADER.unpack_from(data, offset)
-        if size < _HEADER.size or offset + size > len(data):
-            return
-        yield kind, flags, seq, data[offset + _HEADER.size : offset + size]
-        offset += (size + 3) & ~3
 
 
 # ------------------------------------------------------------------------------------------ set elements
@@ -263,18 +237,6 @@ def _family(name: str) -> int:
 # ---------------------------------------------------------------------------------------------- the socket
 
 
-def error_for(code: int, what: str, explanation: str = "") -> NftError:
-    """The typed error of a negative errno the kernel answered, worded like nft's (shared.nft.errors)."""
-    text = f"{what}: {os.strerror(code)}" + (f" ({explanation})" if explanation else "")
-    if code == errno.ENOENT:
-        return NotFoundError(text)
-    if code == errno.EEXIST:
-        return ExistsError(text)
-    if code == errno.EBUSY:
-        return BusyError(text)
-    return NftError(text)
-
-
 def _open() -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
@@ -332,20 +294,8 @@ class NfnetlinkSocket:
             if not data:
                 return
             self._seq = (last + 1) & 0x7FFFFFFF
-            first = None
             try:
-                sock.sendall(data)
-                while True:
-                    for kind, _, seq, payload in messages(sock.recv(1 << 16)):
-                        if kind != NLMSG_ERROR or seq > last:
-                            continue
-                        code = struct.unpack_from("=i", payload)[0]
-                        if code and first is None:
-                            first = error_for(-code, what, _explanation(payload))
-                        if seq == last or (code and seq < last and _is_begin(payload)):
-                            if first is not None:
-                                raise first
-                            return
+                exchange(sock, data, last, what)
             except TimeoutError as exc:
                 raise NftError(f"{what}: no answer from the kernel in {self.TIMEOUT_S:.0f} s") from exc
             except OSError as exc:
@@ -368,7 +318,7 @@ class NfnetlinkSocket:
                         if kind == NLMSG_ERROR:
                             code = struct.unpack_from("=i", payload)[0]
                             if code:
-                                raise error_for(-code, what, _explanation(payload))
+                                raise error_for(-code, what, explanation(payload))
                             return iter(out)
                         out.append((kind, payload))
             except TimeoutError as exc:
@@ -388,7 +338,7 @@ class NfnetlinkSocket:
                         if kind == NLMSG_ERROR and got == seq:
                             code = struct.unpack_from("=i", payload)[0]
                             if code:
-                                raise error_for(-code, what, _explanation(payload))
+                                raise error_for(-code, what, explanation(payload))
                             return
             except TimeoutError as exc:
                 raise NftError(f"{what}: no answer from the kernel in {self.TIMEOUT_S:.0f} s") from exc
@@ -397,24 +347,6 @@ class NfnetlinkSocket:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def _is_begin(payload: bytes) -> bool:
-    """Whether an error answers a BATCH_BEGIN (the kernel then processed nothing else and says no more)."""
-    if len(payload) < 4 + _HEADER.size:
-        return False
-    kind: int = _HEADER.unpack_from(payload, 4)[1]
-    return kind == NFNL_MSG_BATCH_BEGIN
-
-
-def _explanation(payload: bytes) -> str:
-    """The extack message of an error, if the kernel gave one (NLM_F_ACK_TLVS after the capped header)."""
-    if len(payload) < 4 + _HEADER.size:
-        return ""
-    size = _HEADER.unpack_from(payload, 4)[0]
-    offset = 4 + (_HEADER.size if len(payload) < 4 + size else size)
-    text = attributes(payload, (offset + 3) & ~3).get(NLMSGERR_ATTR_MSG, b"")
-    return text.rstrip(b"\0").decode(errors="replace")
 
 
 @contextlib.contextmanager

@@ -509,9 +509,9 @@ def test_frozen_plugin_closes_an_interface_with_a_hashed_name(frozen_bundle: Pat
 
 @pytest.mark.parametrize("via", ["libnftables", "nft"])
 def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> None:
-    """The plugin's real dependencies in this very process (no exec of mnp): ADD closes the interface through
-    libnftables — or, when it cannot be loaded, through `nsenter nft` — CHECK finds it, DEL removes it, and no
-    thread of this process is left in the pod's namespace."""
+    """The plugin's real dependencies in this very process (no exec of mnp): ADD closes the interface with its
+    prebuilt netlink batch, CHECK finds it and DEL removes it through libnftables — or, when it cannot be loaded,
+    through `nsenter nft` — and no thread of this process is left in the pod's namespace."""
     import io
     import threading
 
@@ -549,7 +549,7 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
             ).run()
             assert rc == 0, (command, out.getvalue(), err.getvalue())
             if command == "ADD":
-                assert f"nft={via}" in err.getvalue()
+                assert "nft=netlink" in err.getvalue()
                 assert "chain ingress_net1" in nft_table(pod) and "counter packets 0 bytes 0 drop" in nft_table(pod)
         assert nft_table(pod) == ""
         assert own_netns() == home  # and the host's ruleset is unchanged: the module's host_untouched checks it

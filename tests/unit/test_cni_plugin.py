@@ -25,7 +25,9 @@ from cni.errors import (
 )
 from shared.errors import NetnsGone, StateError
 from shared.nft.errors import BusyError, NftError, NotFoundError
-from shared.nft.render import chain_name
+from shared.nft.render import chain_name, render_interface
+from shared.nft.transaction import Transaction
+from shared.rules import InterfaceRules
 from shared.state import StateEntry, StateStore
 from tests.support.cnifake import FakeNode, JsonFakeNft, prev_result
 
@@ -597,18 +599,21 @@ def _conf(**keys: Any) -> PluginConf:
     return parse_config(json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "mnp", **keys}), "STATUS")
 
 
-def test_libnftables_is_used_when_it_loads() -> None:
-    from cni.plugin import LibnftNft, real_deps
+def test_the_default_backend_is_the_netlink_batch_with_libnftables_behind_it() -> None:
+    """ADD's pending table goes as a prebuilt netlink batch; libnftables is loaded only when something else —
+    DEL's removals, CHECK's listing, a refused batch — needs it (shared.nft.batch)."""
+    from cni.plugin import LibnftNft, NetlinkNft, real_deps
 
     loaded: list[bool] = []
     deps = real_deps(_conf(), load=lambda: loaded.append(True))
-    assert loaded == [True]
-    assert deps.nft_via == "libnftables"
-    assert isinstance(deps.nft("/run/netns/x"), LibnftNft)
+    nft = deps.nft("/run/netns/x")
+    assert deps.nft_via == "netlink" and isinstance(nft, NetlinkNft) and loaded == []
+    fallback = nft.fallback("/run/netns/x")
+    assert loaded == [True] and isinstance(fallback, LibnftNft) and fallback.netns == "/run/netns/x"
 
 
-def test_without_libnftables_the_nft_command_runs() -> None:
-    from cni.plugin import real_deps
+def test_without_libnftables_the_nft_command_is_the_fallback() -> None:
+    from cni.plugin import NetlinkNft, real_deps
     from shared.nft.exec import RealNft
     from shared.nft.libnft import LibnftUnavailable
 
@@ -616,9 +621,48 @@ def test_without_libnftables_the_nft_command_runs() -> None:
         raise LibnftUnavailable("cannot load libnftables.so.1: libnftables.so.1: cannot open shared object file")
 
     deps = real_deps(_conf(), load=missing)
-    assert deps.nft_via == "nft"
     nft = deps.nft("/run/netns/x")
-    assert isinstance(nft, RealNft) and (nft.netns, nft.nft) == ("/run/netns/x", "nft")
+    assert isinstance(nft, NetlinkNft)
+    fallback = nft.fallback("/run/netns/x")
+    assert isinstance(fallback, RealNft) and (fallback.netns, fallback.nft) == ("/run/netns/x", "nft")
+
+
+class _Recorded:
+    def __init__(self) -> None:
+        self.ran: list[Transaction] = []
+
+    def run(self, tx: Transaction) -> None:
+        self.ran.append(tx)
+
+    def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
+        return ""
+
+
+def test_what_the_batch_cannot_encode_goes_to_the_fallback() -> None:
+    """DEL's removal (delete chain, delete table) is not a pending table: libnftables or nft applies it."""
+    from cni.plugin import NetlinkNft
+    from shared.nft.render import render_remove_interface, render_remove_table
+
+    fallback = _Recorded()
+    nft = NetlinkNft("/run/netns/x", lambda netns: fallback)
+    for tx in (render_remove_table(), render_remove_interface("net1", 3)):
+        nft.run(tx)
+    assert len(fallback.ran) == 2
+
+
+def test_a_refused_batch_is_retried_through_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel refusing the batch (here: the commit raises NftError) hands the transaction to nft, whose own
+    error — or success — then decides, exactly as without the batch."""
+    from cni.plugin import NetlinkNft
+
+    def refused(self: NetlinkNft, data: bytes, last: int) -> None:
+        raise NftError("closing the interface: Invalid argument")
+
+    monkeypatch.setattr(NetlinkNft, "_commit", refused)
+    fallback = _Recorded()
+    tx = render_interface(InterfaceRules.pending("net1", "ns/pod", "n", 3))
+    NetlinkNft("/run/netns/x", lambda netns: fallback).run(tx)
+    assert fallback.ran == [tx]
 
 
 def test_an_explicit_nft_path_is_always_the_command() -> None:
@@ -676,15 +720,20 @@ def test_version_stays_cheap() -> None:
 
 def test_add_path_stays_light() -> None:
     """What ADD imports (frozen: every one is paid on every pod ADD) has none of the expensive stdlib modules:
-    dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback)."""
+    dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback), and —
+    the pending table going as a prebuilt netlink batch — neither libnftables' binding nor the daemon's netlink
+    module (socket, threading)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.libnft\n"
+        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.batch\n"
         "from shared.netns import interface_index_here\n"
         "try:\n    interface_index_here('/proc/self/ns/net', 'lo')\nexcept Exception:\n    pass\n"  # ADD's lookup
-        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'shared.model', 'shared.nft.exec');"
+        "from shared.nft.render import render_interface\nfrom shared.rules import InterfaceRules\n"
+        "shared.nft.batch.encode(render_interface(InterfaceRules.pending('net1', 'ns/p', 'n', 2)))\n"  # ADD's batch
+        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'threading', 'shared.model',"
+        " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
