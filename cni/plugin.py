@@ -101,7 +101,7 @@ def real_deps(conf: PluginConf, load: Callable[[], object] | None = None) -> Dep
     binary."""
     if conf.nft_path == DEFAULT_NFT:
         fallback = _Fallback(conf, load)
-        return Deps(nft=lambda netns: NetlinkNft(netns, fallback), nft_via="netlink")
+        return Deps(nft=lambda netns: NetlinkNft(netns, fallback, conf.state_dir), nft_via="netlink")
     return _command_deps(conf)
 
 
@@ -145,13 +145,15 @@ class NetlinkNft:
     batch the kernel refuses, goes through `fallback` (libnftables, or the nft command): a refusal is then worded
     by nft, and nft stays the reference for what the batch means (tests/integration/test_nft_batch.py).
 
-    The socket is not closed after the commit: releasing a NETLINK_NETFILTER socket right after a commit waits
-    for nf_tables' deferred destruction (an RCU grace period, docs/benchmarks.md, CNI ADD). It is `kept` for the
-    plugin's exit (`KEPT`)."""
+    Releasing a NETLINK_NETFILTER socket right after it committed waits for nf_tables' deferred destruction (an
+    RCU grace period: docs/benchmarks.md, CNI ADD), so the plugin does not: it hands the socket to mnpd's keeper
+    in `state_dir` (shared.nft.handover), or, when none takes it, keeps it (`KEPT`) until its exit — after the
+    entry is written and the answer printed, so the grace period runs meanwhile."""
 
-    def __init__(self, netns: str | None, fallback: Callable[[str | None], Nft]) -> None:
+    def __init__(self, netns: str | None, fallback: Callable[[str | None], Nft], state_dir: str | None = None) -> None:
         self.netns = netns
         self.fallback = fallback
+        self.state_dir = state_dir
 
     def run(self, tx: Transaction) -> None:
         """Apply `tx` atomically: all of it or, on any error, none of it."""
@@ -178,7 +180,12 @@ class NetlinkNft:
         except BaseException:
             sock.close()
             raise
-        KEPT.append(sock)
+        from shared.nft.handover import hand_over
+
+        if self.state_dir and self.netns is not None and hand_over(sock, self.state_dir, self.netns):
+            sock.close()  # not the last reference: the datagram in flight holds one
+        else:
+            KEPT.append(sock)
 
     def list_table_json(self, family: str = "inet", table: str = "mnp") -> str:
         return self.fallback(self.netns).list_table_json(family, table)

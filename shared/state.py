@@ -11,6 +11,8 @@ Layout — one JSON file per attachment (containerID, ifname):
                                                   exactly like the netns it describes)
     <stateDir>/.<name>.<random>.tmp               a write in progress: watchers ignore dot-files and *.tmp
     <stateDir>/.lock                              flock(2) the plugin holds while it changes tables + entries
+    <stateDir>/.nfnl-keeper                       mnpd's unix socket taking the plugin's committed netlink
+                                                  sockets (shared.nft.handover)
 
 Name parts are escaped so the name is unambiguous and safe: in the containerID part every character outside
 `[A-Za-z0-9.-]` (including `_` — the separator — and `%`) becomes `%XX`, in the ifname part every character

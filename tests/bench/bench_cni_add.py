@@ -17,6 +17,7 @@ number; e.g. dist/mnp-onefile) and `--venv` (the plugin run by the venv's Python
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,36 @@ def summary(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "p10": qs[0], "p90": qs[-1], "min": min(samples)}
 
 
+KEEPER = (
+    "import sys\n"
+    "from daemon.keeper import SocketKeeper\n"
+    "keeper = SocketKeeper(sys.argv[1]).start()\n"
+    "sys.stdin.read()\n"
+    "keeper.stop()\n"
+    "print(keeper.kept, keeper.refused)\n"
+)
+
+
+@contextlib.contextmanager
+def keeper(state_dir: str) -> Iterator[None]:
+    """mnpd's netlink socket keeper (daemon/keeper.py) in a process of its own, as on a node."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KEEPER, state_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+    )
+    deadline = time.monotonic() + 10
+    while not os.path.exists(os.path.join(state_dir, ".nfnl-keeper")):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the keeper did not start")
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        out, _ = proc.communicate(b"", timeout=30)
+        print(f"keeper: kept, refused = {out.decode().split()}", file=sys.stderr)
+
+
 def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, Any]:
     # The state dir on tmpfs, like the default /run/mnp/state on a node (here / and /tmp are one disk: an fsync
     # there costs ~3 ms that no node pays).
@@ -95,6 +126,7 @@ def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, 
     with (
         Node("bench", masters=["m0"]) as node,
         tempfile.TemporaryDirectory(prefix="mnp-bench-", dir=tmpfs) as scratch,
+        keeper(f"{scratch}/kept"),
     ):
         pod = node.new_pod("pod")
         preexec = enter(node.ns.path)
@@ -115,7 +147,10 @@ def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, 
             "ipam": {"type": "static", "addresses": [{"address": "10.250.0.10/24"}]},
         }
         verbs = ("ADD", "ADD cpu", "VERSION")
-        times: dict[str, dict[str, list[float]]] = {name: {v: [] for v in verbs} for name in ["macvlan", *plugins]}
+        # every plugin twice: as on a node where mnpd runs (its keeper takes the committed socket), and without
+        variants = {f"{name} + mnpd": (argv, f"{scratch}/kept") for name, argv in plugins.items()}
+        variants |= {name: (argv, f"{scratch}/state") for name, argv in plugins.items()}
+        times: dict[str, dict[str, list[float]]] = {name: {v: [] for v in verbs} for name in ["macvlan", *variants]}
         version_stdin = b'{"cniVersion": "1.0.0"}'
         for i in range(warmup + rounds):
             record = i >= warmup
@@ -125,16 +160,16 @@ def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, 
             if record:
                 times["macvlan"]["ADD"].append(t)
                 times["macvlan"]["ADD cpu"].append(cpu)
-            conf = {"cniVersion": "1.0.0", "name": "bench", "type": "mnp", "stateDir": f"{scratch}/state"}
-            conf["prevResult"] = json.loads(out)
-            for name, argv in plugins.items():
+            for name, (argv, state_dir) in variants.items():
+                conf = {"cniVersion": "1.0.0", "name": "bench", "type": "mnp", "stateDir": state_dir}
+                conf["prevResult"] = json.loads(out)
                 t, cpu, _ = run(argv, base_env | {"CNI_COMMAND": "ADD"}, json.dumps(conf).encode(), preexec)
                 if record:
                     times[name]["ADD"].append(t)
                     times[name]["ADD cpu"].append(cpu)
                 run(argv, base_env | {"CNI_COMMAND": "DEL"}, json.dumps(conf).encode(), preexec)
             run([str(MACVLAN)], base_env | {"CNI_COMMAND": "DEL"}, json.dumps(macvlan_conf).encode(), preexec)
-            for name, argv in [("macvlan", [str(MACVLAN)]), *plugins.items()]:
+            for name, argv in [("macvlan", [str(MACVLAN)]), *((n, v[0]) for n, v in variants.items())]:
                 t, _, _ = run(argv, {"CNI_COMMAND": "VERSION", "PATH": base_env["PATH"]}, version_stdin, preexec)
                 if record:
                     times[name]["VERSION"].append(t)
@@ -144,8 +179,10 @@ def bench(plugins: dict[str, list[str]], rounds: int, warmup: int) -> dict[str, 
         "machine": machine(),
         "rounds": rounds,
         "results": results,
-        "ratio_add_vs_macvlan": {name: results[name]["ADD"]["median"] / base for name in plugins},
-        "ratio_add_cpu_vs_macvlan": {name: results[name]["ADD cpu"]["median"] / base_cpu for name in plugins},
+        "ratio_add_vs_macvlan": {name: results[name]["ADD"]["median"] / base for name in results if name != "macvlan"},
+        "ratio_add_cpu_vs_macvlan": {
+            name: results[name]["ADD cpu"]["median"] / base_cpu for name in results if name != "macvlan"
+        },
     }
 
 
@@ -171,12 +208,12 @@ def main() -> int:
     doc = bench(plugins, args.rounds, args.warmup)
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{'plugin':32} {'ADD median':>10} {'p10':>7} {'p90':>7} {'ADD cpu':>8} {'VERSION':>8} {'ratio':>6}  (ms)")
+    print(f"{'plugin':40} {'ADD median':>10} {'p10':>7} {'p90':>7} {'ADD cpu':>8} {'VERSION':>8} {'ratio':>6}  (ms)")
     for name, by_verb in doc["results"].items():
         add, cpu, version = by_verb["ADD"], by_verb["ADD cpu"], by_verb["VERSION"]
         ratio = doc["ratio_add_vs_macvlan"].get(name, 1.0)
         print(
-            f"{name:32} {add['median']:10.1f} {add['p10']:7.1f} {add['p90']:7.1f} {cpu['median']:8.1f}"
+            f"{name:40} {add['median']:10.1f} {add['p10']:7.1f} {add['p90']:7.1f} {cpu['median']:8.1f}"
             f" {version['median']:8.1f} {ratio:6.2f}"
         )
     print(json.dumps(doc, indent=1))

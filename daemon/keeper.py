@@ -1,0 +1,182 @@
+"""mnpd's side of shared.nft.handover: take the CNI plugin's committed NETLINK_NETFILTER sockets, so that the
+plugin's exit is not their last reference, and release them later on a thread of our own.
+
+A received descriptor is checked before it is kept — it is a netlink socket (SO_DOMAIN AF_NETLINK) of protocol
+NETLINK_NETFILTER (SO_PROTOCOL), and the network namespace it belongs to (ioctl SIOCGSKNS) is the one the path in
+the datagram names now (shared.netns.netns_identity) — else it is closed at once and counted as refused. Only
+root can send (the state dir is 0700), but nothing received is trusted further: a kept socket is only ever
+closed, or handed (`take`) to the netlink backend of that very path.
+
+Each socket is held `HOLD_S` (by then the grace period its release waited for is long over) and at most
+`MAX_HELD` at once (the oldest are released first), so a burst of pod starts pins few namespaces for long.
+Releasing happens on the keeper's own thread, which may wait for the kernel without holding anyone up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from collections import OrderedDict
+
+from shared.errors import NetnsGone, NetnsUnusable
+from shared.netns import netns_identity
+from shared.nft.handover import MAGIC, MAX_MESSAGE, keeper_path
+from shared.nft.nfnl import NETLINK_NETFILTER
+
+log = logging.getLogger(__name__)
+
+SIOCGSKNS = 0x894C  # linux/sockios.h: a socket's network namespace, as a new descriptor (Linux 4.9)
+SO_DOMAIN, SO_PROTOCOL = 39, 38
+HOLD_S = 1.0
+MAX_HELD = 256
+POLL_S = 0.2
+
+
+class RefusedSocket(ValueError):
+    """A received descriptor that is not a NETLINK_NETFILTER socket of the namespace its datagram names."""
+
+
+def socket_netns(fd: int) -> tuple[int, int]:
+    """(st_dev, st_ino) of the network namespace socket `fd` belongs to."""
+    ns = fcntl.ioctl(fd, SIOCGSKNS)
+    try:
+        st = os.fstat(ns)
+    finally:
+        os.close(ns)
+    return st.st_dev, st.st_ino
+
+
+def checked(fd: int, payload: bytes) -> tuple[str, socket.socket]:
+    """The netns path and the socket of one received datagram; RefusedSocket (the descriptor closed) unless it is
+    a NETLINK_NETFILTER socket of the namespace the path names."""
+    sock = socket.socket(fileno=fd)
+    try:
+        if not payload.startswith(MAGIC):
+            raise RefusedSocket("not a handover datagram")
+        netns = os.fsdecode(payload[len(MAGIC) :])
+        if not netns.startswith("/") or "\0" in netns:
+            raise RefusedSocket(f"netns path {netns[:80]!r}")
+        domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
+        protocol = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+        if (domain, protocol) != (socket.AF_NETLINK, NETLINK_NETFILTER):
+            raise RefusedSocket(f"socket of domain {domain}, protocol {protocol}")
+        try:
+            same = socket_netns(fd) == netns_identity(netns)
+        except (OSError, NetnsGone, NetnsUnusable) as exc:
+            raise RefusedSocket(f"cannot compare its namespace with {netns}: {exc}") from exc
+        if not same:
+            raise RefusedSocket(f"not a socket of {netns}")
+    except BaseException:
+        sock.close()
+        raise
+    return netns, sock
+
+
+class SocketKeeper:
+    """The unix datagram socket `<state_dir>/.nfnl-keeper` and the thread that takes, checks, holds and releases
+    what the plugin sends there. `kept` and `refused` count since start."""
+
+    def __init__(self, state_dir: str, hold_s: float = HOLD_S, max_held: int = MAX_HELD) -> None:
+        self.path = keeper_path(state_dir)
+        self.hold_s = hold_s
+        self.max_held = max_held
+        self.kept = 0
+        self.refused = 0
+        self._held: OrderedDict[int, tuple[float, str, socket.socket]] = OrderedDict()  # by fd, oldest first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SocketKeeper:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise OSError(f"{self.path} exists and is not a socket")
+            os.unlink(self.path)  # a previous mnpd's
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(self.path)
+            os.chmod(self.path, 0o600)
+        except BaseException:
+            listener.close()
+            raise
+        listener.settimeout(POLL_S)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._run, name="mnp-nfnl-keeper", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._listener is not None:
+            self._listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        with self._lock:
+            held, self._held = list(self._held.values()), OrderedDict()
+        for _, _, sock in held:
+            sock.close()
+
+    def take(self, netns: str) -> socket.socket | None:
+        """A kept socket of `netns` (checked on arrival), now the caller's to keep or close; None if there is none."""
+        with self._lock:
+            for fd, (_, path, sock) in self._held.items():
+                if path == netns:
+                    del self._held[fd]
+                    return sock
+        return None
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def _run(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                payload, fds, flags, _ = socket.recv_fds(self._listener, MAX_MESSAGE, 4)
+            except TimeoutError:
+                payload, fds, flags = b"", [], 0
+            except OSError as exc:
+                log.warning("netlink socket keeper: %s", exc)
+                payload, fds, flags = b"", [], 0
+            if fds:
+                self._receive(payload, fds, truncated=bool(flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)))
+            self._release(time.monotonic())
+
+    def _receive(self, payload: bytes, fds: list[int], truncated: bool) -> None:
+        if truncated or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            self.refused += 1
+            log.warning("netlink socket keeper: refused a datagram with %d descriptors", len(fds))
+            return
+        try:
+            netns, sock = checked(fds[0], payload)
+        except RefusedSocket as exc:
+            self.refused += 1
+            log.warning("netlink socket keeper: refused a descriptor: %s", exc)
+            return
+        with self._lock:
+            self._held[sock.fileno()] = (time.monotonic(), netns, sock)
+        self.kept += 1
+
+    def _release(self, now: float) -> None:
+        with self._lock:
+            due = []
+            while self._held:
+                fd, (since, _, sock) = next(iter(self._held.items()))
+                if now - since < self.hold_s and len(self._held) <= self.max_held:
+                    break
+                del self._held[fd]
+                due.append(sock)
+        for sock in due:
+            sock.close()
