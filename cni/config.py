@@ -27,7 +27,6 @@ nothing from it and must not fail a teardown over it.
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS
 from cni.errors import (
@@ -37,7 +36,8 @@ from cni.errors import (
     INVALID_ENV,
     CNIError,
 )
-from shared.state import DEFAULT_STATE_DIR, NAME_RE, PATH_MAX, excerpt
+from shared import cjson
+from shared.state import DEFAULT_STATE_DIR, PATH_MAX, excerpt, valid_name
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["LATEST_VERSION", "NAME_RE", "SUPPORTED_VERSIONS"]  # re-exported: they belong to the config's contract
+__all__ = ["LATEST_VERSION", "SUPPORTED_VERSIONS", "valid_name"]  # re-exported: they belong to the config's contract
 
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 
@@ -194,7 +194,7 @@ def decode_json(stdin: bytes | str) -> Any:
     """stdin → a JSON value; anything that is not UTF-8 JSON is code 6."""
     try:
         text = stdin.decode("utf-8") if isinstance(stdin, bytes) else stdin
-        return json.loads(text, parse_constant=_reject_constant)
+        return cjson.loads(text, parse_constant=_reject_constant)
     except (UnicodeError, ValueError, RecursionError) as exc:
         raise CNIError(DECODING_FAILURE, "cannot decode the network configuration", str(exc)[:300]) from exc
 
@@ -254,7 +254,7 @@ def _parse_known_version(raw: Mapping[str, Any], version: str, command: str, ifn
     name = _string(raw, "name")
     if not name:
         raise _invalid("missing network name")
-    if not NAME_RE.match(name):
+    if not valid_name(name):
         raise _invalid("invalid characters in network name", name[:100])
     type_ = _string(raw, "type")
     if not type_:

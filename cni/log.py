@@ -7,8 +7,9 @@ paid on every pod ADD (see docs/benchmarks.md).
 
 from __future__ import annotations
 
-import json
 import time
+
+from shared import cjson
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 
@@ -25,7 +26,7 @@ def _quote(value: object) -> str:
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    return json.dumps(text)
+    return cjson.dumps(text)
 
 
 class Log:

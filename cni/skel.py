@@ -26,13 +26,13 @@ exception is code 999 with its traceback in the log. Logs go to stderr or the co
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS, __version__
 from cni.errors import INTERNAL, INVALID_ENV, INVALID_NETNS, CNIError
 from cni.log import Log
+from shared import cjson
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _require_utf8(environ: Mapping[str, str]) -> None:
 
 def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
     """The CNI_* variables of this call, checked for its verb (code 4 for anything missing or malformed)."""
-    from cni.config import NAME_RE, CmdArgs, parse_cni_args
+    from cni.config import CmdArgs, parse_cni_args, valid_name
     from shared.state import excerpt
 
     _require_utf8(environ)
@@ -101,7 +101,7 @@ def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
     container_id = environ.get("CNI_CONTAINERID", "") if command in ("ADD", "CHECK", "DEL") else ""
     ifname = environ.get("CNI_IFNAME", "") if command in ("ADD", "CHECK", "DEL") else ""
     netns = environ.get("CNI_NETNS", "") if command in ("ADD", "CHECK", "DEL") else ""
-    if container_id and not NAME_RE.match(container_id):
+    if container_id and not valid_name(container_id):
         raise _env_error("invalid characters in CNI_CONTAINERID", excerpt(container_id))
     if ifname:
         validate_ifname(ifname)
@@ -116,7 +116,7 @@ def cmd_version(stdin: bytes | str) -> dict[str, Any]:
     requested version when mnp speaks it, else in the newest. `mnpVersion` is mnp's own version: an extra key,
     which libcni's PluginInfo decoding ignores (Go's encoding/json skips unknown fields)."""
     try:
-        value = json.loads(stdin)
+        value = cjson.loads(stdin)
     except (ValueError, RecursionError):
         value = None
     requested = value.get("cniVersion") if isinstance(value, dict) else None
@@ -217,5 +217,5 @@ class Dispatcher:
             return None
 
     def _print(self, value: Mapping[str, Any]) -> None:
-        self.stdout.write(json.dumps(value) + "\n")
+        self.stdout.write(cjson.dumps(value) + "\n")
         self.stdout.flush()

@@ -60,18 +60,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import re
 import stat
 
+from shared import cjson
 from shared.errors import StateError
 from shared.ifname import ifname_problem
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterator
+
+    NAME_RE: re.Pattern[str]
 
 DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's `stateDir`, mnpd's and mnpctl's `--state-dir` unless set
 SCHEMA = 1
@@ -86,9 +88,25 @@ MAX_ENTRY_BYTES = 64 * 1024  # an entry is ~400 bytes; a bigger file is not one 
 PATH_MAX = 4096
 EXCERPT = 80  # characters of a bad value quoted in a message
 
-# libcni's ValidateContainerID (and ValidateNetworkName): the rule CNI_CONTAINERID and the network name follow.
-# \Z, not $: Python's $ also matches before a final newline, Go's does not.
-NAME_RE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+# libcni's ValidateContainerID (and ValidateNetworkName): the rule CNI_CONTAINERID and the network name follow,
+# `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$` (Go's $: no final newline). Checked without `re`, which the CNI plugin does not
+# import (its start-up time: shared.cjson); NAME_RE, the same rule as a pattern, is there for the daemon.
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("_.-")
+
+
+def valid_name(text: str) -> bool:
+    """Whether `text` is a container ID or network name as libcni accepts them."""
+    return bool(text) and text[0] in _NAME_FIRST and all(char in _NAME_REST for char in text)
+
+
+def __getattr__(name: str) -> object:
+    if name == "NAME_RE":  # compiled on first use only
+        import re
+
+        return re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _CID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
 _IF_SAFE = _CID_SAFE | {"_"}
@@ -246,7 +264,7 @@ class StateEntry(Value):
         return f"{self.pod_namespace}/{self.pod_name}" if self.pod_namespace and self.pod_name else ""
 
     def to_json(self) -> str:
-        return json.dumps(
+        return cjson.dumps_flat(
             {
                 "schema": self.schema,
                 "containerID": self.container_id,
@@ -270,7 +288,7 @@ class StateEntry(Value):
     def from_json(text: str | bytes) -> StateEntry:
         """Parse an entry; StateError names the first problem. Unknown keys are ignored."""
         try:
-            raw = json.loads(text)
+            raw = cjson.loads(text)
         except (ValueError, RecursionError) as exc:
             raise StateError(f"not JSON: {exc}") from exc
         if not isinstance(raw, dict):
@@ -296,13 +314,13 @@ class StateEntry(Value):
         if not isinstance(ifindex, int) or isinstance(ifindex, bool) or not 0 <= ifindex < 2**31:
             raise StateError("ifindex must be an interface index (a non-negative 32-bit integer)")
         container_id = text_field("containerID", True)
-        if not NAME_RE.match(container_id):
+        if not valid_name(container_id):
             raise StateError(f"containerID {excerpt(container_id)} is not a container ID")
         netns = text_field("netns")
         if netns and (not netns.startswith("/") or "\0" in netns or len(netns.encode("utf-8", "replace")) > PATH_MAX):
             raise StateError(f"netns {excerpt(netns)} is not an absolute path")
         network = text_field("network")
-        if network and not NAME_RE.match(network):
+        if network and not valid_name(network):
             raise StateError(f"network {excerpt(network)} is not a network name")
         return StateEntry(
             container_id=container_id,

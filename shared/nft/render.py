@@ -52,7 +52,6 @@ disjoint (prefix × port range) boxes.
 from __future__ import annotations
 
 import itertools
-import re
 from collections import defaultdict
 from functools import lru_cache
 
@@ -74,8 +73,19 @@ FAMILY = "inet"
 SCHEMA = 1
 
 ND_TYPES = "nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect"
-_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,14}$")
-_LOG_SAFE = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")  # written as is in a log prefix (drop_log_prefix)
+# Checked without `re` (the CNI plugin renders on every ADD and does not import it: shared.cjson).
+_ALPHA = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PLAIN_CHARS = _ALPHA | frozenset("0123456789_")  # a letter, then up to 14 of these: the name as a token
+_LOG_SAFE_CHARS = _PLAIN_CHARS | frozenset(".@-")  # 1 to 15 of these: written as is in a log prefix
+
+
+def _plain(ifname: str) -> bool:
+    return 0 < len(ifname) <= 15 and ifname[0] in _ALPHA and all(char in _PLAIN_CHARS for char in ifname)
+
+
+def _log_safe(ifname: str) -> bool:
+    return 0 < len(ifname) <= 15 and all(char in _LOG_SAFE_CHARS for char in ifname)
+
 
 _HOOK = {INGRESS: "input", EGRESS: "output"}
 _PREFIX = {INGRESS: "ingress", EGRESS: "egress"}
@@ -160,7 +170,7 @@ def drop_log_prefix(ifname: str, direction: str) -> str:
     """The nflog prefix of one chain's drop log: `mnp drop net1 ingress: `. An interface name with characters
     other than letters, digits, `_`, `.`, `-` and `@` is written as its chain-name token (`if_…`) instead: nft
     1.0.6 expands `$name` even inside a quoted string, so `x$y` would fail the whole transaction."""
-    name = ifname if _LOG_SAFE.match(ifname) else iface_token(ifname)
+    name = ifname if _log_safe(ifname) else iface_token(ifname)
     return f"{DROP_LOG_PREFIX}{name} {_PREFIX[direction]}: "
 
 
@@ -175,7 +185,7 @@ def drop_log_rule(ifname: str, direction: str) -> str:
 def iface_token(ifname: str) -> str:
     """The part of chain and set names that stands for an interface: the name itself when it is a plain
     identifier (`net1`), else `if_` and a hash of it (interface names may hold `.`, `-`, `@` …)."""
-    if _PLAIN.match(ifname):
+    if _plain(ifname):
         return ifname
     import base64  # the CNI plugin renders on every ADD: import the hash only for the names that need it
     import hashlib

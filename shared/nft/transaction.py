@@ -9,8 +9,6 @@ ones are ignored, and running the transaction raises it. Building code never che
 
 from __future__ import annotations
 
-import re
-
 from shared.nft.objects import Chain, Element, NftObject, Rule, Set, Table, comment
 from shared.value import Value
 
@@ -20,8 +18,15 @@ if TYPE_CHECKING:
 
     from shared.nft.objects import Verb
 
-# nft identifiers: a letter or underscore, then letters, digits, '_', '.', '-' (mnp emits a subset of that).
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# nft identifiers: a letter or underscore, then letters, digits, '_', '.', '-'. mnp emits a subset of that — a
+# letter or underscore, then up to 63 letters, digits or underscores — checked without `re` (the CNI plugin's
+# start-up time: shared.cjson).
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_WORD = _LETTERS | frozenset("0123456789")
+
+
+def is_identifier(name: str) -> bool:
+    return 0 < len(name) <= 64 and name[0] in _LETTERS and all(char in _WORD for char in name)
 
 
 class TransactionError(ValueError):
@@ -168,6 +173,6 @@ def _validate(verb: Verb, obj: NftObject) -> str | None:
     if verb == "flush" and not isinstance(obj, Chain | Set):
         return "only chains and sets can be flushed"
     for name in names:
-        if not IDENTIFIER.match(name):
+        if not is_identifier(name):
             return f"{name!r} is not a valid name"
     return None

@@ -711,7 +711,7 @@ def test_version_stays_cheap() -> None:
         "import sys, io, cni.skel;"
         "cni.skel.Dispatcher({'CNI_COMMAND': 'VERSION'}, b'', io.StringIO(), io.StringIO()).run();"
         "heavy = ('dataclasses', 'typing', 'subprocess', 'ipaddress', 'cni.config', 'cni.plugin');"
-        "light = ('shared', 'shared.version');"  # the version source: an empty package and one constant
+        "light = ('shared', 'shared.version', 'shared.cjson');"  # the version source, and JSON over _json
         "print(','.join(sorted(m for m in sys.modules if m in heavy or m.startswith('shared') and m not in light)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -722,7 +722,7 @@ def test_add_path_stays_light() -> None:
     """What ADD imports (frozen: every one is paid on every pod ADD) has none of the expensive stdlib modules:
     dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback), and —
     the pending table going as a prebuilt netlink batch — neither libnftables' binding nor the daemon's netlink
-    module (socket, threading)."""
+    module (socket, threading), nor `json` and the `re`, `enum` … it brings (shared.cjson)."""
     import subprocess
     import sys
 
@@ -733,7 +733,7 @@ def test_add_path_stays_light() -> None:
         "from shared.nft.render import render_interface\nfrom shared.rules import InterfaceRules\n"
         "shared.nft.batch.encode(render_interface(InterfaceRules.pending('net1', 'ns/p', 'n', 2)))\n"  # ADD's batch
         "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'threading', 'shared.model',"
-        " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink');"
+        " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink', 'json', 're', 'enum');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
