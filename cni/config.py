@@ -26,8 +26,6 @@ nothing from it and must not fail a teardown over it.
 
 from __future__ import annotations
 
-import ipaddress
-
 from cni import LATEST_VERSION, SUPPORTED_VERSIONS
 from cni.errors import (
     DECODING_FAILURE,
@@ -180,6 +178,44 @@ class PluginConf(Value):
         self.ips = ips  # "addr/len" of CNI_IFNAME, from prevResult
         self.mac = mac  # of CNI_IFNAME, from prevResult
         self.valid_attachments = valid_attachments  # GC: (containerID, ifname)
+
+
+def _plain_ipv4(text: str) -> bool:
+    """Whether `text` is a dotted-quad IPv4 address exactly as `ipaddress` writes it (four decimal octets ≤ 255,
+    no leading zeros): then it is its own normal form."""
+    octets = text.split(".")
+    return len(octets) == 4 and all(_plain_number(octet, 255) for octet in octets)
+
+
+def _plain_number(text: str, top: int) -> bool:
+    return (
+        0 < len(text) <= 3
+        and text.isascii()
+        and text.isdigit()
+        and (text == "0" or text[0] != "0")
+        and int(text) <= top
+    )
+
+
+def normal_interface(text: str) -> str:
+    """`str(ipaddress.ip_interface(text))`; ValueError when it is not an address with a prefix. The common case —
+    an IPv4 address with a prefix length, as IPAM writes it — is checked without importing `ipaddress` (→
+    functools, collections: the plugin's start-up time); every other form goes through it."""
+    address, _, prefix = text.partition("/")
+    if _plain_ipv4(address) and _plain_number(prefix, 32):
+        return text
+    import ipaddress
+
+    return str(ipaddress.ip_interface(text))
+
+
+def normal_address(text: str) -> str:
+    """`str(ipaddress.ip_address(text))`, the IPv4 case without `ipaddress` (see normal_interface)."""
+    if _plain_ipv4(text):
+        return text
+    import ipaddress
+
+    return str(ipaddress.ip_address(text))
 
 
 def _invalid(msg: str, details: str = "") -> CNIError:
@@ -340,7 +376,7 @@ def _parse_prev_result(value: object, version: str, ifname: str) -> tuple[Mappin
         if not isinstance(address, str) or "/" not in address:
             raise _invalid(f"prevResult: ips[{index}].address must be an address with a prefix length")
         try:
-            normalised = str(ipaddress.ip_interface(address))
+            normalised = normal_interface(address)
         except ValueError as exc:
             raise _invalid(f"prevResult: ips[{index}].address is not valid", str(exc)) from exc
         gateway = ip.get("gateway")
@@ -348,7 +384,7 @@ def _parse_prev_result(value: object, version: str, ifname: str) -> tuple[Mappin
             if not isinstance(gateway, str):
                 raise _invalid(f"prevResult: ips[{index}].gateway must be a string")
             try:
-                ipaddress.ip_address(gateway)
+                normal_address(gateway)
             except ValueError as exc:
                 raise _invalid(f"prevResult: ips[{index}].gateway is not an address", str(exc)) from exc
         which = ip.get("interface")

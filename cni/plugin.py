@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import _socket
 import time
-from contextlib import contextmanager
 
 from cni import __version__
 from cni.config import DEFAULT_NFT, CmdArgs, PluginConf, result_for
@@ -56,7 +55,7 @@ from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any, Protocol
 
     from shared.nft.transaction import Transaction
@@ -254,13 +253,22 @@ def require_netns(netns: str, deps: Deps) -> None:
         raise CNIError(INVALID_NETNS, "the pod network namespace does not exist", netns[:2000])
 
 
-@contextmanager
-def _locked(store: StateStore) -> Iterator[None]:
-    try:
-        with store.lock():
-            yield
-    except StateError as exc:
-        raise CNIError(IO_FAILURE, "cannot use the state dir", str(exc)) from exc
+class _locked:  # used as `with _locked(store):`; a class: contextlib is not on the ADD path
+    """The state dir's lock; a StateError — taking it, or raised while it is held — is a CNIError, code 5."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.lock = store.lock()
+
+    def __enter__(self) -> None:
+        try:
+            self.lock.__enter__()
+        except StateError as exc:
+            raise CNIError(IO_FAILURE, "cannot use the state dir", str(exc)) from exc
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.lock.__exit__(kind, exc, tb)
+        if isinstance(exc, StateError):
+            raise CNIError(IO_FAILURE, "cannot use the state dir", str(exc)) from exc
 
 
 def _nft_error(exc: Exception, what: str, netns: str | None, deps: Deps) -> CNIError:

@@ -6,16 +6,29 @@ ADD, imports only this small module and not the policy model (its start-up time 
 
 from __future__ import annotations
 
-import ipaddress
-
 from shared.value import HashedValue, Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    import ipaddress
     from collections.abc import Iterable
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def __getattr__(name: str) -> object:
+    """IPAddress and IPNetwork, made on first use: `ipaddress` (→ functools, collections) is not on the CNI
+    plugin's ADD path, which renders the pending form without addresses (its start-up time)."""
+    if name not in ("IPAddress", "IPNetwork"):  # the import system asks for __path__ & co: not a reason to load
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import ipaddress
+
+    if name == "IPAddress":
+        return ipaddress.IPv4Address | ipaddress.IPv6Address
+    return ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 INGRESS, EGRESS = "Ingress", "Egress"
 
 
@@ -117,6 +130,10 @@ class InterfaceRules(Value):
 def collapse(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
     """Sorted, merged, v4 before v6."""
     networks = list(networks)
+    if not networks:  # the plugin's pending form: no addresses, no `ipaddress` to import
+        return ()
     v4 = [n for n in networks if n.version == 4]
     v6 = [n for n in networks if n.version == 6]
+    import ipaddress
+
     return tuple(ipaddress.collapse_addresses(v4)) + tuple(ipaddress.collapse_addresses(v6))

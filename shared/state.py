@@ -58,7 +58,6 @@ excerpt of it (`excerpt`).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import stat
@@ -71,7 +70,6 @@ from shared.value import Value
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import re
-    from collections.abc import Iterator
 
     NAME_RE: re.Pattern[str]
 
@@ -376,25 +374,13 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"cannot write in {self.directory}: {exc.strerror or exc}") from exc
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the state dir's exclusive lock (flock on `.lock`; created as needed, never removed).
+    def lock(self) -> StateLock:
+        """`with store.lock():` holds the state dir's exclusive lock (flock on `.lock`; created as needed, never
+        removed).
 
         The plugin holds it from reading the entries until its nft transaction and entry change are done, so
         "no other interface of this container remains, remove the table" cannot race an ADD of another one."""
-        self.ensure()
-        path = os.path.join(self.directory, LOCK_NAME)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise StateError(f"cannot open {path}: {exc.strerror or exc}") from exc
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise StateError(f"{path} is {_kind(os.fstat(fd).st_mode)}, not a regular file: cannot lock")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        return StateLock(self)
 
     def write(self, entry: StateEntry) -> str:
         """Write (or replace) an entry atomically; returns its path."""
@@ -414,8 +400,10 @@ class StateStore:
             os.replace(tmp, final)
             self._sync_dir()
         except OSError as exc:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105  # not contextlib.suppress: not on the plugin's path
                 os.unlink(tmp)
+            except OSError:
+                pass
             raise StateError(f"cannot write {final}: {exc.strerror or exc}") from exc
         return final
 
@@ -459,8 +447,10 @@ class StateStore:
             return False
         except OSError as exc:
             raise StateError(f"cannot remove {path}: {exc.strerror or exc}") from exc
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105  # not contextlib.suppress: not on the plugin's path
             self._sync_dir()
+        except OSError:
+            pass
         return True
 
     def entries(self, container_id: str | None = None) -> tuple[list[StateEntry], list[Problem]]:
@@ -489,3 +479,34 @@ class StateStore:
     def by_container(self, container_id: str) -> list[StateEntry]:
         """The readable entries of one container (sandbox)."""
         return [e for e in self.entries(container_id)[0] if e.container_id == container_id]
+
+
+class StateLock:
+    """The state dir's lock as a context manager (`StateStore.lock`): a class rather than
+    contextlib.contextmanager, which the CNI plugin does not import (contextlib brings collections and functools:
+    its start-up time, docs/benchmarks.md)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.store.ensure()
+        path = os.path.join(self.store.directory, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise StateError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StateError(f"{path} is {_kind(os.fstat(fd).st_mode)}, not a regular file: cannot lock")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)  # releases the lock

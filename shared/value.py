@@ -10,7 +10,7 @@ Slots also make these records smaller and their attributes faster for the daemon
 
 from __future__ import annotations
 
-from operator import attrgetter
+from _operator import attrgetter  # the C module: operator.py is not on the plugin's path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:

@@ -52,10 +52,9 @@ disjoint (prefix × port range) boxes.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
-from functools import lru_cache
 
 from shared.ifname import InvalidInterfaceName
+from shared.lean import defaultdict, lru_cache  # not functools/collections: the plugin's start-up time
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote, quote_ifname
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import EGRESS, INGRESS, InterfaceRules, collapse

@@ -718,11 +718,26 @@ def test_version_stays_cheap() -> None:
     assert done.stdout.strip() == ""
 
 
+ADD_CONFIG = json.dumps(
+    {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "type": "mnp",
+        "prevResult": {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "net1", "sandbox": "/run/netns/x", "mac": "0a:58:0a:00:00:02"}],
+            "ips": [{"address": "10.1.2.3/24", "gateway": "10.1.2.1", "interface": 0}],
+        },
+    }
+)
+
+
 def test_add_path_stays_light() -> None:
     """What ADD imports (frozen: every one is paid on every pod ADD) has none of the expensive stdlib modules:
     dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback), and —
     the pending table going as a prebuilt netlink batch — neither libnftables' binding nor the daemon's netlink
-    module (socket, threading), nor `json` and the `re`, `enum` … it brings (shared.cjson)."""
+    module (socket, threading), nor `json` and the `re`, `enum` … it brings (shared.cjson), nor functools,
+    collections, contextlib or — for IPv4 addresses — ipaddress (shared.lean, cni.config.normal_interface)."""
     import subprocess
     import sys
 
@@ -732,8 +747,10 @@ def test_add_path_stays_light() -> None:
         "try:\n    interface_index_here('/proc/self/ns/net', 'lo')\nexcept Exception:\n    pass\n"  # ADD's lookup
         "from shared.nft.render import render_interface\nfrom shared.rules import InterfaceRules\n"
         "shared.nft.batch.encode(render_interface(InterfaceRules.pending('net1', 'ns/p', 'n', 2)))\n"  # ADD's batch
+        "cni.config.parse_config(" + repr(ADD_CONFIG) + ", 'ADD', 'net1')\n"  # ADD's config, IPv4 addresses
         "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'threading', 'shared.model',"
-        " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink', 'json', 're', 'enum');"
+        " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink', 'json', 're', 'enum', 'functools',"
+        " 'collections', 'contextlib', 'ipaddress');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
