@@ -55,7 +55,11 @@ def socket_netns(fd: int) -> tuple[int, int]:
 def checked(fd: int, payload: bytes) -> tuple[str, socket.socket]:
     """The netns path and the socket of one received datagram; RefusedSocket (the descriptor closed) unless it is
     a NETLINK_NETFILTER socket of the namespace the path names."""
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:  # not a socket at all
+        os.close(fd)
+        raise RefusedSocket(f"not a socket: {exc.strerror or exc}") from exc
     try:
         if not payload.startswith(MAGIC):
             raise RefusedSocket("not a handover datagram")
@@ -149,7 +153,10 @@ class SocketKeeper:
                 log.warning("netlink socket keeper: %s", exc)
                 payload, fds, flags = b"", [], 0
             if fds:
-                self._receive(payload, fds, truncated=bool(flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)))
+                try:
+                    self._receive(payload, fds, truncated=bool(flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)))
+                except Exception:  # whatever one datagram holds, the keeper goes on
+                    log.exception("netlink socket keeper: a datagram could not be handled")
             self._release(time.monotonic())
 
     def _receive(self, payload: bytes, fds: list[int], truncated: bool) -> None:
