@@ -131,8 +131,14 @@ class _Fallback:
         return self.deps.nft(netns)
 
 
-# Sockets that committed, kept open until the plugin's exit (NetlinkNft): released by the exit, or handed to mnpd.
+# Sockets that committed, kept open until the plugin's exit (NetlinkNft) when no mnpd took them.
 KEPT: list[_socket.socket] = []
+
+
+def release_kept() -> None:
+    """Close the kept sockets now: for callers that run the plugin in-process and do not exit (the tests)."""
+    while KEPT:
+        KEPT.pop().close()
 
 
 class NetlinkNft:

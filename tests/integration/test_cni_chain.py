@@ -515,7 +515,7 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
     import io
     import threading
 
-    from cni.plugin import real_deps
+    from cni.plugin import real_deps, release_kept
     from cni.skel import Dispatcher
     from shared.nft.libnft import LibnftUnavailable, available
 
@@ -554,4 +554,5 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
         assert nft_table(pod) == ""
         assert own_netns() == home  # and the host's ruleset is unchanged: the module's host_untouched checks it
     finally:
+        release_kept()  # the sockets ADD kept for an exit this process does not make
         pod.delete()

@@ -67,7 +67,7 @@ def test_the_committed_socket_goes_to_the_keeper_and_is_released_there(
     pod: NetNS, keeper: SocketKeeper, tmp_path: Path
 ) -> None:
     pod.run("nft", "flush", "ruleset")
-    plugin.KEPT.clear()
+    plugin.release_kept()
     before = netlink_sockets(pod)  # the kernel's own nfnetlink socket is listed too
     nft = plugin.NetlinkNft(pod.path, lambda netns: pytest.fail("no fallback expected"), str(tmp_path))
     nft.run(pending(pod))  # type: ignore[arg-type]
@@ -82,11 +82,11 @@ def test_the_committed_socket_goes_to_the_keeper_and_is_released_there(
 
 def test_without_a_keeper_the_plugin_keeps_the_socket_for_its_exit(pod: NetNS, tmp_path: Path) -> None:
     pod.run("nft", "flush", "ruleset")
-    plugin.KEPT.clear()
+    plugin.release_kept()
     nft = plugin.NetlinkNft(pod.path, lambda netns: pytest.fail("no fallback expected"), str(tmp_path))
     nft.run(pending(pod))  # type: ignore[arg-type]
     assert len(plugin.KEPT) == 1
-    plugin.KEPT.pop().close()
+    plugin.release_kept()
     pod.run("nft", "flush", "ruleset")
 
 
