@@ -284,7 +284,7 @@ def _dispatch_key_type(set_name: str) -> str:
 def _dispatch_key(key_type: str, text: str) -> bytes:
     value = text.strip('"')
     if key_type == "iface_index":
-        if not value.strip().isdigit():
+        if not (value.strip().isdigit() and 0 < int(value) <= 0xFFFFFFFF):
             raise NotEncodable(f"interface index {text}")
         return struct.pack("=I", int(value))
     data = value.encode()
