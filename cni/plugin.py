@@ -25,10 +25,13 @@ All of it happens under the state dir's lock (StateStore.lock): "no other interf
 so remove the table" must not interleave with an ADD of another interface of the same pod.
 
 Every side effect comes through `Deps` — an nft factory (netns path → Nft), the state store, the clock, the netns
-checks — so the unit tests run this very code against `FakeNft` and a temporary directory. On a node, nft is
-libnftables in-process (`LibnftNft`) when it can be loaded and `nftPath` is not set, else the nft command under
-nsenter (`real_deps`); the ADD log line says which (`nft=libnftables` or `nft=<command>`). The renderer and the
-nft backend are imported only by the verbs that need them: VERSION, the first call of every runtime, stays cheap.
+checks — so the unit tests run this very code against `FakeNft` and a temporary directory. On a node, with
+`nftPath` not set, ADD's pending table goes as one prebuilt nfnetlink batch on the plugin's own socket, handed to
+mnpd afterwards (`NetlinkNft`), and everything else through libnftables in-process (`LibnftNft`) or, where it
+cannot be loaded, the nft command under nsenter; with `nftPath` set, always that command (`real_deps`). The ADD log
+line says which (`nft=netlink` or `nft=<command>`). The renderer and the nft backend are imported only by the
+verbs that need them, and nothing on the ADD path imports json, re, functools, collections or contextlib
+(tests/unit/test_cni_plugin.py::test_add_path_stays_light): every import is paid on every pod start.
 """
 
 from __future__ import annotations
