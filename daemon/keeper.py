@@ -9,7 +9,9 @@ closed, or handed (`take`) to the netlink backend of that very path.
 
 Each socket is held `HOLD_S` (by then the grace period its release waited for is long over) and at most
 `MAX_HELD` at once (the oldest are released first), so a burst of pod starts pins few namespaces for long.
-Releasing happens on the keeper's own thread, which may wait for the kernel without holding anyone up.
+Releasing happens on a closer thread of the keeper's own, which may wait for the kernel without holding up the
+thread that receives (a unix datagram queue holds only `net.unix.max_dgram_qlen` messages, 10 by default: beyond
+that the plugin keeps its socket and pays the wait).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import socket
 import stat
 import threading
@@ -52,34 +55,25 @@ def socket_netns(fd: int) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def checked(fd: int, payload: bytes) -> tuple[str, socket.socket]:
-    """The netns path and the socket of one received datagram; RefusedSocket (the descriptor closed) unless it is
-    a NETLINK_NETFILTER socket of the namespace the path names."""
+def checked(sock: socket.socket, payload: bytes) -> str:
+    """The netns path of one received datagram whose descriptor is `sock`; RefusedSocket unless `sock` is a
+    NETLINK_NETFILTER socket of the namespace the path names. The caller closes a refused socket."""
+    if not payload.startswith(MAGIC):
+        raise RefusedSocket("not a handover datagram")
+    netns = os.fsdecode(payload[len(MAGIC) :])
+    if not netns.startswith("/") or "\0" in netns:
+        raise RefusedSocket(f"netns path {netns[:80]!r}")
+    domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
+    protocol = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    if (domain, protocol) != (socket.AF_NETLINK, NETLINK_NETFILTER):
+        raise RefusedSocket(f"socket of domain {domain}, protocol {protocol}")
     try:
-        sock = socket.socket(fileno=fd)
-    except OSError as exc:  # not a socket at all
-        os.close(fd)
-        raise RefusedSocket(f"not a socket: {exc.strerror or exc}") from exc
-    try:
-        if not payload.startswith(MAGIC):
-            raise RefusedSocket("not a handover datagram")
-        netns = os.fsdecode(payload[len(MAGIC) :])
-        if not netns.startswith("/") or "\0" in netns:
-            raise RefusedSocket(f"netns path {netns[:80]!r}")
-        domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
-        protocol = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
-        if (domain, protocol) != (socket.AF_NETLINK, NETLINK_NETFILTER):
-            raise RefusedSocket(f"socket of domain {domain}, protocol {protocol}")
-        try:
-            same = socket_netns(fd) == netns_identity(netns)
-        except (OSError, NetnsGone, NetnsUnusable) as exc:
-            raise RefusedSocket(f"cannot compare its namespace with {netns}: {exc}") from exc
-        if not same:
-            raise RefusedSocket(f"not a socket of {netns}")
-    except BaseException:
-        sock.close()
-        raise
-    return netns, sock
+        same = socket_netns(sock.fileno()) == netns_identity(netns)
+    except (OSError, NetnsGone, NetnsUnusable) as exc:
+        raise RefusedSocket(f"cannot compare its namespace with {netns}: {exc}") from exc
+    if not same:
+        raise RefusedSocket(f"not a socket of {netns}")
+    return netns
 
 
 class SocketKeeper:
@@ -97,6 +91,8 @@ class SocketKeeper:
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._closing: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
+        self._closer: threading.Thread | None = None
 
     def start(self) -> SocketKeeper:
         with contextlib.suppress(FileNotFoundError):
@@ -113,7 +109,9 @@ class SocketKeeper:
         listener.settimeout(POLL_S)
         self._listener = listener
         self._thread = threading.Thread(target=self._run, name="mnp-nfnl-keeper", daemon=True)
+        self._closer = threading.Thread(target=self._close_queued, name="mnp-nfnl-closer", daemon=True)
         self._thread.start()
+        self._closer.start()
         return self
 
     def stop(self) -> None:
@@ -127,7 +125,10 @@ class SocketKeeper:
         with self._lock:
             held, self._held = list(self._held.values()), OrderedDict()
         for _, _, sock in held:
-            sock.close()
+            self._closing.put(sock)
+        self._closing.put(None)
+        if self._closer is not None:
+            self._closer.join()
 
     def take(self, netns: str) -> socket.socket | None:
         """A kept socket of `netns` (checked on arrival), now the caller's to keep or close; None if there is none."""
@@ -167,8 +168,16 @@ class SocketKeeper:
             log.warning("netlink socket keeper: refused a datagram with %d descriptors", len(fds))
             return
         try:
-            netns, sock = checked(fds[0], payload)
+            sock = socket.socket(fileno=fds[0])
+        except OSError as exc:  # not a socket at all
+            os.close(fds[0])
+            self.refused += 1
+            log.warning("netlink socket keeper: refused a descriptor: not a socket (%s)", exc.strerror or exc)
+            return
+        try:
+            netns = checked(sock, payload)
         except RefusedSocket as exc:
+            self._closing.put(sock)
             self.refused += 1
             log.warning("netlink socket keeper: refused a descriptor: %s", exc)
             return
@@ -186,4 +195,13 @@ class SocketKeeper:
                 del self._held[fd]
                 due.append(sock)
         for sock in due:
+            self._closing.put(sock)
+
+    def _close_queued(self) -> None:
+        """Close what the receiving thread let go: a release may wait for the kernel (an RCU grace period after a
+        recent commit), and the datagrams must not queue up behind it (the queue holds only a few)."""
+        while True:
+            sock = self._closing.get()
+            if sock is None:
+                return
             sock.close()
