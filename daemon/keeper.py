@@ -63,8 +63,11 @@ def checked(sock: socket.socket, payload: bytes) -> str:
     netns = os.fsdecode(payload[len(MAGIC) :])
     if not netns.startswith("/") or "\0" in netns:
         raise RefusedSocket(f"netns path {netns[:80]!r}")
-    domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
-    protocol = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    try:
+        domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
+        protocol = sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
+    except OSError as exc:
+        raise RefusedSocket(f"cannot read its domain and protocol: {exc.strerror or exc}") from exc
     if (domain, protocol) != (socket.AF_NETLINK, NETLINK_NETFILTER):
         raise RefusedSocket(f"socket of domain {domain}, protocol {protocol}")
     try:
