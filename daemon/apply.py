@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+from daemon import keeper
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
@@ -95,7 +96,7 @@ def real_nft(netns: str) -> NftBackend:
     if not libnft.available():
         return GuardedNft(netns)
     _guard(netns)
-    return NetlinkNft(netns, CONTEXTS)
+    return NetlinkNft(netns, CONTEXTS, keeper.take(netns))  # the plugin's socket, when mnpd's keeper holds one
 
 
 class Applier:

@@ -133,13 +133,22 @@ class SocketKeeper:
         if self._closer is not None:
             self._closer.join()
 
-    def take(self, netns: str) -> socket.socket | None:
-        """A kept socket of `netns` (checked on arrival), now the caller's to keep or close; None if there is none."""
+    def take(self, netns: str) -> tuple[socket.socket, tuple[int, int]] | None:
+        """A kept socket of `netns` and the identity of its namespace, now the caller's to keep and close; None if
+        there is none — or if the path names another namespace than the socket's by now (the socket is released)."""
         with self._lock:
-            for fd, (_, path, sock) in self._held.items():
-                if path == netns:
-                    del self._held[fd]
-                    return sock
+            found = next(((fd, sock) for fd, (_, path, sock) in self._held.items() if path == netns), None)
+            if found is None:
+                return None
+            del self._held[found[0]]
+        sock = found[1]
+        try:
+            identity = socket_netns(sock.fileno())
+            if identity == netns_identity(netns):
+                return sock, identity
+        except (OSError, NetnsGone, NetnsUnusable):
+            pass
+        self._closing.put(sock)
         return None
 
     def held(self) -> int:
@@ -208,3 +217,12 @@ class SocketKeeper:
             if sock is None:
                 return
             sock.close()
+
+
+# The keeper mnpd runs (daemon/main.py), for the netlink backend of a pod netns to adopt the plugin's socket.
+RUNNING: SocketKeeper | None = None
+
+
+def take(netns: str) -> tuple[socket.socket, tuple[int, int]] | None:
+    """The plugin's committed socket of `netns`, if mnpd's keeper holds one (SocketKeeper.take)."""
+    return RUNNING.take(netns) if RUNNING is not None else None

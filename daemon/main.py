@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from daemon import config as daemon_config
-from daemon import logs
+from daemon import keeper, logs
 from daemon.app import Daemon
 from daemon.keeper import SocketKeeper
 from shared.errors import ConfigError
@@ -59,11 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         log.error("cannot start: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
-    keeper = _start_keeper(config.state_dir)
+    socket_keeper = _start_keeper(config.state_dir)
     while not stop.wait(1.0):
         pass
-    if keeper is not None:
-        keeper.stop()
+    if socket_keeper is not None:
+        socket_keeper.stop()
     daemon.stop()
     return 0
 
@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start_keeper(state_dir: str) -> SocketKeeper | None:
     """Take the plugin's committed netlink sockets (daemon/keeper.py); without it ADD still works, slower."""
     try:
-        return SocketKeeper(state_dir).start()
+        keeper.RUNNING = SocketKeeper(state_dir).start()
+        return keeper.RUNNING
     except OSError as exc:
         log.warning(
             "no netlink socket keeper in %s (the plugin's ADD then waits for its socket's release): %s", state_dir, exc

@@ -24,6 +24,7 @@ LiveTable). Not yet folded in: LiveTable's rules (daemon/cli/node.py), read from
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -99,10 +100,12 @@ class NetlinkNft:
     on demand, closed when least recently used). `identity` is the namespace the path named when opened; every
     call refuses (NetnsGone) a path that names another one now."""
 
-    def __init__(self, netns: str, pool: ContextPool) -> None:
+    def __init__(
+        self, netns: str, pool: ContextPool, adopted: tuple[socket.socket, tuple[int, int]] | None = None
+    ) -> None:
         self.netns = netns
         self.pool = pool
-        self.socket = netlink.NfnetlinkSocket(netns)
+        self.socket = netlink.NfnetlinkSocket(netns, adopted)  # adopted: the CNI plugin's (daemon/keeper.py)
         self.identity = self.socket.identity
 
     def run(self, tx: Transaction) -> None:

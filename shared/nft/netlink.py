@@ -241,16 +241,21 @@ def _open() -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         sock.bind((0, 0))
-        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
-            sock.setsockopt(SOL_NETLINK, option, 1)
-        for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, forced, BUFFER)
-            except OSError:  # without CAP_NET_ADMIN: as large as net.core.[rw]mem_max allows
-                sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER)
+        _tune(sock)
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def _tune(sock: socket.socket) -> socket.socket:
+    for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+        sock.setsockopt(SOL_NETLINK, option, 1)
+    for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, BUFFER)
+        except OSError:  # without CAP_NET_ADMIN: as large as net.core.[rw]mem_max allows
+            sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER)
     return sock
 
 
@@ -261,11 +266,19 @@ class NfnetlinkSocket:
 
     TIMEOUT_S = 10.0
 
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | None, adopted: tuple[socket.socket, tuple[int, int]] | None = None) -> None:
+        """`adopted`: a bound socket of `netns` opened elsewhere, and the identity of the namespace it belongs to
+        (the CNI plugin's, taken from daemon/keeper.py), used instead of opening one."""
         self.netns = netns
         if netns is None:
             self.identity = None
             self.sock = _open()
+        elif adopted is not None:
+            try:
+                self.sock, self.identity = _tune(adopted[0]), adopted[1]
+            except BaseException:
+                adopted[0].close()
+                raise
         else:
             self.identity = netns_identity(netns)
             self.sock = in_netns(netns, _open)

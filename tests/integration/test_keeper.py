@@ -18,8 +18,9 @@ import pytest
 from cni import plugin
 from daemon.keeper import SocketKeeper
 from daemon.testbed.netns import NetNS
-from shared.netns import in_netns_here
-from shared.nft import libnft
+from shared.netns import in_netns_here, netns_identity
+from shared.nft import libnft, netlink
+from shared.nft.batch import encode
 from shared.nft.handover import MAGIC, hand_over, keeper_path
 from shared.nft.nfnl import open_socket
 from shared.nft.render import render_interface
@@ -90,7 +91,9 @@ def test_without_a_keeper_the_plugin_keeps_the_socket_for_its_exit(pod: NetNS, t
     pod.run("nft", "flush", "ruleset")
 
 
-def test_a_kept_socket_can_be_taken_for_its_namespace(pod: NetNS, keeper: SocketKeeper, tmp_path: Path) -> None:
+def test_a_kept_socket_is_adopted_by_the_daemons_backend_of_its_namespace(
+    pod: NetNS, keeper: SocketKeeper, tmp_path: Path
+) -> None:
     keeper.hold_s = 60.0
     sock = in_netns_here(pod.path, open_socket)
     assert hand_over(sock, str(tmp_path), pod.path)
@@ -98,9 +101,17 @@ def test_a_kept_socket_can_be_taken_for_its_namespace(pod: NetNS, keeper: Socket
     until(lambda: keeper.kept == 1)
     assert keeper.take("/run/netns/elsewhere") is None
     taken = keeper.take(pod.path)
-    assert taken is not None and taken.getsockopt(socket.SOL_SOCKET, 38) == 12  # SO_PROTOCOL: NETLINK_NETFILTER
-    taken.close()
+    assert taken is not None and taken[1] == netns_identity(pod.path)
     assert keeper.held() == 0
+    # the daemon's netlink socket of that netns, on the adopted socket: a batch applied through it lands there
+    pod.run("nft", "flush", "ruleset")
+    adopted = netlink.NfnetlinkSocket(pod.path, taken)
+    try:
+        adopted.batch(lambda seq: encode(pending(pod), seq), "pending table through the adopted socket")  # type: ignore[arg-type]
+    finally:
+        adopted.close()
+    assert "chain ingress_net1" in pod.run("nft", "list", "table", "inet", "mnp").stdout
+    pod.run("nft", "flush", "ruleset")
 
 
 def send(path: str, payload: bytes, fds: list[int]) -> None:
