@@ -5,7 +5,8 @@ A received descriptor is checked before it is kept — it is a netlink socket (S
 NETLINK_NETFILTER (SO_PROTOCOL), and the network namespace it belongs to (ioctl SIOCGSKNS) is the one the path in
 the datagram names now (shared.netns.netns_identity) — else it is closed at once and counted as refused. Only
 root can send (the state dir is 0700), but nothing received is trusted further: a kept socket is only ever
-closed, or handed (`take`) to the netlink backend of that very path.
+closed, or handed (`take`, checked again) to the netlink backend of that very path (daemon/apply.py real_nft),
+which keeps it as the namespace's nfnetlink socket instead of opening one.
 
 Each socket is held `HOLD_S` (by then the grace period its release waited for is long over) and at most
 `MAX_HELD` at once (the oldest are released first), so a burst of pod starts pins few namespaces for long.

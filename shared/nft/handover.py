@@ -10,7 +10,8 @@ thread of its own.
 The plugin sends one datagram, without waiting, to the unix socket `<stateDir>/.nfnl-keeper` (a dot-file: the
 state dir's readers ignore it; the dir is 0700, so only root can send): the payload `MAGIC` + the CNI_NETNS path,
 the socket as SCM_RIGHTS. Anything failing — no mnpd listening, its queue full — and the plugin keeps the socket
-and pays the wait at its exit, as without mnpd. mnpd (daemon/keeper.py) checks what it got before keeping it.
+and pays the wait at its exit, as without mnpd. mnpd (daemon/keeper.py) checks what it got before keeping it, and
+its netlink backend of that pod netns adopts it (daemon/apply.py real_nft).
 """
 
 from __future__ import annotations
