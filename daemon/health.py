@@ -11,7 +11,8 @@ The bodies are one line of text saying why. Standard library only; one thread pe
 port reachable from the network needs: at most `MAX_CONNECTIONS` at once (more are closed at once, and counted),
 `READ_TIMEOUT_S` for each read from a client and `CONNECTION_DEADLINE_S` for a whole connection (a client sending
 one byte at a time is cut off), and every failure logged through the daemon's logger in one line, never as a raw
-traceback on stderr. The default address is loopback; the DaemonSet binds the node's own address ($(HOST_IP)).
+traceback on stderr. The default address is loopback; the DaemonSet binds the node's own address ($(HOST_IP)),
+which may be IPv6 (daemon.config.parse_listen reads `--listen`; a host with a colon binds an AF_INET6 socket).
 """
 
 from __future__ import annotations
