@@ -99,8 +99,9 @@ def parse_listen(text: str) -> tuple[str, int] | None:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            hint = f"an IPv6 address takes a port: [{text}]:9741" if _is_ipv6(text) else LISTEN_EXAMPLES
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address ({hint})") from None
+            if _is_ipv6(text):
+                raise ValueError(f"{text!r} is an IPv6 address without a port (e.g. [{text}]:9741)") from None
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address ({LISTEN_EXAMPLES})") from None
     elif not _HOSTNAME.fullmatch(host):
         raise ValueError(f"{text!r}: {host!r} is not an IPv4 address or a host name ({LISTEN_EXAMPLES})")
     return host, int(port)

@@ -77,7 +77,7 @@ def test_listen_takes_ipv4_names_and_ipv6_bracketed_or_not(listen: str, address:
 @pytest.mark.parametrize(
     ("listen", "why"),
     [
-        ("fd00::1", "'fd00:' is not an IPv6 address (an IPv6 address takes a port: [fd00::1]:9741)"),
+        ("fd00::1", "'fd00::1' is an IPv6 address without a port (e.g. [fd00::1]:9741)"),
         ("[fd00::1]", "is not host:port"),
         ("[10.0.0.5]:9741", "'10.0.0.5' is not an IPv6 address"),
         ("fd00::zz:9741", "'fd00::zz' is not an IPv6 address"),
