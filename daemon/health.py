@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import socketserver
 import sys
 import threading
 from collections.abc import Callable
@@ -74,6 +75,13 @@ class _Server(ThreadingHTTPServer):
         self.refused = 0  # connections closed at once because MAX_CONNECTIONS were open
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # http.server.HTTPServer.server_bind also resolves the bound address's name (socket.getfqdn, a reverse
+        # DNS lookup) for a SERVER_NAME mnpd never uses: with the node's resolver down, mnpd's start waited on it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
