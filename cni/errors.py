@@ -3,7 +3,7 @@
 A CNI plugin reports failure by printing `{"cniVersion", "code", "msg", "details"}` on stdout and exiting non-zero
 (SPEC.md "Error"); the runtime (libcni) decodes that JSON, so every failure of the `mnp` plugin — a bad variable,
 bad JSON, an nft refusal — must end as one `CNIError` with the right code. Codes 0–99 are the spec's (plus libcni's
-8 and 999); 100 and up are free for plugins, and mnp uses exactly one, `CHECK_FAILED`.
+8 and 999); 100 and up are free for plugins, and mnp uses two, `CHECK_FAILED` and `INTERFACE_MISSING`.
 
 Which code for which failure (decided here, tested in tests/unit/test_cni_skel.py):
 
@@ -29,6 +29,13 @@ Which code for which failure (decided here, tested in tests/unit/test_cni_skel.p
 |      |                      | Never 51 ("existing containers may have limited connectivity"): the tables of    |
 |      |                      | running pods live in their kernels and are unaffected by either problem.         |
 | 100  | CHECK_FAILED         | CHECK: the table or the state entry is not what ADD left                         |
+| 101  | INTERFACE_MISSING    | ADD, CHECK: CNI_IFNAME names no interface inside the pod netns (the plugin       |
+|      |                      | before mnp did not create it under that name, or it was removed or renamed).     |
+|      |                      | mnp closes an interface by its index, so it cannot close what is not there. No   |
+|      |                      | spec code says this: not 3 (the runtime would skip the DEL the plugins before    |
+|      |                      | mnp need), not 4 (the variable is well-formed; what it names is missing), not 7  |
+|      |                      | (the configuration may be valid; the netns is not as the chain should have left  |
+|      |                      | it), not 11 (trying again finds the same netns).                                 |
 | 999  | INTERNAL             | nft refused the transaction for any other reason; any unexpected exception.      |
 |      |                      | Never for bad input (tests/unit/test_hostile_cni.py holds the plugin to that).   |
 """
@@ -47,6 +54,7 @@ TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
 LIMITED_CONNECTIVITY = 51
 CHECK_FAILED = 100
+INTERFACE_MISSING = 101
 INTERNAL = 999
 
 

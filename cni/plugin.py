@@ -16,7 +16,9 @@ the pod's netns; mnp closes it before the runtime starts the pod, and records it
   namespace (`/proc/self/ns/mnt`), a directory, a FIFO, a file with content — is refused with code 8
   (INVALID_NETNS) by ADD, CHECK and DEL alike, before nft is called and without touching the entry: only a path
   that is certainly gone (ENOENT, or the empty file left of a lost mount) lets DEL drop the entry without rules.
-* CHECK verifies that the table has the interface's chains and map entries and that the entry matches the call.
+* CHECK verifies that the table has the interface's chains and map entries and that the entry matches the call,
+  including the interface's index. ADD and CHECK answer INTERFACE_MISSING (101) when CNI_IFNAME is not in the
+  pod's netns: ADD then closes nothing and records nothing.
 * GC drops entries of this network that are not in `cni.dev/valid-attachments`, and their rules where the netns
   still exists (and is a pinned path, not a reusable `/proc/PID/ns/net`). STATUS says whether nft runs and the
   state dir is writable.
@@ -43,6 +45,7 @@ from cni import __version__
 from cni.config import DEFAULT_NFT, CmdArgs, PluginConf, result_for
 from cni.errors import (
     CHECK_FAILED,
+    INTERFACE_MISSING,
     INTERNAL,
     INVALID_NETNS,
     IO_FAILURE,
@@ -262,6 +265,25 @@ def require_netns(netns: str, deps: Deps) -> None:
         raise CNIError(INVALID_NETNS, "the pod network namespace does not exist", netns[:2000])
 
 
+def _interface_index(args: CmdArgs, deps: Deps) -> int:
+    """CNI_IFNAME's index inside the pod netns. The table dispatches on it: no index, no close. An interface that
+    is not there is INTERFACE_MISSING (cni/errors.py says why that code); a netns that vanished or cannot be
+    entered meanwhile is code 8, as for the check before."""
+    try:
+        return deps.ifindex(args.netns, args.ifname)
+    except NetnsUnusable as exc:
+        raise _unusable(exc) from exc
+    except NetnsGone as exc:
+        raise CNIError(INVALID_NETNS, "the pod network namespace disappeared", str(exc)[:2000]) from exc
+    except OSError as exc:  # _socket.if_nametoindex: "no interface with this name"
+        raise CNIError(
+            INTERFACE_MISSING,
+            f"no interface {args.ifname} (CNI_IFNAME) in the pod network namespace: is mnp chained after the "
+            "plugin that creates it?",
+            f"{args.netns[:2000]}: {exc}",
+        ) from exc
+
+
 class _locked:  # used as `with _locked(store):`; a class: contextlib is not on the ADD path
     """The state dir's lock; a StateError — taking it, or raised while it is held — is a CNIError, code 5."""
 
@@ -373,12 +395,7 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
 
     require_netns(args.netns, deps)
     pod = args.pod
-    try:
-        ifindex = deps.ifindex(args.netns, args.ifname)
-    except (OSError, NetnsGone, NetnsUnusable) as exc:  # the table dispatches on the index: no index, no close
-        raise CNIError(
-            INTERNAL, f"cannot find interface {args.ifname} inside the pod network namespace", str(exc)
-        ) from exc
+    ifindex = _interface_index(args, deps)
     entry = StateEntry(
         container_id=args.container_id,
         ifname=args.ifname,
@@ -449,6 +466,7 @@ def cmd_del(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
 
 def cmd_check(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     require_netns(args.netns, deps)
+    ifindex = _interface_index(args, deps)
     store = deps.store(conf.state_dir)
     try:
         entry = store.read(args.container_id, args.ifname)
@@ -459,6 +477,8 @@ def cmd_check(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
     problems = []
     if entry.netns != args.netns:
         problems.append(f"netns {entry.netns!r} recorded, {args.netns!r} given")
+    if entry.ifindex and entry.ifindex != ifindex:  # the table guards the index ADD found (0: an older entry)
+        problems.append(f"{args.ifname} is interface index {ifindex}, ADD closed index {entry.ifindex}")
     if entry.network != conf.name:
         problems.append(f"network {entry.network!r} recorded, {conf.name!r} given")
     if conf.prev_result is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -72,10 +73,46 @@ class DaemonConfig:
 
     @property
     def listen_address(self) -> tuple[str, int] | None:
-        if self.listen is None:
-            return None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return parse_listen(self.listen or "")
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+LISTEN_EXAMPLES = "e.g. 127.0.0.1:9741, [fd00::1]:9741, fd00::1:9741, localhost:9741"
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`--listen` → (host, port) to bind, or None for off ("off", "none", "", "0"); ValueError says what is wrong.
+
+    The host is an IPv4 address, a hostname, or an IPv6 address — bracketed (`[fd00::1]:9741`, RFC 3986's form)
+    or not: the DaemonSet's `$(HOST_IP):9741` gives `fd00::1:9741` on an IPv6 node, which is split at the last
+    colon. An IPv6 address without a port (`fd00::1`) is refused rather than read as host `fd00:`, port 1."""
+    text = text.strip()
+    if text.lower() in ("off", "none", "", "0"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not host:port ({LISTEN_EXAMPLES})")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if ":" in host or bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            if _is_ipv6(text):
+                raise ValueError(f"{text!r} is an IPv6 address without a port (e.g. [{text}]:9741)") from None
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address ({LISTEN_EXAMPLES})") from None
+    elif not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{text!r}: {host!r} is not an IPv4 address or a host name ({LISTEN_EXAMPLES})")
+    return host, int(port)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -332,9 +369,10 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     if listen.lower() in ("off", "none", "", "0"):
         listen_value = None
     else:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            problems.append(f"--listen: {listen!r} is not host:port (e.g. 127.0.0.1:9741, [::1]:9741, 10.0.0.5:9741)")
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            problems.append(f"--listen: {exc}")
     resync = duration("resync_period", 1.0)
     min_sync = duration("min_sync_interval", 0.0)
     if min_sync > resync:

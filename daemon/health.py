@@ -11,7 +11,8 @@ The bodies are one line of text saying why. Standard library only; one thread pe
 port reachable from the network needs: at most `MAX_CONNECTIONS` at once (more are closed at once, and counted),
 `READ_TIMEOUT_S` for each read from a client and `CONNECTION_DEADLINE_S` for a whole connection (a client sending
 one byte at a time is cut off), and every failure logged through the daemon's logger in one line, never as a raw
-traceback on stderr. The default address is loopback; the DaemonSet binds the node's own address ($(HOST_IP)).
+traceback on stderr. The default address is loopback; the DaemonSet binds the node's own address ($(HOST_IP)),
+which may be IPv6 (daemon.config.parse_listen reads `--listen`; a host with a colon binds an AF_INET6 socket).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import socketserver
 import sys
 import threading
 from collections.abc import Callable
@@ -73,6 +75,13 @@ class _Server(ThreadingHTTPServer):
         self.refused = 0  # connections closed at once because MAX_CONNECTIONS were open
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # http.server.HTTPServer.server_bind also resolves the bound address's name (socket.getfqdn, a reverse
+        # DNS lookup) for a SERVER_NAME mnpd never uses: with the node's resolver down, mnpd's start waited on it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

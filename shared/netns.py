@@ -23,7 +23,7 @@ import os
 import stat
 from _socket import if_nametoindex  # the C module: `socket` brings selectors & co onto the plugin's ADD path
 
-from shared.errors import NetnsGone, NetnsUnusable
+from shared.errors import NetnsGone, NetnsInvisible, NetnsUnusable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin's start-up time)
 if TYPE_CHECKING:
@@ -45,18 +45,41 @@ def netns_command(netns: str | None, argv: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net={netns}", "--", *argv]
 
 
-def _stat_error(netns: str, exc: OSError | ValueError) -> NetnsGone | NetnsUnusable:
-    """What a failed stat/open of a netns path means: only ENOENT is "gone" (EACCES, ELOOP, ENOTDIR … are not: the
-    namespace may well exist, and an entry must never be dropped because this process cannot see it)."""
-    if isinstance(exc, FileNotFoundError):
+def netns_path_error(
+    netns: str, exc: OSError | ValueError, *, gone_needs_visible_dir: bool = False
+) -> NetnsGone | NetnsUnusable:
+    """What a failed stat/open of the netns path `netns` means — the one place that decides "gone" from an error.
+
+    | error                                     | answer                                                      |
+    |-------------------------------------------|-------------------------------------------------------------|
+    | ENOENT                                    | NetnsGone                                                   |
+    | ENOENT, gone_needs_visible_dir, and the   | NetnsInvisible (a NetnsUnusable): this process cannot see   |
+    | path's directory is not visible here      | where the namespace would be, so it cannot tell             |
+    | EACCES, ELOOP, ENOTDIR, EIO … ValueError  | NetnsUnusable: the namespace may well exist, and an entry   |
+    |                                           | must never be dropped because this process cannot see it    |
+
+    Only ENOENT means gone. gone_needs_visible_dir is for mnpd and mnpctl, whose mount view may lack the host's
+    netns directory (a DaemonSet without /run/netns mounted sees every path there missing): ENOENT is then "gone"
+    only if the path's directory is visible — for `/proc/PID/ns/net`, if /proc is mounted (the PID directory goes
+    with its process). The plugin leaves it off: CNI_NETNS comes from the runtime, in the plugin's own view."""
+    if getattr(exc, "errno", None) == errno.ENOENT:
+        if gone_needs_visible_dir and not _directory_visible(netns):
+            return NetnsInvisible(f"cannot check network namespace {netns}: its directory is not visible here")
         return NetnsGone(f"network namespace {netns} does not exist")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return NetnsUnusable(f"cannot check network namespace {netns}: {reason}")
 
 
-def check_netns(netns: str) -> None:
+def _directory_visible(netns: str) -> bool:
+    """Whether this process sees the directory a missing `netns` path would be in (for /proc/PID/…: /proc)."""
+    if netns.startswith("/proc/"):
+        return os.path.exists("/proc/self/ns/net")
+    return os.path.isdir(os.path.dirname(netns))
+
+
+def check_netns(netns: str, *, gone_needs_visible_dir: bool = False) -> None:
     """Return if `netns` is an existing network namespace file; raise NetnsGone if it certainly no longer exists,
-    NetnsUnusable if it is something else or cannot be checked.
+    NetnsUnusable if it is something else or cannot be checked (netns_path_error says which error is which).
 
     Every namespace file lives on the one nsfs instance. An empty plain file that is not (the mount point `ip netns`
     and CNI's pkg/ns create, left under /run/netns after its mount went away in a crashed teardown) exists but is
@@ -65,7 +88,7 @@ def check_netns(netns: str) -> None:
     try:
         st = os.stat(netns)
     except (OSError, ValueError) as exc:
-        raise _stat_error(netns, exc) from exc
+        raise netns_path_error(netns, exc, gone_needs_visible_dir=gone_needs_visible_dir) from exc
     try:
         nsfs = os.stat("/proc/self/ns/net").st_dev
     except OSError:  # no /proc: nothing to compare with
@@ -74,20 +97,20 @@ def check_netns(netns: str) -> None:
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise NetnsGone(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
         raise NetnsUnusable(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
-    kind = _namespace_type(netns)
+    kind = _namespace_type(netns, gone_needs_visible_dir)
     if kind is not None and kind != CLONE_NEWNET:
         name = _NS_TYPES.get(kind, f"type {kind:#x}")
         raise NetnsUnusable(f"{netns} is a {name} namespace, not a network namespace")
 
 
-def _namespace_type(netns: str) -> int | None:
+def _namespace_type(netns: str, gone_needs_visible_dir: bool) -> int | None:
     """The CLONE_NEW* type of the namespace file `netns`, or None where the kernel cannot say (before 4.11)."""
     import fcntl
 
     try:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     except (OSError, ValueError) as exc:
-        raise _stat_error(netns, exc) from exc
+        raise netns_path_error(netns, exc, gone_needs_visible_dir=gone_needs_visible_dir) from exc
     try:
         return int(fcntl.ioctl(fd, NS_GET_NSTYPE))
     except OSError as exc:
@@ -107,13 +130,14 @@ def is_own_netns(netns: str) -> bool:
     return (own.st_dev, own.st_ino) == (other.st_dev, other.st_ino)
 
 
-def netns_identity(netns: str) -> tuple[int, int]:
+def netns_identity(netns: str, *, gone_needs_visible_dir: bool = False) -> tuple[int, int]:
     """(st_dev, st_ino) of a namespace file: the namespace itself, whatever path names it. A path can name
-    another namespace later (a reused /proc/PID, a recreated /run/netns/NAME); its identity changes then."""
+    another namespace later (a reused /proc/PID, a recreated /run/netns/NAME); its identity changes then.
+    Raises NetnsGone or NetnsUnusable as netns_path_error decides."""
     try:
         st = os.stat(netns)
     except (OSError, ValueError) as exc:
-        raise _stat_error(netns, exc) from exc
+        raise netns_path_error(netns, exc, gone_needs_visible_dir=gone_needs_visible_dir) from exc
     return st.st_dev, st.st_ino
 
 
@@ -194,7 +218,7 @@ def _enter(netns: str) -> None:
     try:
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     except (OSError, ValueError) as exc:
-        raise _stat_error(netns, exc) from exc
+        raise netns_path_error(netns, exc) from exc
     try:
         if _libc().setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()

@@ -66,11 +66,13 @@ UNUSABLE = "unusable: "
 
 def netns_problem(path: str) -> str | None:
     """Why `path` is not (any more) a usable network namespace, or None when it is one. A path that exists but
-    cannot be used (permission denied, not a network namespace) is not "gone": its reason starts with UNUSABLE."""
+    cannot be used (permission denied, not a network namespace) is not "gone": its reason starts with UNUSABLE.
+    "Gone" is what it is for mnpd (shared.netns.netns_path_error with gone_needs_visible_dir): mnpctl may run in
+    mnpd's container, and a netns directory it cannot see says nothing about the pod."""
     if not path:
         return "the state entry names no netns"
     try:
-        check_netns(path)
+        check_netns(path, gone_needs_visible_dir=True)
     except NetnsGone as exc:
         return str(exc)
     except NetnsUnusable as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from daemon.cli.errors import InspectError
-from daemon.config import DEFAULT_LISTEN, STATUS_NAME
+from daemon.config import DEFAULT_LISTEN, STATUS_NAME, parse_listen
 from shared.state import DEFAULT_STATE_DIR
 
 STALE_AFTER = "180s"  # three default resync periods: mnpd rewrites its status file at least once per resync
@@ -42,11 +42,15 @@ def add_node_options(parser: argparse.ArgumentParser, *, with_json: bool = True)
 
 
 def listen_address(text: str | None) -> tuple[str, int] | None:
-    """`host:port` → where to connect; None for off. A wildcard listen address is reached on loopback."""
-    if text is None or text.strip().lower() in ("off", "none", "", "0"):
+    """mnpd's `--listen` (read as mnpd reads it: daemon.config.parse_listen) → where to connect; None for off.
+    A wildcard listen address is reached on loopback."""
+    try:
+        address = parse_listen(text or "")
+    except ValueError as exc:
+        raise InspectError(f"--listen: {exc}", usage=True) from exc
+    if address is None:
         return None
-    host, sep, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise InspectError(f"--listen: {text!r} is not host:port", usage=True)
-    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), int(port)
+    host, port = address
+    if port == 0:
+        raise InspectError(f"--listen: {text!r}: port 0 is no address to connect to", usage=True)
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port

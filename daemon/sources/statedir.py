@@ -13,8 +13,9 @@ can overflow, so the source also
 Entries whose netns is gone (the pod died and no CNI DEL came, e.g. after a runtime crash) are removed, under
 the plugin's state-dir lock, and logged. "Gone" must be certain: the netns file is missing (ENOENT — nothing
 else: EACCES, ELOOP, a path that is no namespace say nothing about the pod) *and* its directory exists (or, for
-`/proc/PID/ns/net`, /proc is mounted). If the daemon cannot see the directory at all — a deployment without the
-host's /run/netns mounted — it removes nothing and says so once.
+`/proc/PID/ns/net`, /proc is mounted) — shared.netns.netns_path_error decides, with gone_needs_visible_dir. If
+the daemon cannot see the directory at all — a deployment without the host's /run/netns mounted — it removes
+nothing and says so once.
 
 Nothing in the directory can stop the watch: entries are read through shared.state (regular files only, opened
 non-blocking, size-bounded), and this source never raises out of a watchdog callback. What it cannot use is kept
@@ -37,7 +38,8 @@ from watchdog.observers import Observer
 
 from daemon.logs import fields
 from daemon.store import STATE, Store
-from shared.errors import StateError
+from shared.errors import NetnsGone, NetnsInvisible, NetnsUnusable, StateError
+from shared.netns import netns_identity
 from shared.state import StateEntry, StateStore, excerpt, is_entry_name
 
 if TYPE_CHECKING:
@@ -59,20 +61,19 @@ def netns_gone(path: str) -> bool | None:
 
 
 def _netns_check(path: str) -> tuple[bool | None, str | None]:
-    """netns_gone's answer, and why the path cannot be checked (permission denied, a loop …) when that is so."""
+    """netns_gone's answer, and why the path cannot be checked (permission denied, a loop …) when that is so.
+    What an error means is shared.netns.netns_path_error's to say (with the directory-visibility condition)."""
     if not path:
         return None, None
     try:
-        os.stat(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:  # only ENOENT means gone
-        return None, f"cannot check the netns path: {getattr(exc, 'strerror', None) or exc}"
-    else:
-        return False, None
-    if path.startswith("/proc/"):
-        return (True if os.path.exists("/proc/self/ns/net") else None), None
-    return (True if os.path.isdir(os.path.dirname(path)) else None), None
+        netns_identity(path, gone_needs_visible_dir=True)
+    except NetnsGone:
+        return True, None
+    except NetnsInvisible:
+        return None, None
+    except NetnsUnusable as exc:
+        return None, str(exc)
+    return False, None
 
 
 class StateDirSource:

@@ -403,6 +403,41 @@ def test_a_path_that_is_no_network_namespace_is_refused(lab: Lab, tmp_path: Path
     lab.runtime.delete(lab.closed, att)
 
 
+def test_an_interface_missing_in_the_pod_answers_code_101(lab: Lab) -> None:
+    """CNI_IFNAME that no plugin before mnp created (a real netns, no such interface): ADD answers code 101
+    (INTERFACE_MISSING) with one error JSON, opens nothing and records nothing — in a pod whose other interface mnp
+    closed, and in a pod with no table at all; CHECK of an interface removed after ADD answers 101 as well."""
+    pod, empty = lab.node.new_pod("a"), lab.node.new_pod("b")
+    att = lab.attachment(pod)
+    res = lab.runtime.add(lab.closed, att)
+
+    def rules(netns: NetNS) -> str:  # the table without its counters: the pod's own packets may hit a drop
+        return re.sub(r"counter packets \d+ bytes \d+", "counter", nft_table(netns))
+
+    before, table = lab.entries(), rules(pod)
+    conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-closed", "type": "mnp", "stateDir": str(lab.state)}
+    conf["prevResult"] = res.raw
+
+    def call(command: str, netns: NetNS, ifname: str, container_id: str) -> None:
+        done = lab.runtime.exec_plugin(
+            "mnp", command, conf, container_id=container_id, netns=netns.path, ifname=ifname, cni_args=""
+        )
+        error = done.error()
+        assert error is not None and error.code == 101, (command, done.stdout, done.stderr)
+        assert f"no interface {ifname} (CNI_IFNAME) in the pod network namespace" in error.msg
+        assert len(done.stdout.splitlines()) == 1 and "Traceback" not in done.stderr
+
+    call("ADD", pod, "net2", att.container_id)
+    call("ADD", empty, "net1", "ctr-empty")
+    assert lab.entries() == before and rules(pod) == table and nft_table(empty) == ""
+    pod.run("ip", "link", "del", "net1")  # gone after ADD: CHECK says so, and keeps the table and the entry
+    call("CHECK", pod, "net1", att.container_id)
+    kept = nft_table(pod)  # nft prints the key as a number now: no interface has that index any more
+    assert lab.entries() == before and 'comment "net1" : jump ingress_net1' in kept and "chain egress_net1" in kept
+    lab.runtime.delete(lab.closed, att)
+    assert lab.entries() == [] and nft_table(pod) == ""
+
+
 def test_a_failed_add_leaves_nothing(lab: Lab, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")

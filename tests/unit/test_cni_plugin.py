@@ -16,6 +16,7 @@ import cni
 from cni.config import PluginConf, parse_config, result_for
 from cni.errors import (
     CHECK_FAILED,
+    INTERFACE_MISSING,
     INTERNAL,
     INVALID_CONFIG,
     INVALID_NETNS,
@@ -104,17 +105,77 @@ def test_add_closes_the_interface_in_one_transaction_and_records_it(node: FakeNo
     assert (node.state_dir / "c1_net1.json").exists()
 
 
-def test_add_fails_when_the_interface_index_cannot_be_learned(node: FakeNode) -> None:
-    """The table dispatches on the interface index: an interface not found inside the netns cannot be closed,
-    so ADD fails (the pod does not start) and leaves nothing."""
+def without_interface(node: FakeNode, pod_netns: str, missing: str) -> None:
+    """`missing` is not (any more) in `pod_netns`: the lookup raises as _socket.if_nametoindex does."""
+    found = node.ifindex
 
-    def no_interface(netns: str, ifname: str) -> int:
-        raise OSError(19, "No such device")
+    def lookup(netns: str, ifname: str) -> int:
+        if (netns, ifname) == (pod_netns, missing):
+            raise OSError("no interface with this name")
+        return found(netns, ifname)
 
-    node.ifindex = no_interface  # type: ignore[method-assign]
+    node.ifindex = lookup  # type: ignore[method-assign]
+
+
+def test_add_of_an_interface_missing_in_the_netns_answers_interface_missing(node: FakeNode) -> None:
+    """The table dispatches on the interface index: an interface not found inside the netns (the plugin before mnp
+    did not create CNI_IFNAME) cannot be closed, so ADD fails with code 101 and a message that says so — not the
+    catch-all 999 — before nft, and the pod's table and the state dir stay exactly as they were."""
+    assert node.call("ADD", ifname="net2").rc == 0  # another interface of the pod, already closed
+    table, before = node.dump(), [(p.name, p.read_bytes()) for p in sorted(node.state_dir.iterdir())]
+    transactions = node.transactions()
+    without_interface(node, POD_A, "net1")
     out = node.call("ADD")
-    assert (out.rc, out.code) == (1, INTERNAL)
-    assert entries(node) == [] and node.transactions() == 0
+    assert (out.rc, out.code) == (1, INTERFACE_MISSING), out
+    assert out.json["msg"].startswith("no interface net1 (CNI_IFNAME) in the pod network namespace")
+    assert out.json["details"] == f"{POD_A}: no interface with this name"
+    assert len(out.stdout.splitlines()) == 1 and "Traceback" not in out.stderr
+    assert node.transactions() == transactions and node.dump() == table
+    assert [(p.name, p.read_bytes()) for p in sorted(node.state_dir.iterdir())] == before
+
+
+def test_add_on_a_fresh_node_with_the_interface_missing_leaves_nothing(node: FakeNode) -> None:
+    without_interface(node, POD_A, "net1")
+    out = node.call("ADD")
+    assert (out.rc, out.code) == (1, INTERFACE_MISSING), out
+    assert node.transactions() == 0 and tables(node) == [] and not node.state_dir.exists()
+
+
+def test_check_of_an_interface_gone_from_the_netns_answers_interface_missing(node: FakeNode) -> None:
+    assert node.call("ADD").rc == 0
+    table, (entry,) = node.dump(), entries(node)
+    without_interface(node, POD_A, "net1")
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, INTERFACE_MISSING), out
+    assert "no interface net1" in out.json["msg"]
+    assert node.dump() == table and entries(node) == [entry]
+
+
+def test_check_finds_another_interface_under_the_name_add_closed(node: FakeNode) -> None:
+    """net1 was deleted (or renamed) and another interface now has its name: the table guards ADD's index."""
+    assert node.call("ADD").rc == 0
+    node.indexes[POD_A]["net1"] = 7
+    out = node.call("CHECK")
+    assert (out.rc, out.code) == (1, CHECK_FAILED), out
+    assert "net1 is interface index 7, ADD closed index 2" in out.json["details"]
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+def test_a_netns_lost_during_the_interface_lookup_answers_code_8(node: FakeNode, command: str) -> None:
+    from shared.errors import NetnsUnusable
+
+    if command == "CHECK":
+        assert node.call("ADD").rc == 0
+    transactions, stored = node.transactions(), entries(node)
+    for error in (NetnsGone(f"network namespace {POD_A} does not exist"), NetnsUnusable("Permission denied")):
+
+        def lookup(netns: str, ifname: str, error: Exception = error) -> int:
+            raise error
+
+        node.ifindex = lookup  # type: ignore[method-assign]
+        out = node.call(command)
+        assert (out.rc, out.code) == (1, INVALID_NETNS), out
+        assert node.transactions() == transactions and entries(node) == stored
 
 
 def test_add_renders_exactly_the_pending_table(node: FakeNode) -> None:

@@ -830,9 +830,11 @@ def test_listen_addresses() -> None:
     assert listen_address("0.0.0.0:9741") == ("127.0.0.1", 9741)
     assert listen_address("[::]:9741") == ("::1", 9741)
     assert listen_address("[fd00::1]:80") == ("fd00::1", 80)
+    assert listen_address("fd00::1:9741") == ("fd00::1", 9741)  # as the DaemonSet sets MNP_LISTEN on IPv6
     assert listen_address("off") is None and listen_address(None) is None
-    with pytest.raises(InspectError):
-        listen_address("9741")
+    for wrong in ("9741", "fd00::1", "127.0.0.1:0"):
+        with pytest.raises(InspectError):
+            listen_address(wrong)
 
 
 # ----------------------------------------------------------------------------------------------- canned data

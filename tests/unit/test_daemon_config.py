@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import DEFAULT_LISTEN, build_parser, load, parse_bool, parse_duration
+from daemon.config import DEFAULT_LISTEN, build_parser, load, parse_bool, parse_duration, parse_listen
 from shared.errors import ConfigError
 
 
@@ -54,6 +54,44 @@ def test_environment_and_flags(tmp_path: Path) -> None:
     assert config.listen is None and config.listen_address is None
     assert load(["--node-name", "flag-node"], env).node_name == "flag-node"
     assert load([], env).listen_address == ("::1", 9000)
+
+
+@pytest.mark.parametrize(
+    ("listen", "address"),
+    [
+        ("127.0.0.1:9741", ("127.0.0.1", 9741)),
+        ("localhost:0", ("localhost", 0)),
+        ("[fd00::1]:9741", ("fd00::1", 9741)),
+        ("fd00::1:9741", ("fd00::1", 9741)),  # the DaemonSet's $(HOST_IP):9741 on an IPv6 node
+        ("[::]:9741", ("::", 9741)),
+        (":::9741", ("::", 9741)),
+        ("[fe80::1%eth0]:9741", ("fe80::1%eth0", 9741)),
+        ("off", None),
+    ],
+)
+def test_listen_takes_ipv4_names_and_ipv6_bracketed_or_not(listen: str, address: tuple[str, int] | None) -> None:
+    env = {"MNP_MANIFESTS_DIR": "/", "MNP_LISTEN": listen}
+    assert parse_listen(listen) == address and load([], env).listen_address == address
+
+
+@pytest.mark.parametrize(
+    ("listen", "why"),
+    [
+        ("fd00::1", "'fd00::1' is an IPv6 address without a port (e.g. [fd00::1]:9741)"),
+        ("[fd00::1]", "is not host:port"),
+        ("[10.0.0.5]:9741", "'10.0.0.5' is not an IPv6 address"),
+        ("fd00::zz:9741", "'fd00::zz' is not an IPv6 address"),
+        (":9741", "'' is not an IPv4 address or a host name"),
+        ("my host:9741", "'my host' is not an IPv4 address or a host name"),
+        ("10.0.0.5:65536", "is not host:port"),
+        ("10.0.0.5", "is not host:port"),
+    ],
+)
+def test_listen_refuses_what_it_cannot_bind_with_a_reason(listen: str, why: str) -> None:
+    """A bare IPv6 address used to pass as host `fd00:`, port 1, and fail only at bind time."""
+    with pytest.raises(ConfigError) as info:
+        load(["--manifests-dir", "/", "--listen", listen], {})
+    assert f"--listen: {listen!r}" in str(info.value) and why in str(info.value)
 
 
 def test_in_cluster_needs_only_the_service_host_and_a_node_name() -> None:

@@ -28,6 +28,7 @@ from cni.errors import (
     CHECK_FAILED,
     DECODING_FAILURE,
     INCOMPATIBLE_VERSION,
+    INTERFACE_MISSING,
     INVALID_CONFIG,
     INVALID_ENV,
     INVALID_NETNS,
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The codes bad input may end with (cni/errors.py). 999 (INTERNAL) is not one: it means mnp itself broke.
 BAD_INPUT_CODES = {INCOMPATIBLE_VERSION, INVALID_ENV, IO_FAILURE, DECODING_FAILURE, INVALID_CONFIG, INVALID_NETNS}
-BAD_INPUT_CODES |= {CHECK_FAILED}
+BAD_INPUT_CODES |= {CHECK_FAILED, INTERFACE_MISSING}
 VERBS = ["ADD", "DEL", "CHECK", "GC", "STATUS"]
 ENV_VARS = ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"]
 CONF_KEYS = ["cniVersion", "name", "type", "stateDir", "logFile", "logLevel", "onError", "nftPath", "prevResult"]
@@ -105,7 +106,15 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(verb=st.sampled_from(VERBS), garbled=st.dictionaries(st.sampled_from(ENV_VARS), env_text, min_size=1))
 def test_any_environment_gets_one_answer_with_a_specific_code(fresh: Any, verb: str, garbled: dict[str, str]) -> None:
-    node = fresh()
+    node: FakeNode = fresh()
+    found = node.ifindex
+
+    def only_net1(netns: str, ifname: str) -> int:  # the pods have net1 only: any other CNI_IFNAME names nothing
+        if ifname != "net1":
+            raise OSError("no interface with this name")
+        return found(netns, ifname)
+
+    node.ifindex = only_net1  # type: ignore[method-assign]
     env = node.env(verb) | garbled
     out = node.call(verb, base_conf(node), env=env)
     assert_one_answer(out, node)

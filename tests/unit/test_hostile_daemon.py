@@ -232,6 +232,21 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HealthServer]:
         s.stop()
 
 
+def test_start_does_not_resolve_the_bound_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: HTTPServer.server_bind looked the address up in DNS (socket.getfqdn); a node whose resolver hangs
+    held up mnpd's start."""
+
+    def no_dns(*_: object) -> str:
+        raise AssertionError("the health server asked DNS for its own name")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+    s = HealthServer(("127.0.0.1", 0), Metrics(), lambda: (True, "ok"), lambda: (True, "ok")).start()
+    try:
+        assert b" 200 " in get(s.port)
+    finally:
+        s.stop()
+
+
 def get(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
         c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

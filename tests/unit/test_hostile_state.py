@@ -223,9 +223,9 @@ def test_an_error_other_than_enoent_is_not_gone(
         assert store.get(STATE, blocked.key) == blocked
         assert state.read(*blocked.key) == blocked  # still on disk
         assert _gauge(metrics, "netns_unchecked") == 1
-        assert [r for r in caplog.records if "cannot check the netns path" in r.getMessage()]
+        assert [r for r in caplog.records if "cannot check network namespace" in r.getMessage()]
         source.scan()  # once per entry and reason, not on every rescan
-        assert len([r for r in caplog.records if "cannot check the netns path" in r.getMessage()]) == 1
+        assert len([r for r in caplog.records if "cannot check network namespace" in r.getMessage()]) == 1
         monkeypatch.setattr(statedir.os, "stat", real_stat)
         Path(blocked.netns).unlink()  # now it is gone: only this drops it
         source.scan()
@@ -233,6 +233,59 @@ def test_an_error_other_than_enoent_is_not_gone(
         assert _gauge(metrics, "netns_unchecked") == 0
     finally:
         source.stop()
+
+
+NOT_ENOENT = [errno.EACCES, errno.ELOOP, errno.ENOTDIR, errno.EIO, errno.ENAMETOOLONG, errno.EPERM]
+
+
+@pytest.mark.parametrize("needs_visible_dir", [False, True])
+def test_one_function_decides_what_a_netns_path_error_means(needs_visible_dir: bool, tmp_path: Path) -> None:
+    """Item 9's one rule (shared.netns.netns_path_error), whose table the plugin, mnpd's state-dir source and
+    mnpctl share: only ENOENT is gone; with gone_needs_visible_dir (mnpd, mnpctl) only where the path's directory
+    is visible — else NetnsInvisible, a NetnsUnusable; every other error is NetnsUnusable, never gone."""
+    from shared.errors import NetnsGone, NetnsInvisible, NetnsUnusable
+    from shared.netns import netns_path_error
+
+    visible = str(tmp_path / "pod-a")  # its directory exists
+    hidden = str(tmp_path / "no-such-dir" / "pod-a")  # its directory is not visible either
+    proc = "/proc/999999999/ns/net"  # its PID directory went with the process; /proc is mounted
+
+    def answer(path: str, exc: OSError | ValueError) -> type[Exception]:
+        return type(netns_path_error(path, exc, gone_needs_visible_dir=needs_visible_dir))
+
+    for enoent in (FileNotFoundError(errno.ENOENT, "No such file or directory"), OSError(errno.ENOENT, "x")):
+        assert answer(visible, enoent) is NetnsGone
+        assert answer(proc, enoent) is NetnsGone
+        assert answer(hidden, enoent) is (NetnsInvisible if needs_visible_dir else NetnsGone)
+    assert issubclass(NetnsInvisible, NetnsUnusable)
+    for error in NOT_ENOENT:
+        for path in (visible, hidden, proc):
+            assert answer(path, OSError(error, os.strerror(error))) is NetnsUnusable, (error, path)
+    assert answer(visible, ValueError("embedded null byte")) is NetnsUnusable
+    unusable = netns_path_error(visible, PermissionError(errno.EACCES, "Permission denied"))
+    assert str(unusable) == f"cannot check network namespace {visible}: Permission denied"
+
+
+def test_the_three_readers_of_a_netns_path_share_the_rule(tmp_path: Path) -> None:
+    """The plugin (check_netns), mnpd's state-dir source (netns_gone) and mnpctl (netns_problem) on the same paths
+    answer as netns_path_error's table says."""
+    from daemon.cli.node import UNUSABLE, netns_problem
+    from shared.errors import NetnsGone
+    from shared.netns import check_netns
+
+    visible, hidden = str(tmp_path / "pod-a"), str(tmp_path / "no-such-dir" / "pod-a")
+    for path in (visible, hidden):
+        with pytest.raises(NetnsGone):
+            check_netns(path)  # the plugin: CNI_NETNS is in its own view
+    assert statedir.netns_gone(visible) is True
+    assert statedir.netns_gone(hidden) is None
+    assert netns_problem(visible) == f"network namespace {visible} does not exist"
+    problem = netns_problem(hidden)
+    assert problem is not None and problem.startswith(UNUSABLE) and "not visible" in problem
+    Path(visible).mkdir()  # exists, but is no namespace: mnpd's source only stats it, mnpctl checks its kind
+    assert statedir.netns_gone(visible) is False
+    problem = netns_problem(visible)
+    assert problem is not None and problem.startswith(UNUSABLE)
 
 
 def test_the_real_netns_check_tells_gone_from_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
