@@ -36,11 +36,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from daemon.logs import fields
 from daemon.sources.convert import convert
+from daemon.sources.kubeclient import ApiException, k8s
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.manifests import unidentifiable
 from shared.selectors import excerpt
@@ -371,18 +370,6 @@ class Reflector:
         else:
             raise WatchError(f"unknown watch event type {kind!r}")
         return rv
-
-
-def api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient from a kubeconfig file, or the in-cluster service account."""
-    from kubernetes import config
-
-    configuration = k8s.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return k8s.ApiClient(configuration)
 
 
 class KubeSource:

@@ -7,6 +7,10 @@ backoff and recovery, and a whole in-process daemon posting Events for an invali
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -321,3 +325,58 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
         wait_for(lambda: daemon.runner.failures >= 3)  # retried with backoff …
         assert len(fake_api.objects("event")) == count  # … without posting again
         assert daemon.healthy() == (True, "ok")
+
+
+BARE_CLIENT = """
+import json, sys, time
+import daemon.app  # mnpd's imports, in a fresh interpreter: the official client's packages registered bare
+from daemon.sources.kubeclient import api_client
+import kubernetes.config.incluster_config  # what api_client(None) imports in a pod: not the kubeconfig loader
+eager = sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "oauthlib", "websocket", "jsonschema")
+               or m.startswith(("kubernetes.config.kube_config", "kubernetes.dynamic", "kubernetes.watch",
+                                "kubernetes.stream", "kubernetes.informer", "kubernetes.leaderelection")))
+from daemon.clock import SystemClock
+from daemon.sources.kube import KubeSource
+from daemon.store import POD, POLICY, Store
+from tests.support.fakeapi import FakeKubeAPI
+from tests.unit.test_daemon_builders import NET_A, pod, policy
+with FakeKubeAPI() as api:
+    for obj in (pod("a", nets=[(NET_A, "net1", "10.10.0.1")]), policy("p1", select={"app": "a"}, ingress=[])):
+        obj["metadata"].pop("uid", None)  # the server assigns it
+        api.create(obj)
+    with open(sys.argv[1], "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "c",
+                   "clusters": [{"name": "c", "cluster": {"server": api.url}}],
+                   "users": [{"name": "u", "user": {"token": "t"}}],
+                   "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}, f)
+    store = Store(SystemClock())
+    source = KubeSource(store, api_client(sys.argv[1]), watch_timeout=30)
+    source.start()
+    deadline = time.monotonic() + 20
+    while not store.synced() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    api.patch("pod", "default", "a", {"metadata": {"labels": {"app": "z"}}})
+    while store.get(POD, "default/a").pod.labels.get("app") != "z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.stop()
+    print(json.dumps({"eager": eager, "synced": store.synced(), "labels": dict(store.get(POD, "default/a").pod.labels),
+                      "policy": store.get(POLICY, "default/p1") is not None}))
+"""
+
+
+def test_mnpd_imports_only_the_client_parts_it_uses_and_they_work(tmp_path: Path) -> None:
+    """In mnpd's own process (a fresh interpreter importing daemon.app first) the official client's packages are
+    registered bare (daemon.sources.kubeclient): none of the modules their `__init__`s would import eagerly is
+    loaded, and listing, watching and the kubeconfig loader work all the same."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_CLIENT, str(tmp_path / "kubeconfig")],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "eager": [],
+        "synced": True,
+        "labels": {"app": "z"},
+        "policy": True,
+    }

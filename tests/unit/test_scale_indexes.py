@@ -12,6 +12,7 @@ plain scans they replace, and the compact form the store keeps of a pod compiles
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.dependencies import PolicyIndex, namespace_labels, policies_seeing_pod, policy_index, policy_sees_pod
+from daemon.sources import convert
 from daemon.sources.convert import compact, pod_value
 from shared.compiler import ClusterIndex, compile_pod
 from shared.model import Cluster, MultiNetworkPolicy, Namespace, Peer, Pod, parse_namespace, parse_pod, parse_policy
@@ -224,6 +226,20 @@ def test_compact_keeps_only_what_the_daemon_reads_and_shares_equal_labels() -> N
         one.phase,
         one.container_ports,
     )
+
+
+def test_a_label_set_no_pod_holds_any_more_is_forgotten() -> None:
+    """The sharing table holds label sets only while a pod holds them: 1,000 label changes (a `rev` label
+    counting up) leave none of the old sets behind, and equal sets are still shared."""
+    gc.collect()
+    before = len(convert._LABEL_SETS)
+    held = [compact(parse_pod(pod(f"p{i}", labels={"app": "x", "rev": str(i)}))[0]) for i in range(1000)]
+    assert len(convert._LABEL_SETS) == before + 1000
+    same = compact(parse_pod(pod("q", labels={"rev": "7", "app": "x"}))[0])
+    assert same.labels is held[7].labels
+    del held, same
+    gc.collect()
+    assert len(convert._LABEL_SETS) == before
 
 
 def test_unchanged_peers_are_the_same_tuple_in_the_next_snapshot() -> None:
