@@ -4,8 +4,8 @@ Four kinds, cluster-wide: MultiNetworkPolicies (k8s.cni.cncf.io/v1beta1), Pods (
 peers live on other nodes), Namespaces (their labels feed namespaceSelectors) and NetworkAttachmentDefinitions
 (k8s.cni.cncf.io/v1). Each reflector is the client-go Reflector loop, written out:
 
-1. **list** in pages (`limit`/`continue`), parse every item into the store with one `replace` (objects missing
-   from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
+1. **list** in pages (`limit`/`continue`, PAGE_SIZE), parse every item into the store with one `replace` (objects
+   missing from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
    synced to the store;
 2. **watch** from that resourceVersion with `allowWatchBookmarks` and a server-side `timeoutSeconds`; every
    event updates the store and the resourceVersion (BOOKMARKs only the latter); when the server ends the watch,
@@ -46,7 +46,10 @@ from shared.selectors import excerpt
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500
+# Items per list page. The whole page is decoded at once (json), so the page bounds the list's transient memory: a
+# real pod (managedFields, status, ~5 KB of JSON) decodes to ~25 KB of Python objects, a page of 500 to 15 MB; of
+# 100 to 3 MB (docs/benchmarks.md, Scale). client-go pages by 500; 100 means 5 times the requests for the same bytes.
+PAGE_SIZE = 100
 CONNECT_TIMEOUT_S = 10.0
 READ_SLACK_S = 30.0  # a watch's socket read timeout = its server-side timeout + this
 
@@ -287,6 +290,7 @@ class Reflector:
                 doc = json.loads(response.data)
             finally:
                 response.release_conn()
+            del response  # the page's bytes: only one page is held at a time
             if not isinstance(doc, dict) or not isinstance(doc.get("items") or [], list):
                 raise GarbledAnswer("the list is not an object with a list of items")
             for obj in doc.get("items") or ():
@@ -296,6 +300,7 @@ class Reflector:
                     items[key] = value
                     uids[key] = uid
             meta = doc.get("metadata") or {}
+            del doc  # the decoded page, before the next one is fetched
             token = meta.get("continue") or None
             if not token:
                 break

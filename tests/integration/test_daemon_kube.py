@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from daemon.clock import SystemClock
 from daemon.config import load
 from daemon.events import KubeEvents, pod_ref, policy_ref
-from daemon.sources.kube import Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
+from daemon.sources.kube import PAGE_SIZE, Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.nft.errors import NftError
 from shared.nft.fake import FakeNft, TableView
@@ -109,7 +109,7 @@ def test_initial_list_then_watch(fake_api: FakeKubeAPI, source: tuple[KubeSource
     wait_for(lambda: store.get(POLICY, "default/p2") is not None)
     wait_for(lambda: store.get(POD, "blue/b") is None)
     lists = [r for r in fake_api.requests if r.method == "GET" and "watch" not in r.query]
-    assert all(r.query.get("limit") == "500" for r in lists if "namespaces" not in r.path or "pods" in r.path)
+    assert all(r.query.get("limit") == str(PAGE_SIZE) for r in lists if "namespaces" not in r.path or "pods" in r.path)
     watches = [r for r in fake_api.requests if r.query.get("watch") in ("true", "True", "1")]
     assert all(r.query.get("allowWatchBookmarks") in ("true", "True") for r in watches)
     assert all(r.query.get("timeoutSeconds") == "30" for r in watches)
