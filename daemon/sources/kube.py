@@ -86,12 +86,13 @@ class Kind:
 
 
 class CoreV1:
-    """The three core/v1 calls mnpd makes — list/watch pods, list/watch namespaces, create an Event — made the way
-    the official client's generated `CoreV1Api` makes them: `ApiClient.param_serialize` + `ApiClient.call_api`
-    (the same configuration, auth, TLS and `ApiException`s), returning the raw urllib3 response like
-    `_preload_content=False`. Not the generated class itself, because importing its module costs ~21 MB of RSS:
-    it defines a pydantic-validated method for each of ~1,000 endpoints and imports the models they use, for
-    three calls whose answers mnpd parses as plain JSON anyway (`CustomObjectsApi`, 1.6 MB, is used as it is)."""
+    """The calls mnpd makes — list/watch pods, list/watch namespaces, create an Event (core/v1), and list/watch a
+    custom resource cluster-wide — made the way the official client's generated `CoreV1Api` and
+    `CustomObjectsApi` make them: `ApiClient.param_serialize` + `ApiClient.call_api` (the same configuration, auth,
+    TLS and `ApiException`s), returning the raw urllib3 response like `_preload_content=False`. Not the generated
+    classes themselves, because importing their modules costs ~21 MB of RSS (`CoreV1Api`: a pydantic-validated
+    method for each of ~1,000 endpoints and the models they use) and 1.5 MB (`CustomObjectsApi`: pydantic's
+    `validate_call` and more models), for calls whose answers mnpd parses as plain JSON anyway."""
 
     QUERY: ClassVar[dict[str, str]] = {
         "watch": "watch",
@@ -114,6 +115,10 @@ class CoreV1:
     def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any:
         path = "/api/v1/namespaces/{namespace}/events"
         return self._call("POST", path, path_params={"namespace": namespace}, body=body, **kwargs)
+
+    def list_cluster_custom_object(self, group: str, version: str, plural: str, **kwargs: Any) -> Any:
+        path_params = {"group": group, "version": version, "plural": plural}
+        return self._call("GET", "/apis/{group}/{version}/{plural}", path_params=path_params, **kwargs)
 
     def _call(
         self,
@@ -149,7 +154,7 @@ class CoreV1:
 
 def core_v1(api_client: Any) -> Any:
     """`CoreV1` where the client has the generic request methods (the pydantic-based generated clients), else the
-    generated `CoreV1Api` (older clients import it cheaply)."""
+    generated `CoreV1Api` (older clients import it cheaply; `kinds` then uses `CustomObjectsApi` too)."""
     if hasattr(api_client, "param_serialize") and hasattr(ApiException, "from_response"):
         return CoreV1(api_client)
     return k8s.CoreV1Api(api_client)
@@ -157,7 +162,7 @@ def core_v1(api_client: Any) -> Any:
 
 def kinds(api_client: Any) -> list[Kind]:
     core = core_v1(api_client)
-    custom = k8s.CustomObjectsApi(api_client)
+    custom = core if isinstance(core, CoreV1) else k8s.CustomObjectsApi(api_client)
     return [
         Kind(
             "multi-networkpolicies",

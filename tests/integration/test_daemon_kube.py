@@ -229,6 +229,28 @@ def test_core_v1_answers_like_the_generated_core_v1_api(fake_api: FakeKubeAPI, a
         assert raised.value.status == 404
 
 
+def test_custom_objects_answer_like_the_generated_custom_objects_api(
+    fake_api: FakeKubeAPI, api_client: k8s.ApiClient
+) -> None:
+    """The cluster-wide list/watch of a custom resource through CoreV1 (without the generated CustomObjectsApi's
+    module) sends the same requests and gets the same raw answers and errors."""
+    seed(fake_api)
+    light, generated = core_v1(api_client), k8s.CustomObjectsApi(api_client)
+    args = ("k8s.cni.cncf.io", "v1beta1", "multi-networkpolicies")
+    a = light.list_cluster_custom_object(*args, limit=1, _preload_content=False, _request_timeout=(5, 5))
+    b = generated.list_cluster_custom_object(*args, limit=1, _preload_content=False, _request_timeout=(5, 5))
+    assert a.data == b.data and b'"p1"' in a.data
+    lists = [r for r in fake_api.requests if r.path == "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies"]
+    assert [r.query for r in lists[-2:]] == [{"limit": "1"}, {"limit": "1"}]
+    watch = light.list_cluster_custom_object(*args, watch=True, resource_version="1", timeout_seconds=1)
+    watch.close()
+    assert fake_api.requests[-1].query == {"watch": "true", "resourceVersion": "1", "timeoutSeconds": "1"}
+    for client in (light, generated):
+        with pytest.raises(k8s.ApiException) as raised:
+            client.list_cluster_custom_object("k8s.cni.cncf.io", "v1beta1", "no-such-things", _preload_content=False)
+        assert raised.value.status == 404
+
+
 def test_events_are_posted_once(fake_api: FakeKubeAPI, api_client: k8s.ApiClient) -> None:
     fake_api.create(api_objects(policy("bad"))[0])
     uid = fake_api.get("multinetworkpolicy", "default", "bad")["metadata"]["uid"]  # type: ignore[index]
@@ -359,6 +381,7 @@ with FakeKubeAPI() as api:
     while store.get(POD, "default/a").pod.labels.get("app") != "z" and time.monotonic() < deadline:
         time.sleep(0.01)
     source.stop()
+    eager += sorted(m for m in sys.modules if m.startswith("kubernetes.client.api."))  # CoreV1Api, CustomObjectsApi
     print(json.dumps({"eager": eager, "synced": store.synced(), "labels": dict(store.get(POD, "default/a").pod.labels),
                       "policy": store.get(POLICY, "default/p1") is not None}))
 """
