@@ -1,14 +1,14 @@
 """The parts of the official Kubernetes client mnpd uses, imported without the packages' eager `__init__`s.
 
-mnpd needs `kubernetes.client` (lazy by itself: `ApiClient`, `Configuration`, `CustomObjectsApi`,
-`ApiException`) and one loader of `kubernetes.config`. But `import kubernetes` runs the client's top-level
-`__init__`, which imports `config`, `dynamic`, `watch`, `stream`, `utils`, `leaderelection` and `informer`
-(websocket-client, jsonschema through kubernetes-validate, …), and `kubernetes.config`'s `__init__` imports the
-kubeconfig loader (requests, requests-oauthlib, oauthlib, PyYAML) even in a pod that only reads its service
-account. Registering both packages bare (`bare_package`) before the first import skips that: 9.6 MB less resident
-memory for mnpd in a cluster (in-cluster config), 4.2 MB with a kubeconfig (docs/benchmarks.md, Scale). The
-modules themselves are the client's own, imported the ordinary way; a process that imported `kubernetes` before
-(tests, another tool) keeps the real packages.
+mnpd needs `kubernetes.client` (lazy by itself: `ApiClient`, `Configuration`, `ApiException`) and one loader of
+`kubernetes.config`. But `import kubernetes` runs the client's top-level `__init__`, which imports `config`,
+`dynamic`, `watch`, `stream`, `utils`, `leaderelection` and `informer` (websocket-client, jsonschema through
+kubernetes-validate, …), and `kubernetes.config`'s `__init__` imports the kubeconfig loader (requests,
+requests-oauthlib, oauthlib, PyYAML) even in a pod that only reads its service account. Registering both packages
+bare (`bare_package`) before the first import skips that: 9.6 MB less resident memory for mnpd in a cluster
+(in-cluster config), 4.2 MB with a kubeconfig (docs/benchmarks.md, Scale). The modules themselves are the
+client's own, imported the ordinary way; a process that imported `kubernetes` before (tests, another tool) keeps
+the real packages.
 """
 
 from __future__ import annotations
