@@ -28,7 +28,8 @@ from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from daemon.runner import BoundedFrequencyRunner, RunnerTimings
 from daemon.sources.adopt import Adopter, NetnsScanner
-from daemon.sources.kube import Backoff, KubeSource, api_client, core_v1
+from daemon.sources.kube import Backoff, KubeSource, core_v1
+from daemon.sources.kubeclient import api_client
 from daemon.sources.manifests import ManifestsSource
 from daemon.sources.statedir import StateDirSource
 from daemon.status import StatusWriter

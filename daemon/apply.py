@@ -110,7 +110,7 @@ class Applier:
     The nft backend of a netns is kept until `release` (for the real one: a netlink socket; the libnftables
     contexts it borrows are bounded by their pool, shared.nft.pool.ContextPool)."""
 
-    RENDER_CACHE = 128
+    RENDER_CACHE = 16  # ≈ 190 KB each with 300 peers (the text and the operations): a node's groups
 
     def __init__(self, nft_for: NftFactory, options: RenderOptions, workers: int = WORKERS) -> None:
         self.nft_for = nft_for
@@ -281,11 +281,14 @@ class Applier:
 
     def render(self, rules: InterfaceRules) -> Transaction:
         key = (rules.ifname, rules.ifindex, rules.ingress, rules.egress)
-        tx = self._rendered.get(key)
+        with self._lock:
+            tx = self._rendered.pop(key, None)
+            if tx is not None:
+                self._rendered[key] = tx  # the most recently used last
         if tx is None:
             tx = render_interface(rules, self.options)
             with self._lock:
-                if len(self._rendered) >= self.RENDER_CACHE:
-                    self._rendered.clear()
                 self._rendered[key] = tx
+                while len(self._rendered) > self.RENDER_CACHE:
+                    del self._rendered[next(iter(self._rendered))]  # the least recently used
         return tx

@@ -17,6 +17,7 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,19 +50,27 @@ def status_reported(obj: Mapping[str, Any]) -> bool:
     return isinstance(annotations, dict) and NETWORK_STATUS in annotations
 
 
-_LABEL_SETS: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
-_LABEL_SETS_MAX = 8192  # distinct label sets remembered; beyond that the table starts over (sharing is only a saving)
+class SharedLabels(dict[str, str]):
+    """A label dict held by one or more pods: a plain dict that can be weakly referenced (`_LABEL_SETS`)."""
+
+    __slots__ = ("__weakref__",)
+
+
+# Equal label sets by the hash of their items, as long as some pod still holds them: a set no pod holds any more
+# (a pod deleted, a label changed) drops out by itself, so the table never holds more than the live pods' sets —
+# a bounded table of strong references kept thousands of dead sets (+4.5 MB over the scale benchmark's 6,000
+# label changes; docs/benchmarks.md, Scale). Two sets with the same hash share one slot, the later one wins:
+# sharing is only a saving.
+_LABEL_SETS: weakref.WeakValueDictionary[int, SharedLabels] = weakref.WeakValueDictionary()
 
 
 def shared_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
-    """An equal label dict already held by another pod, or `labels` (remembered for the next ones). Pods never
-    mutate their labels (`Pod.labels` is a read-only Mapping), so sharing one dict is safe."""
-    items = frozenset(labels.items())
-    found = _LABEL_SETS.get(items)
-    if found is None:
-        if len(_LABEL_SETS) >= _LABEL_SETS_MAX:
-            _LABEL_SETS.clear()
-        found = _LABEL_SETS[items] = labels
+    """An equal label dict already held by another pod, or `labels` as a `SharedLabels` (remembered for the next
+    ones). Pods never mutate their labels (`Pod.labels` is a read-only Mapping), so sharing one dict is safe."""
+    digest = hash(frozenset(labels.items()))
+    found = _LABEL_SETS.get(digest)
+    if found is None or found != labels:
+        found = _LABEL_SETS[digest] = SharedLabels(labels)
     return found
 
 

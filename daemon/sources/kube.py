@@ -4,8 +4,8 @@ Four kinds, cluster-wide: MultiNetworkPolicies (k8s.cni.cncf.io/v1beta1), Pods (
 peers live on other nodes), Namespaces (their labels feed namespaceSelectors) and NetworkAttachmentDefinitions
 (k8s.cni.cncf.io/v1). Each reflector is the client-go Reflector loop, written out:
 
-1. **list** in pages (`limit`/`continue`), parse every item into the store with one `replace` (objects missing
-   from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
+1. **list** in pages (`limit`/`continue`, PAGE_SIZE), parse every item into the store with one `replace` (objects
+   missing from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
    synced to the store;
 2. **watch** from that resourceVersion with `allowWatchBookmarks` and a server-side `timeoutSeconds`; every
    event updates the store and the resourceVersion (BOOKMARKs only the latter); when the server ends the watch,
@@ -36,18 +36,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 from daemon.logs import fields
 from daemon.sources.convert import convert
+from daemon.sources.kubeclient import ApiException, k8s
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.manifests import unidentifiable
 from shared.selectors import excerpt
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500
+# Items per list page. The whole page is decoded at once (json), so the page bounds the list's transient memory: a
+# real pod (managedFields, status, ~5 KB of JSON) decodes to ~25 KB of Python objects, a page of 500 to 15 MB; of
+# 100 to 3 MB (docs/benchmarks.md, Scale). client-go pages by 500; 100 means 5 times the requests for the same bytes.
+PAGE_SIZE = 100
 CONNECT_TIMEOUT_S = 10.0
 READ_SLACK_S = 30.0  # a watch's socket read timeout = its server-side timeout + this
 
@@ -84,12 +86,13 @@ class Kind:
 
 
 class CoreV1:
-    """The three core/v1 calls mnpd makes — list/watch pods, list/watch namespaces, create an Event — made the way
-    the official client's generated `CoreV1Api` makes them: `ApiClient.param_serialize` + `ApiClient.call_api`
-    (the same configuration, auth, TLS and `ApiException`s), returning the raw urllib3 response like
-    `_preload_content=False`. Not the generated class itself, because importing its module costs ~21 MB of RSS:
-    it defines a pydantic-validated method for each of ~1,000 endpoints and imports the models they use, for
-    three calls whose answers mnpd parses as plain JSON anyway (`CustomObjectsApi`, 1.6 MB, is used as it is)."""
+    """The calls mnpd makes — list/watch pods, list/watch namespaces, create an Event (core/v1), and list/watch a
+    custom resource cluster-wide — made the way the official client's generated `CoreV1Api` and
+    `CustomObjectsApi` make them: `ApiClient.param_serialize` + `ApiClient.call_api` (the same configuration, auth,
+    TLS and `ApiException`s), returning the raw urllib3 response like `_preload_content=False`. Not the generated
+    classes themselves, because importing their modules costs ~21 MB of RSS (`CoreV1Api`: a pydantic-validated
+    method for each of ~1,000 endpoints and the models they use) and 1.5 MB (`CustomObjectsApi`: pydantic's
+    `validate_call` and more models), for calls whose answers mnpd parses as plain JSON anyway."""
 
     QUERY: ClassVar[dict[str, str]] = {
         "watch": "watch",
@@ -112,6 +115,10 @@ class CoreV1:
     def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any:
         path = "/api/v1/namespaces/{namespace}/events"
         return self._call("POST", path, path_params={"namespace": namespace}, body=body, **kwargs)
+
+    def list_cluster_custom_object(self, group: str, version: str, plural: str, **kwargs: Any) -> Any:
+        path_params = {"group": group, "version": version, "plural": plural}
+        return self._call("GET", "/apis/{group}/{version}/{plural}", path_params=path_params, **kwargs)
 
     def _call(
         self,
@@ -147,7 +154,7 @@ class CoreV1:
 
 def core_v1(api_client: Any) -> Any:
     """`CoreV1` where the client has the generic request methods (the pydantic-based generated clients), else the
-    generated `CoreV1Api` (older clients import it cheaply)."""
+    generated `CoreV1Api` (older clients import it cheaply; `kinds` then uses `CustomObjectsApi` too)."""
     if hasattr(api_client, "param_serialize") and hasattr(ApiException, "from_response"):
         return CoreV1(api_client)
     return k8s.CoreV1Api(api_client)
@@ -155,7 +162,7 @@ def core_v1(api_client: Any) -> Any:
 
 def kinds(api_client: Any) -> list[Kind]:
     core = core_v1(api_client)
-    custom = k8s.CustomObjectsApi(api_client)
+    custom = core if isinstance(core, CoreV1) else k8s.CustomObjectsApi(api_client)
     return [
         Kind(
             "multi-networkpolicies",
@@ -288,6 +295,7 @@ class Reflector:
                 doc = json.loads(response.data)
             finally:
                 response.release_conn()
+            del response  # the page's bytes: only one page is held at a time
             if not isinstance(doc, dict) or not isinstance(doc.get("items") or [], list):
                 raise GarbledAnswer("the list is not an object with a list of items")
             for obj in doc.get("items") or ():
@@ -297,6 +305,7 @@ class Reflector:
                     items[key] = value
                     uids[key] = uid
             meta = doc.get("metadata") or {}
+            del doc  # the decoded page, before the next one is fetched
             token = meta.get("continue") or None
             if not token:
                 break
@@ -371,18 +380,6 @@ class Reflector:
         else:
             raise WatchError(f"unknown watch event type {kind!r}")
         return rv
-
-
-def api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient from a kubeconfig file, or the in-cluster service account."""
-    from kubernetes import config
-
-    configuration = k8s.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return k8s.ApiClient(configuration)
 
 
 class KubeSource:

@@ -15,7 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shared.nft.libnft import NetnsNft
 
-KEEP_CONTEXTS = 16  # contexts kept open, least recently used closed first
+# Contexts kept open, least recently used closed first: one per apply worker (daemon.apply.WORKERS). Element deltas
+# go over netlink and need none; a change that takes the full form on every pod of a node reopens nearly every
+# context whatever the bound (110 pods, 16 kept); each one kept costs ≈ 0.7 MB at 300 peers (docs/benchmarks.md, Scale).
+KEEP_CONTEXTS = 4
 CLOSERS = 4  # threads closing contexts: each close waits for the kernel, without CPU
 
 

@@ -591,7 +591,7 @@ def expected_view(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> t
     return _expected_view(rules.ifname, rules.ifindex, rules.ingress, rules.egress, options)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)  # ≈ 80 KB each with 300 peers; the periodic repair walks a node's groups
 def _expected_view(
     ifname: str, ifindex: int, ingress: DirectionRules, egress: DirectionRules, options: RenderOptions
 ) -> tuple[object, ...]:

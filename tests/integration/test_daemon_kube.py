@@ -7,6 +7,10 @@ backoff and recovery, and a whole in-process daemon posting Events for an invali
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ from kubernetes import client as k8s
 from daemon.clock import SystemClock
 from daemon.config import load
 from daemon.events import KubeEvents, pod_ref, policy_ref
-from daemon.sources.kube import Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
+from daemon.sources.kube import PAGE_SIZE, Backoff, CoreV1, KubeSource, Reflector, core_v1, kinds
 from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
 from shared.nft.errors import NftError
 from shared.nft.fake import FakeNft, TableView
@@ -105,7 +109,7 @@ def test_initial_list_then_watch(fake_api: FakeKubeAPI, source: tuple[KubeSource
     wait_for(lambda: store.get(POLICY, "default/p2") is not None)
     wait_for(lambda: store.get(POD, "blue/b") is None)
     lists = [r for r in fake_api.requests if r.method == "GET" and "watch" not in r.query]
-    assert all(r.query.get("limit") == "500" for r in lists if "namespaces" not in r.path or "pods" in r.path)
+    assert all(r.query.get("limit") == str(PAGE_SIZE) for r in lists if "namespaces" not in r.path or "pods" in r.path)
     watches = [r for r in fake_api.requests if r.query.get("watch") in ("true", "True", "1")]
     assert all(r.query.get("allowWatchBookmarks") in ("true", "True") for r in watches)
     assert all(r.query.get("timeoutSeconds") == "30" for r in watches)
@@ -225,6 +229,28 @@ def test_core_v1_answers_like_the_generated_core_v1_api(fake_api: FakeKubeAPI, a
         assert raised.value.status == 404
 
 
+def test_custom_objects_answer_like_the_generated_custom_objects_api(
+    fake_api: FakeKubeAPI, api_client: k8s.ApiClient
+) -> None:
+    """The cluster-wide list/watch of a custom resource through CoreV1 (without the generated CustomObjectsApi's
+    module) sends the same requests and gets the same raw answers and errors."""
+    seed(fake_api)
+    light, generated = core_v1(api_client), k8s.CustomObjectsApi(api_client)
+    args = ("k8s.cni.cncf.io", "v1beta1", "multi-networkpolicies")
+    a = light.list_cluster_custom_object(*args, limit=1, _preload_content=False, _request_timeout=(5, 5))
+    b = generated.list_cluster_custom_object(*args, limit=1, _preload_content=False, _request_timeout=(5, 5))
+    assert a.data == b.data and b'"p1"' in a.data
+    lists = [r for r in fake_api.requests if r.path == "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies"]
+    assert [r.query for r in lists[-2:]] == [{"limit": "1"}, {"limit": "1"}]
+    watch = light.list_cluster_custom_object(*args, watch=True, resource_version="1", timeout_seconds=1)
+    watch.close()
+    assert fake_api.requests[-1].query == {"watch": "true", "resourceVersion": "1", "timeoutSeconds": "1"}
+    for client in (light, generated):
+        with pytest.raises(k8s.ApiException) as raised:
+            client.list_cluster_custom_object("k8s.cni.cncf.io", "v1beta1", "no-such-things", _preload_content=False)
+        assert raised.value.status == 404
+
+
 def test_events_are_posted_once(fake_api: FakeKubeAPI, api_client: k8s.ApiClient) -> None:
     fake_api.create(api_objects(policy("bad"))[0])
     uid = fake_api.get("multinetworkpolicy", "default", "bad")["metadata"]["uid"]  # type: ignore[index]
@@ -321,3 +347,59 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
         wait_for(lambda: daemon.runner.failures >= 3)  # retried with backoff …
         assert len(fake_api.objects("event")) == count  # … without posting again
         assert daemon.healthy() == (True, "ok")
+
+
+BARE_CLIENT = """
+import json, sys, time
+import daemon.app  # mnpd's imports, in a fresh interpreter: the official client's packages registered bare
+from daemon.sources.kubeclient import api_client
+import kubernetes.config.incluster_config  # what api_client(None) imports in a pod: not the kubeconfig loader
+eager = sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "oauthlib", "websocket", "jsonschema")
+               or m.startswith(("kubernetes.config.kube_config", "kubernetes.dynamic", "kubernetes.watch",
+                                "kubernetes.stream", "kubernetes.informer", "kubernetes.leaderelection")))
+from daemon.clock import SystemClock
+from daemon.sources.kube import KubeSource
+from daemon.store import POD, POLICY, Store
+from tests.support.fakeapi import FakeKubeAPI
+from tests.unit.test_daemon_builders import NET_A, pod, policy
+with FakeKubeAPI() as api:
+    for obj in (pod("a", nets=[(NET_A, "net1", "10.10.0.1")]), policy("p1", select={"app": "a"}, ingress=[])):
+        obj["metadata"].pop("uid", None)  # the server assigns it
+        api.create(obj)
+    with open(sys.argv[1], "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "c",
+                   "clusters": [{"name": "c", "cluster": {"server": api.url}}],
+                   "users": [{"name": "u", "user": {"token": "t"}}],
+                   "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}, f)
+    store = Store(SystemClock())
+    source = KubeSource(store, api_client(sys.argv[1]), watch_timeout=30)
+    source.start()
+    deadline = time.monotonic() + 20
+    while not store.synced() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    api.patch("pod", "default", "a", {"metadata": {"labels": {"app": "z"}}})
+    while store.get(POD, "default/a").pod.labels.get("app") != "z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    source.stop()
+    eager += sorted(m for m in sys.modules if m.startswith("kubernetes.client.api."))  # CoreV1Api, CustomObjectsApi
+    print(json.dumps({"eager": eager, "synced": store.synced(), "labels": dict(store.get(POD, "default/a").pod.labels),
+                      "policy": store.get(POLICY, "default/p1") is not None}))
+"""
+
+
+def test_mnpd_imports_only_the_client_parts_it_uses_and_they_work(tmp_path: Path) -> None:
+    """In mnpd's own process (a fresh interpreter importing daemon.app first) the official client's packages are
+    registered bare (daemon.sources.kubeclient): none of the modules their `__init__`s would import eagerly is
+    loaded, and listing, watching and the kubeconfig loader work all the same."""
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_CLIENT, str(tmp_path / "kubeconfig")],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "eager": [],
+        "synced": True,
+        "labels": {"app": "z"},
+        "policy": True,
+    }

@@ -13,7 +13,7 @@ from shared.netns import netns_identity
 from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface
-from shared.rules import InterfaceRules
+from shared.rules import DirectionRules, InterfaceRules
 
 
 class Closable(FakeNft):
@@ -119,3 +119,17 @@ def test_a_path_that_cannot_be_checked_any_more_is_released_without_stopping_the
     applier.release_missing()
     assert [ns.nft(i).closed for i in range(2)] == [True, False]
     applier.close()
+
+
+def test_the_rendered_full_forms_kept_are_the_most_recently_used() -> None:
+    """At most RENDER_CACHE full transactions are kept (each ≈ 190 KB at 300 peers), the least recently used
+    dropped first: a group of pods rendered over and over keeps its transaction while one-off rule sets pass."""
+    applier = Applier(lambda path: FakeNft(), RenderOptions(), workers=1)
+    often = InterfaceRules("ns/often", "net1", "default/net-a", DirectionRules(True), DirectionRules(False), 3)
+    first = applier.render(often)
+    for ifindex in range(10, 10 + 3 * Applier.RENDER_CACHE):
+        applier.render(
+            InterfaceRules("ns/once", "net1", "default/net-a", DirectionRules(True), DirectionRules(True), ifindex)
+        )
+        assert applier.render(often) is first
+    assert len(applier._rendered) == Applier.RENDER_CACHE

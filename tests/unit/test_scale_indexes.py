@@ -12,14 +12,18 @@ plain scans they replace, and the compact form the store keeps of a pod compiles
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.clock import SystemClock
 from daemon.dependencies import PolicyIndex, namespace_labels, policies_seeing_pod, policy_index, policy_sees_pod
+from daemon.sources import convert
 from daemon.sources.convert import compact, pod_value
+from daemon.store import POD, POLICY, Store
 from shared.compiler import ClusterIndex, compile_pod
 from shared.model import Cluster, MultiNetworkPolicy, Namespace, Peer, Pod, parse_namespace, parse_pod, parse_policy
 from tests.unit.test_daemon_builders import NET_A, namespace, pod, policy
@@ -226,6 +230,20 @@ def test_compact_keeps_only_what_the_daemon_reads_and_shares_equal_labels() -> N
     )
 
 
+def test_a_label_set_no_pod_holds_any_more_is_forgotten() -> None:
+    """The sharing table holds label sets only while a pod holds them: 1,000 label changes (a `rev` label
+    counting up) leave none of the old sets behind, and equal sets are still shared."""
+    gc.collect()
+    before = len(convert._LABEL_SETS)
+    held = [compact(parse_pod(pod(f"p{i}", labels={"app": "x", "rev": str(i)}))[0]) for i in range(1000)]
+    assert len(convert._LABEL_SETS) == before + 1000
+    same = compact(parse_pod(pod("q", labels={"rev": "7", "app": "x"}))[0])
+    assert same.labels is held[7].labels
+    del held, same
+    gc.collect()
+    assert len(convert._LABEL_SETS) == before
+
+
 def test_unchanged_peers_are_the_same_tuple_in_the_next_snapshot() -> None:
     p = parse_policy(policy("a", ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}]))
     target = parse_pod(pod("t", labels={}, nets=[(NET_A, "net1", "10.10.0.9")]))[0]
@@ -241,3 +259,17 @@ def test_unchanged_peers_are_the_same_tuple_in_the_next_snapshot() -> None:
     assert compiled([*peers, other]) is first  # a pod that is no peer changed: the very same tuple
     moved = parse_pod(pod("x2", labels={"app": "x"}, nets=[(NET_A, "net1", "10.10.0.3")]))[0]
     assert [str(n) for n in compiled([peers[0], moved])] == ["10.10.0.1/32", "10.10.0.3/32"]
+
+
+def test_the_store_reads_a_pods_uid_from_its_value_and_keeps_no_table_of_them() -> None:
+    """Pods carry their uid (10,000 of them in a second table cost 1.2 MB); a policy's is kept beside it."""
+    store = Store(SystemClock())
+    value = pod_value(parse_pod(pod("a", nets=[(NET_A, "net1", "10.10.0.1")]))[0], True)
+    assert value is not None and value.pod.uid
+    store.replace(POD, {"default/a": value}, {"default/a": value.pod.uid})
+    store.upsert(POLICY, "default/p", parse_policy(policy("p")), "policy-uid")
+    assert store.uid(POD, "default/a") == value.pod.uid
+    assert store.uid(POLICY, "default/p") == "policy-uid"
+    assert store._uids == {(POLICY, "default/p"): "policy-uid"}
+    store.delete(POD, "default/a")
+    assert store.uid(POD, "default/a") == ""
