@@ -29,7 +29,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,7 @@ class Controller:
         self._retry: set[IfaceKey] = set()
         self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
+        self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -386,27 +387,37 @@ class Controller:
         if not ready:  # e.g. a new pod's state entry, before its network-status: nothing to compile
             return
         cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
-        index = ClusterIndex.build(cluster)
+        # A policy change leaves the pods as they were: the pod-side lookups of the last sync's index serve again.
+        index = self._index = ClusterIndex.build(cluster, self._index)
         shared_rules: dict[tuple[object, ...], DirectionRules] = {}
         todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
-        for key, record, resolved in ready:
-            pod = resolved.pod
-            if not record.ifindex:
-                record.ifindex = _ifindex(record.entry)
-            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
-            record.desired = rules
-            record.pod_uid = pod.uid
-            if rules == record.applied and not record.conntrack_due:
-                if record.state != PROGRAMMED:
-                    self._set_state(record, PROGRAMMED, "")
-                continue
-            todo.append((key, record, rules, resolved))
+        changed: list[IfaceKey] = []  # the interfaces handed to the applier, in its order
+        broke: list[BaseException] = []
+
+        def work() -> Iterator[Work]:
+            """Each interface's rules, compiled as the applier asks for the next one: the workers program an
+            interface while this thread compiles the next (daemon.apply.Applier.apply_all)."""
+            try:
+                for key, record, resolved in ready:
+                    pod = resolved.pod
+                    if not record.ifindex:
+                        record.ifindex = _ifindex(record.entry)
+                    rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
+                    record.desired = rules
+                    record.pod_uid = pod.uid
+                    if rules == record.applied and not record.conntrack_due:
+                        if record.state != PROGRAMMED:
+                            self._set_state(record, PROGRAMMED, "")
+                        continue
+                    todo.append((key, record, rules, resolved))
+                    if rules != record.applied:  # else only its conntrack pass is due
+                        changed.append(key)
+                        yield Work(record.entry.netns, rules, record.applied, record.identity)
+            except Exception as exc:  # raised once the interfaces already handed over are booked below
+                broke.append(exc)
+
         # One transaction per interface whose rules changed, the namespaces concurrently (daemon.apply).
-        changed = [(key, record, rules) for key, record, rules, _ in todo if rules != record.applied]
-        outcomes = self.applier.apply_all(
-            [Work(record.entry.netns, rules, record.applied, record.identity) for _, record, rules in changed]
-        )
-        outcome_of = {key: outcome for (key, _, _), outcome in zip(changed, outcomes, strict=True)}
+        outcome_of = dict(zip(changed, self.applier.apply_all(work()), strict=True))
         withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key, record, rules, resolved in todo:
             ran = key in outcome_of
@@ -417,6 +428,8 @@ class Controller:
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
+        if broke:  # an unexpected error compiling: the runner logs it and retries with backoff
+            raise broke[0]
 
     def _repair_drift(self, report: SyncReport) -> None:
         """On the periodic resync: every interface whose table content this process knows (what it programmed,

@@ -108,7 +108,15 @@ class ClusterIndex:
         return self._peers[key]
 
     @staticmethod
-    def build(cluster: Cluster) -> ClusterIndex:
+    def build(cluster: Cluster, previous: ClusterIndex | None = None) -> ClusterIndex:
+        """The index of `cluster`. With `previous`, an index of an earlier snapshot: when the pods are equal (same
+        pods, same order — what a policy or namespace change leaves as it was), its pod-side lookups (`members`
+        and the groups by namespace and label built so far, which depend on the pods alone) are shared instead of
+        rebuilt; the policy side (`policies_in`, the peers of each rule) is always this cluster's own."""
+        if previous is not None and previous.cluster.pods == cluster.pods:
+            return ClusterIndex(
+                cluster, previous.members, _by_namespace=previous._by_namespace, _by_label=previous._by_label
+            )
         members: dict[str, list[Member]] = defaultdict(list)
         for pod in cluster.pods:
             if not pod.is_active:
