@@ -66,21 +66,36 @@ def _direction(rules: DirectionRules) -> dict[str, Any]:
 class RulesDigest:
     """A short digest of programmed rules that changes exactly when a transaction changed them. Computed once
     per rules object (the controller keeps the object until the next transaction), not on every status write:
-    hashing the full rules of every interface on every sync dominated the daemon's CPU with large peer sets."""
+    hashing the full rules of every interface on every sync dominated the daemon's CPU with large peer sets.
+    The peers are in the directions, which the controller makes one object per distinct value (shared by the
+    pods of a Deployment): each direction's text is hashed once, and an interface's digest hashes its own
+    fields with those two — a policy change of 110 pods in ten groups hashes eleven directions, not 110."""
 
     def __init__(self) -> None:
         self._cache: dict[int, tuple[InterfaceRules, str]] = {}
+        self._directions: dict[DirectionRules, str] = {}
 
     def __call__(self, rules: InterfaceRules) -> str:
         hit = self._cache.get(id(rules))
         if hit is None or hit[0] is not rules:
-            hit = (rules, hashlib.sha256(repr(rules).encode()).hexdigest()[:12])
+            parts = dict(zip(rules._fields, rules._get(rules), strict=True))
+            parts.update(ingress=self._direction(rules.ingress), egress=self._direction(rules.egress))
+            text = repr(sorted(parts.items()))
+            hit = (rules, hashlib.sha256(text.encode()).hexdigest()[:12])
             self._cache[id(rules)] = hit
         return hit[1]
+
+    def _direction(self, rules: DirectionRules) -> str:
+        found = self._directions.get(rules)
+        if found is None:
+            found = self._directions[rules] = hashlib.sha256(repr(rules).encode()).hexdigest()
+        return found
 
     def keep_only(self, live: list[InterfaceRules]) -> None:
         ids = {id(r) for r in live}
         self._cache = {k: v for k, v in self._cache.items() if k in ids}
+        directions = {d for r in live for d in (r.ingress, r.egress)}
+        self._directions = {d: v for d, v in self._directions.items() if d in directions}
 
 
 def _read(path: str) -> str | None:
