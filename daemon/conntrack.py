@@ -123,9 +123,20 @@ class _Coverage:
         self.allows = allows
         self.exact = {(a.peers, a.ports) for a in allows}
         self._unions: dict[PortRange | None, list[tuple[int, int, int]]] = {}
+        # The allows of each peers tuple, by its identity: the compiler hands an unchanged rule's peers back as
+        # the very same tuple, so a port change of a rule finds its old peers here without comparing them.
+        self._with_peers: dict[int, list[Allow]] = {}
+        for a in allows:
+            self._with_peers.setdefault(id(a.peers), []).append(a)
 
     def covers_all(self, allows: Iterable[Allow]) -> bool:
-        return all((a.peers, a.ports) in self.exact or self._covers(a) for a in allows)
+        return all((a.peers, a.ports) in self.exact or self._same_peers(a) or self._covers(a) for a in allows)
+
+    def _same_peers(self, allow: Allow) -> bool:
+        """Whether allows with the very same peers tuple admit each of `allow`'s port ranges."""
+        kept = [a for a in self._with_peers.get(id(allow.peers), ()) if a.peers is allow.peers]
+        wanted = allow.ports if allow.ports is not None else (None,)
+        return bool(kept) and all(any(_ports_cover(a.ports, p) for a in kept) for p in wanted)
 
     def _covers(self, allow: Allow) -> bool:
         for ports in allow.ports if allow.ports is not None else (None,):

@@ -25,6 +25,7 @@ from daemon.conntrack import (
     CTA_TUPLE_PROTO,
     ConntrackCleaner,
     Flow,
+    _Coverage,
     admits,
     parse_entry,
     stale_flows,
@@ -38,7 +39,7 @@ from shared.nft.errors import NftError, NotFoundError
 from shared.nft.fake import FakeNft
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
-from shared.rules import InterfaceRules
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 from tests.unit.test_daemon_builders import NET_A, from_pods, namespace, pod, policy, put
 
 
@@ -288,3 +289,34 @@ def test_a_namespace_path_that_cannot_be_used_is_an_oserror_the_controller_retri
     loop.symlink_to(loop)
     with pytest.raises(OSError, match="mnpt-loop"):
         ConntrackCleaner(OPTIONS).clean(str(loop), server_rules(CLIENTS_ON_80), LOCAL)
+
+
+PORT_SPECS = st.one_of(
+    st.none(),
+    st.lists(
+        st.builds(
+            lambda proto, first, width: PortRange(proto, first, first + width),
+            st.sampled_from(["tcp", "udp"]),
+            st.integers(79, 83),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(lambda ranges: tuple(sorted(set(ranges)))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PORT_SPECS, min_size=1, max_size=3), st.lists(PORT_SPECS, min_size=1, max_size=3), st.booleans())
+def test_a_port_change_of_the_same_peers_tuple_is_judged_like_any_other(
+    before_ports: list[tuple[PortRange, ...] | None], after_ports: list[tuple[PortRange, ...] | None], shared: bool
+) -> None:
+    """The shortcut for allows that keep the very same peers tuple (a rule whose ports changed) answers exactly
+    as the interval test does for an equal tuple that is another object."""
+    peers = (ipaddress.ip_network("10.0.0.0/30"), ipaddress.ip_network("10.0.1.7/32"))
+    other = tuple(ipaddress.ip_network(str(n)) for n in peers)  # equal, another object: no shortcut
+    before = DirectionRules(True, tuple(Allow("p", peers, ports) for ports in before_ports))
+    after = DirectionRules(True, tuple(Allow("p", peers if shared else other, ports) for ports in after_ports))
+    by_intervals = _Coverage(after.allows)
+    assert other is not peers and (after.allows[0].peers is peers) == shared
+    assert _Coverage(after.allows).covers_all(before.allows) == all(by_intervals._covers(a) for a in before.allows)
