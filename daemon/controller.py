@@ -44,7 +44,7 @@ from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceK
 from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
-from shared.compiler import ClusterIndex, compile_direction, selects
+from shared.compiler import DIRECTIONS, ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import identity_if_usable, interface_index
@@ -101,7 +101,7 @@ def rules_for(
     index: ClusterIndex,
     pod: Pod,
     attachment: Attachment,
-    shared: dict[tuple[object, ...], DirectionRules],
+    shared: dict[tuple[object, ...], Any],
     ifindex: int = 0,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
@@ -111,17 +111,17 @@ def rules_for(
     itself). So the pods of a Deployment — same labels, same ports — share one computation, and a full resync
     of N local interfaces costs one compile per distinct policy set, not N. `shared` lives for one sync (one
     ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`."""
+    # The policies selecting the pod depend on its namespace, labels and network alone: tested once per distinct
+    # (namespace, labels, network) — the pods of a Deployment — in the sync.
+    looks = ("selecting", pod.namespace, attachment.network, frozenset(pod.labels.items()), pod.is_active)
+    found = shared.get(looks)
+    if found is None:
+        chosen = [p for p in index.policies_in(pod.namespace) if selects(p, pod, attachment.network)]
+        found = shared[looks] = tuple(tuple(sorted(p.key for p in chosen if d in p.policy_types)) for d in DIRECTIONS)
     out: dict[str, DirectionRules] = {}
-    for direction in (INGRESS, EGRESS):
-        selecting = tuple(
-            sorted(
-                p.key
-                for p in index.policies_in(pod.namespace)
-                if direction in p.policy_types and selects(p, pod, attachment.network)
-            )
-        )
+    for direction, selecting in zip(DIRECTIONS, found, strict=True):
         ports = pod.container_ports if direction == INGRESS else ()
-        key = (direction, attachment.network, selecting, ports)
+        key = ("rules", direction, attachment.network, selecting, ports)
         if key not in shared:
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
@@ -389,7 +389,7 @@ class Controller:
         cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
         # A policy change leaves the pods as they were: the pod-side lookups of the last sync's index serve again.
         index = self._index = ClusterIndex.build(cluster, self._index)
-        shared_rules: dict[tuple[object, ...], DirectionRules] = {}
+        shared_rules: dict[tuple[object, ...], Any] = {}  # rules_for's memo for this sync
         todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
         changed: list[IfaceKey] = []  # the interfaces handed to the applier, in its order
         broke: list[BaseException] = []
