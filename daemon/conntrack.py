@@ -33,9 +33,9 @@ import bisect
 import contextlib
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from daemon.logs import fields
@@ -106,13 +106,27 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     return any(_withdraws(old.direction(d), new.direction(d)) for d in (INGRESS, EGRESS))
 
 
-@lru_cache(maxsize=128)
+# Memoised by identity: the pods of one Deployment share their rules objects (the controller makes equal rules one
+# object), so a policy change asks the same question for every one of them. Not by value: a key equal to an older
+# one of other objects (the same rules compiled again after their object was dropped) would be compared peer by
+# peer on every lookup. The entries hold their objects, so an id is never another object's while it is kept.
+_WITHDRAWS: dict[tuple[int, int], tuple[DirectionRules, DirectionRules, bool]] = {}
+_WITHDRAWS_MAX = 128
+_WITHDRAWS_LOCK = threading.Lock()
+
+
 def _withdraws(before: DirectionRules, after: DirectionRules) -> bool:
-    # Memoised: the pods of one Deployment share their rules objects, so a policy change asks the same question
-    # for every one of them.
-    if not after.isolated:
-        return False
-    return not before.isolated or not _Coverage(after.allows).covers_all(before.allows)
+    key = (id(before), id(after))
+    with _WITHDRAWS_LOCK:
+        hit = _WITHDRAWS.get(key)
+    if hit is not None and hit[0] is before and hit[1] is after:
+        return hit[2]
+    answer = after.isolated and (not before.isolated or not _Coverage(after.allows).covers_all(before.allows))
+    with _WITHDRAWS_LOCK:
+        if len(_WITHDRAWS) >= _WITHDRAWS_MAX:
+            _WITHDRAWS.clear()
+        _WITHDRAWS[key] = (before, after, answer)
+    return answer
 
 
 class _Coverage:

@@ -7,9 +7,11 @@ The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
    (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
 3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
    resync, else those the changes can affect (daemon.dependencies), plus those whose last attempt failed;
-4. builds one `ClusterIndex` and compiles only the dirty interfaces' pods (shared.compiler);
+4. builds one `ClusterIndex` (sharing the last one's pod side when the pods did not change) and compiles only
+   the dirty interfaces' pods (shared.compiler);
 5. for each dirty interface whose `InterfaceRules` differ from what this daemon last programmed, runs one
-   transaction (daemon.apply); an unchanged interface gets none, so a no-op resync runs 0 transactions;
+   transaction (daemon.apply), started as soon as that interface is compiled, while the next one is; an
+   unchanged interface gets none, so a no-op resync runs 0 transactions;
 6. after a transaction that withdraws access, deletes the conntrack entries the new rules do not admit
    (daemon.conntrack); then updates metrics, Events and the status file.
 

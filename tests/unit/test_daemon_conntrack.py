@@ -320,3 +320,18 @@ def test_a_port_change_of_the_same_peers_tuple_is_judged_like_any_other(
     by_intervals = _Coverage(after.allows)
     assert other is not peers and (after.allows[0].peers is peers) == shared
     assert _Coverage(after.allows).covers_all(before.allows) == all(by_intervals._covers(a) for a in before.allows)
+
+
+def test_the_withdrawal_memo_answers_equal_rules_of_other_objects_alike_and_stays_bounded() -> None:
+    from daemon import conntrack
+
+    peers = (ipaddress.ip_network("10.0.0.0/30"),)
+
+    def direction(port: int) -> DirectionRules:
+        return DirectionRules(True, (Allow("p", peers, (PortRange("tcp", port, port),)),))
+
+    for first in range(80, 300):
+        narrow, wide = direction(first), DirectionRules(True, (*direction(first).allows, *direction(first + 1).allows))
+        assert not conntrack._withdraws(narrow, wide) and conntrack._withdraws(wide, narrow)
+        assert not conntrack._withdraws(direction(first), wide)  # equal to `narrow`, another object
+        assert len(conntrack._WITHDRAWS) <= conntrack._WITHDRAWS_MAX
