@@ -43,7 +43,7 @@ from shared.errors import NetnsGone, NetnsUnusable
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.render import RenderOptions
-from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, IPNetwork, PortRange
 
 log = logging.getLogger(__name__)
 
@@ -153,20 +153,38 @@ class _Coverage:
         return bool(kept) and all(any(_ports_cover(a.ports, p) for a in kept) for p in wanted)
 
     def _covers(self, allow: Allow) -> bool:
-        for ports in allow.ports if allow.ports is not None else (None,):
+        wanted = allow.ports if allow.ports is not None else (None,)
+        if allow.peers and not all(self._union(ports) for ports in wanted):
+            return False  # a port no allow admits at all (a narrowing's port): no interval to test
+        for ports in wanted:
             union = self._union(ports)
             for net in allow.peers:
-                key = (net.version, int(net.network_address), int(net.broadcast_address))
-                i = bisect.bisect_right(union, (key[0], key[1], 2**128)) - 1
-                if i < 0 or union[i][0] != key[0] or union[i][2] < key[2]:
+                version, first, last = _span(net)
+                i = bisect.bisect_right(union, (version, first, 2**128)) - 1
+                if i < 0 or union[i][0] != version or union[i][2] < last:
                     return False
         return True
 
     def _union(self, ports: PortRange | None) -> list[tuple[int, int, int]]:
+        """The addresses the allows admit on `ports`, as sorted disjoint (version, first, last) intervals, adjacent
+        ones merged — so an address range is admitted exactly when one interval holds it."""
         if ports not in self._unions:
-            nets = collapse(net for b in self.allows if _ports_cover(b.ports, ports) for net in b.peers)
-            self._unions[ports] = sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets)
+            spans = sorted(_span(net) for b in self.allows if _ports_cover(b.ports, ports) for net in b.peers)
+            merged: list[tuple[int, int, int]] = []
+            for version, first, last in spans:
+                if merged and merged[-1][0] == version and first <= merged[-1][2] + 1:
+                    if last > merged[-1][2]:
+                        merged[-1] = (version, merged[-1][1], last)
+                else:
+                    merged.append((version, first, last))
+            self._unions[ports] = merged
         return self._unions[ports]
+
+
+def _span(net: IPNetwork) -> tuple[int, int, int]:
+    """(version, first address, last address) of a prefix, as integers (without building address objects)."""
+    first = int(net.network_address)
+    return (net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1))
 
 
 def _ports_cover(ports: tuple[PortRange, ...] | None, wanted: PortRange | None) -> bool:

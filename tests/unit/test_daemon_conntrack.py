@@ -26,6 +26,7 @@ from daemon.conntrack import (
     ConntrackCleaner,
     Flow,
     _Coverage,
+    _ports_cover,
     admits,
     parse_entry,
     stale_flows,
@@ -335,3 +336,32 @@ def test_the_withdrawal_memo_answers_equal_rules_of_other_objects_alike_and_stay
         assert not conntrack._withdraws(narrow, wide) and conntrack._withdraws(wide, narrow)
         assert not conntrack._withdraws(direction(first), wide)  # equal to `narrow`, another object
         assert len(conntrack._WITHDRAWS) <= conntrack._WITHDRAWS_MAX
+
+
+NETS = st.sampled_from(
+    [
+        *(ipaddress.ip_network(n) for n in ("10.0.0.0/30", "10.0.0.4/30", "10.0.0.0/29", "10.0.0.8/32", "10.0.0.9/32")),
+        *(ipaddress.ip_network(n) for n in ("10.0.0.10/31", "0.0.0.0/0", "fd00::/127", "fd00::2/128", "::/0")),
+    ]
+)
+ALLOWS = st.lists(
+    st.builds(lambda peers, ports: Allow("p", tuple(peers), ports), st.lists(NETS, max_size=4), PORT_SPECS),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ALLOWS, ALLOWS)
+def test_coverage_equals_the_definition_by_collapsed_prefixes(before: list[Allow], after: list[Allow]) -> None:
+    """An allow is covered when, for each of its port ranges, every peer prefix lies inside the union of the
+    peers of the allows admitting that range (the union as collapsed prefixes: the plain definition)."""
+    from shared.rules import collapse
+
+    def covered(allow: Allow) -> bool:
+        for ports in allow.ports if allow.ports is not None else (None,):
+            union = collapse(n for b in after if _ports_cover(b.ports, ports) for n in b.peers)
+            if not all(any(n.version == u.version and n.subnet_of(u) for u in union) for n in allow.peers):  # type: ignore[arg-type]
+                return False
+        return True
+
+    assert _Coverage(after).covers_all(before) == all(covered(a) for a in before)
