@@ -135,7 +135,7 @@ class _Coverage:
 
     def __init__(self, allows: Sequence[Allow]) -> None:
         self.allows = allows
-        self.exact = {(a.peers, a.ports) for a in allows}
+        self._exact: set[tuple[tuple[IPNetwork, ...], tuple[PortRange, ...] | None]] | None = None
         self._unions: dict[PortRange | None, list[tuple[int, int, int]]] = {}
         # The allows of each peers tuple, by its identity: the compiler hands an unchanged rule's peers back as
         # the very same tuple, so a port change of a rule finds its old peers here without comparing them.
@@ -144,7 +144,13 @@ class _Coverage:
             self._with_peers.setdefault(id(a.peers), []).append(a)
 
     def covers_all(self, allows: Iterable[Allow]) -> bool:
-        return all((a.peers, a.ports) in self.exact or self._same_peers(a) or self._covers(a) for a in allows)
+        return all(self._same_peers(a) or self._equal(a) or self._covers(a) for a in allows)
+
+    def _equal(self, allow: Allow) -> bool:
+        """Whether an allow with equal peers (another tuple: compared by value) and ports is among them."""
+        if self._exact is None:  # hashing a peers tuple hashes every prefix in it: only when needed
+            self._exact = {(a.peers, a.ports) for a in self.allows}
+        return (allow.peers, allow.ports) in self._exact
 
     def _same_peers(self, allow: Allow) -> bool:
         """Whether allows with the very same peers tuple admit each of `allow`'s port ranges."""

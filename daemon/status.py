@@ -49,7 +49,7 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.logs import fields
 from daemon.records import InterfaceBook
-from shared.rules import DirectionRules, InterfaceRules
+from shared.rules import Allow, DirectionRules, InterfaceRules
 from shared.value import Value
 from shared.version import VERSION
 
@@ -76,6 +76,7 @@ class RulesDigest:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[InterfaceRules, str]] = {}
         self._directions: dict[DirectionRules, str] = {}
+        self._allows: dict[Allow, str] = {}
 
     def __call__(self, rules: InterfaceRules) -> str:
         hit = self._cache.get(id(rules))
@@ -90,7 +91,19 @@ class RulesDigest:
     def _direction(self, rules: DirectionRules) -> str:
         found = self._directions.get(rules)
         if found is None:
-            found = self._directions[rules] = hashlib.sha256(repr(_plain(rules)).encode()).hexdigest()
+            parts = [
+                tuple(self._allow(a) for a in rules.allows) if name == "allows" else _plain(value)
+                for name, value in zip(rules._fields, rules._get(rules), strict=True)
+            ]
+            found = self._directions[rules] = hashlib.sha256(repr(parts).encode()).hexdigest()
+        return found
+
+    def _allow(self, allow: Allow) -> str:
+        """An allow's digest, once per allow object value (a policy selecting pods of several groups puts the same
+        allow into each group's direction)."""
+        found = self._allows.get(allow)
+        if found is None:
+            found = self._allows[allow] = hashlib.sha256(repr(_plain(allow)).encode()).hexdigest()
         return found
 
     def keep_only(self, live: list[InterfaceRules]) -> None:
@@ -98,6 +111,8 @@ class RulesDigest:
         self._cache = {k: v for k, v in self._cache.items() if k in ids}
         directions = {d for r in live for d in (r.ingress, r.egress)}
         self._directions = {d: v for d, v in self._directions.items() if d in directions}
+        allows = {a for d in directions for a in d.allows}
+        self._allows = {a: v for a, v in self._allows.items() if a in allows}
 
 
 def _plain(value: object) -> object:

@@ -99,6 +99,16 @@ class ClusterIndex:
     _by_namespace: dict[str, dict[str, list[int]]] = field(default_factory=dict, repr=False)
     _by_label: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = field(default_factory=dict, repr=False)
     _policies_in: dict[str, tuple[MultiNetworkPolicy, ...]] | None = field(default=None, repr=False)
+    # One Allow object per (source, peers tuple, ports) in the index's lifetime: a rule shared by the pods of
+    # several groups (one policy selecting them all) is then one object, hashed and compared once, not per group.
+    _allows: dict[tuple[str, int, tuple[PortRange, ...] | None], Allow] = field(default_factory=dict, repr=False)
+
+    def allow(self, source: str, peers: tuple[IPNetwork, ...], ports: tuple[PortRange, ...] | None) -> Allow:
+        key = (source, id(peers), ports)
+        found = self._allows.get(key)
+        if found is None or found.peers is not peers:  # the entry holds its peers: an id is never reused meanwhile
+            found = self._allows[key] = Allow(source, peers, ports)
+        return found
 
     def rule_peers(self, policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[IPNetwork, ...]:
         # peers depend on the rule's peer specs, the network and (podSelector-only peers) the policy's namespace
@@ -277,18 +287,18 @@ def _rule_allows(
     if not peers:
         return []
     if not rule.ports:
-        return [Allow(source, peers, None)]
+        return [index.allow(source, peers, None)]
     allows = []
     numeric = _numeric_ranges(rule)
     if numeric:
-        allows.append(Allow(source, peers, tuple(sorted(set(numeric)))))
+        allows.append(index.allow(source, peers, tuple(sorted(set(numeric)))))
     named = [s for s in rule.ports if isinstance(s.port, str)]
     if not named:
         return allows
     if direction == INGRESS:  # the destination is the selected pod itself
         resolved = _resolve(pod, named)
         if resolved:
-            allows.append(Allow(source, peers, resolved))
+            allows.append(index.allow(source, peers, resolved))
         return allows
     # Egress: every destination pod on this network inside the rule's peers resolves the names for itself.
     by_ports: dict[tuple[PortRange, ...], list[IPNetwork]] = defaultdict(list)
