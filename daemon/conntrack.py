@@ -160,8 +160,8 @@ class _Coverage:
 
     def _covers(self, allow: Allow) -> bool:
         wanted = allow.ports if allow.ports is not None else (None,)
-        if allow.peers and not all(self._union(ports) for ports in wanted):
-            return False  # a port no allow admits at all (a narrowing's port): no interval to test
+        if allow.peers and not all(any(b.peers and _ports_cover(b.ports, p) for b in self.allows) for p in wanted):
+            return False  # a port no allow admits at all (a narrowing's port): no union to build
         for ports in wanted:
             union = self._union(ports)
             for net in allow.peers:
