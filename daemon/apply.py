@@ -27,7 +27,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from shared.errors import NetnsGone, NetnsUnusable
@@ -196,16 +196,19 @@ class Applier:
                     outcomes[i] = outcome
 
         futures = []
-        for item in work:
-            with lock:
-                items.append(item)
-                outcomes.append(None)
-                queue = queued.get(item.netns)
-                if queue is not None:  # its namespace's thread takes it after the ones before it
-                    queue.append(len(items) - 1)
-                    continue
-                queued[item.netns] = deque([len(items) - 1])
-            futures.append(pool.submit(drain, item.netns))
+        try:
+            for item in work:
+                with lock:
+                    items.append(item)
+                    outcomes.append(None)
+                    queue = queued.get(item.netns)
+                    if queue is not None:  # its namespace's thread takes it after the ones before it
+                        queue.append(len(items) - 1)
+                        continue
+                    queued[item.netns] = deque([len(items) - 1])
+                futures.append(pool.submit(drain, item.netns))
+        finally:  # whatever `work` raised, nothing handed over is still running when this returns or raises
+            wait(futures)
         for future in futures:
             future.result()
         return outcomes

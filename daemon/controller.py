@@ -419,7 +419,13 @@ class Controller:
                 broke.append(exc)
 
         # One transaction per interface whose rules changed, the namespaces concurrently (daemon.apply).
-        outcome_of = dict(zip(changed, self.applier.apply_all(work()), strict=True))
+        try:
+            outcome_of = dict(zip(changed, self.applier.apply_all(work()), strict=True))
+        except BaseException:
+            for key in changed:  # whether their transactions landed is not known: the full form next time
+                self.records[key].applied = None
+            self._retry.update(key for key, _, _ in ready)
+            raise
         withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key, record, rules, resolved in todo:
             ran = key in outcome_of
@@ -430,7 +436,8 @@ class Controller:
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
-        if broke:  # an unexpected error compiling: the runner logs it and retries with backoff
+        if broke:  # an unexpected error compiling: the runner logs it, the next sync retries what was left
+            self._retry.update(key for key, _, _ in ready if key not in outcome_of)
             raise broke[0]
 
     def _repair_drift(self, report: SyncReport) -> None:

@@ -170,3 +170,17 @@ def test_apply_all_programs_one_namespaces_interfaces_in_the_order_given(tmp_pat
         expected = [applier.render(w.rules) for w in work if w.netns == path]  # the memoised transactions
         assert [tx for p, tx in order if p == path] == expected
     applier.close()
+
+
+def test_apply_all_raises_what_the_work_raised_only_after_what_was_handed_over_has_run(tmp_path: Path) -> None:
+    ns = Namespaces(tmp_path, 1)
+    applier = Applier(ns, RenderOptions(), workers=4)
+
+    def work() -> Iterator[Work]:
+        yield Work(str(ns.paths[0]), InterfaceRules.pending("net1", ifindex=2))
+        raise RuntimeError("a compiler bug")
+
+    with pytest.raises(RuntimeError, match="a compiler bug"):
+        applier.apply_all(work())
+    assert ns.nft(0).transactions == 1  # landed before apply_all let the error out
+    applier.close()
