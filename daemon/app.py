@@ -13,6 +13,7 @@ Stopping never touches a pod: rules stay exactly as they are (docs/daemon.md, "S
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from typing import Any
@@ -111,10 +112,21 @@ class Daemon:
         address = config.listen_address
         self.http = HealthServer(address, self.metrics, self.healthy, self.ready) if address else None
         self._stop = threading.Event()
+        self._frozen = False  # gc.freeze() done after the first full sync
         self._loop = threading.Thread(target=self.runner.loop, args=(self._stop,), name="mnpd-sync", daemon=True)
 
     def _sync(self, periodic: bool) -> bool:
-        return self.controller.sync(periodic)
+        ok = self.controller.sync(periodic)
+        if self.controller.synced_once and not self._frozen:
+            # What the daemon holds from its start on — modules, clients, the first lists' objects, the rules of
+            # every local pod — is moved out of the collector's view once (after one full collection), so that a
+            # later full collection walks only what changed since: such a collection holds the GIL, stalling the
+            # sync and the apply threads, and would walk all of it (docs/benchmarks.md, Policy change). Anything
+            # unreachable is freed by that collection first; what is frozen is still freed by reference counts.
+            self._frozen = True
+            gc.collect()
+            gc.freeze()
+        return ok
 
     # ------------------------------------------------------------------------------------------- lifecycle
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 from daemon import keeper
@@ -164,35 +164,62 @@ class Applier:
             self.release(netns)
             raise NetnsGone(f"{netns} names another network namespace than the one this interface was added in")
 
-    def apply_all(self, work: Sequence[Work]) -> list[BaseException | None]:
-        """`apply` for each item; for each, None or the exception it raised (never raised here).
+    def apply_all(self, work: Iterable[Work]) -> list[BaseException | None]:
+        """`apply` for each item, in the order `work` yields them; for each, None or the exception it raised (never
+        raised here).
 
-        The namespaces are handed to up to `workers` threads; the interfaces of one namespace are programmed in
-        order by one thread (they share its context and skeleton). libnftables runs one command at a time in the
-        whole process (shared.nft.libnft: its interface cache is process-wide), so what overlaps is the rest: the
-        netlink deltas, the checks and the waits outside it."""
-        outcomes: list[BaseException | None] = [None] * len(work)
-        by_netns: dict[str, list[int]] = defaultdict(list)
-        for i, item in enumerate(work):
-            by_netns[item.netns].append(i)
-
-        def program(indexes: list[int]) -> None:
-            for i in indexes:
-                try:
-                    self.apply(*work[i])
-                except Exception as exc:  # handed back to the controller, which classifies it
-                    outcomes[i] = exc
-
-        groups = list(by_netns.values())
-        if self.workers <= 1 or len(groups) <= 1:
-            for group in groups:
-                program(group)
-            return outcomes
+        Pipelined: an item is handed to a worker as soon as `work` yields it, so the caller's generator computes
+        the next interface's rules while the workers program the previous ones, and the first pod is programmed
+        without waiting for the last one's compile. Up to `workers` threads; the interfaces of one namespace are
+        programmed in the order given by one thread at a time (they share its socket, context and skeleton).
+        What the threads overlap is the kernel's and libnftables' work (no GIL) and the waits on them."""
+        if self.workers <= 1:
+            return [self._outcome(item) for item in work]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mnpd-apply")
-        for future in [self._pool.submit(program, group) for group in groups]:
+        pool = self._pool
+        items: list[Work] = []
+        outcomes: list[BaseException | None] = []
+        queued: dict[str, deque[int]] = {}  # netns → its items not yet taken by the thread that drains it
+        lock = threading.Lock()
+
+        def drain(netns: str) -> None:
+            while True:
+                with lock:
+                    queue = queued[netns]
+                    if not queue:
+                        del queued[netns]  # the next item of this netns starts a new drain
+                        return
+                    i = queue.popleft()
+                    item = items[i]
+                outcome = self._outcome(item)
+                with lock:
+                    outcomes[i] = outcome
+
+        futures = []
+        try:
+            for item in work:
+                with lock:
+                    items.append(item)
+                    outcomes.append(None)
+                    queue = queued.get(item.netns)
+                    if queue is not None:  # its namespace's thread takes it after the ones before it
+                        queue.append(len(items) - 1)
+                        continue
+                    queued[item.netns] = deque([len(items) - 1])
+                futures.append(pool.submit(drain, item.netns))
+        finally:  # whatever `work` raised, nothing handed over is still running when this returns or raises
+            wait(futures)
+        for future in futures:
             future.result()
         return outcomes
+
+    def _outcome(self, item: Work) -> BaseException | None:
+        try:
+            self.apply(*item)
+        except Exception as exc:  # handed back to the controller, which classifies it
+            return exc
+        return None
 
     def _nft_of(self, netns: str) -> NftBackend:
         with self._lock:

@@ -33,9 +33,9 @@ import bisect
 import contextlib
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 from daemon.logs import fields
@@ -43,7 +43,7 @@ from shared.errors import NetnsGone, NetnsUnusable
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.render import RenderOptions
-from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, PortRange, collapse
+from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, IPAddress, IPNetwork, PortRange
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,27 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     return any(_withdraws(old.direction(d), new.direction(d)) for d in (INGRESS, EGRESS))
 
 
-@lru_cache(maxsize=128)
+# Memoised by identity: the pods of one Deployment share their rules objects (the controller makes equal rules one
+# object), so a policy change asks the same question for every one of them. Not by value: a key equal to an older
+# one of other objects (the same rules compiled again after their object was dropped) would be compared peer by
+# peer on every lookup. The entries hold their objects, so an id is never another object's while it is kept.
+_WITHDRAWS: dict[tuple[int, int], tuple[DirectionRules, DirectionRules, bool]] = {}
+_WITHDRAWS_MAX = 128
+_WITHDRAWS_LOCK = threading.Lock()
+
+
 def _withdraws(before: DirectionRules, after: DirectionRules) -> bool:
-    # Memoised: the pods of one Deployment share their rules objects, so a policy change asks the same question
-    # for every one of them.
-    if not after.isolated:
-        return False
-    return not before.isolated or not _Coverage(after.allows).covers_all(before.allows)
+    key = (id(before), id(after))
+    with _WITHDRAWS_LOCK:
+        hit = _WITHDRAWS.get(key)
+    if hit is not None and hit[0] is before and hit[1] is after:
+        return hit[2]
+    answer = after.isolated and (not before.isolated or not _Coverage(after.allows).covers_all(before.allows))
+    with _WITHDRAWS_LOCK:
+        if len(_WITHDRAWS) >= _WITHDRAWS_MAX:
+            _WITHDRAWS.clear()
+        _WITHDRAWS[key] = (before, after, answer)
+    return answer
 
 
 class _Coverage:
@@ -121,27 +135,62 @@ class _Coverage:
 
     def __init__(self, allows: Sequence[Allow]) -> None:
         self.allows = allows
-        self.exact = {(a.peers, a.ports) for a in allows}
+        self._exact: set[tuple[tuple[IPNetwork, ...], tuple[PortRange, ...] | None]] | None = None
         self._unions: dict[PortRange | None, list[tuple[int, int, int]]] = {}
+        # The allows of each peers tuple, by its identity: the compiler hands an unchanged rule's peers back as
+        # the very same tuple, so a port change of a rule finds its old peers here without comparing them.
+        self._with_peers: dict[int, list[Allow]] = {}
+        for a in allows:
+            self._with_peers.setdefault(id(a.peers), []).append(a)
 
     def covers_all(self, allows: Iterable[Allow]) -> bool:
-        return all((a.peers, a.ports) in self.exact or self._covers(a) for a in allows)
+        return all(self._same_peers(a) or self._equal(a) or self._covers(a) for a in allows)
+
+    def _equal(self, allow: Allow) -> bool:
+        """Whether an allow with equal peers (another tuple: compared by value) and ports is among them."""
+        if self._exact is None:  # hashing a peers tuple hashes every prefix in it: only when needed
+            self._exact = {(a.peers, a.ports) for a in self.allows}
+        return (allow.peers, allow.ports) in self._exact
+
+    def _same_peers(self, allow: Allow) -> bool:
+        """Whether allows with the very same peers tuple admit each of `allow`'s port ranges."""
+        kept = [a for a in self._with_peers.get(id(allow.peers), ()) if a.peers is allow.peers]
+        wanted = allow.ports if allow.ports is not None else (None,)
+        return bool(kept) and all(any(_ports_cover(a.ports, p) for a in kept) for p in wanted)
 
     def _covers(self, allow: Allow) -> bool:
-        for ports in allow.ports if allow.ports is not None else (None,):
+        wanted = allow.ports if allow.ports is not None else (None,)
+        if allow.peers and not all(any(b.peers and _ports_cover(b.ports, p) for b in self.allows) for p in wanted):
+            return False  # a port no allow admits at all (a narrowing's port): no union to build
+        for ports in wanted:
             union = self._union(ports)
             for net in allow.peers:
-                key = (net.version, int(net.network_address), int(net.broadcast_address))
-                i = bisect.bisect_right(union, (key[0], key[1], 2**128)) - 1
-                if i < 0 or union[i][0] != key[0] or union[i][2] < key[2]:
+                version, first, last = _span(net)
+                i = bisect.bisect_right(union, (version, first, 2**128)) - 1
+                if i < 0 or union[i][0] != version or union[i][2] < last:
                     return False
         return True
 
     def _union(self, ports: PortRange | None) -> list[tuple[int, int, int]]:
+        """The addresses the allows admit on `ports`, as sorted disjoint (version, first, last) intervals, adjacent
+        ones merged — so an address range is admitted exactly when one interval holds it."""
         if ports not in self._unions:
-            nets = collapse(net for b in self.allows if _ports_cover(b.ports, ports) for net in b.peers)
-            self._unions[ports] = sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets)
+            spans = sorted(_span(net) for b in self.allows if _ports_cover(b.ports, ports) for net in b.peers)
+            merged: list[tuple[int, int, int]] = []
+            for version, first, last in spans:
+                if merged and merged[-1][0] == version and first <= merged[-1][2] + 1:
+                    if last > merged[-1][2]:
+                        merged[-1] = (version, merged[-1][1], last)
+                else:
+                    merged.append((version, first, last))
+            self._unions[ports] = merged
         return self._unions[ports]
+
+
+def _span(net: IPNetwork) -> tuple[int, int, int]:
+    """(version, first address, last address) of a prefix, as integers (without building address objects)."""
+    first = int(net.network_address)
+    return (net.version, first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1))
 
 
 def _ports_cover(ports: tuple[PortRange, ...] | None, wanted: PortRange | None) -> bool:

@@ -7,9 +7,11 @@ The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
    (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
 3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
    resync, else those the changes can affect (daemon.dependencies), plus those whose last attempt failed;
-4. builds one `ClusterIndex` and compiles only the dirty interfaces' pods (shared.compiler);
+4. builds one `ClusterIndex` (sharing the last one's pod side when the pods did not change) and compiles only
+   the dirty interfaces' pods (shared.compiler);
 5. for each dirty interface whose `InterfaceRules` differ from what this daemon last programmed, runs one
-   transaction (daemon.apply); an unchanged interface gets none, so a no-op resync runs 0 transactions;
+   transaction (daemon.apply), started as soon as that interface is compiled, while the next one is; an
+   unchanged interface gets none, so a no-op resync runs 0 transactions;
 6. after a transaction that withdraws access, deletes the conntrack entries the new rules do not admit
    (daemon.conntrack); then updates metrics, Events and the status file.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +46,7 @@ from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceK
 from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
-from shared.compiler import ClusterIndex, compile_direction, selects
+from shared.compiler import DIRECTIONS, ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
 from shared.netns import identity_if_usable, interface_index
@@ -101,7 +103,7 @@ def rules_for(
     index: ClusterIndex,
     pod: Pod,
     attachment: Attachment,
-    shared: dict[tuple[object, ...], DirectionRules],
+    shared: dict[tuple[object, ...], Any],
     ifindex: int = 0,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
@@ -111,17 +113,17 @@ def rules_for(
     itself). So the pods of a Deployment — same labels, same ports — share one computation, and a full resync
     of N local interfaces costs one compile per distinct policy set, not N. `shared` lives for one sync (one
     ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`."""
+    # The policies selecting the pod depend on its namespace, labels and network alone: tested once per distinct
+    # (namespace, labels, network) — the pods of a Deployment — in the sync.
+    looks = ("selecting", pod.namespace, attachment.network, frozenset(pod.labels.items()), pod.is_active)
+    found = shared.get(looks)
+    if found is None:
+        chosen = [p for p in index.policies_in(pod.namespace) if selects(p, pod, attachment.network)]
+        found = shared[looks] = tuple(tuple(sorted(p.key for p in chosen if d in p.policy_types)) for d in DIRECTIONS)
     out: dict[str, DirectionRules] = {}
-    for direction in (INGRESS, EGRESS):
-        selecting = tuple(
-            sorted(
-                p.key
-                for p in index.policies_in(pod.namespace)
-                if direction in p.policy_types and selects(p, pod, attachment.network)
-            )
-        )
+    for direction, selecting in zip(DIRECTIONS, found, strict=True):
         ports = pod.container_ports if direction == INGRESS else ()
-        key = (direction, attachment.network, selecting, ports)
+        key = ("rules", direction, attachment.network, selecting, ports)
         if key not in shared:
             shared[key] = compile_direction(index, pod, attachment.network, direction)
         out[direction] = shared[key]
@@ -179,6 +181,7 @@ class Controller:
         self._retry: set[IfaceKey] = set()
         self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
+        self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -386,27 +389,43 @@ class Controller:
         if not ready:  # e.g. a new pod's state entry, before its network-status: nothing to compile
             return
         cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
-        index = ClusterIndex.build(cluster)
-        shared_rules: dict[tuple[object, ...], DirectionRules] = {}
+        # A policy change leaves the pods as they were: the pod-side lookups of the last sync's index serve again.
+        index = self._index = ClusterIndex.build(cluster, self._index)
+        shared_rules: dict[tuple[object, ...], Any] = {}  # rules_for's memo for this sync
         todo: list[tuple[IfaceKey, InterfaceRecord, InterfaceRules, Resolved]] = []
-        for key, record, resolved in ready:
-            pod = resolved.pod
-            if not record.ifindex:
-                record.ifindex = _ifindex(record.entry)
-            rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
-            record.desired = rules
-            record.pod_uid = pod.uid
-            if rules == record.applied and not record.conntrack_due:
-                if record.state != PROGRAMMED:
-                    self._set_state(record, PROGRAMMED, "")
-                continue
-            todo.append((key, record, rules, resolved))
+        changed: list[IfaceKey] = []  # the interfaces handed to the applier, in its order
+        broke: list[BaseException] = []
+
+        def work() -> Iterator[Work]:
+            """Each interface's rules, compiled as the applier asks for the next one: the workers program an
+            interface while this thread compiles the next (daemon.apply.Applier.apply_all)."""
+            try:
+                for key, record, resolved in ready:
+                    pod = resolved.pod
+                    if not record.ifindex:
+                        record.ifindex = _ifindex(record.entry)
+                    rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
+                    record.desired = rules
+                    record.pod_uid = pod.uid
+                    if rules == record.applied and not record.conntrack_due:
+                        if record.state != PROGRAMMED:
+                            self._set_state(record, PROGRAMMED, "")
+                        continue
+                    todo.append((key, record, rules, resolved))
+                    if rules != record.applied:  # else only its conntrack pass is due
+                        changed.append(key)
+                        yield Work(record.entry.netns, rules, record.applied, record.identity)
+            except Exception as exc:  # raised once the interfaces already handed over are booked below
+                broke.append(exc)
+
         # One transaction per interface whose rules changed, the namespaces concurrently (daemon.apply).
-        changed = [(key, record, rules) for key, record, rules, _ in todo if rules != record.applied]
-        outcomes = self.applier.apply_all(
-            [Work(record.entry.netns, rules, record.applied, record.identity) for _, record, rules in changed]
-        )
-        outcome_of = {key: outcome for (key, _, _), outcome in zip(changed, outcomes, strict=True)}
+        try:
+            outcome_of = dict(zip(changed, self.applier.apply_all(work()), strict=True))
+        except BaseException:
+            for key in changed:  # whether their transactions landed is not known: the full form next time
+                self.records[key].applied = None
+            self._retry.update(key for key, _, _ in ready)
+            raise
         withdrawn: list[tuple[IfaceKey, InterfaceRecord, Resolved]] = []
         for key, record, rules, resolved in todo:
             ran = key in outcome_of
@@ -417,6 +436,9 @@ class Controller:
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
+        if broke:  # an unexpected error compiling: the runner logs it, the next sync retries what was left
+            self._retry.update(key for key, _, _ in ready if key not in outcome_of)
+            raise broke[0]
 
     def _repair_drift(self, report: SyncReport) -> None:
         """On the periodic resync: every interface whose table content this process knows (what it programmed,

@@ -37,6 +37,7 @@ gets a whole document. Schema 1:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -48,7 +49,8 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.logs import fields
 from daemon.records import InterfaceBook
-from shared.rules import DirectionRules, InterfaceRules
+from shared.rules import Allow, DirectionRules, InterfaceRules
+from shared.value import Value
 from shared.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -66,21 +68,63 @@ def _direction(rules: DirectionRules) -> dict[str, Any]:
 class RulesDigest:
     """A short digest of programmed rules that changes exactly when a transaction changed them. Computed once
     per rules object (the controller keeps the object until the next transaction), not on every status write:
-    hashing the full rules of every interface on every sync dominated the daemon's CPU with large peer sets."""
+    hashing the full rules of every interface on every sync dominated the daemon's CPU with large peer sets.
+    The peers are in the directions, which the controller makes one object per distinct value (shared by the
+    pods of a Deployment): each direction's text is hashed once, and an interface's digest hashes its own
+    fields with those two — a policy change of 110 pods in ten groups hashes eleven directions, not 110."""
 
     def __init__(self) -> None:
         self._cache: dict[int, tuple[InterfaceRules, str]] = {}
+        self._directions: dict[DirectionRules, str] = {}
+        self._allows: dict[Allow, str] = {}
 
     def __call__(self, rules: InterfaceRules) -> str:
         hit = self._cache.get(id(rules))
         if hit is None or hit[0] is not rules:
-            hit = (rules, hashlib.sha256(repr(rules).encode()).hexdigest()[:12])
+            parts = dict(zip(rules._fields, rules._get(rules), strict=True))
+            parts.update(ingress=self._direction(rules.ingress), egress=self._direction(rules.egress))
+            text = repr(sorted(parts.items()))
+            hit = (rules, hashlib.sha256(text.encode()).hexdigest()[:12])
             self._cache[id(rules)] = hit
         return hit[1]
+
+    def _direction(self, rules: DirectionRules) -> str:
+        found = self._directions.get(rules)
+        if found is None:
+            parts = [
+                tuple(self._allow(a) for a in rules.allows) if name == "allows" else _plain(value)
+                for name, value in zip(rules._fields, rules._get(rules), strict=True)
+            ]
+            found = self._directions[rules] = hashlib.sha256(repr(parts).encode()).hexdigest()
+        return found
+
+    def _allow(self, allow: Allow) -> str:
+        """An allow's digest, once per allow object value (a policy selecting pods of several groups puts the same
+        allow into each group's direction)."""
+        found = self._allows.get(allow)
+        if found is None:
+            found = self._allows[allow] = hashlib.sha256(repr(_plain(allow)).encode()).hexdigest()
+        return found
 
     def keep_only(self, live: list[InterfaceRules]) -> None:
         ids = {id(r) for r in live}
         self._cache = {k: v for k, v in self._cache.items() if k in ids}
+        directions = {d for r in live for d in (r.ingress, r.egress)}
+        self._directions = {d: v for d, v in self._directions.items() if d in directions}
+        allows = {a for d in directions for a in d.allows}
+        self._allows = {a: v for a, v in self._allows.items() if a in allows}
+
+
+def _plain(value: object) -> object:
+    """`value` as nested tuples of its fields, an address prefix as (version, integer, length): the same
+    information as its repr at a fraction of the cost (formatting a prefix as text is most of a repr's)."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return (value.version, int(value.network_address), value.prefixlen)
+    if isinstance(value, Value):
+        return (type(value).__name__, *(_plain(v) for v in value._get(value)))
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 def _read(path: str) -> str | None:

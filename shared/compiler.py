@@ -92,23 +92,50 @@ class ClusterIndex:
 
     cluster: Cluster
     members: dict[str, list[Member]] = field(default_factory=dict)
-    # A rule's peers do not depend on the pod it guards: computed once per (rule, network) and snapshot, not once
-    # per selected pod (the daemon's largest cost with many local pods under one policy).
-    _peers: dict[tuple[int, str, str], tuple[IPNetwork, ...]] = field(default_factory=dict, repr=False)
+    # A rule's peers do not depend on the pod it guards, nor on the rule beyond its peer specs: computed once per
+    # (peer specs, policy namespace, network) while the pods and namespaces stay as they are, not once per
+    # selected pod (the daemon's largest cost with many local pods under one policy) nor once per policy edit.
+    _peers: dict[tuple[tuple[Peer, ...], str, str], tuple[IPNetwork, ...]] = field(default_factory=dict, repr=False)
     _by_namespace: dict[str, dict[str, list[int]]] = field(default_factory=dict, repr=False)
     _by_label: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = field(default_factory=dict, repr=False)
     _policies_in: dict[str, tuple[MultiNetworkPolicy, ...]] | None = field(default=None, repr=False)
+    # One Allow object per (source, peers tuple, ports) in the index's lifetime: a rule shared by the pods of
+    # several groups (one policy selecting them all) is then one object, hashed and compared once, not per group.
+    _allows: dict[tuple[str, int, tuple[PortRange, ...] | None], Allow] = field(default_factory=dict, repr=False)
+
+    def allow(self, source: str, peers: tuple[IPNetwork, ...], ports: tuple[PortRange, ...] | None) -> Allow:
+        key = (source, id(peers), ports)
+        found = self._allows.get(key)
+        if found is None or found.peers is not peers:  # the entry holds its peers: an id is never reused meanwhile
+            found = self._allows[key] = Allow(source, peers, ports)
+        return found
 
     def rule_peers(self, policy: MultiNetworkPolicy, rule: Rule, network: str) -> tuple[IPNetwork, ...]:
-        # peers depend on the rule, the network and (podSelector-only peers) the policy's namespace; the snapshot
-        # holds every rule for the index's lifetime, so ids stay unique
-        key = (id(rule), policy.namespace, network)
-        if key not in self._peers:
-            self._peers[key] = _rule_peers(self, policy, rule, network)
-        return self._peers[key]
+        # peers depend on the rule's peer specs, the network and (podSelector-only peers) the policy's namespace
+        key = (rule.peers, policy.namespace, network)
+        found = self._peers.get(key)
+        if found is None:
+            found = self._peers[key] = _rule_peers(self, policy, rule, network)
+        return found
 
     @staticmethod
-    def build(cluster: Cluster) -> ClusterIndex:
+    def build(cluster: Cluster, previous: ClusterIndex | None = None) -> ClusterIndex:
+        """The index of `cluster`. With `previous`, an index of an earlier snapshot: when the pods are equal (same
+        pods, same order — what a policy or namespace change leaves as it was), its pod-side lookups (`members`
+        and the groups by namespace and label built so far, which depend on the pods alone) are shared instead of
+        rebuilt, and when the namespaces are equal too, the peers found for each peer spec (a policy edit then
+        recomputes only the peers of specs that are new); `policies_in` is always this cluster's own."""
+        if previous is not None and previous.cluster.pods == cluster.pods:
+            peers = previous._peers if previous.cluster.namespaces == cluster.namespaces else {}
+            if len(peers) > 2 * sum(len(p.ingress) + len(p.egress) for p in cluster.policies) + 64:
+                peers = {}  # mostly rules that are gone: start again rather than grow
+            return ClusterIndex(
+                cluster,
+                previous.members,
+                _peers=peers,
+                _by_namespace=previous._by_namespace,
+                _by_label=previous._by_label,
+            )
         members: dict[str, list[Member]] = defaultdict(list)
         for pod in cluster.pods:
             if not pod.is_active:
@@ -260,18 +287,18 @@ def _rule_allows(
     if not peers:
         return []
     if not rule.ports:
-        return [Allow(source, peers, None)]
+        return [index.allow(source, peers, None)]
     allows = []
     numeric = _numeric_ranges(rule)
     if numeric:
-        allows.append(Allow(source, peers, tuple(sorted(set(numeric)))))
+        allows.append(index.allow(source, peers, tuple(sorted(set(numeric)))))
     named = [s for s in rule.ports if isinstance(s.port, str)]
     if not named:
         return allows
     if direction == INGRESS:  # the destination is the selected pod itself
         resolved = _resolve(pod, named)
         if resolved:
-            allows.append(Allow(source, peers, resolved))
+            allows.append(index.allow(source, peers, resolved))
         return allows
     # Egress: every destination pod on this network inside the rule's peers resolves the names for itself.
     by_ports: dict[tuple[PortRange, ...], list[IPNetwork]] = defaultdict(list)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from shared.netns import netns_identity
 from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface
+from shared.nft.transaction import Transaction
 from shared.rules import DirectionRules, InterfaceRules
 
 
@@ -133,3 +136,65 @@ def test_the_rendered_full_forms_kept_are_the_most_recently_used() -> None:
         )
         assert applier.render(often) is first
     assert len(applier._rendered) == Applier.RENDER_CACHE
+
+
+def test_apply_all_programs_each_interface_as_soon_as_it_is_handed_over(tmp_path: Path) -> None:
+    """Pipelined: the first interface is programmed while the caller still computes the second (the generator
+    does not hand the second over until the first has landed), and the outcomes come back in the given order."""
+    ns = Namespaces(tmp_path, 2)
+    applier = Applier(ns, RenderOptions(), workers=4)
+    landed = threading.Event()
+
+    class Signalling(Closable):
+        def run(self, tx: Transaction) -> None:
+            super().run(tx)
+            landed.set()
+
+    applier.nft_for = Signalling
+
+    def work() -> Iterator[Work]:
+        yield Work(str(ns.paths[0]), InterfaceRules.pending("net1", ifindex=2))
+        assert landed.wait(timeout=30), "the first interface was not programmed before the second was compiled"
+        yield Work("", InterfaceRules.pending("net1", ifindex=2))  # no netns: NetnsGone, handed back
+
+    first, second = applier.apply_all(work())
+    applier.close()
+    assert first is None and isinstance(second, NetnsGone)
+
+
+def test_apply_all_programs_one_namespaces_interfaces_in_the_order_given(tmp_path: Path) -> None:
+    """Two interfaces of one netns are programmed one after the other by one thread, in the order handed over,
+    however the other namespaces' work interleaves."""
+    ns = Namespaces(tmp_path, 3)
+    order: list[tuple[str, Transaction]] = []
+
+    class Recording(Closable):
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            self.path = path
+
+        def run(self, tx: Transaction) -> None:
+            super().run(tx)
+            order.append((self.path, tx))
+
+    applier = Applier(Recording, RenderOptions(), workers=4)
+    work = [Work(str(ns.paths[i % 3]), InterfaceRules.pending(f"net{i}", ifindex=i + 2)) for i in range(1, 7)]
+    assert applier.apply_all(iter(work)) == [None] * 6
+    for path in map(str, ns.paths):
+        expected = [applier.render(w.rules) for w in work if w.netns == path]  # the memoised transactions
+        assert [tx for p, tx in order if p == path] == expected
+    applier.close()
+
+
+def test_apply_all_raises_what_the_work_raised_only_after_what_was_handed_over_has_run(tmp_path: Path) -> None:
+    ns = Namespaces(tmp_path, 1)
+    applier = Applier(ns, RenderOptions(), workers=4)
+
+    def work() -> Iterator[Work]:
+        yield Work(str(ns.paths[0]), InterfaceRules.pending("net1", ifindex=2))
+        raise RuntimeError("a compiler bug")
+
+    with pytest.raises(RuntimeError, match="a compiler bug"):
+        applier.apply_all(work())
+    assert ns.nft(0).transactions == 1  # landed before apply_all let the error out
+    applier.close()

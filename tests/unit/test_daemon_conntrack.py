@@ -25,6 +25,8 @@ from daemon.conntrack import (
     CTA_TUPLE_PROTO,
     ConntrackCleaner,
     Flow,
+    _Coverage,
+    _ports_cover,
     admits,
     parse_entry,
     stale_flows,
@@ -38,7 +40,7 @@ from shared.nft.errors import NftError, NotFoundError
 from shared.nft.fake import FakeNft
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.trace import Packet, trace
-from shared.rules import InterfaceRules
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 from tests.unit.test_daemon_builders import NET_A, from_pods, namespace, pod, policy, put
 
 
@@ -288,3 +290,78 @@ def test_a_namespace_path_that_cannot_be_used_is_an_oserror_the_controller_retri
     loop.symlink_to(loop)
     with pytest.raises(OSError, match="mnpt-loop"):
         ConntrackCleaner(OPTIONS).clean(str(loop), server_rules(CLIENTS_ON_80), LOCAL)
+
+
+PORT_SPECS = st.one_of(
+    st.none(),
+    st.lists(
+        st.builds(
+            lambda proto, first, width: PortRange(proto, first, first + width),
+            st.sampled_from(["tcp", "udp"]),
+            st.integers(79, 83),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=3,
+    ).map(lambda ranges: tuple(sorted(set(ranges)))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PORT_SPECS, min_size=1, max_size=3), st.lists(PORT_SPECS, min_size=1, max_size=3), st.booleans())
+def test_a_port_change_of_the_same_peers_tuple_is_judged_like_any_other(
+    before_ports: list[tuple[PortRange, ...] | None], after_ports: list[tuple[PortRange, ...] | None], shared: bool
+) -> None:
+    """The shortcut for allows that keep the very same peers tuple (a rule whose ports changed) answers exactly
+    as the interval test does for an equal tuple that is another object."""
+    peers = (ipaddress.ip_network("10.0.0.0/30"), ipaddress.ip_network("10.0.1.7/32"))
+    other = tuple(ipaddress.ip_network(str(n)) for n in peers)  # equal, another object: no shortcut
+    before = DirectionRules(True, tuple(Allow("p", peers, ports) for ports in before_ports))
+    after = DirectionRules(True, tuple(Allow("p", peers if shared else other, ports) for ports in after_ports))
+    by_intervals = _Coverage(after.allows)
+    assert other is not peers and (after.allows[0].peers is peers) == shared
+    assert _Coverage(after.allows).covers_all(before.allows) == all(by_intervals._covers(a) for a in before.allows)
+
+
+def test_the_withdrawal_memo_answers_equal_rules_of_other_objects_alike_and_stays_bounded() -> None:
+    from daemon import conntrack
+
+    peers = (ipaddress.ip_network("10.0.0.0/30"),)
+
+    def direction(port: int) -> DirectionRules:
+        return DirectionRules(True, (Allow("p", peers, (PortRange("tcp", port, port),)),))
+
+    for first in range(80, 300):
+        narrow, wide = direction(first), DirectionRules(True, (*direction(first).allows, *direction(first + 1).allows))
+        assert not conntrack._withdraws(narrow, wide) and conntrack._withdraws(wide, narrow)
+        assert not conntrack._withdraws(direction(first), wide)  # equal to `narrow`, another object
+        assert len(conntrack._WITHDRAWS) <= conntrack._WITHDRAWS_MAX
+
+
+NETS = st.sampled_from(
+    [
+        *(ipaddress.ip_network(n) for n in ("10.0.0.0/30", "10.0.0.4/30", "10.0.0.0/29", "10.0.0.8/32", "10.0.0.9/32")),
+        *(ipaddress.ip_network(n) for n in ("10.0.0.10/31", "0.0.0.0/0", "fd00::/127", "fd00::2/128", "::/0")),
+    ]
+)
+ALLOWS = st.lists(
+    st.builds(lambda peers, ports: Allow("p", tuple(peers), ports), st.lists(NETS, max_size=4), PORT_SPECS),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ALLOWS, ALLOWS)
+def test_coverage_equals_the_definition_by_collapsed_prefixes(before: list[Allow], after: list[Allow]) -> None:
+    """An allow is covered when, for each of its port ranges, every peer prefix lies inside the union of the
+    peers of the allows admitting that range (the union as collapsed prefixes: the plain definition)."""
+    from shared.rules import collapse
+
+    def covered(allow: Allow) -> bool:
+        for ports in allow.ports if allow.ports is not None else (None,):
+            union = collapse(n for b in after if _ports_cover(b.ports, ports) for n in b.peers)
+            if not all(any(n.version == u.version and n.subnet_of(u) for u in union) for n in allow.peers):  # type: ignore[arg-type]
+                return False
+        return True
+
+    assert _Coverage(after).covers_all(before) == all(covered(a) for a in before)

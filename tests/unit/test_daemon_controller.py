@@ -572,3 +572,35 @@ def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_progr
     put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"role": "other"})]))
     h.sync()
     assert record.state == GONE and len(h.sent[str(path)]) == sent
+
+
+def test_an_error_compiling_one_interface_keeps_the_ones_already_programmed_booked(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier programs each interface as soon as it is compiled: when compiling a later one fails, the
+    earlier ones' transactions have landed and are recorded as what is programmed (a later delta starts from
+    them); the error reaches the runner (backoff) and the next sync programs the rest."""
+    import daemon.controller
+
+    h.ready()
+    compile_one = daemon.controller.rules_for
+    seen: list[str] = []
+
+    def failing_second(*args: object, **kwargs: object) -> InterfaceRules:
+        seen.append("x")
+        if len(seen) == 2:
+            raise RuntimeError("a compiler bug")
+        return compile_one(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon.controller, "rules_for", failing_second)
+    with pytest.raises(RuntimeError, match="a compiler bug"):
+        h.controller.sync()
+    first, second = (h.controller.records[k] for k in sorted(h.controller.records))
+    assert first.state == PROGRAMMED and first.applied is not None and first.applied == first.desired
+    assert second.applied is None and second.state != PROGRAMMED
+    assert sum(h.transactions().values()) == 1
+    monkeypatch.setattr(daemon.controller, "rules_for", compile_one)
+    report = h.sync()
+    assert report.transactions == 1 and {r.state for r in h.controller.records.values()} == {PROGRAMMED}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"

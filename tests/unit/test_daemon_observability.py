@@ -113,3 +113,33 @@ def test_fake_clock() -> None:
     clock = FakeClock(start=5.0, wall_start=100.0)
     clock.advance(2.5)
     assert (clock.now(), clock.wall()) == (7.5, 102.5)
+
+
+def test_rules_digest_changes_exactly_with_the_rules_and_keeps_only_live_ones() -> None:
+    """Every field counts (a peer, a port, the interface's own fields); equal rules of two objects digest alike;
+    the direction memo holds only the directions of the rules still live."""
+    import ipaddress
+
+    from daemon.status import RulesDigest
+    from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
+
+    def rules(peer: str, port: int, ifname: str = "net1", ifindex: int = 2) -> InterfaceRules:
+        allow = Allow("ns/p ingress[0]", (ipaddress.ip_network(peer),), (PortRange("tcp", port, port),))
+        return InterfaceRules(
+            "ns/a", ifname, NET_A, DirectionRules(True, (allow,), ("ns/p",)), DirectionRules(False), ifindex
+        )
+
+    digest = RulesDigest()
+    base = digest(rules("10.0.0.1/32", 80))
+    assert digest(rules("10.0.0.1/32", 80)) == base  # another object, equal rules
+    variants = [
+        rules("10.0.0.2/32", 80),
+        rules("10.0.0.1/32", 81),
+        rules("10.0.0.1/32", 80, "net2"),
+        rules("10.0.0.1/32", 80, ifindex=3),
+    ]
+    assert len({base, *(digest(r) for r in variants)}) == 1 + len(variants)
+    live = rules("10.0.0.9/32", 80)
+    digest(live)
+    digest.keep_only([live])
+    assert set(digest._directions) == {live.ingress, live.egress}

@@ -273,3 +273,58 @@ def test_the_store_reads_a_pods_uid_from_its_value_and_keeps_no_table_of_them() 
     assert store._uids == {(POLICY, "default/p"): "policy-uid"}
     store.delete(POD, "default/a")
     assert store.uid(POD, "default/a") == ""
+
+
+@st.composite
+def a_history(draw: st.DrawFn) -> list[tuple[list[MultiNetworkPolicy], list[Pod], dict[str, Namespace]]]:
+    """Snapshots one after another, each one change away from the one before: a policy, a pod or a namespace
+    added, replaced or removed — often none of the pods (what lets an index share its pod side)."""
+    policies, pods, namespaces = draw(a_world())
+    out = [(policies, pods, namespaces)]
+    for _ in range(draw(st.integers(1, 6))):
+        policies, pods, namespaces = list(policies), list(pods), dict(namespaces)
+        what = draw(st.sampled_from(["policy", "policy", "pod", "namespace", "nothing"]))
+        if what == "policy":
+            number = draw(st.integers(0, 8))
+            policies = [p for p in policies if p.name != f"p{number}"]
+            if draw(st.booleans()):
+                policies.append(draw(a_policy(number)))
+        elif what == "pod" and pods:
+            at = draw(st.integers(0, len(pods) - 1))
+            pods[at] = draw(a_pod(at))
+        elif what == "namespace":
+            name = draw(st.sampled_from(NAMESPACES))
+            namespaces[name] = parse_namespace(namespace(name, draw(labels)))
+        out.append((policies, pods, namespaces))
+    return out
+
+
+@SETTINGS
+@given(a_history())
+def test_an_index_sharing_the_last_ones_pod_side_compiles_like_a_fresh_one(history: Any) -> None:
+    """ClusterIndex.build(cluster, previous): whatever changed between two snapshots, every pod compiles exactly
+    as through an index built from nothing — a change is never missed by the reuse."""
+    previous = None
+    for policies, pods, namespaces in history:
+        cluster = Cluster.of(namespaces.values(), pods, (), policies)
+        reused = ClusterIndex.build(cluster, previous)
+        fresh = ClusterIndex.build(cluster)
+        for p in pods:
+            assert compile_pod(reused, p) == compile_pod(fresh, p)
+        if previous is not None:
+            assert (reused.members is previous.members) == (previous.cluster.pods == cluster.pods)
+        previous = reused
+
+
+def test_an_index_shares_the_pod_side_only_while_the_pods_are_equal() -> None:
+    a = parse_pod(pod("a", labels={"app": "x"}, nets=[(NET_A, "net1", "10.10.0.1")]))[0]
+    b = parse_pod(pod("b", labels={"app": "y"}, nets=[(NET_A, "net1", "10.10.0.2")]))[0]
+    first = ClusterIndex.build(Cluster.of((), [a, b], (), []))
+    first.peer_pods(parse_policy(policy("p", ingress=[{}])), Peer(None, None, None), NET_A)  # fills the groups
+    p = parse_policy(policy("p", ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "x"}}}]}]))
+    same_pods = ClusterIndex.build(Cluster.of((), [a, b], (), [p]), first)
+    assert same_pods.members is first.members and same_pods.policies_in("default") == (p,)
+    relabelled = parse_pod(pod("b", labels={"app": "x"}, nets=[(NET_A, "net1", "10.10.0.2")]))[0]
+    other_pods = ClusterIndex.build(Cluster.of((), [a, relabelled], (), [p]), same_pods)
+    assert other_pods.members is not first.members
+    assert [m[0].name for m in other_pods.peer_pods(p, p.ingress[0].peers[0], NET_A)] == ["a", "b"]
