@@ -82,10 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [x for x in args.parts if x not in PARTS]
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    # Profiles are extra runs for the docs' analysis; pyinstrument and py-spy are not part of README's setup.
+    have = importlib.util.find_spec("pyinstrument") is not None
     if args.profile_dir is None:
-        # Profiles are extra runs for the docs' analysis; pyinstrument and py-spy are not part of README's setup.
-        have = importlib.util.find_spec("pyinstrument") is not None
         args.profile_dir = tempfile.mkdtemp(prefix=f"{PREFIX}profiles-") if have else ""
+    elif args.profile_dir and not have:
+        # Asked for explicitly: without pyinstrument every profiled sync failed and the part ran into its timeout.
+        p.error("--profile-dir needs pyinstrument: .venv/bin/pip install pyinstrument py-spy")
     return args
 
 
