@@ -128,6 +128,16 @@ def test_golden_applies_twice_and_the_fake_agrees(ns: Netns, name: str) -> None:
     assert ns.view() == live
 
 
+def test_the_first_full_form_replaces_a_table_of_the_older_layout(ns: Netns) -> None:
+    """Upgrade: a pod netns programmed by an mnpd from before port groups (`addr . proto . port` and `_all`
+    sets, lookup rules on them). The new full form of the same interface leaves exactly what it leaves in an
+    empty netns: no set of the older layout survives, and the tracer's verdicts are the new table's."""
+    assert ns.apply((Path(__file__).parent / "old_layout.nft").read_text()) is None
+    assert "ingress_net1_v4_all" in ns.view().sets
+    assert ns.apply(golden(ISOLATED)) is None
+    assert ns.view() == FakeNft.from_text(golden(ISOLATED)).list_table()
+
+
 def test_remove_leaves_only_the_skeleton(ns: Netns) -> None:
     for step in ("pending", "ifname_hash", "remove_ifname_hash"):
         assert ns.apply(golden(step)) is None
