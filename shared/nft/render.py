@@ -9,15 +9,24 @@ Layout of the one private table (`inet mnp`) in every pod netns — see shared/n
     map ingress_ifindex / egress_ifindex  iface_index : verdict — 3 comment "net1" : jump ingress_net1, …
     map ingress_ifaces / egress_ifaces    ifname : verdict — empty (tables written before index dispatch)
     chain ingress_net1 / egress_net1     per guarded interface: established first, invalid dropped, NDP,
-                                         then four set lookups, a rate-limited nflog of what falls through,
-                                         and a counted default drop
-    set ingress_net1_v4      ipv4_addr . inet_proto . inet_service (interval)  peers × ports
-    set ingress_net1_v6      ipv6_addr . inet_proto . inet_service (interval)
-    set ingress_net1_v4_all  ipv4_addr (interval)                             peers, every protocol and port
-    set ingress_net1_v6_all  ipv6_addr (interval)
+                                         then one peer-map lookup per address family, a rate-limited nflog
+                                         of what falls through, and a counted default drop
+    map ingress_net1_v4_peers            ipv4_addr : verdict (interval) — disjoint peer intervals → `accept`
+                                         (an allow of every port admits them) or `jump g_ingress_net1_<id>`
+    map ingress_net1_v6_peers            ipv6_addr : verdict (interval)
+    chain g_ingress_net1_<id>            a port group: the allows that admit a peer; one rule,
+                                         `meta l4proto . th dport @g_ingress_net1_<id>_ports accept`
+    set g_ingress_net1_<id>_ports        inet_proto . inet_service (interval) — the union of their ports
 
-Interfaces that are not in the maps fall through to `policy accept`: only guarded interfaces are touched. The
-per-packet cost is at most four set lookups, whatever the number of peers, rules or policies.
+Interfaces that are not in the maps fall through to `policy accept`: only guarded interfaces are touched. A new
+connection costs at most three lookups — dispatch, the peer map, the group's port set — whatever the number of
+peers, rules or policies; a port the group does not open returns from its chain to the log and the drop.
+
+Why port groups: ports used to live inside concatenated `addr . proto . port` elements, so a port change of a
+policy rewrote every peer element of every pod it selects (≈ 300 each), and the kernel's set type for
+concatenated intervals costs ≈ changes × set size (docs/benchmarks.md, Policy change). A group is named by a
+hash of its allows' names (`_peer_elements`), so a port change keeps every name and changes a few elements of
+the port sets; a peer joining or leaving changes elements of a peer map (a one-field interval map: cheap).
 
 Dispatch is on the interface *index* (`iif`/`oif`), which a pod with NET_ADMIN cannot change (`ip link set net1
 name x` keeps it; only deleting the interface would, and then there is nothing to guard): dispatching on the name
@@ -31,9 +40,10 @@ its full form, which removes its old element.
 
 Every change of one interface is one transaction that first (re)asserts the static skeleton — `add` is a no-op
 for objects that exist, the base chains are flushed and refilled with the same rule — and then replaces that
-interface's chains and sets. nft 1.0.6 has no `destroy`, so a set is replaced with `add; delete; add`, which
-also avoids `flush set` (quadratic for concatenated interval sets). The CNI plugin installs the `pending` form
-(closed both ways but for neighbour discovery) with the very same function; the daemon later fills it.
+interface's chains, maps and sets. nft 1.0.6 has no `destroy`, so a set is replaced with `add; delete; add`,
+which also avoids `flush set` (quadratic for concatenated interval sets). The CNI plugin installs the `pending` form
+(closed both ways but for neighbour discovery; no map, no set) with the very same function; the daemon later
+fills it.
 
 The drop log: just before the counted default drop of an isolated direction,
 `limit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 queue-threshold 1` sends
@@ -45,13 +55,13 @@ otherwise batches them for up to a second). `mnpctl drops --log` binds a listene
 each pod netns while it runs. A kernel `log` to the kernel log would be silent in pod namespaces unless the host
 sets nf_log_all_netns.
 
-Concatenated interval sets refuse overlapping elements, so the renderer splits the union of all allows into
-disjoint (prefix × port range) boxes.
+Interval maps and sets refuse overlapping elements, so the renderer cuts the allows' prefixes into disjoint
+address intervals, each with the combination of allows that admit it (`_covering`), and the port ranges of a
+group into disjoint ranges likewise.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import re
 from collections import defaultdict
@@ -802,17 +812,6 @@ def _port_text(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
-def _range_text(version: int, first: int, last: int) -> str:
-    """An address interval as nft writes it: one address, a prefix when it is one, else `first-last`."""
-    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
-    if first == last:
-        return str(make(first))
-    size = last - first + 1
-    if size & (size - 1) == 0 and first % size == 0:
-        return f"{make(first)}/{(32 if version == 4 else 128) - size.bit_length() + 1}"
-    return f"{make(first)}-{make(last)}"
-
-
 def _covering(intervals: Iterable[tuple[int, int, T]]) -> list[tuple[int, int, frozenset[T]]]:
     """Split overlapping closed intervals, each carrying a tag, into disjoint ones, each with the tags of the
     intervals that cover it; neighbouring pieces with the same tags are merged again, and uncovered gaps left
@@ -857,6 +856,8 @@ def _peer_elements(
     elements. Where the same sources make up groups with different ports (an egress named port resolved to
     different numbers for different peers, the compiler's one allow per resolution), those groups are named by
     sources and ports together."""
+    from shared.nft.fake import format_field  # the daemon's side: the plugin's pending form has no peers
+
     usable = [allow for allow in allows if allow.ports is None or allow.ports]
     combos: dict[int, list[tuple[int, int, frozenset[Allow]]]] = {}
     for version in (4, 6):
@@ -909,7 +910,7 @@ def _peer_elements(
                 (
                     peer_map,
                     tuple(
-                        Element(peer_map.name, _range_text(version, lo, hi), verdict, note)
+                        Element(peer_map.name, format_field(_ADDR_TYPE[version], (lo, hi)), verdict, note)
                         for lo, hi, verdict, note in elements
                     ),
                 )

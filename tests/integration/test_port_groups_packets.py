@@ -65,6 +65,14 @@ class Pair:
         ingress = DirectionRules(True, allows, ("ns/admin", "ns/other", "ns/web"))
         return InterfaceRules("ns/server", "net1", "ns/net", ingress, OPEN, interface_index(self.server.path, "net1"))
 
+    def port_change(self, old: InterfaceRules, new: InterfaceRules) -> None:
+        """Apply a port change as the daemon does: an element delta (over netlink), a few port-set elements of
+        the groups that hold the changed allow, no peer element."""
+        delta = render_update(old, new)
+        assert delta is not None and {type(op.obj) for op in delta.operations} == {Element}
+        assert len(delta) <= 6 and all(op.obj.set.endswith("_ports") for op in delta.operations), str(delta)
+        self.nft.apply_delta(delta)
+
     def passes(self, *probes: tuple[str, str, str, int]) -> list[bool]:
         """Whether each (source, destination, protocol, port) connection from the client gets its answer."""
         results = run_probes(self.client, [Probe(proto, dst, port, 0.5, src) for src, dst, proto, port in probes])
@@ -111,10 +119,7 @@ def test_union_every_port_except_and_ranges_then_a_port_change_both_ways(pair: P
     ) == [True, True, True, True, False, False, True, True, True, False, False]
 
     narrow = pair.server_rules(web(PortRange("tcp", 80, 80)), OTHER, ADMIN)
-    delta = render_update(wide, narrow)
-    assert delta is not None and {type(op.obj) for op in delta.operations} == {Element}
-    assert len(delta) <= 6, str(delta)  # port elements of the groups that hold web, no peer element
-    pair.nft.apply_delta(delta)
+    pair.port_change(wide, narrow)
     assert pair.passes(
         (WEB4, SERVER4, "tcp", 80),
         (WEB4, SERVER4, "tcp", 8080),
@@ -124,9 +129,7 @@ def test_union_every_port_except_and_ranges_then_a_port_change_both_ways(pair: P
     ) == [True, False, True, False, True]
 
     wider = pair.server_rules(web(PortRange("tcp", 80, 80), PortRange("tcp", 8080, 8082)), OTHER, ADMIN)
-    delta = render_update(narrow, wider)
-    assert delta is not None and {type(op.obj) for op in delta.operations} == {Element} and len(delta) <= 6
-    pair.nft.apply_delta(delta)
+    pair.port_change(narrow, wider)
     assert pair.passes(
         (WEB4, SERVER4, "tcp", 8082),
         (WEB6, SERVER6, "tcp", 8082),
