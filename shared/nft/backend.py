@@ -32,7 +32,14 @@ from shared.errors import NetnsGone
 from shared.nft import netlink
 from shared.nft.fake import TableView
 from shared.nft.objects import Element
-from shared.nft.render import chain_name, element_key_type, legacy_map_name, map_name, reachable
+from shared.nft.render import (
+    chain_name,
+    element_key_type,
+    legacy_map_name,
+    map_name,
+    reachable,
+    render_remove_interface,
+)
 from shared.nft.transaction import Transaction
 from shared.rules import EGRESS, INGRESS
 
@@ -87,6 +94,21 @@ def dispatch_elements(view: TableView, direction: str) -> list[tuple[str, str, s
             key = e.key[1:-1] if len(e.key) > 1 and e.key[0] == e.key[-1] == '"' else e.key
             out.append((name, e.comment or key, e.value or ""))
     return out
+
+
+def remove_interface(nft: NftBackend, ifname: str, ifindex: int) -> None:
+    """Remove everything of one interface from the table of `nft` — its port groups, whose names depend on its
+    rules, found by listing the table first (`render_remove_interface`); idempotent. A table that cannot be read
+    (rules mnp does not write) still loses the interface's chains, maps and dispatch elements."""
+    from shared.nft.errors import NotFoundError
+    from shared.nft.trace import TraceError
+
+    try:
+        view = nft.list_table()
+        names = [*view.chains, *view.sets]
+    except (NotFoundError, TraceError):
+        names = []
+    nft.run(render_remove_interface(ifname, ifindex, names))
 
 
 def is_guarded(part: InterfaceSlice) -> bool:
