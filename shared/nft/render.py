@@ -571,7 +571,7 @@ def _render_direction(ifname: str, direction: str, rules: DirectionRules, option
         out.append(Rule(name, "accept", f"{NOT_ISOLATED} {direction.lower()}"))
         return RenderedDirection(name, tuple(out))
     out.extend(operator_rules(name, direction, options.additions))
-    maps, groups = _peer_elements(direction, ifname, rules.allows)
+    maps, groups = _peer_elements(direction, ifname, rules.allows) if rules.allows else ((), ())
     for m, _ in maps:
         version = 4 if m.key_type == _ADDR_TYPE[4] else 6
         out.append(Rule(name, f"{_ADDR_FAMILY[version]} {_ADDR[direction]} vmap @{m.name}"))

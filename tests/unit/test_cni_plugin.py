@@ -684,7 +684,10 @@ def test_add_path_stays_light() -> None:
         "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.libnft\n"
         "from shared.netns import interface_index_here\n"
         "try:\n    interface_index_here('/proc/self/ns/net', 'lo')\nexcept Exception:\n    pass\n"  # ADD's lookup
-        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'shared.model', 'shared.nft.exec');"
+        "from shared.rules import InterfaceRules\n"
+        "str(shared.nft.render.render_interface(InterfaceRules.pending('net1', ifindex=2)))\n"  # ADD's table
+        "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'shared.model', 'shared.nft.exec',"
+        " 'shared.nft.fake', 'bisect');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
