@@ -537,10 +537,6 @@ class RenderedDirection(Value):
         self.maps = maps
         self.groups = groups
 
-    def chains(self) -> tuple[tuple[str, Rule], ...]:
-        """The port groups' chains and their rules."""
-        return tuple((group.chain, group.rule) for group in self.groups)
-
     def elements(self) -> dict[str, tuple[Element, ...]]:
         """Every map's and port set's elements, by name."""
         out = {m.name: elements for m, elements in self.maps}
