@@ -821,10 +821,12 @@ def _covering(intervals: Iterable[tuple[int, int, T]]) -> list[tuple[int, int, f
     events.sort()
     active: dict[int, int] = {}
     out: list[tuple[int, int, frozenset[T]]] = []
+    shared: dict[frozenset[T], frozenset[T]] = {}
     start = 0
     for point, group in itertools.groupby(events, key=lambda event: event[0]):
         if active:
             covering = frozenset(tags[i] for i in active)
+            covering = shared.setdefault(covering, covering)  # one object per combination, not per interval
             if out and out[-1][1] == start - 1 and out[-1][2] == covering:
                 out[-1] = (out[-1][0], point - 1, covering)
             else:
@@ -889,14 +891,12 @@ def _peer_elements(
         rule = Rule(chain, f"meta l4proto . th dport @{port_set.name} accept", ", ".join(sources))
         groups[chain] = PortGroup(chain, rule, port_set, _port_set_elements(chain, ports))
     maps = []
+    verdicts: dict[frozenset[Allow], tuple[str, str]] = {}  # one verdict and comment string per combination
     for version in (4, 6):
         peer_map = _peer_map(direction, ifname, version)
         elements: list[tuple[int, int, str, str]] = []
         for lo, hi, combo in combos[version]:
-            every = sorted({allow.source for allow in combo if allow.ports is None})
-            verdict, note = (
-                ("accept", ", ".join(every)) if every else (f"jump {names[combo]}", groups[names[combo]].rule.comment)
-            )
+            verdict, note = verdicts.get(combo) or verdicts.setdefault(combo, _verdict(combo, names, groups))
             if elements and elements[-1][1] == lo - 1 and elements[-1][2:] == (verdict, note):
                 elements[-1] = (elements[-1][0], hi, verdict, note or "")
             else:
@@ -912,6 +912,17 @@ def _peer_elements(
                 )
             )
     return tuple(maps), tuple(groups[name] for name in sorted(groups))
+
+
+def _verdict(
+    combo: frozenset[Allow], names: dict[frozenset[Allow], str], groups: dict[str, PortGroup]
+) -> tuple[str, str]:
+    """A peer map element's verdict and comment: `accept` (the allows of every port that admit the peer), or the
+    jump to the port group of `combo`."""
+    every = sorted({allow.source for allow in combo if allow.ports is None})
+    if every:
+        return "accept", ", ".join(every)
+    return f"jump {names[combo]}", groups[names[combo]].rule.comment or ""
 
 
 def _port_elements(allows: Iterable[Allow]) -> tuple[tuple[str, tuple[str, ...]], ...]:
