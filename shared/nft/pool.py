@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from shared.nft.libnft import NetnsNft
 
-KEEP_CONTEXTS = 16  # contexts kept open, least recently used closed first
+KEEP_CONTEXTS = 6  # contexts kept open, least recently used closed first
 CLOSERS = 4  # threads closing contexts: each close waits for the kernel, without CPU
 
 
