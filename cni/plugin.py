@@ -327,11 +327,30 @@ def _run(deps: Deps, netns: str, tx: Transaction, what: str) -> None:
         raise _nft_error(exc, what, netns, deps) from exc
 
 
-def _remove_tx(ifname: str, others: bool, ifindex: int) -> Transaction:
-    """Remove one interface's objects, or — when no other interface is recorded in its netns — the whole table."""
+def _remove_tx(ifname: str, others: bool, ifindex: int, names: list[str] | None = None) -> Transaction:
+    """Remove one interface's objects, or — when no other interface is recorded in its netns — the whole table.
+    `names`: the chain and set names the table holds, for the interface's port groups (`_listed_names`)."""
     from shared.nft.render import render_remove_interface, render_remove_table
 
-    return render_remove_interface(ifname, ifindex) if others else render_remove_table()
+    return render_remove_interface(ifname, ifindex, names or ()) if others else render_remove_table()
+
+
+def _listed_names(deps: Deps, netns: str, others: bool) -> list[str]:
+    """The names of the chains, sets and maps of the table in `netns` when one interface of several goes: its port
+    groups are named after its rules (shared/nft/render.py), which the plugin does not know. Nothing to list
+    when the whole table goes, or when there is no table."""
+    if not others:
+        return []
+    listing = _list_table(deps, netns)
+    if listing is None:
+        return []
+    import json
+
+    try:
+        items = json.loads(listing)["nftables"]
+        return [obj["name"] for item in items for kind, obj in item.items() if kind in ("chain", "set", "map")]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CNIError(INTERNAL, "listing the table: nft's answer cannot be read", str(exc)) from exc
 
 
 def _recorded_ifindex(store: StateStore, args: CmdArgs, deps: Deps) -> int:
@@ -451,7 +470,8 @@ def cmd_del(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
             except StateError as exc:
                 raise CNIError(IO_FAILURE, "cannot read the state dir", str(exc)) from exc
             try:
-                tx = _remove_tx(args.ifname, others, _recorded_ifindex(store, args, deps))
+                names = _listed_names(deps, args.netns, others)
+                tx = _remove_tx(args.ifname, others, _recorded_ifindex(store, args, deps), names)
                 _run(deps, args.netns, tx, "removing the interface's rules")
                 acted = True
             except CNIError as exc:
@@ -588,7 +608,8 @@ def _collect(
             key != entry.key and shares_table(e, entry.container_id, netns, identity) for key, e in present.items()
         )
         try:
-            _run(deps, netns, _remove_tx(entry.ifname, others, entry.ifindex), "removing a stale interface's rules")
+            tx = _remove_tx(entry.ifname, others, entry.ifindex, _listed_names(deps, netns, others))
+            _run(deps, netns, tx, "removing a stale interface's rules")
         except CNIError as exc:
             if exc.code != INVALID_NETNS:
                 raise

@@ -109,7 +109,8 @@ class Explanation:
         return f"{where}: {step.rule.text}{note}{_element_text(step)}"
 
     def decision(self) -> str:
-        """`accept: ingress_net1 rule 4 ip saddr . … @ingress_net1_v4 ← 10.1.0.0/24 . tcp . 8080 (ns/p ingress[0])`"""
+        """`accept: g_ingress_net1_… rule 0 meta l4proto . th dport @g_ingress_net1_…_ports ← tcp . 8080 (ns/p
+        ingress[0])`"""
         verdict = self.result.verdict
         decided = self.result.steps[-1] if self.result.steps and _final(self.result.steps[-1]) else None
         if decided is None:
@@ -172,7 +173,10 @@ class Explanation:
 
 
 def _final(step: Step) -> bool:
-    """Whether a step gave the verdict itself (accept/drop), not a jump."""
+    """Whether a step gave the verdict itself (accept/drop), not a jump: by its rule, or by the element of a
+    verdict map (a peer every port is open to)."""
+    if step.element is not None and step.element.value in ("accept", "drop"):
+        return True
     return step.rule.text.endswith((" accept", " drop")) or step.rule.text in ("accept", "drop")
 
 

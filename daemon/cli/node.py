@@ -49,7 +49,7 @@ from shared.nft.render import (
     PENDING_POLICIES,
     TABLE,
     chain_name,
-    set_names,
+    interface_names,
 )
 from shared.nft.trace import TraceError, table_from_nft_json
 from shared.rules import EGRESS, INGRESS
@@ -216,12 +216,11 @@ class LiveTable:
         return Direction(label, chain, "isolated")  # a shape mnp does not write: isolated, no policy named
 
     def names_of(self, ifname: str) -> set[str]:
-        """The chains and sets that belong to one interface."""
-        out: set[str] = set()
-        for direction, _ in DIRECTIONS:
-            out.add(chain_name(direction, ifname))
-            out.update(set_names(direction, ifname).values())
-        return out
+        """The chains, sets and maps that belong to one interface (its port groups found among the listed ones)."""
+        listed = [
+            obj.get("name", "") for item in self.items for kind, obj in item.items() if kind in ("chain", "set", "map")
+        ]
+        return interface_names(ifname, listed)
 
     def only(self, ifname: str) -> list[dict[str, Any]]:
         """The JSON items of one interface's chains, sets and rules (and the table and metainfo)."""

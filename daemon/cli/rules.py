@@ -21,6 +21,7 @@ from daemon.cli.node import Inspector, LiveTable, entry_json, pod_label, print_j
 from daemon.cli.options import add_node_options
 from shared.errors import NetnsGone
 from shared.nft.errors import NftError, NotFoundError
+from shared.nft.render import interface_names
 from shared.state import StateEntry
 
 _BLOCK = re.compile(r"^\t(?:chain|set|map) (?P<name>\S+) \{(?: # handle \d+)?$")
@@ -115,7 +116,8 @@ def rules(inspector: Inspector, pod: str, iface: str | None, handles: bool, as_j
     text = _read(inspector, entries, "handles" if handles else "text")
     assert isinstance(text, str)
     if iface is not None:
-        text = filter_text(text, LiveTable("", ()).names_of(iface))
+        listed = [found["name"] for line in text.splitlines() if (found := _BLOCK.match(line))]
+        text = filter_text(text, interface_names(iface, listed))
     out.write("\n".join([*_header(entries), f"# {daemon.summary()}", ""]) + "\n")
     out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK

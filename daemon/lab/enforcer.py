@@ -92,7 +92,8 @@ Digest = tuple[Any, ...]
 
 def interface_digest(table: TableView | None, ifname: str) -> Digest | None:
     """What of `table` belongs to `ifname` (shared.nft.backend.interface_view: verdict-map entries, chain rules,
-    set elements, per direction). None when the interface is not guarded at all (no table, or not in the maps)."""
+    what the chain reaches — peer maps, port groups, port sets — per direction). None when the interface is not
+    guarded at all (no table, or not in the maps)."""
     if table is None:
         return None
     part = interface_view(table, ifname)
@@ -105,23 +106,28 @@ def describe_difference(actual: Digest | None, expected: Digest | None) -> str:
         return "the interface is not in the mnp table's maps (no table, or not guarded)"
     if expected is None:
         return "the interface is guarded, but nothing isolates it"
-    for (direction, jumps, rules, sets), (_, want_jumps, want_rules, want_sets) in zip(actual, expected, strict=True):
+    for (direction, jumps, rules, reached), (_, want_jumps, want_rules, want_reached) in zip(
+        actual, expected, strict=True
+    ):
         if jumps != want_jumps:
             return f"{direction}: the verdict map has {list(jumps)}, expected {list(want_jumps)}"
         if rules != want_rules:
             have = [r[0] for r in rules or ()]
             want = [r[0] for r in want_rules or ()]
             return f"{direction}: the chain's rules are {have}, expected {want}"
-        for (name, elements), (_, want_elements) in zip(sets, want_sets, strict=True):
-            if elements != want_elements:
-                return f"set {name} holds {_elements(elements)}, expected {_elements(want_elements)}"
+        have_objects, want_objects = dict(reached), dict(want_reached)
+        for name in sorted(have_objects.keys() | want_objects.keys()):
+            if have_objects.get(name) != want_objects.get(name):
+                return f"{name} holds {_content(have_objects.get(name))}, expected {_content(want_objects.get(name))}"
     return "no difference"
 
 
-def _elements(fields: tuple[Any, ...] | None) -> str:
-    if fields is None:
-        return "nothing (no such set)"
-    return f"{len(fields)} element(s) {list(fields)[:4]}" + (" …" if len(fields) > 4 else "")
+def _content(content: Any) -> str:
+    """A reached chain's rules or a set's elements, in a few words."""
+    if content is None:
+        return "nothing (no such object)"
+    items = content[-1]  # a chain: (hook, rules); a set or map: (key, value type, flags, elements)
+    return f"{len(items)} item(s) {list(items)[:4]}" + (" …" if len(items) > 4 else "")
 
 
 def expected_digest(rules: InterfaceRules) -> Digest | None:

@@ -69,9 +69,8 @@ from shared.compiler import selects
 from shared.errors import NetnsGone, NetnsUnusable, StateError
 from shared.model import Attachment, MultiNetworkPolicy, NetworkAttachmentDefinition, Pod
 from shared.netns import in_netns, is_own_netns, netns_identity
-from shared.nft.backend import NftBackend
+from shared.nft.backend import NftBackend, remove_interface
 from shared.nft.errors import NftError
-from shared.nft.render import render_remove_interface
 from shared.nft.transaction import TransactionError
 from shared.state import NAME_RE, ORIGIN_ADOPTED, StateEntry, StateStore
 
@@ -576,7 +575,7 @@ class Adopter:
         nft: NftBackend | None = None
         try:
             nft = self.nft_for(entry.netns)
-            nft.run(render_remove_interface(entry.ifname, entry.ifindex))
+            remove_interface(nft, entry.ifname, entry.ifindex)
         except NetnsGone:
             return True
         except (NftError, TransactionError, NetnsUnusable, OSError) as exc:

@@ -3,7 +3,8 @@
 Every backend of one network namespace does four things (`NftBackend`):
 
 * `run(tx)` — a full transaction (rules, chains, sets, elements), atomically;
-* `apply_delta(tx)` — a transaction of element additions and deletions only (`render_update`), atomically;
+* `apply_delta(tx)` — a delta (`render_update`): element additions and deletions, and the port groups they
+  need or leave, atomically;
 * `list_table()` — the live table as one `TableView` (shared.nft.fake), the structure the tracer walks;
 * `close()` — let the namespace go.
 
@@ -11,8 +12,8 @@ Implementations: `FakeNft` (in memory, shared.nft.fake), `RealNft` (the nft comm
 shared.nft.exec), `NetnsNft` (libnftables in-process, shared.nft.libnft), and `NetlinkNft` here — the daemon's:
 element deltas as one nfnetlink batch on a socket kept per pod netns (shared.nft.netlink: no table re-read, no
 text), full transactions and listings through a libnftables context from a bounded `ContextPool`. Which path a
-change takes: a delta → netlink; the first programming of an interface, a refused delta's fallback, a repair,
-a change of chain rules → libnftables.
+change takes: an element delta → netlink; a delta that adds or removes a port group, the first programming of
+an interface, a refused delta's fallback, a repair, a change of chain rules → libnftables.
 
 The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
 and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
@@ -31,7 +32,15 @@ from typing import Protocol
 from shared.errors import NetnsGone
 from shared.nft import netlink
 from shared.nft.fake import TableView
-from shared.nft.render import chain_name, element_key_type, legacy_map_name, map_name, set_names
+from shared.nft.objects import Element
+from shared.nft.render import (
+    chain_name,
+    element_key_type,
+    legacy_map_name,
+    map_name,
+    reachable,
+    render_remove_interface,
+)
 from shared.nft.transaction import Transaction
 from shared.rules import EGRESS, INGRESS
 
@@ -56,9 +65,11 @@ InterfaceSlice = tuple[tuple[object, ...], ...]
 
 def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
     """What one interface owns in a table, per direction: the verdict-map keys that jump to its chain, its
-    chain's rules (text and comment, without counters; None: no chain) and its sets' elements (key and comment;
-    None: no set). Two tables enforce the same on the interface when their slices are equal. Used by the
-    daemon's repair (shared.nft.backend's users), the lab (daemon/lab/enforcer.py) and the CNI plugin's CHECK."""
+    chain's rules (text and comment, without counters; None: no chain) and what the chain reaches — its peer
+    maps, the port groups' chains their elements jump to and the port sets (`render.reachable`: name and
+    content, None for a missing one). Two tables enforce the same on the interface when their slices are equal.
+    Used by the daemon's repair (shared.nft.backend's users), the lab (daemon/lab/enforcer.py) and the CNI
+    plugin's CHECK."""
     parts = []
     for direction in (INGRESS, EGRESS):
         chain = chain_name(direction, ifname)
@@ -67,11 +78,8 @@ def interface_view(view: TableView, ifname: str) -> InterfaceSlice:
         )
         found = view.chains.get(chain)
         rules = None if found is None else tuple((r.text, r.comment) for r in found.rules)
-        sets = []
-        for name in sorted(set_names(direction, ifname).values()):
-            s = view.sets.get(name)
-            sets.append((name, None if s is None else tuple((e.key, e.comment) for e in s.elements)))
-        parts.append((direction, jumps, rules, tuple(sets)))
+        reached = tuple((name, content) for _, name, content in reachable(view, chain) if name != chain)
+        parts.append((direction, jumps, rules, reached))
     return tuple(parts)
 
 
@@ -87,6 +95,21 @@ def dispatch_elements(view: TableView, direction: str) -> list[tuple[str, str, s
             key = e.key[1:-1] if len(e.key) > 1 and e.key[0] == e.key[-1] == '"' else e.key
             out.append((name, e.comment or key, e.value or ""))
     return out
+
+
+def remove_interface(nft: NftBackend, ifname: str, ifindex: int) -> None:
+    """Remove everything of one interface from the table of `nft` — its port groups, whose names depend on its
+    rules, found by listing the table first (`render_remove_interface`); idempotent. A table that cannot be read
+    (rules mnp does not write) still loses the interface's chains, maps and dispatch elements."""
+    from shared.nft.errors import NotFoundError
+    from shared.nft.trace import TraceError
+
+    try:
+        view = nft.list_table()
+        names = [*view.chains, *view.sets]
+    except (NotFoundError, TraceError):
+        names = []
+    nft.run(render_remove_interface(ifname, ifindex, names))
 
 
 def is_guarded(part: InterfaceSlice) -> bool:
@@ -115,9 +138,14 @@ class NetlinkNft:
             nft.run(tx)
 
     def apply_delta(self, tx: Transaction) -> None:
-        """Element additions and deletions as one nfnetlink batch: all applied, or (a typed NftError) none."""
+        """Element additions and deletions as one nfnetlink batch: all applied, or (a typed NftError) none. A
+        delta that also adds or removes port groups (chains, rules, sets: `render_update`) goes through
+        libnftables, as one transaction too."""
         if tx.error is not None:
             raise tx.error
+        if not all(isinstance(op.obj, Element) for op in tx.operations):
+            self.run(tx)
+            return
         self.socket.batch(
             lambda seq: netlink.element_batch(tx, element_key_type, seq), f"element delta in {self.netns}"
         )

@@ -21,7 +21,9 @@ The encodings are nft 1.0.6's, read from `nft --debug=mnl` (the kernel test chec
 * a one-field interval set (rbtree) takes two elements: the start, and `last + 1` flagged
   NFT_SET_ELEM_INTERVAL_END — none when the range ends at the top of the address space, where the start's user
   data says NFTNL_SET_ELEM_F_INTERVAL_OPEN instead (so `nft list` prints the prefix);
-* an element's comment is user data type 0, NUL-terminated, exactly what the text form stores.
+* an element's comment is user data type 0, NUL-terminated, exactly what the text form stores;
+* a verdict map's element (the peer maps: address interval → `accept` or `jump <port group>`) carries
+  NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { code, chain } } on its start element.
 
 A socket belongs to the network namespace it was opened in (netlink(7)), so it is opened on a short-lived
 thread inside the pod netns (shared.netns.in_netns) and then used from any thread; it keeps the namespace alive
@@ -97,8 +99,17 @@ BUFFER = 4 << 20
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_USERDATA, NFTA_SET_ELEM_KEY_END = 1, 3, 6, 10
-NFTA_DATA_VALUE = 1
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_USERDATA, NFTA_SET_ELEM_KEY_END = (
+    1,
+    2,
+    3,
+    6,
+    10,
+)
+NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
+NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
+# Verdict codes (include/uapi/linux/netfilter.h, nf_tables.h); the negative ones are sent as two's complement.
+VERDICTS = {"drop": 0, "accept": 1, "continue": -1, "return": -5, "jump": -3, "goto": -4}
 NFT_SET_ELEM_INTERVAL_END = 1
 NFTNL_UDATA_SET_ELEM_COMMENT, NFTNL_UDATA_SET_ELEM_FLAGS = 0, 1
 NFTNL_SET_ELEM_F_INTERVAL_OPEN = 1
@@ -139,9 +150,24 @@ def _userdata(comment: str | None, open_end: bool) -> bytes:
     return attr(NFTA_SET_ELEM_USERDATA, data) if data else b""
 
 
-def encode_elements(key_type: str, key_text: str, comment: str | None, with_data: bool) -> list[bytes]:
-    """The NFTA_LIST_ELEM attributes of one element of an interval set of `key_type` (`with_data`: its comment,
-    for an add). Raises NftError for a key nft would refuse."""
+def _verdict_data(value: str) -> bytes:
+    """NFTA_SET_ELEM_DATA of a verdict map's element: `accept`, `drop`, … or `jump chain` / `goto chain`."""
+    kind, _, chain = value.partition(" ")
+    if kind not in VERDICTS or bool(chain) != (kind in ("jump", "goto")) or " " in chain:
+        raise NftError(f"{value!r} is not a verdict")
+    code = attr(NFTA_VERDICT_CODE, struct.pack(">i", VERDICTS[kind]))
+    target = strz(NFTA_VERDICT_CHAIN, chain) if chain else b""
+    return nested(NFTA_SET_ELEM_DATA, nested(NFTA_DATA_VERDICT, code + target))
+
+
+def encode_elements(
+    key_type: str, key_text: str, comment: str | None, with_data: bool, value: str | None = None
+) -> list[bytes]:
+    """The NFTA_LIST_ELEM attributes of one element of an interval set or verdict map of `key_type` (`with_data`:
+    its comment and its verdict `value`, for an add). Raises NftError for a key nft would refuse.
+
+    A verdict map's element carries its verdict on the start element only, as nft sends it (the interval's end
+    element has flags, no data)."""
     from shared.nft.fake import key_fields, parse_key, stored_comment  # the daemon's side only
 
     types = key_fields(key_type)
@@ -149,14 +175,14 @@ def encode_elements(key_type: str, key_text: str, comment: str | None, with_data
     firsts = [lo for lo, _ in fields]
     lasts = [hi for _, hi in fields]
     note = stored_comment(comment) if with_data else None
+    data = _verdict_data(value) if with_data and value is not None else b""
     if len(types) > 1:
         body = _key(NFTA_SET_ELEM_KEY, _value(types, firsts)) + _key(NFTA_SET_ELEM_KEY_END, _value(types, lasts))
-        return [nested(NFTA_LIST_ELEM, body + _userdata(note, False))]
+        return [nested(NFTA_LIST_ELEM, body + data + _userdata(note, False))]
     top = (1 << (8 * _FIELD_BYTES[types[0]])) - 1
     open_end = lasts[0] == top
-    out = [
-        nested(NFTA_LIST_ELEM, _key(NFTA_SET_ELEM_KEY, _value(types, firsts)) + _userdata(note, open_end and with_data))
-    ]
+    start = _key(NFTA_SET_ELEM_KEY, _value(types, firsts)) + data + _userdata(note, open_end and with_data)
+    out = [nested(NFTA_LIST_ELEM, start)]
     if not open_end:
         end = _key(NFTA_SET_ELEM_KEY, _value(types, [lasts[0] + 1])) + be32(
             NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END
@@ -204,7 +230,7 @@ def _bodies(tx: Transaction, key_type_of: Callable[[str], str]) -> list[tuple[in
         if not isinstance(obj, Element) or op.verb not in ("add", "delete"):
             raise NftError(f"not an element delta: {op.verb} {type(obj).__name__.lower()}")
         kind = NFT_MSG_NEWSETELEM if op.verb == "add" else NFT_MSG_DELSETELEM
-        encoded = encode_elements(key_type_of(obj.set), obj.key, obj.comment, op.verb == "add")
+        encoded = encode_elements(key_type_of(obj.set), obj.key, obj.comment, op.verb == "add", obj.value)
         if not runs or runs[-1][0] != kind or runs[-1][1] != obj.set:
             runs.append((kind, obj.set, []))
         runs[-1][2].extend(encoded)

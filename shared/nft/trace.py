@@ -191,6 +191,22 @@ def _addr_port_set(table: TableView, packet: Packet, m: re.Match[str]) -> _Match
     return s.lookup([address, packet.l4proto, str(packet.dport)]) or False
 
 
+def _addr_vmap(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    """`ip saddr vmap @peers`: the peer map's element for the address (its verdict: `accept` or a port group's
+    chain), or no match — the rule then does nothing and the packet goes on."""
+    s = _set(table, m["set"], _addr_type(m), "verdict")
+    address = _address(packet, m)
+    return address is not None and (s.lookup([address]) or False)
+
+
+def _port_set(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
+    """`meta l4proto . th dport @ports`: a port group's port set."""
+    s = _set(table, m["set"], "inet_proto . inet_service")
+    if packet.dport is None:  # `th dport` of a packet without ports: mnp's port sets hold none
+        return False
+    return s.lookup([packet.l4proto, str(packet.dport)]) or False
+
+
 def _always(table: TableView, packet: Packet, m: re.Match[str]) -> _Match:
     return True
 
@@ -212,6 +228,9 @@ _SHAPES: tuple[tuple[re.Pattern[str], Callable[[TableView, Packet, re.Match[str]
         (rf"ct state (?P<states>[a-z]+(?:,[a-z]+)*){_VERDICT}", _ct_state, None),
         (rf"icmpv6 type \{{ (?P<types>[a-z-]+(?:, [a-z-]+)*) \}}{_VERDICT}", _icmpv6_type, None),
         (rf"meta l4proto (?P<proto>[a-z0-9-]+){_VERDICT}", _l4proto, None),
+        (r"(?P<family>ip6?) (?P<dir>[sd])addr vmap @(?P<set>\w+)", _addr_vmap, None),
+        (rf"meta l4proto \. th dport @(?P<set>\w+){_VERDICT}", _port_set, None),
+        # the layout before port groups (a table an older mnpd wrote, until its interfaces are programmed again)
         (rf"(?P<family>ip6?) (?P<dir>[sd])addr @(?P<set>\w+){_VERDICT}", _addr_set, None),
         (
             rf"(?P<family>ip6?) (?P<dir>[sd])addr \. meta l4proto \. th dport @(?P<set>\w+){_VERDICT}",

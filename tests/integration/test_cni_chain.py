@@ -591,3 +591,104 @@ def test_in_process_add_check_del_in_a_real_netns(via: str, tmp_path: Path) -> N
     finally:
         release_kept()  # the sockets ADD kept for an exit this process does not make
         pod.delete()
+
+
+@pytest.mark.parametrize("via", ["libnftables", "nft"])
+def test_del_of_one_of_two_programmed_interfaces_removes_its_port_groups(via: str, tmp_path: Path) -> None:
+    """Two interfaces in one netns, both programmed with port groups (whose names the plugin cannot know): the
+    DEL of one lists the table and removes all of that interface's objects — chains, peer maps, the groups'
+    chains and port sets — and nothing of the other, which keeps enforcing; the last DEL removes the table."""
+    import io
+    import ipaddress
+
+    from cni.plugin import real_deps
+    from cni.skel import Dispatcher
+    from shared.netns import interface_index
+    from shared.nft.libnft import LibnftUnavailable, available
+    from shared.nft.render import interface_names, owned_view, render_interface
+    from shared.nft.trace import Packet, table_from_nft_json, trace
+    from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange, collapse
+
+    if via == "libnftables" and not available():
+        pytest.skip("no libnftables.so.1 on this host")
+
+    def load() -> None:
+        if via == "nft":
+            raise LibnftUnavailable("cannot load libnftables.so.1 (test)")
+
+    def index(ifname: str) -> int:
+        return interface_index(pod.path, ifname)
+
+    def view() -> Any:
+        done = subprocess.run(
+            ["nsenter", f"--net={pod.path}", "nft", "-j", "list", "table", "inet", "mnp"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return table_from_nft_json(done.stdout, ifindex_of=lambda name: index(name))
+
+    def cni(command: str, ifname: str) -> None:
+        conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "mnpt-groups", "type": "mnp"}
+        conf["stateDir"] = str(tmp_path / "state")
+        conf["prevResult"] = {"cniVersion": "1.0.0", "interfaces": [{"name": ifname, "sandbox": pod.path}]}
+        env = {"CNI_CONTAINERID": "ctr-groups", "CNI_NETNS": pod.path, "CNI_IFNAME": ifname, "CNI_PATH": "/x"}
+        out, err = io.StringIO(), io.StringIO()
+        rc = Dispatcher(
+            env | {"CNI_COMMAND": command}, json.dumps(conf).encode(), out, err, deps=lambda c: real_deps(c, load=load)
+        ).run()
+        assert rc == 0, (command, ifname, out.getvalue(), err.getvalue())
+
+    def rules(ifname: str) -> InterfaceRules:
+        peers = collapse([ipaddress.ip_network("192.0.2.0/28"), ipaddress.ip_network("2001:db8:1::/120")])
+        web = Allow("ns/web ingress[0]", peers, (PortRange("tcp", 80, 80), PortRange("sctp", 9, 9)))
+        admin = Allow(
+            "ns/admin ingress[0]", collapse([ipaddress.ip_network("192.0.2.8/29")]), (PortRange("udp", 53, 53),)
+        )
+        every = Allow("ns/all egress[0]", collapse([ipaddress.ip_network("198.51.100.0/24")]), None)
+        return InterfaceRules(
+            "ns/pod",
+            ifname,
+            "ns/net",
+            DirectionRules(True, (web, admin), ("ns/web", "ns/admin")),
+            DirectionRules(True, (every, web), ("ns/all",)),
+            index(ifname),
+        )
+
+    pod = NetNS.create("groups")
+    try:
+        pod.add_veth("net1", "peer1")
+        pod.add_veth("net2", "peer2")
+        cni("ADD", "net1")
+        cni("ADD", "net2")
+        for ifname in ("net1", "net2"):  # as mnpd programs them
+            done = subprocess.run(
+                ["nsenter", f"--net={pod.path}", "nft", "-f", "-"],
+                input=str(render_interface(rules(ifname))),
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, done.stderr
+        before = view()
+        names = [*before.chains, *before.sets]
+        net2 = interface_names("net2", names) & set(names)
+        assert len([n for n in net2 if n.startswith("g_")]) == 6  # two groups each way: chain and port set each
+        web = Packet("input", "net1", "192.0.2.9", "192.0.2.1", "tcp", 80, ifindex=index("net1"))
+        assert trace(before, web).verdict == "accept"
+
+        cni("DEL", "net2")
+        after = view()
+        left = [*after.chains, *after.sets]
+        assert not [n for n in left if "net2" in n], left
+        assert owned_view(after, "net1", index("net1")) == owned_view(before, "net1", index("net1"))
+        assert set(after.chains) == set(before.chains) - net2
+        assert trace(after, web).verdict == "accept"
+        assert (
+            trace(after, Packet("input", "net1", "192.0.2.9", "192.0.2.1", "tcp", 81, ifindex=index("net1"))).verdict
+            == "drop"
+        )
+
+        cni("DEL", "net1")
+        assert nft_table(pod) == ""
+    finally:
+        pod.delete()

@@ -144,10 +144,10 @@ def test_the_applier_repairs_a_table_edited_behind_its_deltas(pod: NetNS) -> Non
         assert applier.repair(work) is False  # a full form: nothing to check
         changed = Work(pod.path, rules("192.0.2.1", "192.0.2.5"), work.rules)
         assert applier.apply_all([changed]) == [None] and applier.deltas == 1
-        pod.run("nft", "add", "element", "inet", "mnp", "ingress_net1_v4_all", "{ 198.51.100.9 }")
-        assert "198.51.100.9" in pod.run("nft", "list", "set", "inet", "mnp", "ingress_net1_v4_all").stdout
+        pod.run("nft", "add", "element", "inet", "mnp", "ingress_net1_v4_peers", "{ 198.51.100.9 : accept }")
+        assert "198.51.100.9" in pod.run("nft", "list", "map", "inet", "mnp", "ingress_net1_v4_peers").stdout
         assert applier.repair(changed) is True
-        listed = pod.run("nft", "list", "set", "inet", "mnp", "ingress_net1_v4_all").stdout
+        listed = pod.run("nft", "list", "map", "inet", "mnp", "ingress_net1_v4_peers").stdout
         assert "198.51.100.9" not in listed and "192.0.2.5" in listed and "192.0.2.3" not in listed
         assert applier.repair(changed) is False
     finally:

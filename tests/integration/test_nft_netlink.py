@@ -85,14 +85,19 @@ def test_a_refused_batch_changes_nothing(nft: NetlinkNft) -> None:
     kernel transaction, so the addition is not applied either, and the error is typed as nft's would be."""
     nft.run(render_interface(OLD))
     before = nft.list_table()
-    tx = Transaction().add(Element("ingress_net1_v4_all", "192.0.2.0/24", comment="x"))
-    tx.delete(Element("ingress_net1_v4_all", "198.51.100.7"))
+    tx = Transaction().add(Element("ingress_net1_v4_peers", "192.0.2.0/24", "accept", comment="x"))
+    tx.delete(Element("ingress_net1_v4_peers", "198.51.100.7"))
     with pytest.raises(NotFoundError):
         nft.apply_delta(tx)
     assert nft.list_table() == before
-    overlap = Transaction().add(Element("ingress_net1_v4", "10.1.2.0/24 . tcp . 85"))
+    overlap = Transaction().add(Element("ingress_net1_v4_peers", "10.1.2.0/24", "accept"))
     with pytest.raises(ExistsError):
         nft.apply_delta(overlap)
+    (ports,) = (name for name in before.sets if name.endswith("_ports"))
+    with pytest.raises(ExistsError):
+        nft.apply_delta(Transaction().add(Element(ports, "tcp . 85")))
+    with pytest.raises(NotFoundError):  # a jump to a chain that is not there
+        nft.apply_delta(Transaction().add(Element("ingress_net1_v4_peers", "192.0.2.0/24", "jump g_nope")))
     assert nft.list_table() == before
 
 
@@ -117,7 +122,7 @@ def test_the_applier_falls_back_to_the_full_form(pod: NetNS) -> None:
         applier.apply(pod.path, OLD)
         applier.apply(pod.path, NEW, OLD)
         assert applier.deltas == 1
-        pod.run("nft", "delete", "element", "inet", "mnp", "ingress_net1_v4_all", "{ 10.0.4.0/30 }")
+        pod.run("nft", "delete", "element", "inet", "mnp", "ingress_net1_v4_peers", "{ 10.0.4.0/30 }")
         applier.apply(pod.path, OLD, NEW)  # the delta deletes 10.0.4.0/30: refused, full form instead
         assert applier.deltas == 1
         assert listed(pod) == expected(OLD)

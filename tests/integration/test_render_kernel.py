@@ -29,10 +29,10 @@ from shared.ifname import ifname_problem
 from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, error_from_stderr
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
-from shared.nft.render import render_interface, render_update
+from shared.nft.render import group_chain_name, peer_map_name, port_set_name, render_interface, render_update
 from shared.nft.trace import Packet, table_from_nft_json, trace
 from shared.nft.transaction import Transaction, TransactionError
-from shared.rules import InterfaceRules
+from shared.rules import INGRESS, InterfaceRules
 from shared.state import StateStore, entry_name
 from tests.unit.test_render_update import directions, interface
 
@@ -128,6 +128,16 @@ def test_golden_applies_twice_and_the_fake_agrees(ns: Netns, name: str) -> None:
     assert ns.view() == live
 
 
+def test_the_first_full_form_replaces_a_table_of_the_older_layout(ns: Netns) -> None:
+    """Upgrade: a pod netns programmed by an mnpd from before port groups (`addr . proto . port` and `_all`
+    sets, lookup rules on them). The new full form of the same interface leaves exactly what it leaves in an
+    empty netns: no set of the older layout survives, and the tracer's verdicts are the new table's."""
+    assert ns.apply((Path(__file__).parent / "old_layout.nft").read_text()) is None
+    assert "ingress_net1_v4_all" in ns.view().sets
+    assert ns.apply(golden(ISOLATED)) is None
+    assert ns.view() == FakeNft.from_text(golden(ISOLATED)).list_table()
+
+
 def test_remove_leaves_only_the_skeleton(ns: Netns) -> None:
     for step in ("pending", "ifname_hash", "remove_ifname_hash"):
         assert ns.apply(golden(step)) is None
@@ -136,9 +146,16 @@ def test_remove_leaves_only_the_skeleton(ns: Netns) -> None:
 
 # ----------------------------------------------------------------------------------------- what both refuse
 
-ISOLATED = "ingress_ports_dual_stack"  # net1: 192.0.2.10/31 . tcp . 8000-8079, 198.51.100.7 for everything, …
-V4 = Set("ingress_net1_v4", "ipv4_addr . inet_proto . inet_service", ("interval",))
-V4_ALL = Set("ingress_net1_v4_all", "ipv4_addr", ("interval",))
+ISOLATED = "ingress_ports_dual_stack"  # net1: 192.0.2.10/31 → a group with tcp . 8000-8079, 198.51.100.7 : accept
+# the port set of the group of both allows (web and monitoring), and the IPv4 peer map
+V4 = Set(port_set_name(group_chain_name(INGRESS, "net1", "qne35q4a")), "inet_proto . inet_service", ("interval",))
+PEERS = Set(peer_map_name(INGRESS, "net1", 4), "ipv4_addr", ("interval",), value_type="verdict")
+
+
+def peer(key: str, comment: str | None = None) -> Element:
+    return Element(PEERS.name, key, "accept", comment)
+
+
 IFACES = Set("ingress_ifindex", "iface_index", value_type="verdict")  # net1 is index 2 in the golden files
 
 
@@ -152,21 +169,28 @@ def tx(*ops: tuple[str, object]) -> Transaction:
 @pytest.mark.parametrize(
     ("case", "change", "error"),
     [
-        ("overlapping concatenation", tx(("add", Element(V4.name, "192.0.2.11 . tcp . 8070-8200"))), ExistsError),
-        ("overlapping prefix", tx(("add", Element(V4_ALL.name, "198.51.100.0/24"))), ExistsError),
+        ("overlapping concatenation", tx(("add", Element(V4.name, "tcp . 8070-8200"))), ExistsError),
+        ("overlapping prefix", tx(("add", peer("198.51.100.0/24"))), ExistsError),
         (
             "overlap inside one transaction",
-            tx(("add", Element(V4_ALL.name, "203.0.113.0/24")), ("add", Element(V4_ALL.name, "203.0.113.128/25"))),
+            tx(("add", peer("203.0.113.0/24")), ("add", peer("203.0.113.128/25"))),
             ExistsError,
         ),
+        ("peer key with another verdict", tx(("add", Element(PEERS.name, "198.51.100.7", "drop"))), ExistsError),
         ("map key with another verdict", tx(("add", Element(IFACES.name, '" 2"', "jump egress_net1"))), ExistsError),
-        ("set redeclared", tx(("add", Set(V4_ALL.name, "ipv6_addr", ("interval",)))), ExistsError),
+        ("map redeclared", tx(("add", Set(PEERS.name, "ipv6_addr", ("interval",), value_type="verdict"))), ExistsError),
+        ("referenced map deleted", tx(("delete", PEERS)), BusyError),
         ("referenced set deleted", tx(("delete", V4)), BusyError),
         ("referenced map deleted", tx(("delete", IFACES)), BusyError),
         ("chain with rules deleted", tx(("delete", Chain("egress_net1"))), BusyError),
         (
             "chain of a map element deleted",
             tx(("flush", Chain("ingress_net1")), ("delete", Chain("ingress_net1"))),
+            BusyError,
+        ),
+        (
+            "port group jumped to deleted",
+            tx(("flush", Chain("g_ingress_net1_qne35q4a")), ("delete", Chain("g_ingress_net1_qne35q4a"))),
             BusyError,
         ),
         ("missing set deleted", tx(("delete", Set("nope", "ipv4_addr"))), NotFoundError),
@@ -176,15 +200,16 @@ def tx(*ops: tuple[str, object]) -> Transaction:
         ("jump to a missing chain", tx(("add", Element(IFACES.name, '" 9"', "jump nope"))), NotFoundError),
         (
             "good, then bad: nothing applied",
-            tx(("add", Element(V4_ALL.name, "203.0.113.1")), ("delete", Set("nope", "ipv4_addr"))),
+            tx(("add", peer("203.0.113.1")), ("delete", Set("nope", "ipv4_addr"))),
             NotFoundError,
         ),
         # and what both accept
-        ("same element, another comment", tx(("add", Element(V4_ALL.name, "198.51.100.7", comment="x"))), None),
-        ("same interval spelled as a range", tx(("add", Element(V4_ALL.name, "198.51.100.7-198.51.100.7"))), None),
+        ("same element, another comment", tx(("add", peer("198.51.100.7", comment="x"))), None),
+        ("same interval spelled as a range", tx(("add", peer("198.51.100.7-198.51.100.7"))), None),
+        ("adjacent elements", tx(("add", peer("198.51.100.6")), ("add", peer("198.51.100.8/29"))), None),
         (
-            "adjacent elements",
-            tx(("add", Element(V4_ALL.name, "198.51.100.6")), ("add", Element(V4_ALL.name, "198.51.100.8/29"))),
+            "adjacent elements, other verdicts",
+            tx(("add", Element(PEERS.name, "192.0.2.16-192.0.2.20", "jump g_ingress_net1_qne35q4a"))),
             None,
         ),
         ("unreferenced empty chain deleted", tx(("add", Chain("spare")), ("delete", Chain("spare"))), None),
@@ -235,7 +260,7 @@ def test_fake_refuses_concatenation_overlaps_the_kernel_misses(ns: Netns) -> Non
     element around the inside of another goes in. The Fake refuses every overlap: mnp's sets must be disjoint."""
     fake = FakeNft()
     assert run_both(ns, fake, golden(ISOLATED)) == (None, None)
-    around = tx(("add", Element(V4.name, "192.0.2.8/29 . tcp . 8000")))  # 192.0.2.10/31 . tcp . 8000-8079 exists
+    around = tx(("add", Element(V4.name, "tcp . 7000-9500")))  # tcp . 8000-9090 (three elements) exist
     kernel, faked = run_both(ns, fake, str(around))
     assert isinstance(faked, ExistsError)
     assert kernel is None or isinstance(kernel, ExistsError)

@@ -39,7 +39,7 @@ from daemon.cli.statusfile import StatusFile
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from shared.nft.fake import FakeNft, RuleView, TableView
-from shared.nft.render import render_interface
+from shared.nft.render import RenderOptions, render_direction, render_interface
 from shared.nft.trace import Packet, table_from_nft_json, trace
 from shared.rules import EGRESS, INGRESS, Allow, DirectionRules, InterfaceRules, PortRange
 from shared.state import StateEntry, StateStore
@@ -66,6 +66,9 @@ NET1 = InterfaceRules(
     ifindex=2,
 )
 NET2 = InterfaceRules.pending("net2", ifindex=3)
+# the port groups of NET1 (render.group_chain_name: a hash of the allows' names)
+WEB_GROUP = next(g.chain for g in render_direction("net1", INGRESS, NET1.ingress, RenderOptions()).groups)
+DNS_GROUP = next(g.chain for g in render_direction("net1", EGRESS, NET1.egress, RenderOptions()).groups)
 
 
 # ----------------------------------------------------------------------------------------------- fakes
@@ -213,14 +216,21 @@ def test_directions_are_read_from_the_live_table() -> None:
         False,
     )
     assert ingress.drop is not None and (ingress.drop.packets, ingress.drop.bytes) == (7, 420)
-    assert ingress.drop.index == 7 and ingress.drop.handle is not None  # after the drop log (rule 6)
+    assert ingress.drop.index == 6 and ingress.drop.handle is not None  # after the drop log (rule 5)
     assert live.direction(EGRESS, "net1").policies == ("blue/dns-only",)
     assert live.direction(INGRESS, "net2").mode == live.direction(EGRESS, "net2").mode == "pending"
     assert live.direction(INGRESS, "net3").mode == "missing"
     names = {
         i[k].get("name") or i[k].get("chain") for i in live.only("net2") for k in i if k not in ("metainfo", "table")
     }
-    assert names == {f"{d}_net2{s}" for d in ("ingress", "egress") for s in ("", "_v4", "_v6", "_v4_all", "_v6_all")}
+    assert names == {"ingress_net2", "egress_net2"}  # pending: no map, no port group
+    net1 = {
+        i[k].get("name") or i[k].get("chain") for i in live.only("net1") for k in i if k not in ("metainfo", "table")
+    }
+    assert net1 == {
+        "ingress_net1", "ingress_net1_v4_peers", "ingress_net1_v6_peers", WEB_GROUP, f"{WEB_GROUP}_ports",
+        "egress_net1", "egress_net1_v4_peers", DNS_GROUP, f"{DNS_GROUP}_ports",
+    }  # fmt: skip
 
 
 def test_an_open_direction_and_a_truncated_deny_comment() -> None:
@@ -386,9 +396,11 @@ def test_rules_prints_the_live_table_or_one_interface(state: StateStore, node: F
     rc, text = run(lambda out: rules_cmd.rules(inspector, "web", "net1", True, False, out))
     assert node.calls[-1][4:] == ["-a", "list", "table", "inet", "mnp"]
     table = text.partition("\n\n")[2]
-    assert table.startswith("table inet mnp {\n\tset ingress_net1_v4 {\n") and table.endswith("\t}\n}\n")
+    assert table.startswith(f"table inet mnp {{\n\tset {WEB_GROUP}_ports {{\n") and table.endswith("\t}\n}\n")
     assert "net2" not in table and "chain input" not in table and "map ingress_ifaces" not in table
-    assert f'10.1.0.0/24 . tcp . 8080 comment "{WEB}"' in table and "chain egress_net1 {" in table
+    assert (
+        f'tcp . 8080 comment "{WEB}"' in table and "chain egress_net1 {" in table and f"chain {DNS_GROUP} {{" in table
+    )
 
     rc, text = run(lambda out: rules_cmd.rules(inspector, "blue/web", "net2", False, True, out))
     doc = json.loads(text)
@@ -397,7 +409,7 @@ def test_rules_prints_the_live_table_or_one_interface(state: StateStore, node: F
         "net2",
         ["net1", "net2"],
     )
-    assert {next(iter(i)) for i in doc["nftables"]} == {"metainfo", "table", "set", "chain", "rule"}
+    assert {next(iter(i)) for i in doc["nftables"]} == {"metainfo", "table", "chain", "rule"}  # pending: no set
     with pytest.raises(InspectError, match=r"blue/web has no guarded interface 'net9' \(it has net1, net2\)"):
         rules_cmd.rules(inspector, "blue/web", "net9", False, False, io.StringIO())
 
@@ -448,10 +460,11 @@ def test_explain_names_the_deciding_element_and_its_policy_rule(state: StateStor
     assert text.splitlines() == [
         "blue/web net1 (network macvlan), ingress: 10.1.0.7 → 10.1.0.10 tcp dport 8080, a new connection",
         f"  input rule 0 (handle {handles[('input', 0)]}): iif vmap @ingress_ifindex  ← 2 : jump ingress_net1 (net1)",
-        f"  ingress_net1 rule 4 (handle {handles[('ingress_net1', 4)]}): ip saddr . meta l4proto . th dport "
-        f"@ingress_net1_v4 accept  ← 10.1.0.0/24 . tcp . 8080 ({WEB})",
-        "accept: ingress_net1 rule 4 ip saddr . meta l4proto . th dport @ingress_net1_v4 "
-        f"← 10.1.0.0/24 . tcp . 8080 ({WEB})",
+        f"  ingress_net1 rule 3 (handle {handles[('ingress_net1', 3)]}): ip saddr vmap @ingress_net1_v4_peers"
+        f"  ← 10.1.0.0/24 : jump {WEB_GROUP} ({WEB})",
+        f"  {WEB_GROUP} rule 0 (handle {handles[(WEB_GROUP, 0)]}): meta l4proto . th dport @{WEB_GROUP}_ports"
+        f" accept  # {WEB}  ← tcp . 8080 ({WEB})",
+        f"accept: {WEB_GROUP} rule 0 meta l4proto . th dport @{WEB_GROUP}_ports ← tcp . 8080 ({WEB})",
         f"# daemon: not running / status file stale (health endpoints not checked; status file missing: "
         f"{Path(state.directory).parent}/mnpd-status.json)",
     ]
@@ -470,17 +483,15 @@ def _rules_in_order() -> Iterator[tuple[int, dict[str, Any]]]:
     ("argv", "verdict", "decision"),
     [
         (["--from", "fd00:1::99", "--port", "8080/tcp"], "accept",
-         "accept: ingress_net1 rule 5 ip6 saddr . meta l4proto . th dport @ingress_net1_v6 "
-         f"← fd00:1::/64 . tcp . 8080 ({WEB})"),
+         f"accept: {WEB_GROUP} rule 0 meta l4proto . th dport @{WEB_GROUP}_ports ← tcp . 8080 ({WEB})"),
         (["--from", "10.9.0.5", "--port", "22/tcp", "--iface", "net1"], "accept",
-         f"accept: ingress_net1 rule 3 ip saddr @ingress_net1_v4_all ← 10.9.0.5 ({MON})"),
-        (["--from", "10.9.0.5", "--port", "icmp", "--iface", "net1"], "accept", f"10.9.0.5 ({MON})"),
+         f"accept: ingress_net1 rule 3 ip saddr vmap @ingress_net1_v4_peers ← 10.9.0.5 : accept ({MON})"),
+        (["--from", "10.9.0.5", "--port", "icmp", "--iface", "net1"], "accept", f"10.9.0.5 : accept ({MON})"),
         (["--from", "10.1.0.7", "--port", "8081"], "drop",
-         "drop: ingress_net1 rule 7 counter drop (default deny (blue/allow-web, blue/allow-mon))"),
+         "drop: ingress_net1 rule 6 counter drop (default deny (blue/allow-web, blue/allow-mon))"),
         (["--from", "10.1.0.7", "--port", "8080/udp"], "drop", "default deny (blue/allow-web, blue/allow-mon)"),
         (["--to", "10.2.3.4", "--port", "53/udp", "--iface", "net1"], "accept",
-         "accept: egress_net1 rule 3 ip daddr . meta l4proto . th dport @egress_net1_v4 "
-         f"← 10.2.0.0/16 . udp . 53 ({DNS})"),
+         f"accept: {DNS_GROUP} rule 0 meta l4proto . th dport @{DNS_GROUP}_ports ← udp . 53 ({DNS})"),
         (["--to", "10.2.3.4", "--port", "53/tcp", "--iface", "net1"], "drop", "default deny (blue/dns-only)"),
         (["--from", "10.3.0.7", "--port", "80"], "drop",  # net2 is inferred from its subnet
          "drop: ingress_net2 rule 4 counter drop (default deny (pending: not yet programmed))"),
@@ -852,108 +863,97 @@ TABLE_JSON = (  # verbatim, wrapped
     'p": "verdict", "elem": [[{"elem": {"val": "2", "comment": "net1"}}, {"jump": {"target": "egress_net1'
     '"}}], [{"elem": {"val": "3", "comment": "net2"}}, {"jump": {"target": "egress_net2"}}]]}}, {"map": {'
     '"family": "inet", "name": "egress_ifaces", "table": "mnp", "type": "ifname", "handle": 7, "map": "ve'
-    'rdict"}}, {"set": {"family": "inet", "name": "ingress_net1_v4", "table": "mnp", "type": ["ipv4_addr"'
-    ', "inet_proto", "inet_service"], "handle": 13, "flags": ["interval"], "elem": [{"elem": {"val": {"co'
-    'ncat": [{"prefix": {"addr": "10.1.0.0", "len": 24}}, "tcp", 8080]}, "comment": "blue/allow-web ingre'
-    'ss[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v6", "table": "mnp", "type": ["ipv6_ad'
-    'dr", "inet_proto", "inet_service"], "handle": 15, "flags": ["interval"], "elem": [{"elem": {"val": {'
-    '"concat": [{"prefix": {"addr": "fd00:1::", "len": 64}}, "tcp", 8080]}, "comment": "blue/allow-web in'
-    'gress[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v4_all", "table": "mnp", "type": "i'
-    'pv4_addr", "handle": 17, "flags": ["interval"], "elem": [{"elem": {"val": "10.9.0.5", "comment": "bl'
-    'ue/allow-mon ingress[0]"}}]}}, {"set": {"family": "inet", "name": "ingress_net1_v6_all", "table": "m'
-    'np", "type": "ipv6_addr", "handle": 19, "flags": ["interval"]}}, {"set": {"family": "inet", "name": '
-    '"egress_net1_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 31,'
-    ' "flags": ["interval"], "elem": [{"elem": {"val": {"concat": [{"prefix": {"addr": "10.2.0.0", "len":'
-    ' 16}}, "udp", 53]}, "comment": "blue/dns-only egress[0]"}}]}}, {"set": {"family": "inet", "name": "e'
-    'gress_net1_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 33, "'
-    'flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net1_v4_all", "table": "mnp", "ty'
-    'pe": "ipv4_addr", "handle": 35, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_'
-    'net1_v6_all", "table": "mnp", "type": "ipv6_addr", "handle": 37, "flags": ["interval"]}}, {"set": {"'
-    'family": "inet", "name": "ingress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "ine'
-    't_service"], "handle": 51, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2'
-    '_v6", "table": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 53, "flags": ["'
-    'interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v4_all", "table": "mnp", "type": "ipv'
-    '4_addr", "handle": 55, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "ingress_net2_v6_'
-    'all", "table": "mnp", "type": "ipv6_addr", "handle": 57, "flags": ["interval"]}}, {"set": {"family":'
-    ' "inet", "name": "egress_net2_v4", "table": "mnp", "type": ["ipv4_addr", "inet_proto", "inet_service'
-    '"], "handle": 66, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6", "tab'
-    'le": "mnp", "type": ["ipv6_addr", "inet_proto", "inet_service"], "handle": 68, "flags": ["interval"]'
-    '}}, {"set": {"family": "inet", "name": "egress_net2_v4_all", "table": "mnp", "type": "ipv4_addr", "h'
-    'andle": 70, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "egress_net2_v6_all", "table'
-    '": "mnp", "type": "ipv6_addr", "handle": 72, "flags": ["interval"]}}, {"chain": {"family": "inet", "'
-    'table": "mnp", "name": "input", "handle": 3, "type": "filter", "hook": "input", "prio": 0, "policy":'
-    ' "accept"}}, {"chain": {"family": "inet", "table": "mnp", "name": "output", "handle": 8, "type": "fi'
-    'lter", "hook": "output", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp'
-    '", "name": "ingress_net1", "handle": 11}}, {"chain": {"family": "inet", "table": "mnp", "name": "egr'
-    'ess_net1", "handle": 29}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "han'
-    'dle": 49}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 64}}, {"ru'
-    'le": {"family": "inet", "table": "mnp", "chain": "input", "handle": 45, "expr": [{"vmap": {"key": {"'
-    'meta": {"key": "iif"}}, "data": "@ingress_ifindex"}}]}}, {"rule": {"family": "inet", "table": "mnp",'
-    ' "chain": "input", "handle": 46, "expr": [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@i'
-    'ngress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "output", "handle": 47, "e'
-    'xpr": [{"vmap": {"key": {"meta": {"key": "oif"}}, "data": "@egress_ifindex"}}]}}, {"rule": {"family"'
-    ': "inet", "table": "mnp", "chain": "output", "handle": 48, "expr": [{"vmap": {"key": {"meta": {"key"'
-    ': "oifname"}}, "data": "@egress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "'
-    'ingress_net1", "handle": 20, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "righ'
-    't": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "'
-    'chain": "ingress_net1", "handle": 21, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"'
-    '}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "i'
-    'ngress_net1", "handle": 23, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "'
-    'left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", '
-    '"nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}'
-    ']}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 24, "expr": [{"m'
-    'atch": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@ingress_ne'
-    't1_v4_all"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net'
-    '1", "handle": 25, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload": {"protocol": "ip",'
-    ' "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}'
-    ']}, "right": "@ingress_net1_v4"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", '
-    '"chain": "ingress_net1", "handle": 26, "expr": [{"match": {"op": "==", "left": {"concat": [{"payload'
-    '": {"protocol": "ip6", "field": "saddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "t'
-    'h", "field": "dport"}}]}, "right": "@ingress_net1_v6"}}, {"accept": null}]}}, {"rule": {"family": "i'
-    'net", "table": "mnp", "chain": "ingress_net1", "handle": 27, "expr": [{"limit": {"rate": 10, "burst"'
-    ': 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 ingress: ", "group": 667, "queue-threshol'
-    'd": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 28, "comm'
-    'ent": "default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets": 0, "bytes": '
-    '0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle"'
-    ': 38, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "re'
-    'lated"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", '
-    '"handle": 39, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}'
-    ', {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 4'
-    '1, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"prot'
-    'ocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "nd-n'
-    'eighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": '
-    '"inet", "table": "mnp", "chain": "egress_net1", "handle": 42, "expr": [{"match": {"op": "==", "left"'
-    ': {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"pay'
-    'load": {"protocol": "th", "field": "dport"}}]}, "right": "@egress_net1_v4"}}, {"accept": null}]}}, {'
-    '"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handle": 43, "expr": [{"limit": '
-    '{"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 egress: ", "group": 6'
-    '67, "queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "'
-    'handle": 44, "comment": "default deny (blue/dns-only)", "expr": [{"counter": {"packets": 0, "bytes":'
-    ' 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handl'
-    'e": 58, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "'
-    'related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2'
-    '", "handle": 59, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid'
-    '"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle'
-    '": 61, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"'
-    'protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "'
-    'nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"famil'
-    'y": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 62, "expr": [{"limit": {"rate": 10, "'
-    'burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net2 ingress: ", "group": 667, "queue-th'
-    'reshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 63,'
-    ' "comment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes'
-    '": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "hand'
-    'le": 73, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", '
-    '"related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2'
-    '", "handle": 74, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid'
-    '"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle"'
-    ': 76, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"payload": {"p'
-    'rotocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-advert", "n'
-    'd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family'
-    '": "inet", "table": "mnp", "chain": "egress_net2", "handle": 77, "expr": [{"limit": {"rate": 10, "bu'
-    'rst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net2 egress: ", "group": 667, "queue-thres'
-    'hold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 78, "co'
-    'mment": "default deny (pending: not yet programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0'
-    '}}, {"drop": null}]}}]}'
+    'rdict"}}, {"set": {"family": "inet", "name": "g_ingress_net1_vujjingx_ports", "table": "mnp", "type"'
+    ': ["inet_proto", "inet_service"], "handle": 20, "flags": ["interval"], "elem": [{"elem": {"val": {"c'
+    'oncat": ["tcp", 8080]}, "comment": "blue/allow-web ingress[0]"}}]}}, {"map": {"family": "inet", "nam'
+    'e": "ingress_net1_v4_peers", "table": "mnp", "type": "ipv4_addr", "handle": 22, "map": "verdict", "f'
+    'lags": ["interval"], "elem": [[{"elem": {"val": {"prefix": {"addr": "10.1.0.0", "len": 24}}, "commen'
+    't": "blue/allow-web ingress[0]"}}, {"jump": {"target": "g_ingress_net1_vujjingx"}}], [{"elem": {"val'
+    '": "10.9.0.5", "comment": "blue/allow-mon ingress[0]"}}, {"accept": null}]]}}, {"map": {"family": "i'
+    'net", "name": "ingress_net1_v6_peers", "table": "mnp", "type": "ipv6_addr", "handle": 23, "map": "ve'
+    'rdict", "flags": ["interval"], "elem": [[{"elem": {"val": {"prefix": {"addr": "fd00:1::", "len": 64}'
+    '}, "comment": "blue/allow-web ingress[0]"}}, {"jump": {"target": "g_ingress_net1_vujjingx"}}]]}}, {"'
+    'set": {"family": "inet", "name": "g_egress_net1_lbf4jyyr_ports", "table": "mnp", "type": ["inet_prot'
+    'o", "inet_service"], "handle": 41, "flags": ["interval"], "elem": [{"elem": {"val": {"concat": ["udp'
+    '", 53]}, "comment": "blue/dns-only egress[0]"}}]}}, {"map": {"family": "inet", "name": "egress_net1_'
+    'v4_peers", "table": "mnp", "type": "ipv4_addr", "handle": 43, "map": "verdict", "flags": ["interval"'
+    '], "elem": [[{"elem": {"val": {"prefix": {"addr": "10.2.0.0", "len": 16}}, "comment": "blue/dns-only'
+    ' egress[0]"}}, {"jump": {"target": "g_egress_net1_lbf4jyyr"}}]]}}, {"chain": {"family": "inet", "tab'
+    'le": "mnp", "name": "input", "handle": 3, "type": "filter", "hook": "input", "prio": 0, "policy": "a'
+    'ccept"}}, {"chain": {"family": "inet", "table": "mnp", "name": "output", "handle": 8, "type": "filte'
+    'r", "hook": "output", "prio": 0, "policy": "accept"}}, {"chain": {"family": "inet", "table": "mnp", '
+    '"name": "ingress_net1", "handle": 11}}, {"chain": {"family": "inet", "table": "mnp", "name": "g_ingr'
+    'ess_net1_vujjingx", "handle": 18}}, {"chain": {"family": "inet", "table": "mnp", "name": "egress_net'
+    '1", "handle": 32}}, {"chain": {"family": "inet", "table": "mnp", "name": "g_egress_net1_lbf4jyyr", "'
+    'handle": 39}}, {"chain": {"family": "inet", "table": "mnp", "name": "ingress_net2", "handle": 55}}, '
+    '{"chain": {"family": "inet", "table": "mnp", "name": "egress_net2", "handle": 62}}, {"rule": {"famil'
+    'y": "inet", "table": "mnp", "chain": "input", "handle": 51, "expr": [{"vmap": {"key": {"meta": {"key'
+    '": "iif"}}, "data": "@ingress_ifindex"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "i'
+    'nput", "handle": 52, "expr": [{"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@ingress_iface'
+    's"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "output", "handle": 53, "expr": [{"vma'
+    'p": {"key": {"meta": {"key": "oif"}}, "data": "@egress_ifindex"}}]}}, {"rule": {"family": "inet", "t'
+    'able": "mnp", "chain": "output", "handle": 54, "expr": [{"vmap": {"key": {"meta": {"key": "oifname"}'
+    '}, "data": "@egress_ifaces"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1'
+    '", "handle": 24, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["establ'
+    'ished", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ing'
+    'ress_net1", "handle": 25, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right":'
+    ' "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1"'
+    ', "handle": 27, "comment": "IPv6 neighbour discovery", "expr": [{"match": {"op": "==", "left": {"pay'
+    'load": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-router-solicit", "nd-router-a'
+    'dvert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"]}}}, {"accept": null}]}}, {"rule"'
+    ': {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 28, "expr": [{"vmap": {"key"'
+    ': {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@ingress_net1_v4_peers"}}]}}, {"rule":'
+    ' {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 29, "expr": [{"vmap": {"key":'
+    ' {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@ingress_net1_v6_peers"}}]}}, {"rule":'
+    ' {"family": "inet", "table": "mnp", "chain": "ingress_net1", "handle": 30, "expr": [{"limit": {"rate'
+    '": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop net1 ingress: ", "group": 667, "'
+    'queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingress_net1", "hand'
+    'le": 31, "comment": "default deny (blue/allow-web, blue/allow-mon)", "expr": [{"counter": {"packets"'
+    ': 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "g_ingres'
+    's_net1_vujjingx", "handle": 21, "comment": "blue/allow-web ingress[0]", "expr": [{"match": {"op": "='
+    '=", "left": {"concat": [{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport'
+    '"}}]}, "right": "@g_ingress_net1_vujjingx_ports"}}, {"accept": null}]}}, {"rule": {"family": "inet",'
+    ' "table": "mnp", "chain": "egress_net1", "handle": 44, "expr": [{"match": {"op": "in", "left": {"ct"'
+    ': {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family":'
+    ' "inet", "table": "mnp", "chain": "egress_net1", "handle": 45, "expr": [{"match": {"op": "in", "left'
+    '": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family": "inet", "t'
+    'able": "mnp", "chain": "egress_net1", "handle": 47, "comment": "IPv6 neighbour discovery", "expr": ['
+    '{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set"'
+    ': ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirec'
+    't"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "ha'
+    'ndle": 48, "expr": [{"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": "@eg'
+    'ress_net1_v4_peers"}}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egress_net1", "handl'
+    'e": 49, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"prefix": "mnp drop'
+    ' net1 egress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": "inet", "table": "mnp"'
+    ', "chain": "egress_net1", "handle": 50, "comment": "default deny (blue/dns-only)", "expr": [{"counte'
+    'r": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "mnp", "cha'
+    'in": "g_egress_net1_lbf4jyyr", "handle": 42, "comment": "blue/dns-only egress[0]", "expr": [{"match"'
+    ': {"op": "==", "left": {"concat": [{"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "fie'
+    'ld": "dport"}}]}, "right": "@g_egress_net1_lbf4jyyr_ports"}}, {"accept": null}]}}, {"rule": {"family'
+    '": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 56, "expr": [{"match": {"op": "in", "l'
+    'eft": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule":'
+    ' {"family": "inet", "table": "mnp", "chain": "ingress_net2", "handle": 57, "expr": [{"match": {"op":'
+    ' "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family"'
+    ': "inet", "table": "mnp", "chain": "ingress_net2", "handle": 59, "comment": "IPv6 neighbour discover'
+    'y", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "r'
+    'ight": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"'
+    ', "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "ingr'
+    'ess_net2", "handle": 60, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"p'
+    'refix": "mnp drop net2 ingress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": "ine'
+    't", "table": "mnp", "chain": "ingress_net2", "handle": 61, "comment": "default deny (pending: not ye'
+    't programmed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}, {"rule": {"fami'
+    'ly": "inet", "table": "mnp", "chain": "egress_net2", "handle": 63, "expr": [{"match": {"op": "in", "'
+    'left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule"'
+    ': {"family": "inet", "table": "mnp", "chain": "egress_net2", "handle": 64, "expr": [{"match": {"op":'
+    ' "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}}, {"drop": null}]}}, {"rule": {"family"'
+    ': "inet", "table": "mnp", "chain": "egress_net2", "handle": 66, "comment": "IPv6 neighbour discovery'
+    '", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "ri'
+    'ght": {"set": ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert",'
+    ' "nd-redirect"]}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "mnp", "chain": "egres'
+    's_net2", "handle": 67, "expr": [{"limit": {"rate": 10, "burst": 20, "per": "second"}}, {"log": {"pre'
+    'fix": "mnp drop net2 egress: ", "group": 667, "queue-threshold": 1}}]}}, {"rule": {"family": "inet",'
+    ' "table": "mnp", "chain": "egress_net2", "handle": 68, "comment": "default deny (pending: not yet pr'
+    'ogrammed)", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}]}'
 )
 TABLE_JSON_ITEMS: list[dict[str, Any]] = json.loads(TABLE_JSON)["nftables"]
 
@@ -977,88 +977,35 @@ TABLE_TEXT = (
     "\t\ttype ifname : verdict\n"
     "\t}\n"
     "\n"
-    "\tset ingress_net1_v4 {\n"
-    "\t\ttype ipv4_addr . inet_proto . inet_service\n"
+    "\tset g_ingress_net1_vujjingx_ports {\n"
+    "\t\ttype inet_proto . inet_service\n"
     "\t\tflags interval\n"
-    '\t\telements = { 10.1.0.0/24 . tcp . 8080 comment "blue/allow-web ingress[0]" }\n'
+    '\t\telements = { tcp . 8080 comment "blue/allow-web ingress[0]" }\n'
     "\t}\n"
     "\n"
-    "\tset ingress_net1_v6 {\n"
-    "\t\ttype ipv6_addr . inet_proto . inet_service\n"
+    "\tmap ingress_net1_v4_peers {\n"
+    "\t\ttype ipv4_addr : verdict\n"
     "\t\tflags interval\n"
-    '\t\telements = { fd00:1::/64 . tcp . 8080 comment "blue/allow-web ingress[0]" }\n'
+    '\t\telements = { 10.1.0.0/24 comment "blue/allow-web ingress[0]" : jump g_ingress_net1_vujjingx, 10.9.'
+    '0.5 comment "blue/allow-mon ingress[0]" : accept }\n'
     "\t}\n"
     "\n"
-    "\tset ingress_net1_v4_all {\n"
-    "\t\ttype ipv4_addr\n"
+    "\tmap ingress_net1_v6_peers {\n"
+    "\t\ttype ipv6_addr : verdict\n"
     "\t\tflags interval\n"
-    '\t\telements = { 10.9.0.5 comment "blue/allow-mon ingress[0]" }\n'
+    '\t\telements = { fd00:1::/64 comment "blue/allow-web ingress[0]" : jump g_ingress_net1_vujjingx }\n'
     "\t}\n"
     "\n"
-    "\tset ingress_net1_v6_all {\n"
-    "\t\ttype ipv6_addr\n"
+    "\tset g_egress_net1_lbf4jyyr_ports {\n"
+    "\t\ttype inet_proto . inet_service\n"
     "\t\tflags interval\n"
+    '\t\telements = { udp . 53 comment "blue/dns-only egress[0]" }\n'
     "\t}\n"
     "\n"
-    "\tset egress_net1_v4 {\n"
-    "\t\ttype ipv4_addr . inet_proto . inet_service\n"
+    "\tmap egress_net1_v4_peers {\n"
+    "\t\ttype ipv4_addr : verdict\n"
     "\t\tflags interval\n"
-    '\t\telements = { 10.2.0.0/16 . udp . 53 comment "blue/dns-only egress[0]" }\n'
-    "\t}\n"
-    "\n"
-    "\tset egress_net1_v6 {\n"
-    "\t\ttype ipv6_addr . inet_proto . inet_service\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net1_v4_all {\n"
-    "\t\ttype ipv4_addr\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net1_v6_all {\n"
-    "\t\ttype ipv6_addr\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset ingress_net2_v4 {\n"
-    "\t\ttype ipv4_addr . inet_proto . inet_service\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset ingress_net2_v6 {\n"
-    "\t\ttype ipv6_addr . inet_proto . inet_service\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset ingress_net2_v4_all {\n"
-    "\t\ttype ipv4_addr\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset ingress_net2_v6_all {\n"
-    "\t\ttype ipv6_addr\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net2_v4 {\n"
-    "\t\ttype ipv4_addr . inet_proto . inet_service\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net2_v6 {\n"
-    "\t\ttype ipv6_addr . inet_proto . inet_service\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net2_v4_all {\n"
-    "\t\ttype ipv4_addr\n"
-    "\t\tflags interval\n"
-    "\t}\n"
-    "\n"
-    "\tset egress_net2_v6_all {\n"
-    "\t\ttype ipv6_addr\n"
-    "\t\tflags interval\n"
+    '\t\telements = { 10.2.0.0/16 comment "blue/dns-only egress[0]" : jump g_egress_net1_lbf4jyyr }\n'
     "\t}\n"
     "\n"
     "\tchain input {\n"
@@ -1078,12 +1025,15 @@ TABLE_TEXT = (
     "\t\tct state invalid drop\n"
     "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
     'irect } accept comment "IPv6 neighbour discovery"\n'
-    "\t\tip saddr @ingress_net1_v4_all accept\n"
-    "\t\tip saddr . meta l4proto . th dport @ingress_net1_v4 accept\n"
-    "\t\tip6 saddr . meta l4proto . th dport @ingress_net1_v6 accept\n"
+    "\t\tip saddr vmap @ingress_net1_v4_peers\n"
+    "\t\tip6 saddr vmap @ingress_net1_v6_peers\n"
     '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 ingress: " group 667 queue-thresho'
     "ld 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/allow-web, blue/allow-mon)"\n'
+    "\t}\n"
+    "\n"
+    "\tchain g_ingress_net1_vujjingx {\n"
+    '\t\tmeta l4proto . th dport @g_ingress_net1_vujjingx_ports accept comment "blue/allow-web ingress[0]"\n'
     "\t}\n"
     "\n"
     "\tchain egress_net1 {\n"
@@ -1091,10 +1041,14 @@ TABLE_TEXT = (
     "\t\tct state invalid drop\n"
     "\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-red"
     'irect } accept comment "IPv6 neighbour discovery"\n'
-    "\t\tip daddr . meta l4proto . th dport @egress_net1_v4 accept\n"
+    "\t\tip daddr vmap @egress_net1_v4_peers\n"
     '\t\tlimit rate 10/second burst 20 packets log prefix "mnp drop net1 egress: " group 667 queue-threshol'
     "d 1\n"
     '\t\tcounter packets 0 bytes 0 drop comment "default deny (blue/dns-only)"\n'
+    "\t}\n"
+    "\n"
+    "\tchain g_egress_net1_lbf4jyyr {\n"
+    '\t\tmeta l4proto . th dport @g_egress_net1_lbf4jyyr_ports accept comment "blue/dns-only egress[0]"\n'
     "\t}\n"
     "\n"
     "\tchain ingress_net2 {\n"

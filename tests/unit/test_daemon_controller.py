@@ -19,7 +19,7 @@ from daemon.metrics import Metrics
 from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.nft.errors import NftError
-from shared.nft.fake import FakeNft, TableView
+from shared.nft.fake import ElementView, FakeNft, TableView
 from shared.nft.objects import Chain, Element
 from shared.nft.render import RenderOptions, render_interface, render_remove_table
 from shared.nft.trace import Packet, trace
@@ -206,12 +206,23 @@ def test_a_peer_change_is_sent_as_a_delta_of_set_elements(h: Harness) -> None:
     assert h.ingress(DB, "10.10.0.12", "10.10.0.2", 5432) == "drop"
 
 
+PEERS = "ingress_net1_v4_peers"  # DB's peer map (shared/nft/README.md)
+
+
+def peer_element(h: Harness, address: str) -> ElementView:
+    """The element of DB's peer map that holds `address` (its verdict: the port group that admits it)."""
+    found = h.nfts[DB.netns].list_table().sets[PEERS].lookup([address])
+    assert found is not None
+    return found
+
+
 def test_a_table_edited_behind_the_daemons_back_gets_the_full_transaction(h: Harness) -> None:
     put(h.store, SPARE)
     h.ready()
     h.sync()
-    hand = Transaction().delete(Element("ingress_net1_v4", "10.10.0.11 . tcp . 5432"))
-    hand.add(Element("ingress_net1_v4", "10.10.0.99 . tcp . 5432"))
+    other = peer_element(h, "10.10.0.11")
+    hand = Transaction().delete(Element(PEERS, other.key))
+    hand.add(Element(PEERS, "10.10.0.99", other.value))
     h.nfts[DB.netns].run(hand)  # someone edits the table
     remove(h.store, pod("other"))  # the delta would delete 10.10.0.11, which is not there any more
     report = h.sync()
@@ -444,7 +455,8 @@ def test_an_element_added_by_hand_survives_deltas_until_the_periodic_resync(h: H
     put(h.store, SPARE)
     h.ready()
     h.sync()
-    h.nfts[DB.netns].run(Transaction().add(Element("ingress_net1_v4", "10.10.0.99 . tcp . 5432")))  # by hand
+    by_hand = Element(PEERS, "10.10.0.99", peer_element(h, "10.10.0.11").value)
+    h.nfts[DB.netns].run(Transaction().add(by_hand))
     remove(h.store, pod("other"))
     h.sync()
     assert only_elements(h.sent[DB.netns][-1])

@@ -15,6 +15,7 @@ import ipaddress
 import pytest
 
 from shared.compiler import subtract
+from shared.nft.fake import FakeNft
 from shared.nft.render import OperatorAdditions, RenderOptions, render_interface, render_remove_interface
 from shared.nft.transaction import Transaction
 from shared.rules import INGRESS, Allow, DirectionRules, InterfaceRules, IPNetwork, PortRange, collapse
@@ -54,6 +55,17 @@ VLAN = Allow("ns1/allow-vlan ingress[0]", nets("192.0.2.0/24"), (PortRange("sctp
 # takes any index).
 NET1, NET2, VLAN_IF = 2, 3, 4
 
+VLAN_RULES = InterfaceRules(
+    "ns1/vlan", "eth0.100", "ns1/vlan-100", ingress=DirectionRules(True, (VLAN,), ("ns1/allow-vlan",)), ifindex=VLAN_IF
+)
+
+
+def _listed(rules: InterfaceRules) -> list[str]:
+    """The chain and set names a listing of the table of `rules` shows."""
+    view = FakeNft.from_transaction(render_interface(rules)).list_table()
+    return [*view.chains, *view.sets]
+
+
 CASES: dict[str, Transaction] = {
     "pending": render_interface(InterfaceRules.pending("net1", "ns1/client", "ns1/net-a", NET1)),
     "open": render_interface(InterfaceRules("ns1/client", "net1", "ns1/net-a", ifindex=NET1)),
@@ -82,16 +94,14 @@ CASES: dict[str, Transaction] = {
         InterfaceRules.pending("net2", "ns1/client", "ns1/net-b", NET2),
         RenderOptions(accept_icmp=True, accept_icmpv6=True),
     ),
-    "ifname_hash": render_interface(
-        InterfaceRules(
-            "ns1/vlan",
-            "eth0.100",
-            "ns1/vlan-100",
-            ingress=DirectionRules(True, (VLAN,), ("ns1/allow-vlan",)),
-            ifindex=VLAN_IF,
-        )
+    "ifname_hash": render_interface(VLAN_RULES),
+    # the plugin's DEL: the names it lists in the table (the port groups of `ifname_hash`) and one of another
+    # interface, which stays
+    "remove_ifname_hash": render_remove_interface(
+        "eth0.100",
+        VLAN_IF,
+        [*_listed(VLAN_RULES), "g_ingress_net1_aaaaaaaa", "g_ingress_if_swn2nv4d_aaaa"],
     ),
-    "remove_ifname_hash": render_remove_interface("eth0.100", VLAN_IF),
     # mnpd --allow-src-prefix / --allow-dst-prefix / --custom-v4-ingress-rule-file (daemon/operator.py)
     "operator_additions": render_interface(
         InterfaceRules(

@@ -166,7 +166,8 @@ def test_invalid_is_dropped_even_from_an_allowed_peer() -> None:
         (inbound("192.0.2.10", "icmp"), "drop", "default deny (ns1/web)"),
         # IPv6
         (inbound("2001:db8:1::10", "tcp", 8050), "accept", "ns1/web ingress[0]"),
-        (inbound("2001:db8:1::ff", "tcp", 8080), "accept", "ns1/monitoring ingress[0], ns1/web ingress[0]"),
+        (inbound("2001:db8:1::10", "tcp", 8080), "accept", "ns1/monitoring ingress[0], ns1/web ingress[0]"),
+        (inbound("2001:db8:1::ff", "tcp", 8080), "accept", "ns1/monitoring ingress[0]"),
         (inbound("2001:db8:1::100", "tcp", 8080), "drop", "default deny (ns1/web)"),
         (inbound("2001:db8:1::11", "udp", 53), "drop", "default deny (ns1/web)"),
         (inbound("2001:db8:1::10", "ipv6-icmp", icmpv6_type="echo-request"), "drop", "default deny (ns1/web)"),
@@ -230,13 +231,18 @@ def test_interface_with_a_hashed_name() -> None:
 
 
 def test_steps_show_the_way() -> None:
+    """Dispatch, the peer map's element (a jump to the port group of the allows that admit the peer), the port
+    group's port set: three lookups."""
     result = trace(table(SERVER), inbound("192.0.2.10", "udp", 53))
-    assert [(step.chain, step.index) for step in result.steps] == [("input", 0), ("ingress_net1", 4)]
+    group = result.steps[2].chain
+    assert group.startswith("g_ingress_net1_")
+    assert [(step.chain, step.index) for step in result.steps] == [("input", 0), ("ingress_net1", 3), (group, 0)]
     assert result.steps[0].element is not None and result.steps[0].element.value == "jump ingress_net1"
+    both = "ns1/monitoring ingress[0], ns1/web ingress[0]"
     assert str(result) == (
         "input[0] iif vmap @ingress_ifindex  ← 2 : jump ingress_net1 (net1)\n"
-        "ingress_net1[4] ip saddr . meta l4proto . th dport @ingress_net1_v4 accept"
-        "  ← 192.0.2.10/31 . udp . 53 (ns1/web ingress[0])\n"
+        f"ingress_net1[3] ip saddr vmap @ingress_net1_v4_peers  ← 192.0.2.10/31 : jump {group} ({both})\n"
+        f"{group}[0] meta l4proto . th dport @{group}_ports accept  # {both}  ← udp . 53 (ns1/web ingress[0])\n"
         "→ accept"
     )
 
@@ -258,10 +264,10 @@ def test_the_drop_log_is_passed_by_refused_packets_only_and_decides_nothing() ->
     refused = trace(server, inbound("192.0.2.16", "tcp", 80))
     assert_trace(refused, "drop", "default deny (ns1/web)")
     assert [(s.chain, s.index, s.rule.text) for s in refused.steps[1:]] == [
-        ("ingress_net1", 6, log),
-        ("ingress_net1", 7, "counter drop"),
+        ("ingress_net1", 5, log),
+        ("ingress_net1", 6, "counter drop"),
     ]
-    assert str(refused).splitlines()[1] == f"ingress_net1[6] {log}"
+    assert str(refused).splitlines()[1] == f"ingress_net1[5] {log}"
     allowed = trace(server, inbound("192.0.2.10", "tcp", 8000))
     assert allowed.verdict == "accept" and all("log" not in s.rule.text for s in allowed.steps)
     established = trace(server, inbound("192.0.2.16", "tcp", 80, ct_state="established"))
