@@ -17,7 +17,7 @@ from shared.nft.libnft import NetnsNft
 
 # Contexts kept open, least recently used closed first: one per apply worker (daemon.apply.WORKERS). Element deltas
 # go over netlink and need none; a change that takes the full form on every pod of a node reopens nearly every
-# context whatever the bound (110 pods, 16 kept); each one kept costs ≈ 0.7–2 MB (more with the port-group layout) (docs/benchmarks.md, Scale).
+# context whatever the bound; each one kept holds ≈ 0.7–2 MB (docs/benchmarks.md, Scale).
 KEEP_CONTEXTS = 4
 CLOSERS = 4  # threads closing contexts: each close waits for the kernel, without CPU
 

@@ -200,11 +200,7 @@ def iface_token(ifname: str) -> str:
     identifier (`net1`), else `if_` and a hash of it (interface names may hold `.`, `-`, `@` …)."""
     if _plain(ifname):
         return ifname
-    import base64  # the CNI plugin renders on every ADD: import the hash only for the names that need it
-    import hashlib
-
-    digest = base64.b32encode(hashlib.sha256(ifname.encode()).digest()).decode()[:8].lower()
-    return f"if_{digest}"
+    return f"if_{_short_hash(ifname, 8)}"
 
 
 def chain_name(direction: str, ifname: str) -> str:
@@ -249,7 +245,7 @@ def _legacy_dispatch(direction: str, ifname: str, chain: str) -> Element:
 GROUP_PREFIX = "g_"
 GROUP_ID_LENGTH = 8
 PORT_KEY_TYPE = "inet_proto . inet_service"
-_GROUP_ID = re.compile(f"[a-z2-7]{{{GROUP_ID_LENGTH}}}")
+_GROUP_ID_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz234567")  # base32, lower case
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _ADDR_FAMILY = {4: "ip", 6: "ip6"}
 
@@ -295,7 +291,7 @@ def is_group_object(name: str, direction: str, ifname: str) -> bool:
     if not name.startswith(prefix):
         return False
     rest = name[len(prefix) :].removesuffix("_ports")
-    return _GROUP_ID.fullmatch(rest) is not None
+    return len(rest) == GROUP_ID_LENGTH and _GROUP_ID_ALPHABET.issuperset(rest)
 
 
 def interface_names(ifname: str, names: Iterable[str] = ()) -> set[str]:
@@ -735,7 +731,7 @@ def owned_view(view: TableView, ifname: str, ifindex: int) -> tuple[object, ...]
     return tuple(owned)
 
 
-_REFERENCE = re.compile(r"(?:@|\b(?:jump|goto) )([A-Za-z_]\w*)")
+_REFERENCE = r"(?:@|\b(?:jump|goto) )([A-Za-z_]\w*)"
 
 
 def reachable(view: TableView, chain: str) -> tuple[tuple[str, str, object], ...]:
@@ -743,6 +739,8 @@ def reachable(view: TableView, chain: str) -> tuple[tuple[str, str, object], ...
     (kind, name, content) sorted by name: a chain's hook and rules (text, comment), a set's or map's types,
     flags and elements (key, value, comment); None for a missing one. The operator's additions (custom chains,
     allow-lists: shared by every interface, `owned_view` reads them once) are named, not followed."""
+    import re  # here, not at the top: the plugin's ADD imports this module and must not load `re` (start-up)
+
     out: dict[tuple[str, str], object] = {}
     pending = [("chain", chain)]
     while pending:
@@ -771,17 +769,13 @@ def reachable(view: TableView, chain: str) -> tuple[tuple[str, str, object], ...
             )
             texts = [e.value for e in found_set.elements if e.value] if found_set is not None else []
         for text in texts:
-            for match in _REFERENCE.finditer(_unquoted(text)):
+            unquoted = re.sub(r'"[^"]*"', '""', text)  # strings emptied: a log prefix is never a reference
+            for match in re.finditer(_REFERENCE, unquoted):
                 target = match[1]
                 if target.startswith(CUSTOM_CHAIN_PREFIX) or target.startswith("allow_"):
                     continue
                 pending.append(("set" if match[0].startswith("@") else "chain", target))
     return tuple((kind, name, content) for (kind, name), content in sorted(out.items(), key=lambda item: item[0][1]))
-
-
-def _unquoted(text: str) -> str:
-    """A rule's text with its strings emptied (a log prefix is never a reference)."""
-    return re.sub(r'"[^"]*"', '""', text)
 
 
 def expected_view(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -> tuple[object, ...]:
@@ -952,9 +946,10 @@ def _port_set_elements(chain: str, ports: tuple[tuple[str, tuple[str, ...]], ...
     return tuple(Element(name, key, comment=", ".join(sources)) for key, sources in ports)
 
 
-def _short_hash(text: str) -> str:
-    """GROUP_ID_LENGTH characters of base32 of the SHA-256 of `text` (the daemon's side only)."""
-    import base64
+def _short_hash(text: str, length: int = GROUP_ID_LENGTH) -> str:
+    """`length` characters of base32 (lower case) of the SHA-256 of `text`: names for interfaces that are not
+    plain identifiers, and port groups' ids."""
+    import base64  # the CNI plugin renders on every ADD: imported only for the names that need it
     import hashlib
 
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:GROUP_ID_LENGTH].lower()
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length].lower()
