@@ -344,12 +344,13 @@ def _listed_names(deps: Deps, netns: str, others: bool) -> list[str]:
     listing = _list_table(deps, netns)
     if listing is None:
         return []
-    import json
+    # DEL only: the one reader of nft's JSON (shared.nft.trace) is not on ADD's path
+    from shared.nft.render import FAMILY, TABLE
+    from shared.nft.trace import NftListing, TraceError
 
     try:
-        items = json.loads(listing)["nftables"]
-        return [obj["name"] for item in items for kind, obj in item.items() if kind in ("chain", "set", "map")]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return NftListing.parse(listing).names(FAMILY, TABLE)
+    except (TraceError, KeyError, TypeError, AttributeError) as exc:
         raise CNIError(INTERNAL, "listing the table: nft's answer cannot be read", str(exc)) from exc
 
 

@@ -28,7 +28,7 @@ from daemon.cli.node import Inspector, pod_label, print_json, run_node_command
 from daemon.cli.options import add_node_options
 from shared.errors import NetnsGone
 from shared.nft.errors import NftError
-from shared.nft.trace import PORT_PROTOCOLS, Packet, Step, Trace, TraceError, trace
+from shared.nft.trace import PORT_PROTOCOLS, BaseChain, Packet, Step, Trace, TraceError, trace
 from shared.state import StateEntry
 
 _NO_PORT = {"icmp": "icmp", "icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}
@@ -97,7 +97,7 @@ class Explanation:
     packet: Packet
     result: Trace
     handles: dict[tuple[str, int], int | None]
-    others: list[dict[str, Any]]  # base chains of other tables on the packet's hook
+    others: list[BaseChain]  # base chains of other tables on the packet's hook
 
     def handle(self, step: Step) -> int | None:
         return self.handles.get((step.chain, step.index))
@@ -137,8 +137,8 @@ class Explanation:
 
     def other_notes(self) -> list[str]:
         return [
-            f"note: table {c.get('family')} {c.get('table')} has base chain {c.get('name')} on hook {c.get('hook')} "
-            f"(priority {c.get('prio')}, policy {c.get('policy', 'accept')}), not traced: it sees this packet too"
+            f"note: table {c.family} {c.table} has base chain {c.name} on hook {c.hook} "
+            f"(priority {c.prio}, policy {c.policy or 'accept'}), not traced: it sees this packet too"
             for c in self.others
         ]
 
@@ -167,7 +167,7 @@ class Explanation:
             "decidedBy": decided,
             "steps": steps,
             "otherBaseChains": [
-                {k: c.get(k) for k in ("family", "table", "name", "hook", "prio", "policy")} for c in self.others
+                {k: getattr(c, k) for k in ("family", "table", "name", "hook", "prio", "policy")} for c in self.others
             ],
         }
 
@@ -243,16 +243,17 @@ def explain_packet(
     if not live.exists:
         raise InspectError(f"{label}: no mnp table in its netns {entry.netns} (removed, or never installed)")
     try:
-        result = trace(live.view(), packet)
+        view = live.view()
+        result = trace(view, packet)
     except TraceError as exc:
         raise InspectError(f"{label}: the live table holds something mnp does not write: {exc}") from exc
-    handles = {(r.chain, r.index): r.handle for rules in live.rules.values() for r in rules}
-    others = [c for c in live.base_chains() if c.get("hook") == packet.hook and _sees(c, packet)]
+    handles = {(name, index): r.handle for name, c in view.chains.items() for index, r in enumerate(c.rules)}
+    others = [c for c in live.base_chains() if c.hook == packet.hook and _sees(c, packet)]
     return Explanation(entry, "ingress" if ingress else "egress", packet, result, handles, others)
 
 
-def _sees(chain: dict[str, Any], packet: Packet) -> bool:
-    family = chain.get("family")
+def _sees(chain: BaseChain, packet: Packet) -> bool:
+    family = chain.family
     return family == "inet" or (family == "ip" and packet.version == 4) or (family == "ip6" and packet.version == 6)
 
 

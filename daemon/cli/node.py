@@ -7,7 +7,7 @@ Three local sources, each usable without the others, so every command works whil
 * each pod's **live table**, `nft -j list table inet mnp` run inside its netns (`nsenter --net=PATH`, through
   shared.netns.netns_command and the same runner seam as shared.nft.exec) — the truth of what is enforced:
   guarded interfaces (the vmaps), the `default deny (policies)` comments, the counters, the element comments
-  (`LiveTable`, here);
+  (`LiveTable`, here, reading the listing only through the one reader, shared.nft.trace.NftListing);
 * **mnpd's local status**: the status file it writes beside the state dir (daemon/cli/statusfile.py) and its
   `/healthz` and `/readyz` endpoints (daemon/cli/endpoints.py, short timeout).
 
@@ -51,7 +51,7 @@ from shared.nft.render import (
     chain_name,
     interface_names,
 )
-from shared.nft.trace import TraceError, table_from_nft_json
+from shared.nft.trace import BaseChain, NftListing, TraceError
 from shared.rules import EGRESS, INGRESS
 from shared.state import DEFAULT_STATE_DIR, Problem, StateEntry, StateStore
 
@@ -88,14 +88,14 @@ class RuleInfo:
     chain: str
     index: int  # position in its chain, as the tracer counts (0-based)
     handle: int | None
-    expr: tuple[Any, ...]
+    text: str  # as nft prints it (shared.nft.trace), or its JSON for a shape mnp does not write
     comment: str | None
     packets: int | None  # None: no counter
     bytes: int | None
 
     @property
     def is_counted_drop(self) -> bool:
-        return self.packets is not None and any(e == {"drop": None} for e in self.expr)
+        return self.packets is not None and self.text.split()[-1:] == ["drop"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,8 @@ class Direction:
 
 @dataclass(frozen=True)
 class LiveTable:
-    """`nft -j list table inet mnp` (or `list ruleset`) of one netns, kept raw and read on demand."""
+    """`nft -j list table inet mnp` (or `list ruleset`) of one netns: its `nftables` items, read on demand through
+    the one reader (shared.nft.trace.NftListing) and sliced per interface by the one slice (render.interface_names)."""
 
     netns: str
     items: tuple[dict[str, Any], ...]  # the `nftables` array
@@ -137,39 +138,32 @@ class LiveTable:
     @staticmethod
     def parse(netns: str, text: str) -> LiveTable:
         try:
-            items = json.loads(text)["nftables"]
-            if not isinstance(items, list):
-                raise TypeError("nftables is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InspectError(f"{netns}: nft -j gave no nftables JSON: {exc}") from exc
-        return LiveTable(netns, tuple(i for i in items if isinstance(i, dict)))
+            return LiveTable(netns, NftListing.parse(text).items)
+        except TraceError as exc:
+            raise InspectError(f"{netns}: {exc}") from exc
 
-    def _objects(self, kind: str) -> Iterable[dict[str, Any]]:
-        for item in self.items:
-            obj = item.get(kind)
-            if isinstance(obj, dict) and obj.get("family") == FAMILY and obj.get("table", obj.get("name")) == TABLE:
-                yield obj
+    @cached_property
+    def listing(self) -> NftListing:
+        return NftListing(self.items)
 
     @property
     def exists(self) -> bool:
-        return any(True for _ in self._objects("table"))
+        return self.listing.has_table(FAMILY, TABLE)
 
     @cached_property
     def rules(self) -> dict[str, list[RuleInfo]]:
-        out: dict[str, list[RuleInfo]] = {}
-        for obj in self._objects("rule"):
-            chain = str(obj.get("chain"))
-            rules = out.setdefault(chain, [])
-            expr = tuple(obj.get("expr") or ())
-            counter = next((e["counter"] for e in expr if isinstance(e, dict) and "counter" in e), None)
-            packets = counter.get("packets") if isinstance(counter, dict) else None
-            nbytes = counter.get("bytes") if isinstance(counter, dict) else None
-            rules.append(RuleInfo(chain, len(rules), obj.get("handle"), expr, obj.get("comment"), packets, nbytes))
-        return out
+        """Each chain's rules with their handles and counters (a table that cannot be read: InspectError)."""
+        return {
+            chain.name: [
+                RuleInfo(chain.name, index, r.handle, r.text, r.comment, r.packets, r.bytes)
+                for index, r in enumerate(chain.rules)
+            ]
+            for chain in self.dispatch_view.chains.values()
+        }
 
     @cached_property
     def chains(self) -> set[str]:
-        return {str(obj.get("name")) for obj in self._objects("chain")}
+        return set(self.dispatch_view.chains)
 
     def guarded(self, direction: str) -> dict[str, str]:
         """The interfaces in `<direction>_ifindex` (by the name their element records; `<direction>_ifaces` in
@@ -186,9 +180,7 @@ class LiveTable:
         """The table through the one reader, any rule kept as text (a tampered table is still shown); its
         dispatch keys are not mapped back to indexes (each element records its interface's name)."""
         try:
-            return table_from_nft_json(
-                json.dumps({"nftables": list(self.items)}), FAMILY, TABLE, ifindex_of=lambda name: 0, opaque=True
-            )
+            return self.listing.view(FAMILY, TABLE, ifindex_of=lambda name: 0, opaque=True)
         except (TraceError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
             raise InspectError(f"{self.netns}: the table cannot be read: {exc}") from exc
 
@@ -203,7 +195,7 @@ class LiveTable:
             return Direction(label, chain, "missing")
         for rule in self.rules.get(chain, ()):
             comment = rule.comment or ""
-            if list(rule.expr) == [{"accept": None}] and comment.startswith(NOT_ISOLATED):
+            if rule.text == "accept" and comment.startswith(NOT_ISOLATED):
                 return Direction(label, chain, "open")
             if rule.is_counted_drop and comment.startswith(f"{DENY_COMMENT} ("):
                 inner = comment[len(f"{DENY_COMMENT} (") :]
@@ -217,25 +209,15 @@ class LiveTable:
 
     def names_of(self, ifname: str) -> set[str]:
         """The chains, sets and maps that belong to one interface (its port groups found among the listed ones)."""
-        listed = [
-            obj.get("name", "") for item in self.items for kind, obj in item.items() if kind in ("chain", "set", "map")
-        ]
-        return interface_names(ifname, listed)
+        return interface_names(ifname, self.listing.names(FAMILY, TABLE))
 
     def only(self, ifname: str) -> list[dict[str, Any]]:
         """The JSON items of one interface's chains, sets and rules (and the table and metainfo)."""
-        names = self.names_of(ifname)
-        kept = []
-        for item in self.items:
-            kind, obj = next(iter(item.items()))
-            name = obj.get("chain") if kind == "rule" else obj.get("name")
-            if kind in ("metainfo", "table") or (kind in ("chain", "set", "map", "rule") and name in names):
-                kept.append(item)
-        return kept
+        return self.listing.items_of(FAMILY, TABLE, self.names_of(ifname))
 
     def view(self) -> TableView:
         """The tracer's view (shared.nft.trace); TraceError on a rule mnp does not write."""
-        return table_from_nft_json(json.dumps({"nftables": list(self.items)}), ifindex_of=self._ifindex)
+        return self.listing.view(FAMILY, TABLE, ifindex_of=self._ifindex)
 
     def _ifindex(self, name: str) -> int:
         """The index of the interface nft printed as `name`: nft listed inside this netns (0: not found now)."""
@@ -244,14 +226,9 @@ class LiveTable:
         except (OSError, NetnsGone, NetnsUnusable):
             return 0
 
-    def base_chains(self) -> list[dict[str, Any]]:
+    def base_chains(self) -> list[BaseChain]:
         """Base chains of *other* tables in this netns (from `list ruleset`): they see packets too."""
-        out = []
-        for item in self.items:
-            obj = item.get("chain")
-            if isinstance(obj, dict) and obj.get("hook") and (obj.get("family"), obj.get("table")) != (FAMILY, TABLE):
-                out.append(obj)
-        return out
+        return self.listing.base_chains(FAMILY, TABLE)
 
 
 # ------------------------------------------------------------------------------------------- the inspector

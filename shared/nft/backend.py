@@ -15,11 +15,11 @@ text), full transactions and listings through a libnftables context from a bound
 change takes: an element delta → netlink; a delta that adds or removes a port group, the first programming of
 an interface, a refused delta's fallback, a repair, a change of chain rules → libnftables.
 
-The backends' listings are read by one reader, `table_from_nft_json` (shared.nft.trace: `nft -j` → TableView),
-and `interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the
-lab, the plugin's CHECK), `dispatch_elements` the one reading of the dispatch maps (the slice, CHECK, `mnpctl`'s
-LiveTable). Not yet folded in: LiveTable's rules (daemon/cli/node.py), read from the raw JSON for what a
-`TableView` does not carry — rule handles, byte counters, the JSON `mnpctl rules -o json` prints.
+The backends' listings are read by one reader, shared.nft.trace's `NftListing` / `table_from_nft_json` (`nft -j`
+→ TableView, with rule handles and counters; also `mnpctl`'s LiveTable and the plugin's CHECK and DEL), and
+`interface_view` is the one definition of what belongs to one interface in it (the daemon's repair, the lab,
+the plugin's CHECK), `dispatch_elements` the one reading of the dispatch maps (the slice, CHECK, `mnpctl`'s
+LiveTable).
 """
 
 from __future__ import annotations

@@ -200,9 +200,15 @@ class SetView:
 
 @dataclass(frozen=True)
 class RuleView:
+    """A rule: its text as `nft list` prints it (without the counter's values), its comment, its counter's
+    packets. A listed rule (shared.nft.trace) also has its counter's bytes and its handle, both left out of
+    comparisons: two listings of the same rules are equal whatever their handles."""
+
     text: str
     comment: str | None = None
     packets: int | None = None  # None: the rule has no counter
+    bytes: int | None = field(default=None, compare=False)
+    handle: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -334,6 +334,138 @@ def send(fake: FakeNft, packet: Packet, family: str = "inet", table: str = "mnp"
 # ----------------------------------------------------------------------------------------- from `nft -j`
 
 
+@dataclass(frozen=True)
+class BaseChain:
+    """A base chain of another table of the listed netns (`nft -j list ruleset`): it sees packets too, and the
+    tracer does not walk it. Its fields as nft listed them (None: not listed; a missing policy is accept)."""
+
+    family: str | None
+    table: str | None
+    name: str | None
+    hook: str
+    prio: int | str | None
+    policy: str | None
+
+
+@dataclass(frozen=True)
+class NftListing:
+    """`nft -j list table …` or `nft -j list ruleset` output: its `nftables` items, parsed once.
+
+    The one place mnp reads nft's JSON items: the `TableView` of one table (`view`, also `table_from_nft_json`),
+    the names of its chains, sets and maps (`names`: the plugin's DEL, for an interface's port groups), the
+    items of some of them as nft printed them (`items_of`: `mnpctl rules -o json`) and the other tables' base
+    chains (`base_chains`: `mnpctl explain`'s note). Every other module reads a listing through this class."""
+
+    items: tuple[dict[str, Any], ...]  # the `nftables` array (its objects)
+
+    @staticmethod
+    def parse(text: str) -> NftListing:
+        """TraceError when `text` is not nft's JSON (an object with an `nftables` array)."""
+        try:
+            items = json.loads(text)["nftables"]
+            if not isinstance(items, list):
+                raise TypeError("nftables is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TraceError(f"nft -j gave no nftables JSON: {exc}") from exc
+        return NftListing(tuple(item for item in items if isinstance(item, dict)))
+
+    def _objects(self, family: str, table: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(kind, object) of every item of table `family table` (the table's own item too)."""
+        for item in self.items:
+            for kind, obj in item.items():
+                if isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
+                    yield kind, obj
+
+    def has_table(self, family: str = "inet", table: str = "mnp") -> bool:
+        return any(kind == "table" for kind, _ in self._objects(family, table))
+
+    def names(self, family: str = "inet", table: str = "mnp") -> list[str]:
+        """The names of the table's chains, sets and maps, in listing order."""
+        return [str(obj["name"]) for kind, obj in self._objects(family, table) if kind in ("chain", "set", "map")]
+
+    def items_of(self, family: str, table: str, names: set[str]) -> list[dict[str, Any]]:
+        """The items of the table's chains, sets and maps named in `names` and of their rules, as nft printed
+        them, with the listing's metainfo and the table's own item."""
+        kept = []
+        for item in self.items:
+            kind, obj = next(iter(item.items()))
+            if kind == "metainfo":
+                kept.append(item)
+            elif isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
+                name = obj.get("chain") if kind == "rule" else obj.get("name")
+                if kind == "table" or (kind in ("chain", "set", "map", "rule") and name in names):
+                    kept.append(item)
+        return kept
+
+    def base_chains(self, family: str = "inet", table: str = "mnp") -> list[BaseChain]:
+        """The base chains (a hook) of every *other* table listed (`list ruleset`)."""
+        out = []
+        for item in self.items:
+            obj = item.get("chain")
+            if isinstance(obj, dict) and obj.get("hook") and (obj.get("family"), obj.get("table")) != (family, table):
+                out.append(
+                    BaseChain(
+                        _str_or_none(obj.get("family")),
+                        _str_or_none(obj.get("table")),
+                        _str_or_none(obj.get("name")),
+                        str(obj["hook"]),
+                        obj.get("prio") if isinstance(obj.get("prio"), int | str) else None,
+                        _str_or_none(obj.get("policy")),
+                    )
+                )
+        return out
+
+    def view(
+        self,
+        family: str = "inet",
+        table: str = "mnp",
+        ifindex_of: Callable[[str], int] | None = None,
+        opaque: bool = False,
+    ) -> TableView:
+        """The view of table `family table` (see `table_from_nft_json`); each rule with its handle and its
+        counter's packets and bytes."""
+        chains: dict[str, tuple[dict[str, Any], list[RuleView]]] = {}
+        sets: dict[str, SetView] = {}
+        for item in self.items:
+            kind, obj = next(iter(item.items()))
+            if kind == "metainfo" or (obj.get("family"), obj.get("table", obj.get("name"))) != (family, table):
+                continue
+            if kind == "chain":
+                chains[obj["name"]] = (obj, [])
+            elif kind in ("set", "map"):
+                sets[obj["name"]] = _set_from_json(obj, ifindex_of)
+            elif kind == "rule":
+                # with `opaque`, and for the operator's own rules (render.operator_objects: any nft), a rule of
+                # a shape the tracer does not know is kept as an opaque line
+                kept = opaque or obj["chain"].startswith(CUSTOM_CHAIN_PREFIX)
+                packets, nbytes = _counter(obj["expr"])
+                handle = obj.get("handle")
+                chains[obj["chain"]][1].append(
+                    RuleView(
+                        _opaque_rule_text(obj["expr"]) if kept else _rule_text(obj["expr"]),
+                        stored_comment(obj.get("comment")),
+                        packets,
+                        nbytes,
+                        handle if isinstance(handle, int) else None,
+                    )
+                )
+            elif kind != "table":
+                raise TraceError(f"nft JSON object not understood: {kind}")
+        return TableView(
+            family,
+            table,
+            {
+                name: ChainView(name, obj.get("hook"), obj.get("policy", "accept"), tuple(rules))
+                for name, (obj, rules) in sorted(chains.items())
+            },
+            dict(sorted(sets.items())),
+        )
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def table_from_nft_json(
     text: str,
     family: str = "inet",
@@ -350,35 +482,9 @@ def table_from_nft_json(
 
     Rules are turned back into the text nft would print for them — for the expressions mnp writes; anything else
     raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions. With
-    `opaque`, a rule of any other shape is kept as its JSON text instead (`mnpctl` shows a tampered table)."""
-    chains: dict[str, tuple[dict[str, Any], list[RuleView]]] = {}
-    sets: dict[str, SetView] = {}
-    for item in json.loads(text)["nftables"]:
-        kind, obj = next(iter(item.items()))
-        if kind == "metainfo" or (obj.get("family"), obj.get("table", obj.get("name"))) != (family, table):
-            continue
-        if kind == "chain":
-            chains[obj["name"]] = (obj, [])
-        elif kind in ("set", "map"):
-            sets[obj["name"]] = _set_from_json(obj, ifindex_of)
-        elif kind == "rule" and (opaque or obj["chain"].startswith(CUSTOM_CHAIN_PREFIX)):
-            # the operator's own rules (render.operator_objects): any nft, kept as an opaque line
-            text_, packets = _opaque_rule_text(obj["expr"])
-            chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
-        elif kind == "rule":
-            text_, packets = _rule_text(obj["expr"])
-            chains[obj["chain"]][1].append(RuleView(text_, stored_comment(obj.get("comment")), packets))
-        elif kind != "table":
-            raise TraceError(f"nft JSON object not understood: {kind}")
-    return TableView(
-        family,
-        table,
-        {
-            name: ChainView(name, obj.get("hook"), obj.get("policy", "accept"), tuple(rules))
-            for name, (obj, rules) in sorted(chains.items())
-        },
-        dict(sorted(sets.items())),
-    )
+    `opaque`, a rule of any other shape is kept as its JSON text instead (`mnpctl` shows a tampered table).
+    Each rule keeps its handle and its counter's bytes beside its packets, outside comparisons (`RuleView`)."""
+    return NftListing.parse(text).view(family, table, ifindex_of, opaque)
 
 
 def _set_from_json(obj: dict[str, Any], ifindex_of: Callable[[str], int] | None) -> SetView:
@@ -474,30 +580,38 @@ def _log_text(log: dict[str, Any]) -> str:
     raise TraceError(f"nft JSON log statement not understood: {log!r}")
 
 
-def _opaque_rule_text(expressions: list[Any]) -> tuple[str, int | None]:
+def _opaque_rule_text(expressions: list[Any]) -> str:
     """A rule of any shape: its text where the tracer's reader understands it, else its JSON."""
     try:
         return _rule_text(expressions)
     except TraceError:
-        return json.dumps(expressions, sort_keys=True, separators=(",", ":")), None
+        return json.dumps(expressions, sort_keys=True, separators=(",", ":"))
 
 
-def _rule_text(expressions: list[Any]) -> tuple[str, int | None]:
-    """A rule's text as nft prints it (without the counter's values), and its counter's packets."""
-    words, packets = [], None
+def _counter(expressions: list[Any]) -> tuple[int | None, int | None]:
+    """The packets and bytes of a rule's counter statement (None, None: no counter)."""
+    for expression in expressions:
+        if isinstance(expression, dict) and isinstance(expression.get("counter"), dict):
+            packets, nbytes = expression["counter"].get("packets"), expression["counter"].get("bytes")
+            return (packets if isinstance(packets, int) else None), (nbytes if isinstance(nbytes, int) else None)
+    return None, None
+
+
+def _rule_text(expressions: list[Any]) -> str:
+    """A rule's text as nft prints it (without the counter's values)."""
+    words = []
     for expression in expressions:
         match expression:
             case {"match": {"op": "==" | "in", "left": left, "right": right}}:
                 words.append(f"{_json_text(left)} {_json_text(right)}")
             case {"vmap": {"key": key, "data": data}}:
                 words.append(f"{_json_text(key)} vmap {_json_text(data)}")
-            case {"counter": {"packets": int(count)}}:
+            case {"counter": {"packets": int()}}:
                 words.append("counter")
-                packets = count
             case {"limit": dict(limit)}:
                 words.append(_limit_text(limit))
             case {"log": dict(log)}:
                 words.append(_log_text(log))
             case _:
                 words.append(_verdict(expression))
-    return " ".join(words), packets
+    return " ".join(words)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from shared.nft.errors import BusyError, ExistsError, NftError, NotFoundError, e
 from shared.nft.fake import FakeNft, TableView, parse_transactions
 from shared.nft.objects import Chain, Element, Rule, Set
 from shared.nft.render import group_chain_name, peer_map_name, port_set_name, render_interface, render_update
-from shared.nft.trace import Packet, table_from_nft_json, trace
+from shared.nft.trace import BaseChain, NftListing, Packet, table_from_nft_json, trace
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import INGRESS, InterfaceRules
 from shared.state import StateStore, entry_name
@@ -342,3 +343,34 @@ def test_a_name_is_refused_or_becomes_exactly_its_objects(ns: Netns, name: str) 
     assert live == FakeNft.from_transaction(tx).list_table()
     dispatch = [[(e.key, e.comment) for e in live.sets[f"{d}_ifindex"].elements] for d in ("ingress", "egress")]
     assert dispatch == [[("2", name)]] * 2
+
+
+def test_the_reader_carries_handles_counters_and_other_tables_base_chains(ns: Netns) -> None:
+    """The one reader (shared.nft.trace.NftListing) on the kernel's `nft -j list ruleset`: every rule's handle as
+    `nft -a` prints it, the counters' packets and bytes, and another table's base chain (not in the view)."""
+    assert ns.apply(golden(ISOLATED)) is None
+    assert (
+        ns.apply(
+            "table ip mnpt_other {\n\tchain in {\n\t\ttype filter hook input priority -5; policy accept;\n\t}\n}\n"
+        )
+        is None
+    )
+    ruleset = ns.nft("-j", "list", "ruleset")
+    assert ruleset.returncode == 0, ruleset.stderr
+    listed = NftListing.parse(ruleset.stdout)
+    assert listed.base_chains() == [BaseChain("ip", "mnpt_other", "in", "input", -5, "accept")]
+    view = listed.view()
+    assert view == ns.view()  # the other table changes nothing in the view of inet mnp
+    with_handles = ns.nft("-a", "list", "table", "inet", "mnp")
+    assert with_handles.returncode == 0, with_handles.stderr
+    chain, handles = "", {}
+    for line in with_handles.stdout.splitlines():
+        if found := re.match(r"^\tchain (\w+) \{", line):
+            chain, handles[found[1]] = found[1], []
+        elif (found := re.search(r" # handle (\d+)$", line)) and chain and line.startswith("\t\t"):
+            handles[chain].append(int(found[1]))  # a rule: nft -a prints a chain's type line without a handle
+        if line == "\t}":
+            chain = ""
+    assert {name: [r.handle for r in c.rules] for name, c in view.chains.items()} == handles
+    counted = [r for c in view.chains.values() for r in c.rules if r.text.startswith("counter")]
+    assert counted and all((r.packets, r.bytes) == (0, 0) for r in counted)  # nothing sent yet: zero, not None
