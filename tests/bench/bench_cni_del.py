@@ -7,7 +7,11 @@ under /run (like /run/mnp/state on a node) holding N entries:
 
 * `StateStore.entries()` — the bounded, regular-file-only read of every entry (shared/state.py);
 * the same files with plain `open` + `json.loads`, the floor of any reader;
-* the whole DEL decision (`cni.plugin._others`) for the last interface of a pod.
+* the whole DEL decision (`cni.plugin._others`) for the last interface of a pod;
+* when one interface of several goes, reading the table's chain and set names from its `nft -j` listing through
+  the one reader (`cni.plugin._listed_names` → shared.nft.trace.NftListing; a two-interface table, nft 1.0.6's
+  output canned in tests/unit/test_ctl_inspect.py), and what importing that reader adds to a fresh interpreter
+  that already imported what DEL imports (a new `python` process each round, with and without the reader).
 
     python -m tests.bench.bench_cni_del [--entries 200] [-n 30]
 
@@ -22,13 +26,17 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 from cni.log import Log
 from cni.plugin import _others
+from shared.nft.trace import NftListing
 from shared.state import StateEntry, StateStore
+from tests.unit.test_ctl_inspect import TABLE_JSON_ITEMS
 
 __test__ = False
 
@@ -40,6 +48,13 @@ def timed(fn: Callable[[], object], rounds: int) -> tuple[float, float]:
         fn()
         samples.append((time.perf_counter() - start) * 1000)
     return min(samples), statistics.median(samples)
+
+
+DEL_IMPORTS = "import cni.plugin, shared.nft.libnft, shared.nft.render, shared.nft.errors, shared.nft.transaction"
+
+
+def interpreter(code: str) -> Callable[[], object]:
+    return lambda: subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                     json.loads(fh.read())
 
         log = Log(io.StringIO())
+        listing = json.dumps({"nftables": TABLE_JSON_ITEMS})
         rows = {
             "StateStore.entries()": timed(store.entries, args.n),
             "plain open + json.loads": timed(plain, args.n),
             "DEL decision (_others)": timed(lambda: _others(store, "c00001", "net1", "/run/netns/x", log), args.n),
+            "listed names (NftListing)": timed(lambda: NftListing.parse(listing).names(), args.n),
+            "python + DEL's imports": timed(interpreter(DEL_IMPORTS), args.n),
+            "  + the reader": timed(interpreter(f"{DEL_IMPORTS}, shared.nft.trace"), args.n),
         }
         print(f"{args.entries} entries, {args.n} rounds, load average {os.getloadavg()[0]:.1f}")
         for name, (best, median) in rows.items():
