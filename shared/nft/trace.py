@@ -388,13 +388,15 @@ class NftListing:
         them, with the listing's metainfo and the table's own item."""
         kept = []
         for item in self.items:
-            kind, obj = next(iter(item.items()))
-            if kind == "metainfo":
+            if "metainfo" in item:
                 kept.append(item)
-            elif isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
-                name = obj.get("chain") if kind == "rule" else obj.get("name")
-                if kind == "table" or (kind in ("chain", "set", "map", "rule") and name in names):
-                    kept.append(item)
+                continue
+            for kind, obj in item.items():
+                if isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
+                    name = obj.get("chain") if kind == "rule" else obj.get("name")
+                    if kind == "table" or (kind in ("chain", "set", "map", "rule") and name in names):
+                        kept.append(item)
+                        break
         return kept
 
     def base_chains(self, family: str = "inet", table: str = "mnp") -> list[BaseChain]:

@@ -162,3 +162,11 @@ def test_the_two_slices_of_an_interface_agree(ifname: str) -> None:
     names = interface_names(ifname, NftListing.parse(listing(TABLE_JSON_ITEMS)).names())
     reached = {name for chain in names & set(view.chains) for _, name, _ in reachable(view, chain)}
     assert reached and reached <= names
+
+
+def test_items_that_are_not_nft_objects_are_passed_over() -> None:
+    junk: list[Any] = [{}, {"rule": "x"}, {"chain": ["y"]}, 7, "z"]
+    found, clean = NftListing.parse(listing([*TABLE_JSON_ITEMS, *junk])), NftListing.parse(listing(TABLE_JSON_ITEMS))
+    assert len(found.items) == len(TABLE_JSON_ITEMS) + 3  # the objects are kept (printed by `rules -o json`)
+    assert found.names() == clean.names() and found.has_table() and found.base_chains() == []
+    assert found.items_of("inet", "mnp", {"ingress_net2"}) == clean.items_of("inet", "mnp", {"ingress_net2"})
