@@ -325,10 +325,19 @@ class Controller:
         dirty: dict[IfaceKey, float] = {}
         by_pod: dict[str, set[IfaceKey]] = defaultdict(set)
         by_policy: dict[str, set[IfaceKey]] = defaultdict(set)
+        # The policies of each distinct rules pair, once: the pods of a Deployment share their rules objects.
+        policies_of: dict[tuple[int, int], set[str]] = {}
         for key, record in self.records.items():
             by_pod[record.entry.pod].add(key)
-            for policy in record.policies():
-                by_policy[policy].add(key)
+            desired = record.desired
+            if desired is None:
+                continue
+            pair = (id(desired.ingress), id(desired.egress))  # held by the record while this loop runs
+            names = policies_of.get(pair)
+            if names is None:
+                names = policies_of[pair] = record.policies()
+            for name in names:
+                by_policy[name].add(key)
 
         def mark(keys: Iterable[IfaceKey], at: float) -> None:
             for key in keys:
@@ -361,6 +370,9 @@ class Controller:
     def _selected_by(self, policies: list[MultiNetworkPolicy], snap: Snapshot) -> list[IfaceKey]:
         namespaces = {p.namespace for p in policies}
         out = []
+        # Whether the policies select a pod depends on its namespace, labels, network and phase alone (`selects`):
+        # once per distinct such look — the pods of a Deployment.
+        judged: dict[tuple[str, str, frozenset[tuple[str, str]], bool], bool] = {}
         for key, record in self.records.items():
             if record.entry.pod_namespace not in namespaces:
                 continue
@@ -368,7 +380,12 @@ class Controller:
             if isinstance(resolved, str):
                 out.append(key)  # pending anyway: recomputing it is cheap and keeps its reason current
                 continue
-            if any(selects(p, resolved.pod, resolved.attachment.network) for p in policies):
+            pod, network = resolved.pod, resolved.attachment.network
+            looks = (pod.namespace, network, frozenset(pod.labels.items()), pod.is_active)
+            selected = judged.get(looks)
+            if selected is None:
+                selected = judged[looks] = any(selects(p, pod, network) for p in policies)
+            if selected:
                 out.append(key)
         return out
 
