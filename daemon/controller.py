@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ def rules_for(
     attachment: Attachment,
     shared: dict[tuple[object, ...], Any],
     ifindex: int = 0,
+    canonical: Callable[[DirectionRules], DirectionRules] | None = None,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
 
@@ -112,7 +113,8 @@ def rules_for(
     containerPorts ("a named port is resolved against the destination pod": for ingress the selected pod
     itself). So the pods of a Deployment — same labels, same ports — share one computation, and a full resync
     of N local interfaces costs one compile per distinct policy set, not N. `shared` lives for one sync (one
-    ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`."""
+    ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`. `canonical`
+    maps each direction computed to the object it is to be (the controller's equal older one), once per sync."""
     # The policies selecting the pod depend on its namespace, labels and network alone: tested once per distinct
     # (namespace, labels, network) — the pods of a Deployment — in the sync.
     looks = ("selecting", pod.namespace, attachment.network, frozenset(pod.labels.items()), pod.is_active)
@@ -125,7 +127,8 @@ def rules_for(
         ports = pod.container_ports if direction == INGRESS else ()
         key = ("rules", direction, attachment.network, selecting, ports)
         if key not in shared:
-            shared[key] = compile_direction(index, pod, attachment.network, direction)
+            computed = compile_direction(index, pod, attachment.network, direction)
+            shared[key] = canonical(computed) if canonical is not None else computed
         out[direction] = shared[key]
     return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS], ifindex)
 
@@ -421,7 +424,7 @@ class Controller:
                     pod = resolved.pod
                     if not record.ifindex:
                         record.ifindex = _ifindex(record.entry)
-                    rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
+                    rules = rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex, self._canonical)
                     record.desired = rules
                     record.pod_uid = pod.uid
                     if rules == record.applied and not record.conntrack_due:
@@ -509,17 +512,14 @@ class Controller:
         live = [r for record in self.records.values() for r in (record.applied, record.desired) if r is not None]
         self._canonical_rules = {d: d for rules in live for d in (rules.ingress, rules.egress)}
 
-    def _canonical(self, rules: InterfaceRules) -> InterfaceRules:
-        """`rules` with its directions replaced by the equal objects an earlier sync computed, if any.
+    def _canonical(self, rules: DirectionRules) -> DirectionRules:
+        """The equal object an earlier sync computed for `rules`, if any, else `rules` (kept for the next).
 
         Every sync compiles new objects; comparing them with what is programmed (and looking them up in the
-        renderer's and the conntrack check's caches) would compare hundreds of peers per pod. Made canonical,
-        equal rules are the same object, and those comparisons are identity checks."""
-        ingress = self._canonical_rules.setdefault(rules.ingress, rules.ingress)
-        egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
-        if ingress is rules.ingress and egress is rules.egress:
-            return rules
-        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress, rules.ifindex)
+        renderer's and the conntrack check's memos, keyed by identity) would compare hundreds of peers per pod.
+        Made canonical — once per direction computed in a sync, by `rules_for` — equal rules are the same object,
+        and those comparisons are identity checks."""
+        return self._canonical_rules.setdefault(rules, rules)
 
     def _programmed_or_failed(
         self,
