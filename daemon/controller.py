@@ -184,6 +184,7 @@ class Controller:
         self._retry: set[IfaceKey] = set()
         self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
+        self._pods_of: tuple[int, tuple[Pod, ...]] | None = None  # the store's pods generation → its pods
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
 
     # ------------------------------------------------------------------------------------------- sync
@@ -408,7 +409,11 @@ class Controller:
                 ready.append((key, record, resolved))
         if not ready:  # e.g. a new pod's state entry, before its network-status: nothing to compile
             return
-        cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
+        # The pods as one tuple, kept while the store says they did not change (a policy change): the index
+        # built next then sees the very same tuple (`ClusterIndex.build`), without walking 5,000 pods twice.
+        if self._pods_of is None or self._pods_of[0] != snap.pods_generation:
+            self._pods_of = (snap.pods_generation, tuple(p.pod for p in pods.values()))
+        cluster = Cluster.of(snap.namespaces.values(), self._pods_of[1], (), snap.policies.values())
         # A policy change leaves the pods as they were: the pod-side lookups of the last sync's index serve again.
         index = self._index = ClusterIndex.build(cluster, self._index)
         shared_rules: dict[tuple[object, ...], Any] = {}  # rules_for's memo for this sync
