@@ -37,6 +37,7 @@ from shared.nft import libnft, netlink
 from shared.nft.backend import NetlinkNft, NftBackend
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.exec import RealNft
+from shared.nft.objects import Element
 from shared.nft.pool import ContextPool
 from shared.nft.render import (
     RenderOptions,
@@ -46,7 +47,7 @@ from shared.nft.render import (
     render_remove_table,
     render_update,
 )
-from shared.nft.transaction import Transaction
+from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,11 @@ class Applier:
         the next interface's rules while the workers program the previous ones, and the first pod is programmed
         without waiting for the last one's compile. Up to `workers` threads; the interfaces of one namespace are
         programmed in the order given by one thread at a time (they share its socket, context and skeleton).
-        What the threads overlap is the kernel's and libnftables' work (no GIL) and the waits on them."""
+        What the threads overlap is the kernel's and libnftables' work (no GIL) and the waits on them.
+
+        An element delta for a namespace whose netlink socket is open, and with nothing of it still queued, is
+        sent by the calling thread itself (`_inline`): one send → ack of ≈ 0.1 ms, less than handing it over —
+        a worker that holds the GIL keeps the caller waiting up to the switch interval (docs/benchmarks.md)."""
         if self.workers <= 1:
             return [self._outcome(item) for item in work]
         if self._pool is None:
@@ -206,13 +211,36 @@ class Applier:
                     if queue is not None:  # its namespace's thread takes it after the ones before it
                         queue.append(len(items) - 1)
                         continue
-                    queued[item.netns] = deque([len(items) - 1])
+                    inline = self._inline(item)
+                    if not inline:
+                        queued[item.netns] = deque([len(items) - 1])
+                if inline:  # nothing of its namespace is queued or running: the order holds
+                    outcome = self._outcome(item)
+                    with lock:
+                        outcomes[len(items) - 1] = outcome
+                    continue
                 futures.append(pool.submit(drain, item.netns))
         finally:  # whatever `work` raised, nothing handed over is still running when this returns or raises
             wait(futures)
         for future in futures:
             future.result()
         return outcomes
+
+    def _inline(self, item: Work) -> bool:
+        """Whether `item` is an element delta sent over a netlink socket already open for its namespace: cheaper
+        done at once than handed to a worker. Anything that may take libnftables (a full form, a delta that adds
+        or removes port groups) or open a namespace goes to the workers."""
+        if item.previous is None:
+            return False
+        with self._lock:
+            nft = self._nft.get(item.netns)
+        if nft is None or getattr(nft, "socket", None) is None:  # no kept socket: libnftables or the nft command
+            return False
+        try:
+            delta = render_update(item.previous, item.rules, self.options)  # memoised: the worker's own lookup
+        except TransactionError:
+            return False  # the worker's apply raises it, and the controller books it
+        return delta is not None and all(isinstance(op.obj, Element) for op in delta.operations)
 
     def _outcome(self, item: Work) -> BaseException | None:
         try:

@@ -33,13 +33,13 @@ import bisect
 import contextlib
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from daemon.logs import fields
 from shared.errors import NetnsGone, NetnsUnusable
+from shared.memo import identity_memo
 from shared.nft import netlink
 from shared.nft.errors import NftError, NotFoundError
 from shared.nft.render import RenderOptions
@@ -106,27 +106,11 @@ def withdraws(old: InterfaceRules | None, new: InterfaceRules) -> bool:
     return any(_withdraws(old.direction(d), new.direction(d)) for d in (INGRESS, EGRESS))
 
 
-# Memoised by identity: the pods of one Deployment share their rules objects (the controller makes equal rules one
-# object), so a policy change asks the same question for every one of them. Not by value: a key equal to an older
-# one of other objects (the same rules compiled again after their object was dropped) would be compared peer by
-# peer on every lookup. The entries hold their objects, so an id is never another object's while it is kept.
-_WITHDRAWS: dict[tuple[int, int], tuple[DirectionRules, DirectionRules, bool]] = {}
-_WITHDRAWS_MAX = 128
-_WITHDRAWS_LOCK = threading.Lock()
-
-
+# Memoised by identity (shared.memo): the pods of one Deployment share their rules objects (the controller makes
+# equal rules one object), so a policy change asks the same question for every one of them.
+@identity_memo(maxsize=128)
 def _withdraws(before: DirectionRules, after: DirectionRules) -> bool:
-    key = (id(before), id(after))
-    with _WITHDRAWS_LOCK:
-        hit = _WITHDRAWS.get(key)
-    if hit is not None and hit[0] is before and hit[1] is after:
-        return hit[2]
-    answer = after.isolated and (not before.isolated or not _Coverage(after.allows).covers_all(before.allows))
-    with _WITHDRAWS_LOCK:
-        if len(_WITHDRAWS) >= _WITHDRAWS_MAX:
-            _WITHDRAWS.clear()
-        _WITHDRAWS[key] = (before, after, answer)
-    return answer
+    return after.isolated and (not before.isolated or not _Coverage(after.allows).covers_all(before.allows))
 
 
 class _Coverage:

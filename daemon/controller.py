@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,7 @@ def rules_for(
     attachment: Attachment,
     shared: dict[tuple[object, ...], Any],
     ifindex: int = 0,
+    canonical: Callable[[DirectionRules], DirectionRules] | None = None,
 ) -> InterfaceRules:
     """`compile_pod(index, pod)`'s rules for one attachment, sharing work between the pods of one sync.
 
@@ -112,7 +113,8 @@ def rules_for(
     containerPorts ("a named port is resolved against the destination pod": for ingress the selected pod
     itself). So the pods of a Deployment — same labels, same ports — share one computation, and a full resync
     of N local interfaces costs one compile per distinct policy set, not N. `shared` lives for one sync (one
-    ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`."""
+    ClusterIndex). tests/unit/test_daemon_incremental.py checks the result against `compile_pod`. `canonical`
+    maps each direction computed to the object it is to be (the controller's equal older one), once per sync."""
     # The policies selecting the pod depend on its namespace, labels and network alone: tested once per distinct
     # (namespace, labels, network) — the pods of a Deployment — in the sync.
     looks = ("selecting", pod.namespace, attachment.network, frozenset(pod.labels.items()), pod.is_active)
@@ -125,7 +127,8 @@ def rules_for(
         ports = pod.container_ports if direction == INGRESS else ()
         key = ("rules", direction, attachment.network, selecting, ports)
         if key not in shared:
-            shared[key] = compile_direction(index, pod, attachment.network, direction)
+            computed = compile_direction(index, pod, attachment.network, direction)
+            shared[key] = canonical(computed) if canonical is not None else computed
         out[direction] = shared[key]
     return InterfaceRules(pod.key, attachment.interface, attachment.network, out[INGRESS], out[EGRESS], ifindex)
 
@@ -181,6 +184,7 @@ class Controller:
         self._retry: set[IfaceKey] = set()
         self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
+        self._pods_of: tuple[int, tuple[Pod, ...]] | None = None  # the store's pods generation → its pods
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
 
     # ------------------------------------------------------------------------------------------- sync
@@ -325,10 +329,19 @@ class Controller:
         dirty: dict[IfaceKey, float] = {}
         by_pod: dict[str, set[IfaceKey]] = defaultdict(set)
         by_policy: dict[str, set[IfaceKey]] = defaultdict(set)
+        # The policies of each distinct rules pair, once: the pods of a Deployment share their rules objects.
+        policies_of: dict[tuple[int, int], set[str]] = {}
         for key, record in self.records.items():
             by_pod[record.entry.pod].add(key)
-            for policy in record.policies():
-                by_policy[policy].add(key)
+            desired = record.desired
+            if desired is None:
+                continue
+            pair = (id(desired.ingress), id(desired.egress))  # held by the record while this loop runs
+            names = policies_of.get(pair)
+            if names is None:
+                names = policies_of[pair] = record.policies()
+            for name in names:
+                by_policy[name].add(key)
 
         def mark(keys: Iterable[IfaceKey], at: float) -> None:
             for key in keys:
@@ -361,6 +374,9 @@ class Controller:
     def _selected_by(self, policies: list[MultiNetworkPolicy], snap: Snapshot) -> list[IfaceKey]:
         namespaces = {p.namespace for p in policies}
         out = []
+        # Whether the policies select a pod depends on its namespace, labels, network and phase alone (`selects`):
+        # once per distinct such look — the pods of a Deployment.
+        judged: dict[tuple[str, str, frozenset[tuple[str, str]], bool], bool] = {}
         for key, record in self.records.items():
             if record.entry.pod_namespace not in namespaces:
                 continue
@@ -368,7 +384,12 @@ class Controller:
             if isinstance(resolved, str):
                 out.append(key)  # pending anyway: recomputing it is cheap and keeps its reason current
                 continue
-            if any(selects(p, resolved.pod, resolved.attachment.network) for p in policies):
+            pod, network = resolved.pod, resolved.attachment.network
+            looks = (pod.namespace, network, frozenset(pod.labels.items()), pod.is_active)
+            selected = judged.get(looks)
+            if selected is None:
+                selected = judged[looks] = any(selects(p, pod, network) for p in policies)
+            if selected:
                 out.append(key)
         return out
 
@@ -388,7 +409,11 @@ class Controller:
                 ready.append((key, record, resolved))
         if not ready:  # e.g. a new pod's state entry, before its network-status: nothing to compile
             return
-        cluster = Cluster.of(snap.namespaces.values(), (p.pod for p in pods.values()), (), snap.policies.values())
+        # The pods as one tuple, kept while the store says they did not change (a policy change): the index
+        # built next then sees the very same tuple (`ClusterIndex.build`), without walking 5,000 pods twice.
+        if self._pods_of is None or self._pods_of[0] != snap.pods_generation:
+            self._pods_of = (snap.pods_generation, tuple(p.pod for p in pods.values()))
+        cluster = Cluster.of(snap.namespaces.values(), self._pods_of[1], (), snap.policies.values())
         # A policy change leaves the pods as they were: the pod-side lookups of the last sync's index serve again.
         index = self._index = ClusterIndex.build(cluster, self._index)
         shared_rules: dict[tuple[object, ...], Any] = {}  # rules_for's memo for this sync
@@ -404,7 +429,7 @@ class Controller:
                     pod = resolved.pod
                     if not record.ifindex:
                         record.ifindex = _ifindex(record.entry)
-                    rules = self._canonical(rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex))
+                    rules = rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex, self._canonical)
                     record.desired = rules
                     record.pod_uid = pod.uid
                     if rules == record.applied and not record.conntrack_due:
@@ -492,17 +517,14 @@ class Controller:
         live = [r for record in self.records.values() for r in (record.applied, record.desired) if r is not None]
         self._canonical_rules = {d: d for rules in live for d in (rules.ingress, rules.egress)}
 
-    def _canonical(self, rules: InterfaceRules) -> InterfaceRules:
-        """`rules` with its directions replaced by the equal objects an earlier sync computed, if any.
+    def _canonical(self, rules: DirectionRules) -> DirectionRules:
+        """The equal object an earlier sync computed for `rules`, if any, else `rules` (kept for the next).
 
         Every sync compiles new objects; comparing them with what is programmed (and looking them up in the
-        renderer's and the conntrack check's caches) would compare hundreds of peers per pod. Made canonical,
-        equal rules are the same object, and those comparisons are identity checks."""
-        ingress = self._canonical_rules.setdefault(rules.ingress, rules.ingress)
-        egress = self._canonical_rules.setdefault(rules.egress, rules.egress)
-        if ingress is rules.ingress and egress is rules.egress:
-            return rules
-        return InterfaceRules(rules.pod, rules.ifname, rules.network, ingress, egress, rules.ifindex)
+        renderer's and the conntrack check's memos, keyed by identity) would compare hundreds of peers per pod.
+        Made canonical — once per direction computed in a sync, by `rules_for` — equal rules are the same object,
+        and those comparisons are identity checks."""
+        return self._canonical_rules.setdefault(rules, rules)
 
     def _programmed_or_failed(
         self,

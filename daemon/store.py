@@ -63,6 +63,7 @@ class Snapshot:
     nads: Mapping[str, NetworkAttachmentDefinition]
     policies: Mapping[str, MultiNetworkPolicy]
     entries: Mapping[tuple[str, str], StateEntry]
+    pods_generation: int = 0  # the pods' generation when taken: an equal one means the very same pods, in order
 
 
 @dataclass
@@ -180,7 +181,14 @@ class Store:
         """Shallow copies: the values are immutable, so the controller can read them without the lock."""
         with self._lock:
             o = self._objects
-            return Snapshot(dict(o[NAMESPACE]), dict(o[POD]), dict(o[NAD]), dict(o[POLICY]), dict(o[STATE]))
+            return Snapshot(
+                dict(o[NAMESPACE]),
+                dict(o[POD]),
+                dict(o[NAD]),
+                dict(o[POLICY]),
+                dict(o[STATE]),
+                self._generations[POD],
+            )
 
     def generation(self, *kinds: str) -> tuple[int, ...]:
         """A counter per kind that grows with every real change: lets a reader that does not drain the change

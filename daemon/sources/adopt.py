@@ -32,8 +32,9 @@ there). Only attachments that cannot be found cause a scan, and only of namespac
 first wanted; an attachment still missing makes the sync report failure, so the runner retries with its backoff
 (0.5 s doubling to 30 s) and the periodic resync retries it again. Nothing is scanned while no attachment wants
 adopting. Level-triggered like the rest: `reconcile()` runs at the start of a sync, recomputes from the store
-(skipped when no pod, NAD, policy or state entry changed), writes or removes entries, and upserts them into the
-store so the same sync programs them.
+(skipped when no pod, NAD, policy or state entry changed; when only policies changed, only the attachments found
+unguarded are judged again), writes or removes entries, and upserts them into the store so the same sync
+programs them.
 
 Removal: when the pod goes, or the attachment leaves its network-status, the adopted interface's chains are
 removed from its netns (the namespace it was found in; a path that names another namespace now is never
@@ -101,6 +102,18 @@ class Link:
     mac: str  # lower case
     ips: frozenset[str]  # addresses without prefix length, normalised
     index: int = 0  # its interface index in the namespace, on which its table dispatches (0: not known)
+
+
+@dataclass(frozen=True)
+class _NotGuarded:
+    """An attachment of a local pod that neither the plugin nor adoption guards, and why (an `Unguarded` once a
+    policy selects it)."""
+
+    pod: Pod
+    attachment: Attachment
+    reason: str
+    nad: NetworkAttachmentDefinition | None
+    chained: bool  # its NAD chains mnp now, but the pod started before
 
 
 @dataclass(frozen=True)
@@ -311,7 +324,10 @@ class Adopter:
         self.events = events
         self.metrics = metrics
         self.unguarded: list[Unguarded] = []
-        self._seen: tuple[int, ...] | None = None
+        self._seen: tuple[int, ...] | None = None  # the pods', NADs' and state entries' generations at the last pass
+        self._seen_policies: tuple[int, ...] | None = None
+        self._settled = False  # the last pass left nothing to retry
+        self._not_guarded: list[_NotGuarded] = []  # the last pass's attachments that nothing guards, unjudged
         self._wanted_since: dict[IfaceKey, float] = {}  # attachments not found yet → when first wanted
         self._found: dict[IfaceKey, tuple[Want, str, Identity]] = {}  # located by this process, still wanted
         self._index: dict[IfaceKey, int] = {}  # the interface index of each located attachment
@@ -321,15 +337,31 @@ class Adopter:
     # ------------------------------------------------------------------------------------------- the pass
 
     def reconcile(self, periodic: bool = False) -> bool:
-        """One pass; False when an attachment could not be found or an entry not changed (retry)."""
-        generation = self.store.generation(POD, NAD, POLICY, STATE)
-        if generation == self._seen and not periodic and not self._wanted_since:
+        """One pass; False when an attachment could not be found or an entry not changed (retry).
+
+        Which attachments are wanted, found and written depends on the pods, NADs and state entries, not on the
+        policies: when only policies changed since a pass that left nothing to retry, the pass is not run again
+        (it walks every pod of the cluster) — only the attachments it found unguarded are judged again (whether a
+        policy selects them), and reported."""
+        inputs = self.store.generation(POD, NAD, STATE)
+        policies = self.store.generation(POLICY)
+        settled = not periodic and not self._wanted_since and self._settled
+        if settled and inputs == self._seen and policies == self._seen_policies:
             return True
         snap = self.store.snapshot()
+        if settled and inputs == self._seen:
+            selecting = list(snap.policies.values())
+            unguarded = [u for c in self._not_guarded if (u := self._judged(c, selecting)) is not None]
+            self._report(unguarded, snap)
+            self._seen_policies = policies
+            return True
+        self._not_guarded = []
         wants, unguarded = self._wants(snap)
         ok = self._adopt(wants, snap, unguarded, periodic)
         self._report(unguarded, snap)
-        self._seen = self.store.generation(POD, NAD, POLICY, STATE)
+        self._seen = self.store.generation(POD, NAD, STATE)
+        self._seen_policies = policies
+        self._settled = ok
         return ok
 
     def _local_pods(self, pods: Mapping[str, PodObject]) -> Iterable[Pod]:
@@ -389,13 +421,23 @@ class Adopter:
             want = Want(pod, attachment, str(nad.config.get("name") or nad.name))
             wants[want.key] = want
             return
-        if selected(pod, attachment.network, policies):
-            found = self._unguarded(pod, attachment, reason, nad)
-            if chained:  # the NAD chains mnp now, but this pod started before: no plugin closed it
-                found = dataclasses.replace(
-                    found, message=found.message.replace("NAD does not chain mnp", "started before its NAD chained mnp")
-                )
+        candidate = _NotGuarded(pod, attachment, reason, nad, chained)
+        self._not_guarded.append(candidate)
+        found = self._judged(candidate, policies)
+        if found is not None:
             unguarded.append(found)
+
+    def _judged(self, candidate: _NotGuarded, policies: Sequence[MultiNetworkPolicy]) -> Unguarded | None:
+        """An attachment nothing guards, as reported: only when a policy selects it (else it is open by policy)."""
+        pod, attachment = candidate.pod, candidate.attachment
+        if not selected(pod, attachment.network, policies):
+            return None
+        found = self._unguarded(pod, attachment, candidate.reason, candidate.nad)
+        if candidate.chained:  # the NAD chains mnp now, but this pod started before: no plugin closed it
+            found = dataclasses.replace(
+                found, message=found.message.replace("NAD does not chain mnp", "started before its NAD chained mnp")
+            )
+        return found
 
     def _unguarded(
         self, pod: Pod, attachment: Attachment, reason: str, nad: NetworkAttachmentDefinition | None, extra: str = ""

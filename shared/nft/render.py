@@ -66,6 +66,7 @@ import itertools
 
 from shared.ifname import InvalidInterfaceName
 from shared.lean import defaultdict, lru_cache  # not functools/collections: the plugin's start-up time
+from shared.memo import identity_memo
 from shared.nft.objects import Chain, Element, Rule, Set, Table, quote, quote_ifname
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import EGRESS, INGRESS, InterfaceRules, collapse
@@ -412,18 +413,23 @@ def render_update(
     if old.ifname != new.ifname or old.ifindex != new.ifindex:
         return None
     checked_ifname(new.ifname)
-    return _render_update(new.ifname, old.ingress, old.egress, new.ingress, new.egress, options, priced)
+    return _render_update(
+        old.ingress, old.egress, new.ingress, new.egress, ifname=new.ifname, options=options, priced=priced
+    )
 
 
-@lru_cache(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
+# By the rules objects' identity (shared.memo), not their value: the controller hands the pods of a Deployment the
+# very same objects, and a by-value lookup with equal objects of another identity compares every peer.
+@identity_memo(maxsize=64)  # each entry holds two directions' rules and the delta: keep a node's groups only
 def _render_update(
-    ifname: str,
     old_ingress: DirectionRules,
     old_egress: DirectionRules,
     new_ingress: DirectionRules,
     new_egress: DirectionRules,
+    *,
+    ifname: str,
     options: RenderOptions,
-    priced: bool = True,
+    priced: bool,
 ) -> Transaction | None:
     """The smallest transaction that takes an interface programmed with `render_interface(old)` to `new`, or
     None when only a full `render_interface(new)` can.

@@ -211,6 +211,48 @@ def test_adoption_off_reports_unguarded_with_event_metric_and_status(h: Harness,
     assert node.adopter.unguarded == [] and node.events.active == {}
 
 
+def test_a_policy_change_alone_judges_the_unguarded_again_without_walking_the_pods(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass walks every pod of the cluster; which attachments are wanted and found does not depend on the
+    policies, so a change of policies alone only re-judges the unguarded ones — with the answer a full pass gives."""
+    node = Node(tmp_path, h, enabled=False)
+    put(h.store, web(), pod("idle", labels={"app": "idle"}, nets=[(NET_A, "net1", "10.10.0.3")]))
+    h.sync()
+    walks: list[int] = []
+    full_pass = Adopter._wants
+
+    def counted(self: Adopter, snap: Any) -> Any:
+        walks.append(1)
+        return full_pass(self, snap)
+
+    monkeypatch.setattr(Adopter, "_wants", counted)
+
+    def fresh() -> list[tuple[str, str, str]]:
+        other = Adopter(h.store, str(tmp_path / "state"), h.clock, enabled=False, node_name="node-a")
+        other.reconcile()
+        return [(u.pod, u.ifname, u.reason) for u in other.unguarded]
+
+    def seen() -> list[tuple[str, str, str]]:
+        return [(u.pod, u.ifname, u.reason) for u in node.adopter.unguarded]
+
+    idle_policy = policy("idle-closed", select={"app": "idle"}, ingress=[])
+    put(h.store, idle_policy)  # now idle is selected: unguarded too
+    h.sync()
+    assert walks == [] and seen() == [("default/idle", "net1", ADOPTION_OFF), ("default/web", "net1", ADOPTION_OFF)]
+    assert "default/idle net1" in node.events.active[("MultiNetworkPolicy default/idle-closed", "Unguarded")]
+    walks.clear()
+    assert seen() == fresh() and len(walks) == 1
+    walks.clear()
+    remove(h.store, idle_policy)
+    h.sync()
+    assert walks == [] and seen() == [("default/web", "net1", ADOPTION_OFF)] == fresh()
+    walks.clear()
+    put(h.store, web(net=NET_C))  # a pod change: the whole pass again
+    h.sync()
+    assert walks == [1] and seen() == [] == fresh()
+
+
 def test_plugin_type_outside_the_filter_is_unguarded(h: Harness, tmp_path: Path) -> None:
     node = Node(tmp_path, h)
     node.adopter.plugins = frozenset({"ipvlan"})

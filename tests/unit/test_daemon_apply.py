@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface
 from shared.nft.transaction import Transaction
-from shared.rules import DirectionRules, InterfaceRules
+from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 
 
 class Closable(FakeNft):
@@ -198,3 +199,54 @@ def test_apply_all_raises_what_the_work_raised_only_after_what_was_handed_over_h
         applier.apply_all(work())
     assert ns.nft(0).transactions == 1  # landed before apply_all let the error out
     applier.close()
+
+
+def test_an_element_delta_over_a_kept_netlink_socket_is_sent_by_the_calling_thread(tmp_path: Path) -> None:
+    """An element delta for a namespace whose socket is open, with nothing of that namespace queued, is sent by
+    the caller (no hand-over); a first programming (the full form), a delta queued behind its namespace's other
+    work and a backend without a kept socket go to the workers — one namespace's interfaces still in order."""
+    ns = Namespaces(tmp_path, 2)
+    sent: list[tuple[str, bool, bool]] = []  # path, by the calling thread, as a delta
+    caller = threading.current_thread()
+
+    class Socketed(Closable):
+        socket: object | None = object()  # what NetlinkNft keeps per namespace
+
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            self.path = path
+
+        def run(self, tx: Transaction) -> None:
+            super().run(tx)
+            sent.append((self.path, threading.current_thread() is caller, False))
+
+        def apply_delta(self, tx: Transaction) -> None:
+            FakeNft.run(self, tx)
+            sent.append((self.path, threading.current_thread() is caller, True))
+
+    def rules(peer: str) -> InterfaceRules:
+        allow = Allow("default/p ingress[0]", (ipaddress.ip_network(peer),), (PortRange("tcp", 80, 80),))
+        closed = DirectionRules(True, (allow,), ("default/p",))
+        return InterfaceRules("default/web", "net1", "default/net-a", closed, DirectionRules(True), 2)
+
+    first, second = rules("10.0.0.1/32"), rules("10.0.0.2/32")
+    one, two = map(str, ns.paths)
+    applier = Applier(Socketed, RenderOptions(), workers=4)
+    assert applier.apply_all([Work(one, first), Work(two, first)]) == [None, None]
+    assert sorted(sent) == [(one, False, False), (two, False, False)]  # full forms: the workers
+    sent.clear()
+    assert applier.apply_all([Work(one, second, first), Work(two, second, first)]) == [None, None]
+    assert sent == [(one, True, True), (two, True, True)]  # element deltas: the caller, in order
+    sent.clear()
+    assert applier.apply_all([Work(one, first, None), Work(one, second, first)]) == [None, None]
+    assert sent == [(one, False, False), (one, False, True)]  # behind its namespace's full form: same worker
+    expected = FakeNft.from_transaction(render_interface(second)).list_table()
+    assert all(nft.list_table() == expected for nft in applier._nft.values())
+    applier.close()
+    Socketed.socket = None  # a backend without a kept socket (the nft command): every delta to the workers
+    sent.clear()
+    other = Applier(Socketed, RenderOptions(), workers=4)
+    assert other.apply_all([Work(one, first)]) == [None]
+    assert other.apply_all([Work(one, second, first)]) == [None]
+    assert sent == [(one, False, False), (one, False, True)]
+    other.close()

@@ -128,3 +128,26 @@ def test_incremental_syncs_equal_a_full_recompute(changes: list[tuple[str, JSON]
             if key in want:
                 assert record.state == PROGRAMMED
                 assert record.applied == want[key], f"{key} is stale after {action} {obj['kind']}"
+
+
+def test_a_snapshots_pods_generation_is_equal_only_while_the_pods_are_unchanged() -> None:
+    """The controller keeps its tuple of pods while the snapshot's pods generation is unchanged: a pod written
+    with an equal value keeps it, any real change, deletion or relist that changes a pod moves it."""
+    h = Harness()
+    store = h.store
+    put(store, namespace("default"), pod("p0", nets=[(NET_A, "net1", "10.10.0.1")]), policy("deny", select={}))
+    first = store.snapshot()
+    put(
+        store, pod("p0", nets=[(NET_A, "net1", "10.10.0.1")]), policy("deny", select={"app": "a"})
+    )  # an equal pod, another policy
+    assert store.snapshot().pods_generation == first.pods_generation
+    for change in (
+        lambda: put(store, pod("p0", labels={"app": "a"}, nets=[(NET_A, "net1", "10.10.0.1")])),
+        lambda: put(store, pod("p1", nets=[(NET_A, "net1", "10.10.0.2")])),
+        lambda: remove(store, pod("p1", nets=[(NET_A, "net1", "10.10.0.2")])),
+        lambda: store.replace(POD, {}),
+    ):
+        before = store.snapshot()
+        change()
+        after = store.snapshot()
+        assert after.pods_generation != before.pods_generation and after.pods != before.pods
