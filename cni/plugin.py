@@ -410,8 +410,7 @@ def cmd_add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> dict[str, 
 
 
 def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
-    from shared.nft.render import render_interface
-    from shared.rules import InterfaceRules
+    from shared.nft.pending import render_pending  # not the renderer: its import is paid on every pod start
 
     require_netns(args.netns, deps)
     pod = args.pod
@@ -430,7 +429,7 @@ def _add(args: CmdArgs, conf: PluginConf, deps: Deps, log: Log) -> None:
         plugin=__version__,
         ifindex=ifindex,
     )
-    tx = render_interface(InterfaceRules.pending(args.ifname, pod.key, conf.name, ifindex))
+    tx = render_pending(args.ifname, ifindex)
     store = deps.store(conf.state_dir)
     with _locked(store):
         try:

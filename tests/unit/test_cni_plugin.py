@@ -798,20 +798,21 @@ def test_add_path_stays_light() -> None:
     dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback), and —
     the pending table going as a prebuilt netlink batch — neither libnftables' binding nor the daemon's netlink
     module (socket, threading), nor `json` and the `re`, `enum` … it brings (shared.cjson), nor functools,
-    collections, contextlib or — for IPv4 addresses — ipaddress (shared.lean, cni.config.normal_interface)."""
+    collections, contextlib or — for IPv4 addresses — ipaddress (shared.lean, cni.config.normal_interface), nor
+    the renderer and the rules IR (the pending table comes from shared.nft.pending)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.render, shared.nft.batch\n"
+        "import sys, cni.__main__, cni.skel, cni.config, cni.plugin, shared.nft.pending, shared.nft.batch\n"
         "from shared.netns import interface_index_here\n"
         "try:\n    interface_index_here('/proc/self/ns/net', 'lo')\nexcept Exception:\n    pass\n"  # ADD's lookup
-        "from shared.nft.render import render_interface\nfrom shared.rules import InterfaceRules\n"
-        "shared.nft.batch.encode(render_interface(InterfaceRules.pending('net1', 'ns/p', 'n', 2)))\n"  # ADD's batch
+        "shared.nft.batch.encode(shared.nft.pending.render_pending('net1', 2))\n"  # ADD's batch
         "cni.config.parse_config(" + repr(ADD_CONFIG) + ", 'ADD', 'net1')\n"  # ADD's config, IPv4 addresses
         "heavy = ('dataclasses', 'inspect', 'typing', 'subprocess', 'socket', 'threading', 'shared.model',"
         " 'shared.nft.exec', 'shared.nft.libnft', 'shared.nft.netlink', 'json', 're', 'enum', 'functools',"
-        " 'collections', 'contextlib', 'ipaddress', 'shared.nft.fake', 'bisect');"
+        " 'collections', 'contextlib', 'ipaddress', 'shared.nft.fake', 'bisect', 'shared.nft.render',"
+        " 'shared.rules', 'shared.lean', 'shared.memo', 'itertools');"
         "print(','.join(sorted(m for m in sys.modules if m in heavy)))"
     )
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
