@@ -19,11 +19,12 @@ One context is used by one thread at a time (a lock per context), and one comman
 global list), which every command that parses or prints an interface index — mnp's dispatch maps — builds in the
 netns of the calling thread, and which every command and every `nft_ctx_free` frees again (checked with 1.0.6: a
 listing from the daemon's thread names a pod's index 2 after the host's interface 2). Two threads doing so at
-once in one copy would free the list under each other. So that the daemon's apply threads need not queue behind
-one lock, `NetnsNft` spreads its contexts over `COPIES` instances: the library itself and copies of its file
-loaded again from memory (`memfd_create`, dlopen'ed through /proc/self/fd/N — another file identity, so the
-dynamic loader maps a second instance with globals of its own). A context is bound to the copy that created
-it. Where a copy cannot be made, every context shares the library and its one lock (correct, only slower).
+once in one copy would free the list under each other. So that apply threads can run commands side by side,
+`NetnsNft` can spread its contexts over `COPIES` instances (mnpd keeps one since the port groups: see `COPIES`):
+the library itself and copies of its file loaded again from memory (`memfd_create`, dlopen'ed through
+/proc/self/fd/N — another file identity, so the dynamic loader maps a second instance with globals of its own).
+A context is bound to the copy that created it. Where a copy cannot be made, every context shares the library
+and its one lock (correct, only slower).
 The CNI plugin uses the library itself (`Context()`): one command at a time anyway.
 """
 
@@ -89,7 +90,11 @@ def available() -> bool:
     return True
 
 
-COPIES = 4  # instances NetnsNft spreads its contexts over: the daemon's apply threads (daemon/apply.py WORKERS)
+# Instances NetnsNft spreads its contexts over. Each copy costs ≈ 1 MB, and libnftables' parse of a full form
+# allocates several MB in the C heap while it runs: 4 copies let 4 apply threads parse at once, which was most of
+# mnpd's start-up peak at 10,000 pods (docs/benchmarks.md, Scale). Since the port groups every policy change is a
+# netlink delta that takes no context; full forms (a start-up, a repair) and the tamper check's listings queue.
+COPIES = 1
 
 
 class Instance:
@@ -151,7 +156,7 @@ _next_copy_lock = threading.Lock()
 def _any_instance() -> Instance:
     """The instances in turn, so that contexts of different namespaces rarely share a lock."""
     global _next_copy
-    copies = instances()
+    copies = instances(COPIES)
     with _next_copy_lock:
         _next_copy = (_next_copy + 1) % len(copies)
         return copies[_next_copy]
