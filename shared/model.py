@@ -386,6 +386,11 @@ def _parse_ip(value: str) -> IPAddress:
     return ipaddress.ip_interface(value.strip()).ip
 
 
+def _strings(item: Mapping[str, Any], *keys: str) -> bool:
+    """Each of `keys` absent, null or a string (Multus writes strings; anything else is no interface name)."""
+    return all(isinstance(present(item.get(k), ""), str) for k in keys)
+
+
 def parse_network_requests(value: object, namespace: str) -> tuple[tuple[NetworkRequest, ...], list[str]]:
     """The Multus request annotation: `a, ns/b@net2` or a JSON list of {name, namespace, interface, ips, mac}."""
     if value is None or value == "":
@@ -395,18 +400,23 @@ def parse_network_requests(value: object, namespace: str) -> tuple[tuple[Network
     text = value.strip()
     requests: list[NetworkRequest] = []
     problems: list[str] = []
-    if text.startswith("["):
+    if any(c in text for c in '[{"'):  # as Multus decides (parsePodNetworkAnnotation): JSON, else the short form
         try:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             return (), [f"annotation {NETWORKS}: not valid JSON: {exc}"]
-        for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(items, list):
+            return (), [f"annotation {NETWORKS}: must be a JSON list"]
+        for i, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 problems.append(f"annotation {NETWORKS}[{i}]: needs a string 'name'")
                 continue
             ips = present(item.get("ips"), [])
             if not isinstance(ips, list) or not all(isinstance(v, str) for v in (item.get("namespace") or "", *ips)):
                 problems.append(f"annotation {NETWORKS}[{i}]: 'namespace' and 'ips' must be a string and strings")
+                continue
+            if not _strings(item, "interface", "mac"):
+                problems.append(f"annotation {NETWORKS}[{i}]: 'interface' and 'mac' must be strings")
                 continue
             ns = str(item.get("namespace") or namespace)
             requests.append(
@@ -442,6 +452,13 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             problems.append(f"annotation {NETWORK_STATUS}[{i}]: needs a string 'name'")
             continue
+        if not _strings(item, "interface", "mac"):
+            problems.append(f"annotation {NETWORK_STATUS}[{i}]: 'interface' and 'mac' must be strings")
+            continue
+        default = present(item.get("default"), False)
+        if not isinstance(default, bool):  # "false" is truthy: it would hide a secondary interface as the primary
+            problems.append(f"annotation {NETWORK_STATUS}[{i}]: 'default' must be true or false")
+            continue
         ips: list[IPAddress] = []
         raw_ips = present(item.get("ips"), [])
         if not isinstance(raw_ips, list):
@@ -452,7 +469,6 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
                 ips.append(_parse_ip(str(ip)))
             except ValueError:
                 problems.append(f"annotation {NETWORK_STATUS}[{i}].ips: {excerpt(ip)} is not an IP address")
-        default = bool(item.get("default", False))
         network = item["name"] if default else normalise_network(item["name"], namespace)
         attachments.append(
             Attachment(

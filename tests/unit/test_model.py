@@ -468,6 +468,40 @@ def test_a_garbled_network_status_is_reported(value: str, fragment: str) -> None
     assert any(fragment in p for p in problems)
 
 
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"name": "net1", "interface": "net1", "default": "false"}, "'default' must be true or false"),
+        ({"name": "net1", "interface": "net1", "default": 0}, "'default' must be true or false"),
+        ({"name": "net1", "interface": {"x": 1}}, "'interface' and 'mac' must be strings"),
+        ({"name": "net1", "interface": "net1", "mac": 5}, "'interface' and 'mac' must be strings"),
+    ],
+)
+def test_a_network_status_entry_of_the_wrong_types_is_reported_and_its_interface_stays_unresolved(
+    entry: dict[str, object], fragment: str
+) -> None:
+    """A string "false" is truthy: read as the primary network, the interface would silently drop out of every
+    policy's view. The entry is refused and reported instead (its interface stays pending: closed)."""
+    good = {"name": "net2", "interface": "net2", "ips": ["10.10.0.6"]}
+    status = json.dumps([entry, good])
+    pod, problems = parse_pod(pod_obj({"k8s.v1.cni.cncf.io/network-status": status}))
+    assert any(fragment in p for p in problems), problems
+    assert [(a.network, a.interface) for a in pod.secondary_attachments()] == [("ns1/net2", "net2")]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ('{"name": "net1"}', "must be a JSON list"),
+        ('[{"name": "net1", "interface": 7}]', "'interface' and 'mac' must be strings"),
+        ('[{"name": "net1", "mac": ["02:00:00:00:00:01"]}]', "'interface' and 'mac' must be strings"),
+    ],
+)
+def test_a_networks_annotation_of_the_wrong_types_is_reported(value: str, fragment: str) -> None:
+    requests, problems = parse_network_requests(value, "ns1")
+    assert requests == () and any(fragment in p for p in problems), problems
+
+
 def test_host_network_pods_have_no_secondary_attachments() -> None:
     status = json.dumps([{"name": "net1", "interface": "net1", "ips": ["10.10.0.5"]}])
     pod, _ = parse_pod(pod_obj({"k8s.v1.cni.cncf.io/network-status": status}, hostNetwork=True))
