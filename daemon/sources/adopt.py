@@ -65,6 +65,7 @@ from daemon.config import DEFAULT_NETNS_DIRS, DEFAULT_NETWORK_PLUGINS
 from daemon.events import EventRecorder, ObjectRef, pod_ref, policy_ref
 from daemon.logs import fields
 from daemon.metrics import Metrics
+from daemon.records import IfaceKey
 from daemon.store import NAD, POD, POLICY, STATE, PodObject, Snapshot, Store
 from shared.compiler import selects
 from shared.errors import NetnsGone, NetnsUnusable, StateError
@@ -90,8 +91,7 @@ NETNS_NOT_FOUND = "netns-not-found"
 AMBIGUOUS = "ambiguous"
 UNGUARDED_REASONS = (ADOPTION_OFF, NOT_ADOPTED_TYPE, NAD_UNKNOWN, NETNS_NOT_FOUND, AMBIGUOUS)
 
-Identity = tuple[int, int]
-IfaceKey = tuple[str, str]
+Identity = tuple[int, int]  # a namespace as (st_dev, st_ino): shared.netns.netns_identity
 
 
 @dataclass(frozen=True)
