@@ -418,6 +418,11 @@ def parse_network_requests(value: object, namespace: str) -> tuple[tuple[Network
             if not _strings(item, "interface", "mac"):
                 problems.append(f"annotation {NETWORKS}[{i}]: 'interface' and 'mac' must be strings")
                 continue
+            for ip in ips:  # kept in the request (its position names the interface), left out of the attachment
+                try:
+                    _parse_ip(ip)
+                except ValueError:
+                    problems.append(f"annotation {NETWORKS}[{i}].ips: {excerpt(ip)} is not an IP address")
             ns = str(item.get("namespace") or namespace)
             requests.append(
                 NetworkRequest(

@@ -502,6 +502,16 @@ def test_a_networks_annotation_of_the_wrong_types_is_reported(value: str, fragme
     assert requests == () and any(fragment in p for p in problems), problems
 
 
+def test_a_requested_address_that_is_no_address_is_reported_and_the_interfaces_keep_their_names() -> None:
+    request = [{"name": "net1", "ips": ["10.10.0.300/24"]}, {"name": "net2", "ips": ["10.20.0.7/24"]}]
+    pod, problems = parse_pod(pod_obj({"k8s.v1.cni.cncf.io/networks": json.dumps(request)}))
+    assert problems == ["annotation k8s.v1.cni.cncf.io/networks[0].ips: '10.10.0.300/24' is not an IP address"]
+    assert [(a.interface, a.ips) for a in pod.attachments] == [
+        ("net1", ()),
+        ("net2", (ipaddress.ip_address("10.20.0.7"),)),
+    ]
+
+
 def test_host_network_pods_have_no_secondary_attachments() -> None:
     status = json.dumps([{"name": "net1", "interface": "net1", "ips": ["10.10.0.5"]}])
     pod, _ = parse_pod(pod_obj({"k8s.v1.cni.cncf.io/network-status": status}, hostNetwork=True))
