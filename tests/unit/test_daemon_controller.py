@@ -6,6 +6,7 @@ checked with the packet tracer (shared.nft.trace) and the Fakes' transaction cou
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from daemon.events import LogEvents
 from daemon.metrics import Metrics
 from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
+from shared.model import NETWORK_STATUS
 from shared.nft.errors import NftError
 from shared.nft.fake import ElementView, FakeNft, TableView
 from shared.nft.objects import Chain, Element
@@ -616,3 +618,25 @@ def test_an_error_compiling_one_interface_keeps_the_ones_already_programmed_book
     assert report.transactions == 1 and {r.state for r in h.controller.records.values()} == {PROGRAMMED}
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
     assert h.ingress(DB, "10.10.0.11", "10.10.0.2", 5432) == "accept"
+
+
+def test_a_network_status_entry_of_the_wrong_types_leaves_its_interface_closed_and_the_rest_enforced(
+    h: Harness,
+) -> None:
+    """`"default": "false"` (a string: truthy) must not pass the interface off as the primary network, nor
+    anything else garbled in the entry stop the other pods' enforcement: the interface stays in the plugin's
+    closed table, the others are programmed."""
+    odd = entry("c-odd", "odd", ip="10.10.0.4")
+    obj = pod("odd", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.4")])
+    status = json.loads(obj["metadata"]["annotations"][NETWORK_STATUS])
+    status[1]["default"] = "false"
+    obj["metadata"]["annotations"][NETWORK_STATUS] = json.dumps(status)
+    put(h.store, obj)
+    h.attach(odd)
+    h.ready()
+    h.sync()
+    assert h.controller.records[odd.key].state == PENDING
+    assert "not in pod default/odd's network-status" in h.controller.records[odd.key].reason
+    assert h.ingress(odd, "10.10.0.10", "10.10.0.4", 80) == "drop"
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
