@@ -6,6 +6,7 @@ refused and closed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import struct
@@ -102,6 +103,7 @@ def test_a_kept_socket_is_adopted_by_the_daemons_backend_of_its_namespace(
     assert keeper.take("/run/netns/elsewhere") is None
     taken = keeper.take(pod.path)
     assert taken is not None and taken[1] == netns_identity(pod.path)
+    assert fcntl.fcntl(taken[0].fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # never inherited by what mnpd runs
     assert keeper.held() == 0
     # the daemon's netlink socket of that netns, on the adopted socket: a batch applied through it lands there
     pod.run("nft", "flush", "ruleset")
