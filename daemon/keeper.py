@@ -34,6 +34,7 @@ from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import netns_identity
 from shared.nft.handover import MAGIC, MAX_MESSAGE, keeper_path
 from shared.nft.nfnl import NETLINK_NETFILTER
+from shared.state import valid_netns_path
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def checked(sock: socket.socket, payload: bytes) -> str:
     if not payload.startswith(MAGIC):
         raise RefusedSocket("not a handover datagram")
     netns = os.fsdecode(payload[len(MAGIC) :])
-    if not netns.startswith("/") or "\0" in netns:
+    if not valid_netns_path(netns):
         raise RefusedSocket(f"netns path {netns[:80]!r}")
     try:
         domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
