@@ -35,7 +35,7 @@ from cni.errors import (
     CNIError,
 )
 from shared import cjson
-from shared.state import DEFAULT_STATE_DIR, PATH_MAX, excerpt, valid_name
+from shared.state import DEFAULT_STATE_DIR, excerpt, usable_path, valid_name
 from shared.value import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -235,15 +235,6 @@ def decode_json(stdin: bytes | str) -> Any:
         raise CNIError(DECODING_FAILURE, "cannot decode the network configuration", str(exc)[:300]) from exc
 
 
-def _usable_path(text: str) -> bool:
-    """A path the kernel can take: no NUL, at most PATH_MAX bytes, and valid UTF-8 (a JSON `\\ud800` escape is a
-    lone surrogate, which no file name can hold)."""
-    try:
-        return "\0" not in text and len(text.encode("utf-8")) <= PATH_MAX
-    except UnicodeEncodeError:
-        return False
-
-
 def _string(conf: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
     value = conf.get(key, default)
     if value is None:
@@ -297,10 +288,10 @@ def _parse_known_version(raw: Mapping[str, Any], version: str, command: str, ifn
         raise _invalid("missing plugin type")
 
     state_dir = _string(raw, "stateDir", DEFAULT_STATE_DIR) or ""
-    if not state_dir.startswith("/") or not _usable_path(state_dir):
+    if not state_dir.startswith("/") or not usable_path(state_dir):
         raise _invalid("stateDir must be an absolute path", excerpt(state_dir))
     log_file = _string(raw, "logFile") or None
-    if log_file is not None and (not log_file.startswith("/") or not _usable_path(log_file)):
+    if log_file is not None and (not log_file.startswith("/") or not usable_path(log_file)):
         raise _invalid("logFile must be an absolute path", excerpt(log_file))
     log_level = (_string(raw, "logLevel", "info") or "").lower()
     if log_level not in LOG_LEVELS:
@@ -309,7 +300,7 @@ def _parse_known_version(raw: Mapping[str, Any], version: str, command: str, ifn
     if on_error not in ON_ERROR:
         raise _invalid("onError must be 'fail' or 'ignore'", on_error[:50])
     nft_path = _string(raw, "nftPath", DEFAULT_NFT) or ""
-    if not nft_path or not _usable_path(nft_path):
+    if not nft_path or not usable_path(nft_path):
         raise _invalid("nftPath must be a non-empty path", excerpt(nft_path))
 
     prev: Mapping[str, Any] | None = None

@@ -87,7 +87,7 @@ def _require_utf8(environ: Mapping[str, str]) -> None:
 def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
     """The CNI_* variables of this call, checked for its verb (code 4 for anything missing or malformed)."""
     from cni.config import CmdArgs, parse_cni_args, valid_name
-    from shared.state import excerpt
+    from shared.state import excerpt, valid_netns_path
 
     _require_utf8(environ)
     command = environ.get("CNI_COMMAND", "")
@@ -105,7 +105,7 @@ def cmd_args(environ: Mapping[str, str]) -> CmdArgs:
         raise _env_error("invalid characters in CNI_CONTAINERID", excerpt(container_id))
     if ifname:
         validate_ifname(ifname)
-    if netns and not netns.startswith("/"):
+    if netns and not valid_netns_path(netns):
         raise _env_error("CNI_NETNS must be an absolute path", excerpt(netns))
     args = parse_cni_args(environ.get("CNI_ARGS", "")) if command in ("ADD", "CHECK", "DEL") else {}
     return CmdArgs(command, container_id, netns, ifname, environ.get("CNI_PATH", ""), args)

@@ -1,7 +1,8 @@
 """mnpd's side of shared.nft.handover: take the CNI plugin's committed NETLINK_NETFILTER sockets, so that the
 plugin's exit is not their last reference, and release them later on a thread of our own.
 
-A received descriptor is checked before it is kept — it is a netlink socket (SO_DOMAIN AF_NETLINK) of protocol
+A received descriptor is close-on-exec (MSG_CMSG_CLOEXEC: nothing mnpd runs inherits a pod's socket) and is
+checked before it is kept — it is a netlink socket (SO_DOMAIN AF_NETLINK) of protocol
 NETLINK_NETFILTER (SO_PROTOCOL), and the network namespace it belongs to (ioctl SIOCGSKNS) is the one the path in
 the datagram names now (shared.netns.netns_identity) — else it is closed at once and counted as refused. Only
 root can send (the state dir is 0700), but nothing received is trusted further: a kept socket is only ever
@@ -17,6 +18,7 @@ that the plugin keeps its socket and pays the wait).
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import logging
@@ -32,6 +34,7 @@ from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import netns_identity
 from shared.nft.handover import MAGIC, MAX_MESSAGE, keeper_path
 from shared.nft.nfnl import NETLINK_NETFILTER
+from shared.state import valid_netns_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,22 @@ SO_DOMAIN, SO_PROTOCOL = 39, 38
 HOLD_S = 1.0
 MAX_HELD = 256
 POLL_S = 0.2
+
+
+MAX_FDS = 4  # descriptors read from one datagram (the plugin sends one); a datagram with more is truncated: refused
+
+
+def receive(listener: socket.socket) -> tuple[bytes, list[int], int]:
+    """One datagram: its payload, the descriptors it carried (close-on-exec), recvmsg's flags. Not socket.recv_fds,
+    which does not pass its `flags` on to recvmsg (CPython 3.11): MSG_CMSG_CLOEXEC would not reach the kernel."""
+    fds = array.array("i")
+    payload, ancillary, flags, _ = listener.recvmsg(
+        MAX_MESSAGE, socket.CMSG_SPACE(MAX_FDS * fds.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return payload, list(fds), flags
 
 
 class RefusedSocket(ValueError):
@@ -62,7 +81,7 @@ def checked(sock: socket.socket, payload: bytes) -> str:
     if not payload.startswith(MAGIC):
         raise RefusedSocket("not a handover datagram")
     netns = os.fsdecode(payload[len(MAGIC) :])
-    if not netns.startswith("/") or "\0" in netns:
+    if not valid_netns_path(netns):
         raise RefusedSocket(f"netns path {netns[:80]!r}")
     try:
         domain = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
@@ -160,7 +179,7 @@ class SocketKeeper:
         assert self._listener is not None
         while not self._stop.is_set():
             try:
-                payload, fds, flags, _ = socket.recv_fds(self._listener, MAX_MESSAGE, 4)
+                payload, fds, flags = receive(self._listener)
             except TimeoutError:
                 payload, fds, flags = b"", [], 0
             except OSError as exc:

@@ -84,23 +84,31 @@ def check_netns(netns: str, *, gone_needs_visible_dir: bool = False) -> None:
     Every namespace file lives on the one nsfs instance. An empty plain file that is not (the mount point `ip netns`
     and CNI's pkg/ns create, left under /run/netns after its mount went away in a crashed teardown) exists but is
     no namespace any more: gone. Anything else off nsfs (a file with content, a directory, FIFO, device) never was
-    a namespace; on nsfs, ioctl NS_GET_NSTYPE tells a network namespace from the others (`/proc/self/ns/mnt`)."""
+    a namespace, nor is anything but an empty regular file where nsfs cannot be told (no /proc); on nsfs, ioctl
+    NS_GET_NSTYPE tells a network namespace from the others (`/proc/self/ns/mnt`)."""
     try:
         st = os.stat(netns)
     except (OSError, ValueError) as exc:
         raise netns_path_error(netns, exc, gone_needs_visible_dir=gone_needs_visible_dir) from exc
-    try:
-        nsfs = os.stat("/proc/self/ns/net").st_dev
-    except OSError:  # no /proc: nothing to compare with
-        nsfs = None
+    nsfs = _nsfs_device()
     if nsfs is not None and st.st_dev != nsfs:
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise NetnsGone(f"{netns} is not a network namespace file (not on nsfs: its mount is gone)")
         raise NetnsUnusable(f"{netns} is not a network namespace file (mode {st.st_mode:o})")
+    if not stat.S_ISREG(st.st_mode) or st.st_size != 0:  # a namespace file is an empty regular file, on nsfs or not
+        raise NetnsUnusable(f"{netns} is not a network namespace file (mode {st.st_mode:o}, {st.st_size} bytes)")
     kind = _namespace_type(netns, gone_needs_visible_dir)
     if kind is not None and kind != CLONE_NEWNET:
         name = _NS_TYPES.get(kind, f"type {kind:#x}")
         raise NetnsUnusable(f"{netns} is a {name} namespace, not a network namespace")
+
+
+def _nsfs_device() -> int | None:
+    """st_dev of the nsfs instance every namespace file lives on; None without /proc (nothing to compare with)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return None
 
 
 def _namespace_type(netns: str, gone_needs_visible_dir: bool) -> int | None:
@@ -108,10 +116,13 @@ def _namespace_type(netns: str, gone_needs_visible_dir: bool) -> int | None:
     import fcntl
 
     try:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO swapped in since the stat must not wait for a writer
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except (OSError, ValueError) as exc:
         raise netns_path_error(netns, exc, gone_needs_visible_dir=gone_needs_visible_dir) from exc
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NetnsUnusable(f"{netns} is not a network namespace file (changed while checked)")
         return int(fcntl.ioctl(fd, NS_GET_NSTYPE))
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EINVAL):

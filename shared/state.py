@@ -98,6 +98,21 @@ def valid_name(text: str) -> bool:
     return bool(text) and text[0] in _NAME_FIRST and all(char in _NAME_REST for char in text)
 
 
+def usable_path(text: str) -> bool:
+    """A path the kernel can take: no NUL, at most PATH_MAX bytes, and valid UTF-8 (a JSON `\\ud800` escape is a
+    lone surrogate, which no file name can hold)."""
+    try:
+        return "\0" not in text and len(text.encode("utf-8")) <= PATH_MAX
+    except UnicodeEncodeError:
+        return False
+
+
+def valid_netns_path(text: str) -> bool:
+    """Whether `text` can name a network namespace: an absolute usable_path — the one rule for CNI_NETNS
+    (cni/skel.py), an entry's `netns` and the path in a keeper datagram (daemon/keeper.py)."""
+    return text.startswith("/") and usable_path(text)
+
+
 def __getattr__(name: str) -> object:
     if name == "NAME_RE":  # compiled on first use only
         import re
@@ -315,7 +330,7 @@ class StateEntry(Value):
         if not valid_name(container_id):
             raise StateError(f"containerID {excerpt(container_id)} is not a container ID")
         netns = text_field("netns")
-        if netns and (not netns.startswith("/") or "\0" in netns or len(netns.encode("utf-8", "replace")) > PATH_MAX):
+        if netns and not valid_netns_path(netns):
             raise StateError(f"netns {excerpt(netns)} is not an absolute path")
         network = text_field("network")
         if network and not valid_name(network):

@@ -6,6 +6,7 @@ refused and closed.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import struct
@@ -102,6 +103,7 @@ def test_a_kept_socket_is_adopted_by_the_daemons_backend_of_its_namespace(
     assert keeper.take("/run/netns/elsewhere") is None
     taken = keeper.take(pod.path)
     assert taken is not None and taken[1] == netns_identity(pod.path)
+    assert fcntl.fcntl(taken[0].fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # never inherited by what mnpd runs
     assert keeper.held() == 0
     # the daemon's netlink socket of that netns, on the adopted socket: a batch applied through it lands there
     pod.run("nft", "flush", "ruleset")
@@ -148,6 +150,51 @@ def test_what_is_not_a_netfilter_socket_of_the_named_namespace_is_refused(
             sock.close()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_hostile_datagrams_are_refused_and_the_keeper_goes_on_keeping(
+    pod: NetNS, keeper: SocketKeeper, tmp_path: Path
+) -> None:
+    path = keeper_path(str(tmp_path))
+    fifo, link = tmp_path / "fifo", tmp_path / "link"
+    os.mkfifo(fifo)  # stat, never opened: a FIFO would block an open
+    link.symlink_to("/proc/self/ns/net")  # a symlink to another namespace than the socket's
+    pod_nfnl = in_netns_here(pod.path, open_socket)
+    try:
+        cases = [
+            (MAGIC + pod.path.encode(), [pod_nfnl.fileno()] * 8),  # more descriptors than the keeper reads
+            (MAGIC + pod.path.encode() + b"/" * (64 * 1024), [pod_nfnl.fileno()]),  # beyond MAX_MESSAGE
+            (MAGIC + os.fsencode(fifo), [pod_nfnl.fileno()]),
+            (MAGIC + os.fsencode(link), [pod_nfnl.fileno()]),
+            (MAGIC + pod.path.encode() + b"\0x", [pod_nfnl.fileno()]),
+        ]
+        for payload, fds in cases:
+            send(path, payload, fds)
+        until(lambda: keeper.refused == len(cases))
+        assert keeper.kept == 0 and keeper.held() == 0
+        # and then a good handover is still taken
+        assert hand_over(pod_nfnl, str(tmp_path), pod.path)
+        until(lambda: keeper.kept == 1)
+        assert keeper.refused == len(cases) and keeper.held() == 1
+    finally:
+        pod_nfnl.close()
+
+
+def test_a_keeper_path_that_is_a_symlink_or_a_fifo_is_not_replaced(tmp_path: Path) -> None:
+    elsewhere = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    elsewhere.bind(str(tmp_path / "elsewhere"))
+    try:
+        Path(keeper_path(str(tmp_path))).symlink_to(tmp_path / "elsewhere")  # even to a socket
+        with pytest.raises(OSError, match="not a socket"):
+            SocketKeeper(str(tmp_path)).start()
+        assert Path(keeper_path(str(tmp_path))).is_symlink() and (tmp_path / "elsewhere").is_socket()
+        os.unlink(keeper_path(str(tmp_path)))
+        os.mkfifo(keeper_path(str(tmp_path)))
+        with pytest.raises(OSError, match="not a socket"):
+            SocketKeeper(str(tmp_path)).start()
+        assert Path(keeper_path(str(tmp_path))).is_fifo()
+    finally:
+        elsewhere.close()
 
 
 def test_a_stale_keeper_path_is_replaced_but_a_foreign_file_is_not(tmp_path: Path) -> None:

@@ -149,6 +149,7 @@ def test_gc_and_status_need_only_the_path(node: FakeNode, command: str) -> None:
         ("CNI_IFNAME", "net\x01"),
         ("CNI_IFNAME", "net*"),
         ("CNI_NETNS", "relative/path"),
+        ("CNI_NETNS", "/run/netns/" + "a" * 4096),  # longer than PATH_MAX: a state entry could not name it
         ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME"),
         ("CNI_ARGS", "=value"),
     ],

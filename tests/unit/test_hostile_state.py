@@ -428,3 +428,23 @@ def test_mnpctl_pods_tells_an_unusable_netns_from_a_gone_one(state: StateStore, 
     rows = {row["containerID"]: row for row in json.loads(out.getvalue())["interfaces"]}
     assert rows["c1"]["state"] == "error" and "mount namespace" in rows["c1"]["reason"]
     assert rows["c2"]["state"] == "netns gone"
+
+
+@pytest.mark.parametrize("kind", ["directory", "file with content", "device", "fifo"])
+def test_without_proc_a_path_that_is_no_namespace_file_is_still_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Where nsfs cannot be told (no /proc to compare with), a directory, a file with content, a device or a FIFO
+    is still refused as CNI_NETNS — never accepted because NS_GET_NSTYPE cannot say, and a FIFO never opened in a
+    way that waits for a writer."""
+    from shared import netns as netns_mod
+    from shared.errors import NetnsUnusable
+
+    monkeypatch.setattr(netns_mod, "_nsfs_device", lambda: None)
+    path = {"directory": str(tmp_path), "device": "/dev/null"}.get(kind, str(tmp_path / "x"))
+    if kind == "file with content":
+        Path(path).write_text("not a namespace")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(NetnsUnusable):
+        netns_mod.check_netns(path)
