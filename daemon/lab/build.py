@@ -611,10 +611,4 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
+    netns.reap(proc, timeout)

@@ -674,13 +674,7 @@ class Server:
             if self.linger:
                 with contextlib.suppress(Exception):
                     proc.kill()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(Exception):
-                    proc.kill()
-                with contextlib.suppress(Exception):
-                    proc.wait(timeout)
+            reap(proc, timeout)
             for t in self._threads:
                 t.join(timeout)
             for stream in (proc.stdout, proc.stderr):
@@ -705,6 +699,17 @@ def tcp_server(ns: str | os.PathLike[str], port: int = 0, *, host: str = "", lab
 def udp_echo_server(ns: str | os.PathLike[str], port: int = 0, *, host: str = "", label: str | None = None) -> Server:
     """A UDP server in ``ns`` that answers each datagram with ``MNP-OK <label> <payload>``."""
     return Server(ns, [("udp", port)], host=host, label=label)
+
+
+def reap(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait up to `timeout` for `proc` to exit; SIGKILL it and wait again if it does not. Never raises."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(Exception):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(timeout)
 
 
 def stop_servers(ns: str | os.PathLike[str] | None = None) -> None:
@@ -831,13 +836,7 @@ class Hammer:
         with contextlib.suppress(Exception):
             if self._proc.stdin:
                 self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(Exception):
-                self._proc.kill()
-            with contextlib.suppress(Exception):
-                self._proc.wait(timeout)
+        reap(self._proc, timeout)
         self._reader.join(timeout)
         for stream in (self._proc.stdout, self._proc.stderr):
             with contextlib.suppress(Exception):

@@ -237,13 +237,16 @@ class NetnsNft:
     apply_delta = run  # libnftables takes an element delta as any other transaction
 
     def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
-        """The live table as the tracer and the Fake see it (what `nft -j list table` shows)."""
+        """The live table as the tracer and the Fake see it (what `nft -j list table` shows). What mnp never
+        writes — a rule of another shape, a set of another type, another kind of object — someone with NET_ADMIN
+        in the pod netns did: it is kept as its JSON text (`opaque`), unequal to all mnp renders, so that the
+        tamper check (daemon.apply `repair`) sees a difference and restores the table instead of failing to read."""
         from shared.nft.trace import table_from_nft_json  # the daemon's; the CNI plugin never lists
 
         context = self._context()
         context.output_json()
         text = context.command(f"list table {family} {table}")  # on this thread: names are this netns'
-        return table_from_nft_json(text, family, table, ifindex_of=_host_ifindex)
+        return table_from_nft_json(text, family, table, ifindex_of=_host_ifindex, opaque=True)
 
     def close(self) -> None:
         self.context.close()

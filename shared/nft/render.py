@@ -810,7 +810,7 @@ def _peer_elements(
     names: dict[frozenset[Allow], str] = {}
     groups: dict[str, PortGroup] = {}
     for combo, (sources, ports) in contents.items():
-        identity = "\n".join(sources) if len(by_sources[sources]) == 1 else "\n".join(sources) + f"\n{ports!r}"
+        identity = _group_identity(sources, None if len(by_sources[sources]) == 1 else ports)
         chain = group_chain_name(direction, ifname, _short_hash(identity, GROUP_ID_LENGTH))
         names[combo] = chain
         known = groups.get(chain)
@@ -843,6 +843,18 @@ def _peer_elements(
                 )
             )
     return tuple(maps), tuple(groups[name] for name in sorted(groups))
+
+
+def _group_identity(sources: tuple[str, ...], ports: tuple[tuple[str, tuple[str, ...]], ...] | None) -> str:
+    """What a port group's id hashes: its sources one a line (and its ports' repr, a line starting with `(`).
+    Policy names reach here unvalidated (hand-written manifests), so each source is escaped to keep the text
+    unambiguous — `\\` doubled, a newline as `\\n`, a leading `(` as `\\(` — lest a name holding a newline spell
+    another group's sources and take its id. A Kubernetes name holds none of these, so its ids are unchanged."""
+    lines = [source.replace("\\", "\\\\").replace("\n", "\\n") for source in sources]
+    lines = ["\\" + line if line.startswith("(") else line for line in lines]
+    if ports is not None:
+        lines.append(repr(ports))
+    return "\n".join(lines)
 
 
 def _verdict(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared.nft.errors import NftError
 from shared.nft.fake import (
     PROTOCOLS,
     ChainView,
@@ -435,7 +436,7 @@ class NftListing:
             if kind == "chain":
                 chains[obj["name"]] = (obj, [])
             elif kind in ("set", "map"):
-                sets[obj["name"]] = _set_from_json(obj, ifindex_of)
+                sets[obj["name"]] = _opaque_set(obj, ifindex_of) if opaque else _set_from_json(obj, ifindex_of)
             elif kind == "rule":
                 # with `opaque`, and for the operator's own rules (render.operator_objects: any nft), a rule of
                 # a shape the tracer does not know is kept as an opaque line
@@ -451,7 +452,7 @@ class NftListing:
                         handle if isinstance(handle, int) else None,
                     )
                 )
-            elif kind != "table":
+            elif kind != "table" and not opaque:  # opaque: another kind is nothing mnp owns (a rule using it is)
                 raise TraceError(f"nft JSON object not understood: {kind}")
         return TableView(
             family,
@@ -484,9 +485,21 @@ def table_from_nft_json(
 
     Rules are turned back into the text nft would print for them — for the expressions mnp writes; anything else
     raises TraceError — so the tracer reads the live kernel's rules with the same regular expressions. With
-    `opaque`, a rule of any other shape is kept as its JSON text instead (`mnpctl` shows a tampered table).
+    `opaque`, a rule of any other shape is kept as its JSON text instead, a set this reader cannot read with its
+    key type marked unreadable and no elements, and objects of other kinds are skipped (`mnpctl` shows a tampered
+    table; the daemon's tamper check sees it differ from what it rendered, and restores it).
     Each rule keeps its handle and its counter's bytes beside its packets, outside comparisons (`RuleView`)."""
     return NftListing.parse(text).view(family, table, ifindex_of, opaque)
+
+
+def _opaque_set(obj: dict[str, Any], ifindex_of: Callable[[str], int] | None) -> SetView:
+    """A set of any type or elements: as `_set_from_json` reads it where it can, else with its key type marked
+    unreadable and no elements — unequal to every set mnp renders."""
+    try:
+        return _set_from_json(obj, ifindex_of)
+    except (TraceError, NftError, ValueError, KeyError, TypeError, IndexError):
+        key_type = obj.get("type")
+        return SetView(str(obj.get("name")), f"unreadable {json.dumps(key_type, sort_keys=True)}", str(obj.get("map")))
 
 
 def _set_from_json(obj: dict[str, Any], ifindex_of: Callable[[str], int] | None) -> SetView:

@@ -581,8 +581,22 @@ def test_kill_9_and_restart_under_traffic(world: World) -> None:
         ["nft", "flush", "chain", "inet", "mnp", "input"],
         ["nft", "delete", "element", "inet", "mnp", "ingress_ifindex", '{ "net1" }'],
         ["nft", "flush chain inet mnp input; delete chain inet mnp input; add chain inet mnp input"],
+        ["nft", "insert rule inet mnp ingress_net1 meta mark != 1 accept"],  # a shape the reader does not know
+        [
+            "nft",
+            "add set inet mnp x { type ether_addr; elements = { 02:00:00:00:00:01 } }; add counter inet mnp c; "
+            "insert rule inet mnp ingress_net1 meta mark != 1 accept",
+        ],  # and objects of types and kinds the reader does not know
     ],
-    ids=["table deleted", "chain flushed", "base chain flushed", "dispatch element deleted", "base chain replaced"],
+    ids=[
+        "table deleted",
+        "chain flushed",
+        "base chain flushed",
+        "dispatch element deleted",
+        "base chain replaced",
+        "rule of unknown shape inserted",
+        "unknown set, object and rule added",
+    ],
 )
 def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: World, tamper: list[str]) -> None:
     """A pod with NET_ADMIN edits mnp's table in its own netns, which opens it; the periodic resync reads the

@@ -145,3 +145,36 @@ def test_a_delta_dearer_than_the_full_transaction_is_not_offered() -> None:
         ("delete", "tcp . 8080-8081"),
         ("add", "tcp . 8080"),
     ]
+
+
+def test_a_policy_name_holding_a_newline_cannot_take_another_port_group_s_name() -> None:
+    """Port groups are named by a hash of their allows' sources. Policy names reach the renderer unvalidated
+    (hand-written manifests), so a name with a newline must not spell the sources of a legitimate group: were the
+    hash taken over the sources merely joined by newlines, `a ingress[0]\\nns1/b` would collide with the group of
+    `a` and `b` together and the whole pod would be refused. Both groups render, each peer reaches only its ports."""
+    from shared.nft.trace import Packet, trace
+
+    def net(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return collapse([ipaddress.ip_network(text)])
+
+    tcp80, tcp443 = (PortRange("tcp", 80, 80),), (PortRange("tcp", 443, 443),)
+    rules = interface(
+        DirectionRules(
+            True,
+            (
+                Allow("ns1/a ingress[0]", net("192.0.2.1/32"), tcp80),
+                Allow("ns1/b ingress[0]", net("192.0.2.1/32"), tcp80),
+                Allow("ns1/a ingress[0]\nns1/b ingress[0]", net("192.0.2.2/32"), tcp443),
+            ),
+            ("ns1/a", "ns1/b"),
+        ),
+        DirectionRules(False),
+    )
+    table = FakeNft.from_transaction(render_interface(rules)).list_table()
+    assert len([name for name in table.chains if name.startswith("g_")]) == 2
+
+    def verdict(peer: str, port: int) -> str:
+        return trace(table, Packet("input", "net1", peer, "192.0.2.100", "tcp", port, ifindex=2)).verdict
+
+    cases = [("192.0.2.1", 80), ("192.0.2.1", 443), ("192.0.2.2", 443), ("192.0.2.2", 80)]
+    assert [verdict(peer, port) for peer, port in cases] == ["accept", "drop", "accept", "drop"]

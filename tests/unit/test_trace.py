@@ -567,3 +567,42 @@ def test_an_index_printed_as_a_name_is_mapped_back_in_the_listers_netns() -> Non
         "accept",
     ]
     assert trace(view, Packet("output", "net1", "192.0.2.2", "192.0.2.1", "tcp", 80, ifindex=7)).verdict == "accept"
+
+
+def test_an_opaque_view_reads_what_mnp_never_writes_as_unequal_to_all_it_renders() -> None:
+    """A listing holding a rule of another shape, a set of another type and another kind of object (a pod with
+    NET_ADMIN put them there): the plain reader refuses it; the opaque one (the daemon's tamper check) reads the
+    rule as its JSON, the set as unreadable, skips the object — and raises nothing, so the table is restored."""
+    import json
+
+    from shared.nft.errors import NftError
+    from shared.nft.trace import TraceError, table_from_nft_json
+
+    def item(kind: str, **fields: object) -> dict[str, object]:
+        return {kind: {"family": "inet", "table": "mnp", **fields}}
+
+    text = json.dumps(
+        {
+            "nftables": [
+                {"metainfo": {}},
+                {"table": {"family": "inet", "name": "mnp"}},
+                item("chain", name="ingress_net1"),
+                item(
+                    "rule",
+                    chain="ingress_net1",
+                    handle=4,
+                    expr=[{"match": {"op": "!=", "left": {"meta": {"key": "mark"}}, "right": 1}}, {"accept": None}],
+                ),
+                item("set", name="x", type="ether_addr", elem=["02:00:00:00:00:01"]),
+                item("counter", name="c", packets=0, bytes=0),
+            ]
+        }
+    )
+    with pytest.raises((TraceError, NftError)):
+        table_from_nft_json(text)
+    view = table_from_nft_json(text, opaque=True)
+    assert [rule.text for rule in view.chains["ingress_net1"].rules] == [
+        '[{"match":{"left":{"meta":{"key":"mark"}},"op":"!=","right":1}},{"accept":null}]'
+    ]
+    assert view.sets["x"].key_type == 'unreadable "ether_addr"' and view.sets["x"].elements == ()
+    assert sorted(view.chains) == ["ingress_net1"] and sorted(view.sets) == ["x"]
