@@ -47,6 +47,7 @@ from shared.nft.render import (
     render_remove_table,
     render_update,
 )
+from shared.nft.trace import TraceError
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
 
@@ -279,6 +280,10 @@ class Applier:
             live: tuple[object, ...] | None = owned_view(nft.list_table(), work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
+        except (TraceError, ValueError, KeyError, TypeError) as exc:
+            # A listing the one reader cannot read is not what this daemon programmed: restore it rather than
+            # give up on the check and leave the edit in force.
+            live = ("unreadable", str(exc))
         if live == expected_view(work.rules, self.options):
             return False
         try:

@@ -16,6 +16,7 @@ from shared.netns import netns_identity
 from shared.nft.fake import FakeNft
 from shared.nft.pool import ContextPool
 from shared.nft.render import RenderOptions, render_interface
+from shared.nft.trace import TraceError
 from shared.nft.transaction import Transaction
 from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
 
@@ -250,3 +251,24 @@ def test_an_element_delta_over_a_kept_netlink_socket_is_sent_by_the_calling_thre
     assert other.apply_all([Work(one, second, first)]) == [None]
     assert sent == [(one, False, False), (one, False, True)]
     other.close()
+
+
+def test_a_table_the_reader_cannot_read_is_restored_not_skipped(tmp_path: Path) -> None:
+    """Someone with NET_ADMIN in the pod edits the table into something the one reader refuses: the periodic check
+    must not give up on that interface ("could not check") and leave the edit in force — an unreadable table is not
+    what mnpd programmed, so the full form goes in."""
+    ns = Namespaces(tmp_path, 1)
+    applier = Applier(ns, RenderOptions(), workers=1)
+    rules = InterfaceRules.pending("net1", ifindex=2)
+    path = str(ns.paths[0])
+    applier.apply(path, rules, None, netns_identity(path))
+    nft = ns.nft(0)
+
+    def unreadable(family: str = "inet", table: str = "mnp") -> object:
+        raise TraceError("a rule of a shape mnp does not write")
+
+    nft.list_table = unreadable  # type: ignore[method-assign,assignment]
+    before = nft.transactions
+    assert applier.repair(Work(path, rules, None, netns_identity(path)))
+    assert nft.transactions == before + 1
+    applier.close()
