@@ -67,12 +67,6 @@ from shared.errors import StateError
 from shared.ifname import ifname_problem
 from shared.value import Value
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
-    import re
-
-    NAME_RE: re.Pattern[str]
-
 DEFAULT_STATE_DIR = "/run/mnp/state"  # the plugin's `stateDir`, mnpd's and mnpctl's `--state-dir` unless set
 SCHEMA = 1
 ORIGIN_CNI = "cni"
@@ -88,7 +82,7 @@ EXCERPT = 80  # characters of a bad value quoted in a message
 
 # libcni's ValidateContainerID (and ValidateNetworkName): the rule CNI_CONTAINERID and the network name follow,
 # `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$` (Go's $: no final newline). Checked without `re`, which the CNI plugin does not
-# import (its start-up time: shared.cjson); NAME_RE, the same rule as a pattern, is there for the daemon.
+# import (its start-up time: shared.cjson).
 _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _NAME_REST = _NAME_FIRST | frozenset("_.-")
 
@@ -111,14 +105,6 @@ def valid_netns_path(text: str) -> bool:
     """Whether `text` can name a network namespace: an absolute usable_path — the one rule for CNI_NETNS
     (cni/skel.py), an entry's `netns` and the path in a keeper datagram (daemon/keeper.py)."""
     return text.startswith("/") and usable_path(text)
-
-
-def __getattr__(name: str) -> object:
-    if name == "NAME_RE":  # compiled on first use only
-        import re
-
-        return re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _CID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")

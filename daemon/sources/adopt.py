@@ -74,7 +74,7 @@ from shared.netns import in_netns, is_own_netns, netns_identity
 from shared.nft.backend import NftBackend, remove_interface
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
-from shared.state import NAME_RE, ORIGIN_ADOPTED, StateEntry, StateStore
+from shared.state import ORIGIN_ADOPTED, StateEntry, StateStore, valid_name
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ class Unguarded:
 
 def container_id(pod: Pod) -> str:
     """The adopted entry's containerID: from the pod's uid, or — a manifests pod may have none, or any string —
-    from a digest, so that every reader of the state dir takes it for a container ID (shared.state.NAME_RE)."""
+    from a digest, so that every reader of the state dir takes it for a container ID (shared.state.valid_name)."""
     ident = pod.uid or f"{pod.namespace}/{pod.name}"
-    if not NAME_RE.match(CONTAINER_PREFIX + ident) or len(ident) > 128:
+    if not valid_name(CONTAINER_PREFIX + ident) or len(ident) > 128:
         ident = hashlib.sha256(ident.encode("utf-8", "replace")).hexdigest()[:32]
     return CONTAINER_PREFIX + ident
 

@@ -37,7 +37,7 @@ from daemon.sources import statedir
 from daemon.sources.statedir import StateDirSource
 from daemon.store import STATE, Store
 from shared.errors import StateError
-from shared.state import MAX_ENTRY_BYTES, NAME_RE, StateEntry, StateStore, entry_name
+from shared.state import MAX_ENTRY_BYTES, StateEntry, StateStore, entry_name, valid_name
 from tests.integration.test_daemon_sources import wait_for
 from tests.support.cnifake import FakeNode
 
@@ -352,7 +352,7 @@ def test_a_garbled_entry_is_an_entry_or_a_problem(
     for problem in problems:
         assert len(problem.reason) < 400, problem.reason  # a short excerpt, never the whole file
     for got in found:
-        assert NAME_RE.match(got.container_id) and (got.netns == "" or got.netns.startswith("/"))
+        assert valid_name(got.container_id) and (got.netns == "" or got.netns.startswith("/"))
         assert entry_name(*got.key) == os.path.basename(store.path(*GOOD.key))
     source = StateDirSource(Store(SystemClock()), store.directory, rescan_period=3600, remove_gone=False)
     source.scan()  # never raises
