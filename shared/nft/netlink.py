@@ -117,9 +117,6 @@ NFTNL_SET_ELEM_F_INTERVAL_OPEN = 1
 # The elements of one message: its ELEMENTS attribute has a 16-bit length (nft splits likewise).
 MAX_NEST = 60000
 
-_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
-_ATTR = struct.Struct("=HH")  # struct nlattr
-
 
 # ------------------------------------------------------------------------------------------ set elements
 
