@@ -14,24 +14,22 @@ process keeps ever changes namespace. Two consequences the owner must handle:
 * a path can come to name another namespace (a reused /proc/PID): every call compares the path's identity with
   the one the context was opened for and raises NetnsGone when they differ (or the path is gone).
 
-One context is used by one thread at a time (a lock per context), and one command runs at a time per loaded
-*copy* of the library (`Instance.lock`): libnftables keeps a single interface cache per copy (src/iface.c, a
-global list), which every command that parses or prints an interface index — mnp's dispatch maps — builds in the
-netns of the calling thread, and which every command and every `nft_ctx_free` frees again (checked with 1.0.6: a
-listing from the daemon's thread names a pod's index 2 after the host's interface 2). Two threads doing so at
-once in one copy would free the list under each other. So that apply threads can run commands side by side,
-`NetnsNft` can spread its contexts over `COPIES` instances (mnpd keeps one since the port groups: see `COPIES`):
-the library itself and copies of its file loaded again from memory (`memfd_create`, dlopen'ed through
-/proc/self/fd/N — another file identity, so the dynamic loader maps a second instance with globals of its own).
-A context is bound to the copy that created it. Where a copy cannot be made, every context shares the library
-and its one lock (correct, only slower).
-The CNI plugin uses the library itself (`Context()`): one command at a time anyway.
+One context is used by one thread at a time (a lock per context), and the library runs one call at a time in
+this process (`Instance.lock`, taken by every call, `nft_ctx_new` included): libnftables keeps a single interface
+cache (src/iface.c, a global list), which every command that parses or prints an interface index — mnp's dispatch
+maps — builds in the netns of the calling thread, and which every command and every `nft_ctx_free` frees again
+(checked with 1.0.6: a listing from the daemon's thread names a pod's index 2 after the host's interface 2). Two
+threads doing so at once would free the list under each other. Loading the library more than once (a memfd copy
+dlopen'ed through /proc/self/fd/N, with globals of its own) was tried and removed: the copies share libnftnl,
+libmnl, libjansson and libgmp, and two threads listing side by side aborted the process in about one run in ten
+(tests/integration/test_libnft.py; docs/benchmarks.md). Policy changes are netlink deltas that take no context;
+full forms and the tamper check's listings queue behind the one lock.
+The CNI plugin uses the same library and lock (`Context()`): one command at a time anyway.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from functools import cache
 
@@ -90,15 +88,8 @@ def available() -> bool:
     return True
 
 
-# Instances NetnsNft spreads its contexts over. Each copy costs ≈ 1 MB, and libnftables' parse of a full form
-# allocates several MB in the C heap while it runs: 4 copies let 4 apply threads parse at once, which was most of
-# mnpd's start-up peak at 10,000 pods (docs/benchmarks.md, Scale). Since the port groups every policy change is a
-# netlink delta that takes no context; full forms (a start-up, a repair) and the tamper check's listings queue.
-COPIES = 1
-
-
 class Instance:
-    """One loaded copy of libnftables and the lock of its global interface cache (see the module docstring)."""
+    """The loaded libnftables and the lock of its global interface cache (see the module docstring)."""
 
     __slots__ = ("lib", "lock")
 
@@ -111,55 +102,6 @@ class Instance:
 def instance() -> Instance:
     """The library itself, as `library()` loads it."""
     return Instance(library())
-
-
-@cache
-def instances(count: int = COPIES) -> tuple[Instance, ...]:
-    """`instance()` and up to `count - 1` further copies of it; fewer (none) where a copy cannot be loaded."""
-    out = [instance()]
-    fds: list[int] = []  # open until every copy is loaded: the loader knows a loaded copy by its path's text
-    try:
-        path = _loaded_path(LIBRARY)
-        for n in range(1, count):
-            fds.append(os.memfd_create(f"libnftables-{n}", os.MFD_CLOEXEC))
-            out.append(Instance(_declared(_load_copy(path, fds[-1]))))
-    except OSError:
-        pass  # no memfd, no /proc, or a loader that refuses: the copies made so far (at least the library)
-    finally:
-        for fd in fds:
-            os.close(fd)  # the loader keeps its own mapping
-    return tuple(out)
-
-
-def _loaded_path(soname: str) -> str:
-    """The file this process mapped for `soname` (its /proc/self/maps line)."""
-    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-        for line in maps:
-            path = line.rstrip("\n").split(maxsplit=5)[-1]
-            if path.startswith("/") and os.path.basename(path).startswith(soname):
-                return path
-    raise OSError(f"{soname} is not mapped")
-
-
-def _load_copy(path: str, fd: int) -> ctypes.CDLL:
-    """Another instance of the library at `path`: its bytes written to the memfd `fd`, dlopen'ed by its path."""
-    with open(path, "rb") as src, open(fd, "wb", closefd=False) as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
-    return ctypes.CDLL(f"/proc/self/fd/{fd}")
-
-
-_next_copy = 0
-_next_copy_lock = threading.Lock()
-
-
-def _any_instance() -> Instance:
-    """The instances in turn, so that contexts of different namespaces rarely share a lock."""
-    global _next_copy
-    copies = instances(COPIES)
-    with _next_copy_lock:
-        _next_copy = (_next_copy + 1) % len(copies)
-        return copies[_next_copy]
 
 
 def _host_ifindex(name: str) -> int:
@@ -176,10 +118,11 @@ def _host_ifindex(name: str) -> int:
 class Context:
     """One libnftables context, bound to the network namespace of the thread that created it."""
 
-    def __init__(self, copy: Instance | None = None) -> None:
-        self._instance = copy or instance()
+    def __init__(self) -> None:
+        self._instance = instance()
         self._lib = self._instance.lib
-        ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
+        with self._instance.lock:
+            ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
         if not ctx:
             raise NftError("nft_ctx_new failed (out of memory, or no netlink socket)")
         self._ctx: int | None = ctx
@@ -220,8 +163,7 @@ class NetnsNft:
     def __init__(self, netns: str) -> None:
         self.netns = netns
         self.identity = netns_identity(netns)
-        copy = _any_instance()
-        self.context = in_netns(netns, lambda: Context(copy))
+        self.context = in_netns(netns, Context)
 
     def _context(self) -> Context:
         if netns_identity(self.netns) != self.identity:
