@@ -726,3 +726,44 @@ def test_a_pending_entry_whose_netns_turns_checkable_is_pinned_and_never_program
         h.sync()
     assert h.controller.records[waiting.key].identity == netns_identity(waiting.netns)
     assert h.controller.records[waiting.key].state == PENDING
+
+
+def _groups(h: Harness, e: StateEntry) -> list[str]:
+    table = h.nfts[e.netns].list_table()
+    return sorted(n for n in [*table.chains, *table.sets] if n.startswith("g_"))
+
+
+def test_port_groups_a_restarted_daemon_no_longer_uses_are_removed_by_the_resync_without_a_tamper_report(
+    h: Harness,
+) -> None:
+    """After a restart with changed rules the full form replaces the interface's chains and maps but cannot know
+    the old port groups (their names hash the rules that made them): they stay, referenced by nothing. The
+    periodic resync, which lists the table, removes them in the same transaction as the full form — no tamper
+    reported, the same verdicts — and the check after that finds nothing to do."""
+    h.ready()
+    h.sync()
+    (old,) = {g.removesuffix("_ports") for g in _groups(h, SERVER)}
+    assert old.startswith("g_ingress_net1_")
+    # mnpd restarts with changed rules: another rule name, so another port group
+    h.controller = Controller(h.store, Applier(h.nft_for, RenderOptions()), h.clock, metrics=h.metrics)
+    remove(h.store, policy("server-from-clients", select={"app": "server"}))
+    put(h.store, policy("server-web", select={"app": "server"}, ingress=[from_pods({"role": "client"}, [("TCP", 80)])]))
+    h.sync()
+    (new,) = {g.removesuffix("_ports") for g in _groups(h, SERVER)} - {old}
+    assert _groups(h, SERVER) == sorted([old, f"{old}_ports", new, f"{new}_ports"])  # the stale group stays
+    sent = len(h.sent[SERVER.netns])
+    report = h.sync(periodic=True)
+    assert _groups(h, SERVER) == sorted([new, f"{new}_ports"])
+    assert report.repaired == 0 and h.metrics.tamper_repairs._value.get() == 0
+    (tx,) = h.sent[SERVER.netns][sent:]  # one transaction: the full form, then the removal
+    assert str(tx).splitlines()[-5:] == [
+        f"add chain inet mnp {old}",
+        f"flush chain inet mnp {old}",
+        f"delete chain inet mnp {old}",
+        f"add set inet mnp {old}_ports {{ type inet_proto . inet_service; flags interval; }}",
+        f"delete set inet mnp {old}_ports",
+    ]
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    sent = len(h.sent[SERVER.netns])
+    assert h.sync(periodic=True).repaired == 0 and len(h.sent[SERVER.netns]) == sent  # nothing left to do
