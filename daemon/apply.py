@@ -287,7 +287,7 @@ class Applier:
             live: tuple[object, ...] | None = owned_view(view, work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
-        except (TraceError, ValueError, KeyError, TypeError) as exc:
+        except TraceError as exc:
             # A listing the one reader cannot read is not what this daemon programmed: restore it rather than
             # give up on the check and leave the edit in force.
             live = ("unreadable", str(exc))
