@@ -342,7 +342,7 @@ class Controller:
         once, whatever the schedule, so that no rules go to a namespace whose identity could have been pinned."""
         due = self._identity_checks.get(key)
         if due is None:  # first sight, or a new path: checked at once
-            due = self._identity_checks[key] = IdentityRecheck(0.0, IDENTITY_RECHECK_FIRST)
+            due = self._identity_checks[key] = IdentityRecheck(float("-inf"), IDENTITY_RECHECK_FIRST)
         if now is not None and now < due.at:
             return
         record.identity = identity_if_usable(record.entry.netns)
