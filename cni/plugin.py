@@ -350,7 +350,7 @@ def _listed_names(deps: Deps, netns: str, others: bool) -> list[str]:
 
     try:
         return NftListing.parse(listing).names(FAMILY, TABLE)
-    except (TraceError, KeyError, TypeError, AttributeError) as exc:
+    except TraceError as exc:
         raise CNIError(INTERNAL, "listing the table: nft's answer cannot be read", str(exc)) from exc
 
 
@@ -543,7 +543,7 @@ def table_problems(listing: str | None, ifname: str) -> list[str]:
         return [f"table {FAMILY} {TABLE} does not exist"]
     try:
         view = table_from_nft_json(listing, FAMILY, TABLE, ifindex_of=lambda name: 0)
-    except (ValueError, KeyError, TypeError, AttributeError, StopIteration, TraceError) as exc:
+    except TraceError as exc:
         return [f"table {FAMILY} {TABLE} is not as mnp writes it: {exc}"]
     problems = [f"base chain {base} missing" for base in ("input", "output") if base not in view.chains]
     for direction, (_, _jumps, rules, _sets) in zip((INGRESS, EGRESS), interface_view(view, ifname), strict=True):

@@ -43,9 +43,11 @@ from shared.nft.render import (
     RenderOptions,
     expected_view,
     owned_view,
+    remove_groups,
     render_interface,
     render_remove_table,
     render_update,
+    unused_groups,
 )
 from shared.nft.trace import TraceError
 from shared.nft.transaction import Transaction, TransactionError
@@ -269,32 +271,52 @@ class Applier:
     def repair(self, work: Work) -> bool:
         """Check that the live table holds what the full form of `work.rules` defines for its interface — the
         base chains, its dispatch-map elements, its chains and sets (shared.nft.render.owned_view) — and apply the
-        full form, atomically, when it does not; True then.
+        full form, atomically, when it does not; True then. The full form also runs, with the same transaction
+        removing them, when the table holds port groups of the interface that it does not write (`unused_groups`:
+        no tamper, False).
 
         The periodic resync calls it for every programmed interface: a pod with NET_ADMIN can delete the table or
         flush a chain in its own netns, and an element someone added by hand survives every delta (a delta
         assumes the table holds what this daemon programmed)."""
         nft = self._nft_of(work.netns)
         self._check_identity(work.netns, work.identity)
+        names: list[str] = []
         try:
-            live: tuple[object, ...] | None = owned_view(nft.list_table(), work.rules.ifname, work.rules.ifindex)
+            view = nft.list_table()
+            names = [*view.chains, *view.sets]
+            live: tuple[object, ...] | None = owned_view(view, work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
-        except (TraceError, ValueError, KeyError, TypeError) as exc:
+        except TraceError as exc:
             # A listing the one reader cannot read is not what this daemon programmed: restore it rather than
             # give up on the check and leave the edit in force.
             live = ("unreadable", str(exc))
-        if live == expected_view(work.rules, self.options):
+        # Port groups of the interface that the full form does not write (a full form that did not know them
+        # left them: after a restart with changed rules, a refused delta): referenced by nothing, so not a
+        # tamper, and removed with the full form, in its transaction.
+        unused = unused_groups(work.rules, names, self.options)
+        tampered = live != expected_view(work.rules, self.options)
+        if not tampered and not unused:
             return False
+        full = self.render(work.rules)
+        tx = remove_groups(Transaction(full.family, full.table).extend(full), unused) if unused else full
         try:
-            self.apply(work.netns, work.rules, None, work.identity)
+            self._count(delta=False)
+            nft.run(tx)
         except NftError:
+            if not tampered:
+                raise
             # The table was edited so that the full form cannot apply (say, a base chain replaced by a regular
             # one of the same name): replace the whole table instead, in the same transaction. The netns' other
             # interfaces get theirs back from their own checks in the same resync.
             self._count(delta=False)
-            nft.run(render_remove_table().extend(self.render(work.rules)))
-        return True
+            nft.run(render_remove_table().extend(full))
+        except NetnsGone:
+            self.release(work.netns)
+            raise
+        if unused:
+            log.info("removed %d port groups of %s that its rules no longer use", len(unused), work.rules.ifname)
+        return tampered
 
     @contextlib.contextmanager
     def netlink_socket(self, netns: str) -> Iterator[netlink.NfnetlinkSocket]:

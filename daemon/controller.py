@@ -68,6 +68,20 @@ class Resolved:
     attachment: Attachment
 
 
+# How often an entry whose netns path could not be checked is checked again: after 1 s, 2 s, 4 s … then every
+# 64 s (and at once before its table is touched), so that its namespace is pinned soon after the path turns usable.
+IDENTITY_RECHECK_FIRST = 1.0
+IDENTITY_RECHECK_MAX = 64.0
+
+
+@dataclass
+class IdentityRecheck:
+    """When an entry's netns path is checked next (the controller's clock), and the delay after that."""
+
+    at: float
+    delay: float
+
+
 @dataclass
 class SyncReport:
     """What one sync did (returned for tests and logs)."""
@@ -186,6 +200,7 @@ class Controller:
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
         self._pods_of: tuple[int, tuple[Pod, ...]] | None = None  # the store's pods generation → its pods
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
+        self._identity_checks: dict[IfaceKey, IdentityRecheck] = {}  # records whose netns identity is not pinned
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -201,7 +216,7 @@ class Controller:
         snap = self.store.snapshot()
         self._report_policies(changes, snap)
         self.metrics.set_sources(self.store.source_status(), self.store.source_problems())
-        self._reconcile_entries(snap)
+        self._reconcile_entries(snap, started)
         if not self.store.synced():
             self._need_full = True
             self.last_report = SyncReport()
@@ -283,10 +298,11 @@ class Controller:
         """The policies mnpd cannot use as written, or that apply to no known network (for the status file)."""
         return [self._policy_notes[k] for k in sorted(self._policy_notes)]
 
-    def _reconcile_entries(self, snap: Snapshot) -> None:
+    def _reconcile_entries(self, snap: Snapshot, now: float) -> None:
         released = set()
         for key in [k for k in self.records if k not in snap.entries]:
             gone = self.records.pop(key)
+            self._identity_checks.pop(key, None)
             released.add(gone.entry.netns)
             log.info("interface released", extra=fields(pod=gone.entry.pod, ifname=key[1], container=key[0]))
         for key, entry in snap.entries.items():
@@ -298,23 +314,43 @@ class Controller:
                 # An adopted interface had no table at all (open): its first programming is a withdrawal.
                 pending = InterfaceRules.pending(entry.ifname, ifindex=entry.ifindex)
                 known = pending if self.synced_once and not entry.adopted else None
-                record = self.records[key] = InterfaceRecord(
-                    entry, applied=known, identity=identity_if_usable(entry.netns)
-                )
+                record = self.records[key] = InterfaceRecord(entry, applied=known)
                 record.ifindex = _ifindex(entry)
             elif record.entry != entry:
                 record.ifindex = _ifindex(entry)
-                if record.entry.netns != entry.netns:
+                old_netns, record.entry = record.entry.netns, entry
+                if old_netns != entry.netns:
                     record.applied = None  # another namespace: what we programmed is not there
-                    record.identity = identity_if_usable(entry.netns)
-                    released.add(record.entry.netns)
-                record.entry = entry
+                    released.add(old_netns)
+                    record.identity = None
+                    self._identity_checks.pop(key, None)  # a new path: checked at once
             if record.identity is None and entry.netns:
-                # not checkable when first seen (NetnsUnusable: EACCES, a loop): the namespace it names from the
-                # first sight that can tell, so that a reused path never gets these rules later
-                record.identity = identity_if_usable(entry.netns)
+                # The namespace the path names when first seen or, when it cannot be checked then (gone,
+                # NetnsUnusable: EACCES, a loop), from the first check that can tell, so that a reused path never
+                # gets these rules later.
+                self._pin_identity(key, record, now)
         for netns in released - {record.entry.netns for record in self.records.values()}:
             self.applier.release(netns)  # its libnftables context would keep the namespace alive
+
+    def _pin_identity(self, key: IfaceKey, record: InterfaceRecord, now: float | None) -> None:
+        """Record the namespace the entry's path names (`record.identity`) if it can be checked now.
+
+        A path that cannot be (gone, EACCES, a loop) is checked again on a per-entry schedule whose delay doubles
+        from IDENTITY_RECHECK_FIRST to IDENTITY_RECHECK_MAX (`now` given: the sync's reconciliation), not on
+        every sync: whoever can write the state dir could otherwise make every sync pay for thousands of such
+        entries. Before the interface's table is touched (programmed, repaired: `now` None) it is checked at
+        once, whatever the schedule, so that no rules go to a namespace whose identity could have been pinned."""
+        due = self._identity_checks.get(key)
+        if due is None:  # first sight, or a new path: checked at once
+            due = self._identity_checks[key] = IdentityRecheck(float("-inf"), IDENTITY_RECHECK_FIRST)
+        if now is not None and now < due.at:
+            return
+        record.identity = identity_if_usable(record.entry.netns)
+        if record.identity is not None:
+            del self._identity_checks[key]
+        elif now is not None:
+            due.at = now + due.delay
+            due.delay = min(due.delay * 2, IDENTITY_RECHECK_MAX)
 
     def _all_dirty(self, changes: Iterable[Change]) -> dict[IfaceKey, float]:
         first = {}
@@ -438,6 +474,8 @@ class Controller:
                         continue
                     todo.append((key, record, rules, resolved))
                     if rules != record.applied:  # else only its conntrack pass is due
+                        if record.identity is None and record.entry.netns:
+                            self._pin_identity(key, record, None)
                         changed.append(key)
                         yield Work(record.entry.netns, rules, record.applied, record.identity)
             except Exception as exc:  # raised once the interfaces already handed over are booked below
@@ -471,11 +509,13 @@ class Controller:
         edited inside the pod netns, or an element that survived deltas, is restored atomically (Applier.repair)
         and reported: a warning Event on the pod, the repairs counter, a log line. Interfaces whose content is
         unknown (found at start and not programmed yet, or failed) get the full form from the sync anyway."""
-        for record in self.records.values():
+        for key, record in self.records.items():
             if record.applied is None or record.state == GONE:
                 continue
             entry = record.entry
             extra = fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns)
+            if record.identity is None and entry.netns:
+                self._pin_identity(key, record, None)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
             except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:

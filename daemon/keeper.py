@@ -14,6 +14,11 @@ Each socket is held `HOLD_S` (by then the grace period its release waited for is
 Releasing happens on a closer thread of the keeper's own, which may wait for the kernel without holding up the
 thread that receives (a unix datagram queue holds only `net.unix.max_dgram_qlen` messages, 10 by default: beyond
 that the plugin keeps its socket and pays the wait).
+
+Should receiving itself fail (an error of the listening socket, not of one datagram), the failure is logged once
+— again only when it changes or after it stops, with how often it happened — and receiving is retried after a
+pause that doubles from `POLL_S` to `RETRY_MAX_S`, so a socket that keeps failing neither floods the log nor
+spins.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import netns_identity
@@ -43,6 +50,7 @@ SO_DOMAIN, SO_PROTOCOL = 39, 38
 HOLD_S = 1.0
 MAX_HELD = 256
 POLL_S = 0.2
+RETRY_MAX_S = 5.0
 
 
 MAX_FDS = 4  # descriptors read from one datagram (the plugin sends one); a datagram with more is truncated: refused
@@ -99,6 +107,15 @@ def checked(sock: socket.socket, payload: bytes) -> str:
     return netns
 
 
+@dataclass
+class Failing:
+    """A receive error repeating: its text, how often it happened in a row, the pause before the next attempt."""
+
+    error: str
+    count: int = 1
+    pause: float = POLL_S
+
+
 class SocketKeeper:
     """The unix datagram socket `<state_dir>/.nfnl-keeper` and the thread that takes, checks, holds and releases
     what the plugin sends there. `kept` and `refused` count since start."""
@@ -116,6 +133,7 @@ class SocketKeeper:
         self._thread: threading.Thread | None = None
         self._closing: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
         self._closer: threading.Thread | None = None
+        self._pause: Callable[[float], object] = self._stop.wait  # between failed receives (tests count them)
 
     def start(self) -> SocketKeeper:
         with contextlib.suppress(FileNotFoundError):
@@ -177,20 +195,39 @@ class SocketKeeper:
 
     def _run(self) -> None:
         assert self._listener is not None
+        failing: Failing | None = None
         while not self._stop.is_set():
             try:
                 payload, fds, flags = receive(self._listener)
             except TimeoutError:
                 payload, fds, flags = b"", [], 0
             except OSError as exc:
-                log.warning("netlink socket keeper: %s", exc)
-                payload, fds, flags = b"", [], 0
+                failing = self._receive_failed(failing, exc)
+                self._release(time.monotonic())
+                self._pause(failing.pause)
+                continue
+            if failing is not None:
+                log.info("netlink socket keeper: receiving works again (after %d failures)", failing.count)
+                failing = None
             if fds:
                 try:
                     self._receive(payload, fds, truncated=bool(flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC)))
                 except Exception:  # whatever one datagram holds, the keeper goes on
                     log.exception("netlink socket keeper: a datagram could not be handled")
             self._release(time.monotonic())
+
+    @staticmethod
+    def _receive_failed(failing: Failing | None, exc: OSError) -> Failing:
+        """The repeating failure after `exc`: logged when it starts or changes, its pause doubled while it lasts."""
+        error = str(exc)
+        if failing is not None and failing.error == error:
+            failing.count += 1
+            failing.pause = min(failing.pause * 2, RETRY_MAX_S)
+            return failing
+        if failing is not None:
+            log.info("netlink socket keeper: %s (%d times in a row), now another error", failing.error, failing.count)
+        log.warning("netlink socket keeper: cannot receive: %s (retrying, logged again when it changes)", error)
+        return Failing(error)
 
     def _receive(self, payload: bytes, fds: list[int], truncated: bool) -> None:
         if truncated or len(fds) != 1:

@@ -181,7 +181,7 @@ class LiveTable:
         dispatch keys are not mapped back to indexes (each element records its interface's name)."""
         try:
             return self.listing.view(FAMILY, TABLE, ifindex_of=lambda name: 0, opaque=True)
-        except (TraceError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as exc:
+        except TraceError as exc:
             raise InspectError(f"{self.netns}: the table cannot be read: {exc}") from exc
 
     def interfaces(self) -> list[str]:

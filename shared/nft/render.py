@@ -284,7 +284,8 @@ def render_interface(rules: InterfaceRules, options: RenderOptions = DEFAULTS) -
     it replaces an interface an older mnpd programmed; the pending form (nothing admitted, no policy named: the
     plugin's ADD, on an interface that has nothing yet) writes only what it uses. Port groups the interface no
     longer uses are not deleted here (their names are not known without listing the table): nothing refers to
-    them any more, and the plugin's DEL, which lists, removes them."""
+    them any more; the daemon's repair, which lists, removes them with the full form (`unused_groups`,
+    `remove_groups`), and the plugin's DEL does."""
     checked_ifname(rules.ifname)
     dispatch_key(rules.ifindex)
     tx = skeleton()
@@ -609,14 +610,49 @@ def render_remove_interface(ifname: str, ifindex: int = 0, names: Iterable[str] 
         for s in [*_legacy_sets(direction, ifname), *(_peer_map(direction, ifname, v) for v in (4, 6))]:
             tx.add(s)
             tx.delete(s)
-        for name in names:
-            if is_group_object(name, direction, ifname) and not name.endswith("_ports"):
-                group = Chain(name)
-                tx.add(group)
-                tx.flush(group)
-                tx.delete(group)
-                tx.add(_port_set(name))
-                tx.delete(_port_set(name))
+        for group in _group_chains(names, direction, ifname):
+            _remove_group(tx, group)
+    return tx
+
+
+def _group_chains(names: Iterable[str], direction: str, ifname: str) -> list[str]:
+    """The chain names of `ifname`'s `direction` port groups among `names` (a listing's chain and set names; a
+    port set alone names its group too), sorted."""
+    return sorted({n.removesuffix("_ports") for n in names if is_group_object(n, direction, ifname)})
+
+
+def _remove_group(tx: Transaction, group_chain: str) -> None:
+    """Remove a port group's chain and its port set, whether or not they exist; nothing may refer to the chain
+    by then."""
+    group = Chain(group_chain)
+    tx.add(group)
+    tx.flush(group)  # drops its reference to the port set
+    tx.delete(group)
+    tx.add(_port_set(group_chain))
+    tx.delete(_port_set(group_chain))
+
+
+def unused_groups(rules: InterfaceRules, names: Iterable[str], options: RenderOptions = DEFAULTS) -> list[str]:
+    """The chains of `rules.ifname`'s port groups among `names` (a listing's chain and set names) that its full
+    form (`render_interface(rules, options)`) does not write: left by a full form that did not know them (after
+    a restart with changed rules, a refused delta), referenced by nothing once the full form has replaced the
+    peer maps. Not those of a pending direction, whose full form leaves the peer maps (and their jumps) alone."""
+    names = list(names)
+    out: list[str] = []
+    for direction in (INGRESS, EGRESS):
+        rules_of = rules.direction(direction)
+        found = _group_chains(names, direction, rules.ifname)
+        if found and not _pending(rules_of):
+            written = {g.chain for g in render_direction(rules.ifname, direction, rules_of, options).groups}
+            out += [g for g in found if g not in written]
+    return out
+
+
+def remove_groups(tx: Transaction, groups: Iterable[str]) -> Transaction:
+    """`tx` — a full form — followed by the removal of the port groups `groups` (chains, with their port sets:
+    its `unused_groups`), in the same transaction, where nothing refers to them any more."""
+    for group in groups:
+        _remove_group(tx, group)
     return tx
 
 

@@ -13,12 +13,13 @@ prefixes, ranges, concatenations and single addresses behave as in the kernel's 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from shared.nft.errors import NftError
 from shared.nft.fake import (
@@ -42,7 +43,28 @@ MAX_JUMPS = 16  # the kernel's NFT_JUMP_STACK_SIZE
 
 
 class TraceError(Exception):
-    """The tracer met a rule, verdict or JSON object it does not understand, or an inconsistent table."""
+    """The tracer met a rule, verdict or JSON object it does not understand, or an inconsistent table; the one
+    error of the reader of `nft -j` (`NftListing`), whatever is wrong in what it reads."""
+
+
+# What reading an item that is not as nft prints it raises besides TraceError (a missing key, a value of another
+# type, an object naming no kind): the reader turns it into TraceError, so its callers catch one type.
+_MALFORMED = (ValueError, KeyError, TypeError, AttributeError, StopIteration, IndexError)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_error(read: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`read`, raising TraceError — saying what the underlying error said — for an item it cannot read."""
+
+    @functools.wraps(read)
+    def reading(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return read(*args, **kwargs)
+        except _MALFORMED as exc:
+            raise TraceError(str(exc)) from exc
+
+    return reading
 
 
 @dataclass(frozen=True)
@@ -355,7 +377,8 @@ class NftListing:
     The one place mnp reads nft's JSON items: the `TableView` of one table (`view`, also `table_from_nft_json`),
     the names of its chains, sets and maps (`names`: the plugin's DEL, for an interface's port groups), the
     items of some of them as nft printed them (`items_of`: `mnpctl rules -o json`) and the other tables' base
-    chains (`base_chains`: `mnpctl explain`'s note). Every other module reads a listing through this class."""
+    chains (`base_chains`: `mnpctl explain`'s note). Every other module reads a listing through this class, and
+    catches one error from it: TraceError, whatever is wrong in the listing."""
 
     items: tuple[dict[str, Any], ...]  # the `nftables` array (its objects)
 
@@ -377,13 +400,16 @@ class NftListing:
                 if isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
                     yield kind, obj
 
+    @_one_error
     def has_table(self, family: str = "inet", table: str = "mnp") -> bool:
         return any(kind == "table" for kind, _ in self._objects(family, table))
 
+    @_one_error
     def names(self, family: str = "inet", table: str = "mnp") -> list[str]:
         """The names of the table's chains, sets and maps, in listing order."""
         return [str(obj["name"]) for kind, obj in self._objects(family, table) if kind in ("chain", "set", "map")]
 
+    @_one_error
     def items_of(self, family: str, table: str, names: set[str]) -> list[dict[str, Any]]:
         """The items of the table's chains, sets and maps named in `names` and of their rules, as nft printed
         them, with the listing's metainfo and the table's own item."""
@@ -400,6 +426,7 @@ class NftListing:
                         break
         return kept
 
+    @_one_error
     def base_chains(self, family: str = "inet", table: str = "mnp") -> list[BaseChain]:
         """The base chains (a hook) of every *other* table listed (`list ruleset`)."""
         out = []
@@ -418,6 +445,7 @@ class NftListing:
                 )
         return out
 
+    @_one_error
     def view(
         self,
         family: str = "inet",

@@ -619,6 +619,42 @@ def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: W
         d.stop()
 
 
+def test_a_restart_with_changed_rules_leaves_no_stale_port_group(world: World) -> None:
+    """mnpd restarts with other rules for a pod: its first full form cannot know the old port group (the group's
+    name hashes the rules that made it), which stays in the kernel's table referenced by nothing; the periodic
+    resync, which lists the table, removes it in the same transaction as the full form, without reporting a
+    tamper. Polled on the pod's own `nft -j list table` (the one reader), with a deadline."""
+    from shared.nft.trace import NftListing
+
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+
+    def groups() -> set[str]:
+        listed = server.netns.run("nft", "-j", "list", "table", "inet", "mnp")
+        return {n for n in NftListing.parse(listed.stdout).names() if n.startswith("g_")}
+
+    first = Daemon(load(daemon_args(w), {})).start()
+    try:
+        w.wait_programmed(server)
+    finally:
+        first.stop()
+    old = groups()
+    assert len(old) == 2  # the group's chain and its port set
+    w.write("policy.yaml", [ingress_policy("q", {"app": "server"}, {"role": "other"}, [{"port": 8081}])])
+    w.status_file.unlink()
+    d = Daemon(load([*daemon_args(w)[:-1], "1s"], {})).start()  # --resync-period 1s
+    try:
+        wait_for(lambda: can([(other, server, "tcp", 8081)]) == [True], what="the new rules enforced")
+        wait_for(lambda: bool(groups()) and not groups() & old, what="the old port group removed")
+        assert len(groups()) == 2
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8081)]) == [False, True]
+        assert d.metrics.tamper_repairs._value.get() == 0
+    finally:
+        d.stop()
+
+
 def test_renaming_the_interface_inside_the_pod_keeps_it_guarded(world: World, daemon: Daemon) -> None:
     """A pod with NET_ADMIN renames its guarded interface (`ip link set net1 name x`): the table dispatches on the
     interface index, which a rename keeps, so exactly the same is enforced, both ways, and nothing needs repair."""

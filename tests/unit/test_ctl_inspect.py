@@ -1072,3 +1072,18 @@ TABLE_TEXT = (
     "\t}\n"
     "}\n"
 )
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"chain": {"family": "inet", "table": "mnp"}}, "/run/netns/x: the table cannot be read: 'name'"),
+        ({"chain": "x"}, "/run/netns/x: the table cannot be read: 'str' object has no attribute 'get'"),
+        ({}, "/run/netns/x: the table cannot be read: "),
+    ],
+)
+def test_a_table_mnpctl_cannot_read_is_one_line_naming_the_netns(item: Any, message: str) -> None:
+    table = LiveTable.parse("/run/netns/x", json.dumps({"nftables": [*TABLE_JSON_ITEMS, item]}))
+    with pytest.raises(InspectError) as raised:
+        table.interfaces()
+    assert str(raised.value) == message and not raised.value.usage

@@ -7,7 +7,7 @@ checked with the packet tracer (shared.nft.trace) and the Fakes' transaction cou
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from daemon.metrics import Metrics
 from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.model import NETWORK_STATUS
+from shared.netns import identity_if_usable, netns_identity
 from shared.nft.errors import NftError
 from shared.nft.fake import ElementView, FakeNft, TableView
 from shared.nft.objects import Chain, Element
@@ -640,3 +641,129 @@ def test_a_network_status_entry_of_the_wrong_types_leaves_its_interface_closed_a
     assert h.ingress(odd, "10.10.0.10", "10.10.0.4", 80) == "drop"
     assert h.controller.records[SERVER.key].state == PROGRAMMED
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+
+
+def _unchecked_entry(tmp_path: Path, container: str, pod_name: str, ip: str = "") -> StateEntry:
+    """A state entry whose netns path cannot be checked (ELOOP: a symlink to itself; EACCES alike)."""
+    path = tmp_path / f"mnpt-{container}"
+    path.symlink_to(path)
+    base = entry(container, pod_name, ip=ip)
+    return StateEntry.from_json(json.dumps({**json.loads(base.to_json()), "netns": str(path)}))
+
+
+def test_entries_whose_netns_cannot_be_checked_are_rechecked_on_a_schedule_not_on_every_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can write the state dir can leave thousands of entries whose netns path cannot be checked: each
+    is checked again with a per-entry backoff (1 s doubling to 64 s), not on every sync. 100 incremental syncs
+    0.2 s apart (the runner's minimum interval, 20 s) check each at most at 0, 1, 3, 7 and 15 s; they were
+    checked 101 times each."""
+    from daemon import controller as controller_module
+
+    checks: Counter[str] = Counter()
+
+    def counted(path: str) -> tuple[int, int] | None:
+        checks[path] += 1
+        return identity_if_usable(path)
+
+    monkeypatch.setattr(controller_module, "identity_if_usable", counted)
+    h = Harness()
+    cluster(h)
+    planted = [_unchecked_entry(tmp_path, f"c-planted-{i}", f"nobody-{i}") for i in range(50)]
+    h.attach(*planted)
+    h.ready()
+    h.sync()
+    for i in range(100):
+        h.clock.advance(0.2)
+        put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"n": str(i)})]))
+        h.sync()
+    assert all(h.controller.records[e.key].state == PENDING for e in planted)
+    assert {checks[e.netns] for e in planted} == {5}
+
+
+def test_a_pending_entry_whose_netns_turns_checkable_is_pinned_and_never_programs_another_namespace(
+    tmp_path: Path,
+) -> None:
+    """The backoff delays when an entry's namespace is pinned, never past its programming: an entry whose pod
+    appears right after its path turned usable, before its next scheduled check, is checked before its first
+    transaction, and the path naming another namespace after that gets nothing; a pending entry whose path turns
+    usable is pinned on a later sync (polled on the fake clock, with a deadline)."""
+    import os
+
+    from daemon.records import GONE
+
+    h = Harness()
+    cluster(h)
+    waiting = _unchecked_entry(tmp_path, "c-waiting", "nobody")
+    server = _unchecked_entry(tmp_path, "c-server", "server", ip="10.10.0.1")
+    for e in (waiting, server):
+        h.nfts[e.netns] = FakeNft.from_transaction(render_interface(InterfaceRules.pending("net1", ifindex=2)))
+    remove(h.store, pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")]))
+    attach(h.store, waiting, server)
+    h.ready()
+    h.sync()
+    h.clock.advance(1.5)
+    h.sync()  # both checked again, still unusable: the next check is 2 s away
+    Path(server.netns).unlink()
+    Path(server.netns).touch()  # a namespace file now
+    put(h.store, pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")]))
+    h.sync()
+    record = h.controller.records[server.key]
+    assert record.state == PROGRAMMED and record.identity == netns_identity(server.netns)
+    sent = len(h.sent[server.netns])
+    other = tmp_path / "mnpt-other"
+    other.touch()
+    os.replace(other, server.netns)  # the path names another namespace now
+    put(h.store, policy("server-from-clients", select={"app": "server"}, ingress=[from_pods({"role": "other"})]))
+    h.sync()
+    assert record.state == GONE and len(h.sent[server.netns]) == sent
+
+    Path(waiting.netns).unlink()
+    Path(waiting.netns).touch()
+    deadline = h.clock.now() + 2 * 64
+    while h.controller.records[waiting.key].identity is None and h.clock.now() < deadline:
+        h.clock.advance(0.2)
+        h.sync()
+    assert h.controller.records[waiting.key].identity == netns_identity(waiting.netns)
+    assert h.controller.records[waiting.key].state == PENDING
+
+
+def _groups(h: Harness, e: StateEntry) -> list[str]:
+    table = h.nfts[e.netns].list_table()
+    return sorted(n for n in [*table.chains, *table.sets] if n.startswith("g_"))
+
+
+def test_port_groups_a_restarted_daemon_no_longer_uses_are_removed_by_the_resync_without_a_tamper_report(
+    h: Harness,
+) -> None:
+    """After a restart with changed rules the full form replaces the interface's chains and maps but cannot know
+    the old port groups (their names hash the rules that made them): they stay, referenced by nothing. The
+    periodic resync, which lists the table, removes them in the same transaction as the full form — no tamper
+    reported, the same verdicts — and the check after that finds nothing to do."""
+    h.ready()
+    h.sync()
+    (old,) = {g.removesuffix("_ports") for g in _groups(h, SERVER)}
+    assert old.startswith("g_ingress_net1_")
+    # mnpd restarts with changed rules: another rule name, so another port group
+    h.controller = Controller(h.store, Applier(h.nft_for, RenderOptions()), h.clock, metrics=h.metrics)
+    remove(h.store, policy("server-from-clients", select={"app": "server"}))
+    put(h.store, policy("server-web", select={"app": "server"}, ingress=[from_pods({"role": "client"}, [("TCP", 80)])]))
+    h.sync()
+    (new,) = {g.removesuffix("_ports") for g in _groups(h, SERVER)} - {old}
+    assert _groups(h, SERVER) == sorted([old, f"{old}_ports", new, f"{new}_ports"])  # the stale group stays
+    sent = len(h.sent[SERVER.netns])
+    report = h.sync(periodic=True)
+    assert _groups(h, SERVER) == sorted([new, f"{new}_ports"])
+    assert report.repaired == 0 and h.metrics.tamper_repairs._value.get() == 0
+    (tx,) = h.sent[SERVER.netns][sent:]  # one transaction: the full form, then the removal
+    assert str(tx).splitlines()[-5:] == [
+        f"add chain inet mnp {old}",
+        f"flush chain inet mnp {old}",
+        f"delete chain inet mnp {old}",
+        f"add set inet mnp {old}_ports {{ type inet_proto . inet_service; flags interval; }}",
+        f"delete set inet mnp {old}_ports",
+    ]
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    sent = len(h.sent[SERVER.netns])
+    assert h.sync(periodic=True).repaired == 0 and len(h.sent[SERVER.netns]) == sent  # nothing left to do

@@ -170,3 +170,31 @@ def test_items_that_are_not_nft_objects_are_passed_over() -> None:
     assert len(found.items) == len(TABLE_JSON_ITEMS) + 3  # the objects are kept (printed by `rules -o json`)
     assert found.names() == clean.names() and found.has_table() and found.base_chains() == []
     assert found.items_of("inet", "mnp", {"ingress_net2"}) == clean.items_of("inet", "mnp", {"ingress_net2"})
+
+
+MNP = {"family": "inet", "table": "mnp"}
+# Items of the table that no reading of nft's JSON expects, and what each reader's error says (the Python error
+# each once was: a key, an attribute, a type, an exhausted iterator).
+GARBLED: list[tuple[Any, str]] = [
+    ({"chain": dict(MNP)}, "'name'"),  # a chain without a name
+    ({"rule": {**MNP, "chain": "nochain", "expr": []}}, "'nochain'"),  # a rule of a chain not listed
+    ({"chain": {**MNP, "name": ["x"]}}, "unhashable type: 'list'"),
+    ({"chain": "x"}, "'str' object has no attribute 'get'"),
+    ({}, ""),  # an item naming no kind
+]
+
+
+@pytest.mark.parametrize(("item", "message"), GARBLED, ids=["no name", "no chain", "list name", "str", "empty"])
+@pytest.mark.parametrize("opaque", [False, True])
+def test_a_listing_the_reader_cannot_read_raises_its_one_error(item: Any, message: str, opaque: bool) -> None:
+    """Whatever is wrong in a listing, the reader raises TraceError (saying what the underlying error said): its
+    callers — the daemon's repair, the plugin's CHECK and DEL, `mnpctl` — catch that one type."""
+    found = NftListing.parse(listing([*TABLE_JSON_ITEMS, item]))
+    with pytest.raises(TraceError) as raised:
+        found.view(opaque=opaque)
+    assert str(raised.value) == message
+
+
+def test_names_of_a_listing_with_a_nameless_chain_raise_the_readers_error() -> None:
+    with pytest.raises(TraceError, match="'name'"):
+        NftListing.parse(listing([*TABLE_JSON_ITEMS, {"chain": dict(MNP)}])).names()
