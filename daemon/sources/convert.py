@@ -22,6 +22,7 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
 from __future__ import annotations
 
 import dataclasses
+import sys
 import weakref
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -122,7 +123,8 @@ def _problems(found: list[str], uid: str, node: str = "") -> ObjectProblems | No
     kept = found[:MAX_PROBLEMS]
     if len(found) > MAX_PROBLEMS:
         kept.append(f"… and {len(found) - MAX_PROBLEMS} more")
-    return ObjectProblems(tuple(kept), uid, node)
+    # interned: a controller or template writing one bad annotation repeats the same message on many pods
+    return ObjectProblems(tuple(sys.intern(m) for m in kept), uid, node)
 
 
 def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
