@@ -14,18 +14,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from daemon.app import Daemon
 from daemon.config import load
-from daemon.testbed.cniruntime import Attachment, PodRef
-from daemon.testbed.netns import Node, Server
+from daemon.testbed.netns import Node
 from tests.integration.test_daemon_e2e import (
     NAD_NAME,
     PodHandle,
@@ -76,16 +73,7 @@ class ApiWorld(World):
                 "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "x"}]},
             }
         )
-        uid = created["metadata"]["uid"]
-        netns = self.node.new_pod(name)
-        container = f"ctr-{uuid.uuid4().hex[:12]}"
-        result = self.runtime.add(self.conflist, Attachment(container, netns, "net1", PodRef("default", name, uid)))
-        handle = PodHandle(name, netns, container, uid, result.ip("net1"), dict(labels))
-        handle.server = Server(netns, [("tcp", 8080), ("tcp", 8081), ("udp", 5353)])
-        self.pods[name] = handle
-        if manifest:
-            self.publish(handle)
-        return handle
+        return super().add_pod(name, labels, manifest=manifest, echo=echo, uid=created["metadata"]["uid"])
 
     def publish_garbled(self, p: PodHandle) -> None:
         """`p`'s network-status with its net1 entry saying `"default": "false"` (a string: truthy, it would hide
@@ -96,22 +84,6 @@ class ApiWorld(World):
         entries[1]["default"] = "false"
         annotations[NETWORK_STATUS] = json.dumps(entries)
         self.write(f"pod-{p.name}.yaml", [doc])
-
-    def kubeconfig(self) -> Path:
-        path = self.tmp / "kubeconfig"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.api.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
-                    "current-context": "c",
-                }
-            )
-        )
-        return path
 
     def invalid_pod_events(self) -> list[dict[str, Any]]:
         return [e for e in self.api.objects("event") if e.get("reason") == "InvalidPod"]
@@ -135,8 +107,9 @@ def test_a_garbled_network_status_stays_closed_and_is_reported_once_until_fixed(
     server = w.add_pod("server", {"app": "server"}, manifest=False)
     w.publish_garbled(server)
     w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    kubeconfig = w.api.kubeconfig(w.tmp / "kubeconfig")
     args = [
-        "--kubeconfig", str(w.kubeconfig()), "--node-name", "node-a", "--state-dir", str(w.state_dir),
+        "--kubeconfig", str(kubeconfig), "--node-name", "node-a", "--state-dir", str(w.state_dir),
         "--status-file", str(w.status_file), "--listen", "127.0.0.1:0", "--min-sync-interval", "50ms",
         "--resync-period", "1s",
     ]  # fmt: skip
