@@ -76,7 +76,7 @@ def test_a_good_pod_and_a_pod_mnp_does_not_read_carry_no_problems() -> None:
 
 def test_a_pod_whose_only_secondary_entry_is_unreadable_is_not_kept_but_reported() -> None:
     converted = convert(POD, garble(pod("only", nets=[(NET_A, "net1", "10.10.0.5")]), interface=["net1"]))
-    assert converted.value is not None and converted.value.pod.attachments == ()  # the requests keep it a peer...
+    assert converted.value is not None and converted.value.pod.attachments == ()  # kept (it requests a network)...
     gone = garble(pod("gone", nets=[(NET_A, "net1", "10.10.0.5")]), interface=["net1"])
     del gone["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
     converted = convert(POD, gone)
