@@ -66,7 +66,7 @@ REASON_TAMPERED = "RulesTampered"
 REASON_UNREADABLE = {POD: "InvalidPod", NAD: "InvalidNetworkAttachmentDefinition"}
 UNREADABLE_EFFECT = {
     POD: "mnpd leaves out what it cannot read, fail closed: an interface whose network-status entry cannot be read "
-    "stays closed and admits no one as a peer",
+    "is not programmed (it stays closed, or keeps its last rules) and is no peer a podSelector can match",
     NAD: "mnpd takes a config it cannot read as empty, fail closed: no plugin type and no subnet is read from it",
 }
 
