@@ -313,8 +313,9 @@ class Reflector:
             token = meta.get("continue") or None
             if not token:
                 break
-        self.store.replace(self.kind.store_kind, items, uids)
+        # the problems first: a sync in between never sees an object changed without what made it change
         self.store.replace_object_problems(self.kind.store_kind, problems)
+        self.store.replace(self.kind.store_kind, items, uids)
         self.store.set_problems(self.source, [])
         self.lists += 1
         rv = str(meta.get("resourceVersion") or "")
@@ -380,12 +381,14 @@ class Reflector:
         key, value, uid, found = convert(self.kind.store_kind, obj)
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise WatchError(f"unknown watch event type {kind!r}")
+        # The problems first (a deleted object's go with it; an object the daemon does not keep may still have
+        # some): a sync in between never sees the object changed without what made it change (daemon.sources.adopt
+        # keeps an adopted interface whose pod cannot be read).
+        self.store.set_object_problems(self.kind.store_kind, key, None if kind == "DELETED" else found)
         if kind == "DELETED" or value is None:
             self.store.delete(self.kind.store_kind, key)
         else:
             self.store.upsert(self.kind.store_kind, key, value, uid)
-        # a deleted object's problems go with it; an object the daemon does not keep may still have some to report
-        self.store.set_object_problems(self.kind.store_kind, key, None if kind == "DELETED" else found)
         return rv
 
 

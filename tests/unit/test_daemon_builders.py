@@ -122,11 +122,11 @@ def put(store: Store, *objects: JSON) -> None:
     for obj in objects:
         kind = API_KINDS[obj["kind"]]
         key, value, uid, found = convert(kind, obj)
+        store.set_object_problems(kind, key, found)
         if value is None:
             store.delete(kind, key)
         else:
             store.upsert(kind, key, value, uid)
-        store.set_object_problems(kind, key, found)
 
 
 def remove(store: Store, obj: JSON) -> None:

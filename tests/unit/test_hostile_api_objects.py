@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +25,14 @@ from daemon.sources.kube import Backoff, Kind, Reflector
 from daemon.status import status_document
 from daemon.store import NAD, POD, ObjectProblems, Store
 from shared.model import NETWORK_STATUS
+from tests.unit.test_daemon_adopt import Node as AdoptNode
+from tests.unit.test_daemon_adopt import h, net1
+from tests.unit.test_daemon_adopt import web as adopt_web
 from tests.unit.test_daemon_builders import NET_A, nad, pod, put, remove
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
 from tests.unit.test_hostile_daemon import Answer, Script, wait_for
+
+__all__ = ["h"]  # test_daemon_adopt's harness, for the adopted-interface test
 
 JSON = dict[str, Any]
 HUGE = "x" * 100_000
@@ -234,3 +240,39 @@ def test_an_unreadable_nad_is_reported_on_the_nad() -> None:
     put(h.store, nad("net-a"))
     h.sync()
     assert h.metrics.object_problems.labels("NetworkAttachmentDefinition")._value.get() == 0
+
+
+# ------------------------------------------------------------------------------------------- adopted interfaces
+
+
+@pytest.mark.parametrize("breakage", ["pod", "nad"])
+def test_an_adopted_interface_keeps_its_rules_while_its_pod_or_nad_cannot_be_read(
+    breakage: str, h: Harness, tmp_path: Path
+) -> None:
+    """Before: the adopter took an attachment it could no longer read (a garbled network-status entry, a NAD config
+    that is no JSON) for one that had left, removed the interface's chains — and the pod was open to everyone."""
+    node = AdoptNode(tmp_path, h)
+    path = node.netns("cni-web", net1("10.10.0.1"))
+    put(h.store, adopt_web())
+    h.sync()
+    (entry,) = node.entries().values()
+    assert h.ingress(entry, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(entry, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    if breakage == "pod":
+        put(h.store, garble(adopt_web(), default="false"))
+    else:
+        broken = nad("net-a")
+        broken["spec"]["config"] = "{not json"
+        put(h.store, broken)
+    for periodic in (False, True):
+        h.sync(periodic)
+        assert list(node.entries()) == [entry.key]
+        assert "ingress_net1" in h.nfts[path].list_table().chains
+        assert h.ingress(entry, "10.10.0.11", "10.10.0.1", 80) == "drop"  # never wider
+    put(h.store, adopt_web(), nad("net-a"))  # fixed
+    h.sync()
+    assert h.ingress(entry, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(entry, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    remove(h.store, adopt_web())  # gone: its chains and entry go as before
+    h.sync()
+    assert node.entries() == {} and "ingress_net1" not in h.nfts[path].list_table().chains
