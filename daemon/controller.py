@@ -67,7 +67,8 @@ REASON_UNREADABLE = {POD: "InvalidPod", NAD: "InvalidNetworkAttachmentDefinition
 UNREADABLE_EFFECT = {
     POD: "mnpd leaves out what it cannot read, fail closed: an interface whose network-status entry cannot be read "
     "is not programmed (it stays closed, or keeps its last rules) and is no peer a podSelector can match",
-    NAD: "mnpd takes a config it cannot read as empty, fail closed: no plugin type and no subnet is read from it",
+    NAD: "mnpd reads no plugin from a config it cannot read: it adopts no new interface on this network (one a "
+    "policy selects is reported unguarded), and the interfaces it adopted keep their last rules",
 }
 
 
