@@ -108,6 +108,7 @@ class Daemon:
             metrics=self.metrics,
             status=StatusWriter(config.status_file, self.clock, config.node_name),
             adopter=self.adopter,
+            node=config.node_name,
         )
         address = config.listen_address
         self.http = HealthServer(address, self.metrics, self.healthy, self.ready) if address else None

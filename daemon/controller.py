@@ -2,7 +2,8 @@
 
 The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
 
-1. drains the store's change log and reports policy validity (Event + gauge) for the policies that changed;
+1. drains the store's change log and reports policy validity (Event + gauge) for the policies that changed, and
+   what could not be read in pods and NADs from the API (Event, log line, gauge, status file) when that changed;
 2. does nothing more until every source has completed its first list — a new pod stays in the pending
    (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
 3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
@@ -39,13 +40,13 @@ from daemon.apply import Applier, Work
 from daemon.clock import Clock
 from daemon.conntrack import ConntrackCleaner, withdraws
 from daemon.dependencies import namespace_labels, policies_seeing_namespace, policies_seeing_pod
-from daemon.events import EventRecorder, LogEvents, ObjectRef, pod_ref, policy_ref
+from daemon.events import EventRecorder, LogEvents, ObjectRef, log_fields, object_ref, pod_ref, policy_ref
 from daemon.logs import fields
 from daemon.metrics import Metrics
 from daemon.records import FAILED, GONE, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.sources.adopt import Adopter
 from daemon.status import StatusWriter
-from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, PodObject, Snapshot, Store
+from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Change, ObjectProblems, PodObject, Snapshot, Store
 from shared.compiler import DIRECTIONS, ClusterIndex, compile_direction, selects
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.model import Attachment, Cluster, MultiNetworkPolicy, Namespace, Pod
@@ -60,6 +61,15 @@ log = logging.getLogger(__name__)
 REASON_NOT_APPLIED = "RulesNotApplied"
 REASON_INVALID = "InvalidPolicy"
 REASON_TAMPERED = "RulesTampered"
+# What could not be read in an object from the API (daemon.sources.convert), and what mnpd does about it: the
+# start of the Event message and of the status file's entry.
+REASON_UNREADABLE = {POD: "InvalidPod", NAD: "InvalidNetworkAttachmentDefinition"}
+UNREADABLE_EFFECT = {
+    POD: "mnpd leaves out what it cannot read, fail closed: an interface whose network-status entry cannot be read "
+    "is not programmed (it stays closed, or keeps its last rules) and is no peer a podSelector can match",
+    NAD: "mnpd reads no plugin from a config it cannot read: it adopts no new interface on this network (one a "
+    "policy selects is reported unguarded), and the interfaces it adopted keep their last rules",
+}
 
 
 @dataclass(frozen=True)
@@ -182,8 +192,10 @@ class Controller:
         metrics: Metrics | None = None,
         status: StatusWriter | None = None,
         adopter: Adopter | None = None,
+        node: str = "",
     ) -> None:
         self.store = store
+        self.node = node  # this node's name: a pod's InvalidPod Event is posted by its own node's mnpd
         self.adopter = adopter  # adopted interfaces' state entries, refreshed at the start of each sync
         self.applier = applier
         self.clock = clock
@@ -197,6 +209,8 @@ class Controller:
         self._need_full = True
         self._retry: set[IfaceKey] = set()
         self._policy_notes: dict[str, dict[str, Any]] = {}  # policy key → what it actually does, and why
+        self._unreadable: dict[tuple[str, Any], ObjectProblems] = {}  # what is reported now, per (kind, key)
+        self._unreadable_generation = -1  # the store's object-problems generation when last reported
         self._canonical_rules: dict[DirectionRules, DirectionRules] = {}
         self._pods_of: tuple[int, tuple[Pod, ...]] | None = None  # the store's pods generation → its pods
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
@@ -215,6 +229,7 @@ class Controller:
         changes = self.store.drain()
         snap = self.store.snapshot()
         self._report_policies(changes, snap)
+        self._report_unreadable()
         self.metrics.set_sources(self.store.source_status(), self.store.source_problems())
         self._reconcile_entries(snap, started)
         if not self.store.synced():
@@ -290,6 +305,40 @@ class Controller:
         if policy.valid and (known is None or any(n in known for n in policy.policy_for)):
             return None
         return {"policy": policy.key, "effect": policy.effect(known), "problems": list(policy.problems)}
+
+    def _report_unreadable(self) -> None:
+        """What could not be read in pods and NADs from the API: reported once per change while it lasts (a resync
+        or relist that finds the same problems says nothing), withdrawn when the object is fixed or deleted. The
+        log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its node (every
+        node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it."""
+        generation, current = self.store.object_problems()
+        if generation == self._unreadable_generation:
+            return
+        self._unreadable_generation = generation
+        for kind, key in sorted(set(self._unreadable) - set(current)):
+            gone = self._unreadable.pop((kind, key))
+            log.info("%s can be read again, or is gone", kind, extra=log_fields(object_ref(kind, key)))
+            self.events.clear(object_ref(kind, key, gone.uid), REASON_UNREADABLE[kind])
+        for (kind, key), found in sorted(current.items()):
+            if self._unreadable.get((kind, key)) == found or kind not in REASON_UNREADABLE:
+                continue
+            self._unreadable[(kind, key)] = found
+            ref = object_ref(kind, key, found.uid)
+            message = f"{UNREADABLE_EFFECT[kind]}: " + "; ".join(found.problems)
+            if kind == POD and found.node and self.node and found.node != self.node:
+                log.warning("%s: %s", REASON_UNREADABLE[kind], message, extra=log_fields(ref))
+            else:
+                self.events.warn(ref, REASON_UNREADABLE[kind], message)
+        counts = Counter(kind for kind, _ in self._unreadable)
+        for kind in REASON_UNREADABLE:
+            self.metrics.object_problems.labels(kind).set(counts[kind])
+
+    def unreadable_notes(self) -> list[dict[str, Any]]:
+        """The objects from the API with parts mnpd cannot read, with what it does (for the status file)."""
+        return [
+            {"kind": kind, "object": key, "effect": UNREADABLE_EFFECT[kind], "problems": list(found.problems)}
+            for (kind, key), found in sorted(self._unreadable.items())
+        ]
 
     def source_problems(self) -> Mapping[str, tuple[str, ...]]:
         return self.store.source_problems()

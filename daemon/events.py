@@ -1,11 +1,15 @@
 """Kubernetes Events for what a user must see with `kubectl describe`: invalid policies and pods left pending.
 
-Two reasons are emitted, both `Warning`:
+The reasons, all `Warning` (daemon.operator adds its own on the Node):
 
 * `InvalidPolicy` on a MultiNetworkPolicy with validation problems (the message lists them all). The policy is
   still enforced fail-closed (shared.model): it isolates what it selects and allows nothing.
 * `RulesNotApplied` on a Pod whose interface could not be programmed (the nft or conntrack error). The pod
   keeps its previous, never wider, rules while the daemon retries.
+* `RulesTampered` on a Pod whose interface table the periodic resync found removed or edited, and restored.
+* `InvalidPod`, `InvalidNetworkAttachmentDefinition` on an object from the API with parts mnpd cannot read (a
+  garbled network-status annotation, a NAD config that is no JSON object; daemon.controller). What could not be
+  read is left out, fail closed.
 
 Events are deduplicated: one per (object, reason, message) until the condition clears (`clear`) — a retry loop
 or a periodic resync does not post the same Event again. Posting happens on a background thread from a
@@ -56,6 +60,18 @@ def pod_ref(key: str, uid: str = "") -> ObjectRef:
     return ObjectRef("Pod", "v1", namespace, name, uid)
 
 
+def object_ref(kind: str, key: str, uid: str = "") -> ObjectRef:
+    """A reference to an object of one of the store's kinds by its store key ("ns/name", a namespace's name)."""
+    if kind == "Namespace":
+        return ObjectRef("Namespace", "v1", "", key, uid)
+    if kind == "NetworkAttachmentDefinition":
+        namespace, _, name = key.partition("/")
+        return ObjectRef(kind, "k8s.cni.cncf.io/v1", namespace, name, uid)
+    if kind == "MultiNetworkPolicy":
+        return policy_ref(key, uid)
+    return pod_ref(key, uid)
+
+
 def node_ref(name: str) -> ObjectRef:
     """A Node: cluster-scoped, so its Events live in `default` (as the kubelet posts them)."""
     return ObjectRef("Node", "v1", "", name, name)
@@ -94,13 +110,20 @@ class _Dedup:
                 del self._seen[(ref.key, reason)]
 
 
+def log_fields(ref: ObjectRef) -> dict[str, Any]:
+    """The log fields naming `ref`'s object: pod=, policy=, network= (a NAD), else kind= and object=."""
+    who = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+    if ref.kind == "MultiNetworkPolicy":
+        return fields(policy=who)
+    if ref.kind == "Pod":
+        return fields(pod=who)
+    if ref.kind == "NetworkAttachmentDefinition":
+        return fields(network=who)
+    return fields(kind=ref.kind, object=who)
+
+
 def _log_warning(ref: ObjectRef, reason: str, message: str) -> None:
-    extra = (
-        fields(policy=ref.key.split(" ", 1)[1])
-        if ref.kind == "MultiNetworkPolicy"
-        else fields(pod=ref.key.split(" ", 1)[1])
-    )
-    log.warning("%s: %s", reason, message, extra=extra)
+    log.warning("%s: %s", reason, message, extra=log_fields(ref))
 
 
 class LogEvents:

@@ -12,6 +12,8 @@ mnp_invalid_policies                                    MultiNetworkPolicies wit
 mnp_source_synced{source=...}                           1 once a source has completed its first list
 mnp_source_problems{source=...}                         what a source cannot use: broken manifest files, garbled
                                                         API answers (each also logged and in `mnpctl status`)
+mnp_object_problems{kind="Pod"|"NetworkAttachmentDefinition"}   API objects with parts mnpd cannot read (a
+                                                        garbled network-status, a NAD config that is no JSON object)
 mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
                                                         entries whose netns path cannot be checked (kept)
 """
@@ -63,6 +65,12 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.object_problems = Gauge(
+            "mnp_object_problems",
+            "Objects from the API with parts mnpd cannot read (left out, fail closed), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.state_entry_problems = Gauge(
             "mnp_state_entry_problems",
             "State-dir files that are not a usable entry (unreadable), and entries whose netns cannot be checked.",
@@ -81,6 +89,8 @@ class Metrics:
             self.transactions.labels(result)
         for kind in ("unreadable", "netns_unchecked"):
             self.state_entry_problems.labels(kind).set(0)
+        for kind in ("Pod", "NetworkAttachmentDefinition"):
+            self.object_problems.labels(kind).set(0)
 
     def set_interface_states(self, counts: Mapping[str, int]) -> None:
         for state in INTERFACE_STATES:

@@ -57,6 +57,10 @@ class InterfaceBook(Protocol):
         """The policies not used as written, or applying to no known network, with what each does."""
         ...
 
+    def unreadable_notes(self) -> list[dict[str, Any]]:
+        """The objects from the API with parts mnpd cannot read, with what it does."""
+        ...
+
     def source_problems(self) -> Mapping[str, Sequence[str]]:
         """What each source currently cannot use."""
         ...

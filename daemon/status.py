@@ -16,6 +16,10 @@ gets a whole document. Schema 1:
       "policies": [{"policy": "ns1/p", "effect": "enforced fail-closed: …", "problems": ["…"]}],
                                                   policies mnpd cannot use as written, or that apply to no known
                                                   network, each with what it actually does
+      "objects": [{"kind": "Pod", "object": "ns1/web-0", "effect": "mnpd leaves out what it cannot read, …",
+                   "problems": ["annotation k8s.v1.cni.cncf.io/network-status[1]: 'default' must be true or false"]}],
+                                                  objects from the API with parts mnpd cannot read (daemon.sources.
+                                                  convert), each with what it does about them
       "interfaces": [
         {"containerID": "3f69…", "ifname": "net1", "pod": "ns1/web-0", "netns": "/var/run/netns/cni-…",
          "state": "programmed",                   programmed | pending | failed | terminated | gone
@@ -241,6 +245,7 @@ def status_document(
         "sources": dict(sources),
         "problems": {name: list(found) for name, found in controller.source_problems().items() if found},
         "policies": controller.policy_notes(),
+        "objects": controller.unreadable_notes(),
         "interfaces": interfaces,
         "unguarded": controller.unguarded_report(),
     }

@@ -13,6 +13,12 @@ Change coalescing: per object, the log keeps the value *before the first* change
 time that change was seen; the "after" value is read at drain time. A pod added and deleted between two syncs
 drains as nothing.
 
+Object problems: what a parser could not read in an object from the API (a garbled network-status annotation, a
+NetworkAttachmentDefinition config that is no JSON object) is held beside the objects, per (kind, key), and only for
+objects that have some — they are rare, and 10,000 healthy pods cost nothing here. The parsed value keeps what
+could be read (fail closed: a network-status entry that cannot be read is no interface, an address that cannot be
+read is no peer); the controller reports the problems (Event, log line, metric, status file) while they last.
+
 Readiness: every source registers the kinds it owns and reports `mark_synced` after its first complete list;
 `synced()` is true only when all have. Until then the controller programs nothing (a pod stays closed rather
 than be opened by half a picture of the cluster).
@@ -66,6 +72,16 @@ class Snapshot:
     pods_generation: int = 0  # the pods' generation when taken: an equal one means the very same pods, in order
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectProblems:
+    """What could not be read in one object, as short messages (hostile values only as excerpts), with what
+    reporting them needs: the object's uid (an Event's involvedObject) and, for a pod, its node ("" unknown)."""
+
+    problems: tuple[str, ...]
+    uid: str = ""
+    node: str = ""
+
+
 @dataclass
 class _Source:
     kinds: tuple[str, ...]
@@ -83,6 +99,8 @@ class Store:
     _pending: dict[tuple[str, Any], tuple[Any, float]] = field(default_factory=dict, init=False)
     _sources: dict[str, _Source] = field(default_factory=dict, init=False)
     _generations: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0), init=False)
+    _problems: dict[tuple[str, Any], ObjectProblems] = field(default_factory=dict, init=False)
+    _problems_generation: int = field(default=0, init=False)
 
     # ------------------------------------------------------------------------------------------- sources
 
@@ -118,6 +136,41 @@ class Store:
     def source_problems(self) -> dict[str, tuple[str, ...]]:
         with self._lock:
             return {name: s.problems for name, s in self._sources.items()}
+
+    # ------------------------------------------------------------------------------------------- object problems
+
+    def set_object_problems(self, kind: str, key: Any, found: ObjectProblems | None) -> None:
+        """What could not be read in one object now (None: nothing, or the object is gone)."""
+        with self._lock:
+            changed = self._set_problems(kind, key, found)
+        if changed:
+            self.on_change()
+
+    def replace_object_problems(self, kind: str, found: Mapping[Any, ObjectProblems]) -> None:
+        """Make `kind`'s object problems exactly `found` (a relist: objects fixed or deleted meanwhile drop out)."""
+        with self._lock:
+            changed = False
+            for gone in [k for (of, k) in self._problems if of == kind and k not in found]:
+                changed |= self._set_problems(kind, gone, None)
+            for key, problems in found.items():
+                changed |= self._set_problems(kind, key, problems)
+        if changed:
+            self.on_change()
+
+    def _set_problems(self, kind: str, key: Any, found: ObjectProblems | None) -> bool:
+        if self._problems.get((kind, key)) == found:
+            return False
+        if found is None:
+            del self._problems[(kind, key)]
+        else:
+            self._problems[(kind, key)] = found
+        self._problems_generation += 1
+        return True
+
+    def object_problems(self) -> tuple[int, dict[tuple[str, Any], ObjectProblems]]:
+        """(a counter that grows with every change of them, the objects that have problems now)."""
+        with self._lock:
+            return self._problems_generation, dict(self._problems)
 
     # ------------------------------------------------------------------------------------------- writes
 

@@ -9,7 +9,9 @@ while mnpd is down: it then says `daemon: not running / status file stale`.
 The status file names the process that wrote it (pid, start time, pid namespace): when that process no longer
 runs, mnpd is not running, whatever the file's age — `daemon: not running (status file from dead pid N, written
 Xs ago)`. Also listed: the policies mnpd cannot use as written or that apply to no known network, each with what
-it actually does, and what each source cannot use (a broken manifest file keeps its last good version).
+it actually does, the objects from the API with parts mnpd cannot read (a garbled network-status annotation, a NAD
+config that is no JSON object) with what it does about them, and what each source cannot use (a broken manifest
+file keeps its last good version).
 
 Exit status: 0 when mnpd answers healthy and ready, its status file is fresh and its writer alive, else 1.
 """
@@ -89,6 +91,8 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     ok = health.healthy and health.ready is True and alive is not False
     raw_policies = doc.get("policies")
     policies = [p for p in raw_policies if isinstance(p, dict)] if isinstance(raw_policies, list) else []
+    raw_objects = doc.get("objects")
+    objects = [o for o in raw_objects if isinstance(o, dict)] if isinstance(raw_objects, list) else []
     raw_problems = doc.get("problems")
     input_problems = (
         {str(k): [str(m) for m in v] for k, v in raw_problems.items() if isinstance(v, list)}
@@ -101,6 +105,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
                 "daemon": {**health.to_json(), "writer": {"alive": alive, "detail": writer}},
                 "summary": summary,
                 "policies": policies,
+                "objects": objects,
                 "inputProblems": input_problems,
                 "node": doc.get("node"),
                 "lastSync": doc.get("updated"),
@@ -141,6 +146,10 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     for policy in policies:
         lines.append(f"  {policy.get('policy')}: {policy.get('effect')}")
         lines += [f"    {message}" for message in policy.get("problems") or ()]
+    row("objects", f"{len(objects)} with parts mnpd cannot read:" if objects else "all readable")
+    for item in objects:
+        lines.append(f"  {item.get('kind')} {item.get('object')}: {item.get('effect')}")
+        lines += [f"    {message}" for message in item.get("problems") or ()]
     messages = [f"  {name}: {m}" for name, found in sorted(input_problems.items()) for m in found]
     row("input", f"{len(messages)} problems:" if messages else "all usable")
     lines += messages

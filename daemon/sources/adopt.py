@@ -38,7 +38,10 @@ programs them.
 
 Removal: when the pod goes, or the attachment leaves its network-status, the adopted interface's chains are
 removed from its netns (the namespace it was found in; a path that names another namespace now is never
-touched) and the entry is deleted.
+touched) and the entry is deleted. Not while the pod or the attachment's NAD has parts mnpd cannot read (the
+store's object problems: a garbled network-status entry, a NAD config that is no JSON): an attachment that cannot be
+read is not one that left, and removing its chains would open the pod to everyone. The entry stays, with its last
+rules, until the object can be read again or is deleted.
 
 Unguarded: an attachment that a policy selects but that mnp neither chains nor adopts — adoption off, a plugin
 type outside the filter, an unknown NAD, a netns not found, an ambiguous match — is listed (`unguarded`, in the
@@ -58,6 +61,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.apply import NftFactory
 from daemon.clock import Clock
@@ -296,6 +300,16 @@ class NetnsScanner:
         }
 
 
+def _unreadable(entry: StateEntry, snap: Snapshot, problems: Mapping[tuple[str, Any], object]) -> bool:
+    """Whether `entry` may be unwanted only because mnpd cannot read its pod or its attachment's NAD (fail
+    closed: it is kept, with its last rules)."""
+    if (POD, entry.pod) in problems:
+        return True
+    record = snap.pods.get(entry.pod)
+    attachments = record.pod.secondary_attachments() if record is not None else ()
+    return any(a.interface == entry.ifname and (NAD, a.network) in problems for a in attachments)
+
+
 class Adopter:
     """Keeps the adopted state entries equal to what the local pods' network-status asks for (module docstring)."""
 
@@ -519,8 +533,9 @@ class Adopter:
             ok &= self._write(entry, old)
         owned = {(e.netns, e.ifname) for e in snap.entries.values() if not e.adopted}
         owned |= {(e.pod, e.ifname) for e in snap.entries.values() if not e.adopted}
+        unreadable = self.store.object_problems()[1]
         for key, entry in adopted.items():
-            if key not in wants and not self._keep_terminated(entry, snap):
+            if key not in wants and not self._keep_terminated(entry, snap) and not _unreadable(entry, snap, unreadable):
                 # the plugin's chains for this interface (a NAD chained meanwhile) are not ours to remove
                 mine = (entry.netns, entry.ifname) not in owned and (entry.pod, entry.ifname) not in owned
                 ok &= self._remove(entry, rules=mine)

@@ -12,17 +12,33 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
   attachment and its parsed network requests are dropped (the attachments already reflect the requests), and
   equal label dicts are shared — the pods of one Deployment carry the same labels, so 10,000 pods hold a few
   hundred dicts, not 10,000. Strings are interned by shared.model's parsers.
+* What the parsers could not read (`Converted.problems`: a garbled network-status or networks annotation, a bad
+  container port, a NAD config that is no JSON object) is returned beside the value, never dropped: the value keeps
+  what could be read — fail closed, as shared.model's parsers decide — and the daemon reports the rest (an Event on
+  the object, a log line, `mnp_object_problems`, `mnpctl status`; daemon.controller). At most MAX_PROBLEMS messages
+  per object are kept: a hostile object with 10,000 bad entries costs ten short lines, not 10,000.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from daemon.store import NAD, NAMESPACE, POD, POLICY, PodObject
-from shared.model import NETWORK_STATUS, Pod, parse_nad, parse_namespace, parse_pod, parse_policy
+from daemon.store import NAD, NAMESPACE, POD, POLICY, ObjectProblems, PodObject
+from shared.model import (
+    NETWORK_STATUS,
+    NETWORKS,
+    Pod,
+    parse_nad,
+    parse_namespace,
+    parse_pod,
+    parse_policy,
+)
+
+MAX_PROBLEMS = 10  # messages kept per object; the rest are counted
 
 API_KINDS = {
     "Namespace": NAMESPACE,
@@ -48,6 +64,12 @@ def object_key(kind: str, obj: Mapping[str, Any]) -> str:
 def status_reported(obj: Mapping[str, Any]) -> bool:
     annotations = _meta(obj).get("annotations")
     return isinstance(annotations, dict) and NETWORK_STATUS in annotations
+
+
+def _names_networks(obj: Mapping[str, Any]) -> bool:
+    """The pod has a Multus annotation: a problem in it may be what hides a secondary network."""
+    annotations = _meta(obj).get("annotations")
+    return isinstance(annotations, dict) and (NETWORK_STATUS in annotations or NETWORKS in annotations)
 
 
 class SharedLabels(dict[str, str]):
@@ -88,19 +110,43 @@ def pod_value(pod: Pod, reported: bool) -> PodObject | None:
     return PodObject(compact(pod), reported) if relevant else None
 
 
-def convert(kind: str, obj: Mapping[str, Any]) -> tuple[str, Any, str]:
-    """(store key, parsed value or None when the daemon does not keep it, uid)."""
+class Converted(NamedTuple):
+    key: str  # the store key
+    value: Any  # the parsed value, or None when the daemon does not keep the object
+    uid: str
+    problems: ObjectProblems | None = None  # what could not be read (None: nothing)
+
+
+def _problems(found: list[str], uid: str, node: str = "") -> ObjectProblems | None:
+    if not found:
+        return None
+    kept = found[:MAX_PROBLEMS]
+    if len(found) > MAX_PROBLEMS:
+        kept.append(f"… and {len(found) - MAX_PROBLEMS} more")
+    # interned: a controller or template writing one bad annotation repeats the same message on many pods
+    return ObjectProblems(tuple(sys.intern(m) for m in kept), uid, node)
+
+
+def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
+    """The object's store key, parsed value (None when the daemon does not keep it), uid and problems. Policies
+    carry their problems in the value (`MultiNetworkPolicy.problems`, reported as InvalidPolicy)."""
     key = object_key(kind, obj)
     uid = str(_meta(obj).get("uid") or "")
     value: Any
+    if kind == POLICY:
+        return Converted(key, parse_policy(obj), uid)
+    found: list[str] = []
+    node = ""
     if kind == NAMESPACE:
         value = parse_namespace(obj)
     elif kind == POD:
-        value = pod_value(parse_pod(obj)[0], status_reported(obj))
+        pod, found = parse_pod(obj)
+        node = pod.node_name
+        value = pod_value(pod, status_reported(obj))
+        if value is None and not _names_networks(obj):
+            found = []  # a pod mnp reads nothing of (no secondary network claimed): none of its business
     elif kind == NAD:
-        value, _ = parse_nad(obj)
-    elif kind == POLICY:
-        value = parse_policy(obj)
+        value, found = parse_nad(obj)
     else:
         raise ValueError(f"unknown kind {kind!r}")
-    return key, value, uid
+    return Converted(key, value, uid, _problems(found, uid, node))

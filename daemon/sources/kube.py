@@ -5,7 +5,8 @@ peers live on other nodes), Namespaces (their labels feed namespaceSelectors) an
 (k8s.cni.cncf.io/v1). Each reflector is the client-go Reflector loop, written out:
 
 1. **list** in pages (`limit`/`continue`, PAGE_SIZE), parse every item into the store with one `replace` (objects
-   missing from the list are deletions), remember the list's resourceVersion, and — the first time — report the source
+   missing from the list are deletions) and what could not be read in them with one `replace_object_problems`,
+   remember the list's resourceVersion, and — the first time — report the source
    synced to the store;
 2. **watch** from that resourceVersion with `allowWatchBookmarks` and a server-side `timeoutSeconds`; every
    event updates the store and the resourceVersion (BOOKMARKs only the latter); when the server ends the watch,
@@ -40,7 +41,7 @@ import urllib3
 from daemon.logs import fields
 from daemon.sources.convert import convert
 from daemon.sources.kubeclient import ApiException, k8s
-from daemon.store import NAD, NAMESPACE, POD, POLICY, Store
+from daemon.store import NAD, NAMESPACE, POD, POLICY, ObjectProblems, Store
 from shared.manifests import unidentifiable
 from shared.selectors import excerpt
 
@@ -283,6 +284,7 @@ class Reflector:
     def _list(self) -> str:
         items: dict[str, Any] = {}
         uids: dict[str, str] = {}
+        problems: dict[str, ObjectProblems] = {}  # only the objects with some: they are rare
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": self.page_size}
@@ -300,15 +302,19 @@ class Reflector:
                 raise GarbledAnswer("the list is not an object with a list of items")
             for obj in doc.get("items") or ():
                 self._check(obj)
-                key, value, uid = convert(self.kind.store_kind, obj)
+                key, value, uid, found = convert(self.kind.store_kind, obj)
                 if value is not None:
                     items[key] = value
                     uids[key] = uid
+                if found is not None:
+                    problems[key] = found
             meta = doc.get("metadata") or {}
             del doc  # the decoded page, before the next one is fetched
             token = meta.get("continue") or None
             if not token:
                 break
+        # the problems first: a sync in between never sees an object changed without what made it change
+        self.store.replace_object_problems(self.kind.store_kind, problems)
         self.store.replace(self.kind.store_kind, items, uids)
         self.store.set_problems(self.source, [])
         self.lists += 1
@@ -372,13 +378,17 @@ class Reflector:
         if kind == "BOOKMARK":
             return rv
         self._check(obj)
-        key, value, uid = convert(self.kind.store_kind, obj)
+        key, value, uid, found = convert(self.kind.store_kind, obj)
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            raise WatchError(f"unknown watch event type {kind!r}")
+        # The problems first (a deleted object's go with it; an object the daemon does not keep may still have
+        # some): a sync in between never sees the object changed without what made it change (daemon.sources.adopt
+        # keeps an adopted interface whose pod cannot be read).
+        self.store.set_object_problems(self.kind.store_kind, key, None if kind == "DELETED" else found)
         if kind == "DELETED" or value is None:
             self.store.delete(self.kind.store_kind, key)
-        elif kind in ("ADDED", "MODIFIED"):
-            self.store.upsert(self.kind.store_kind, key, value, uid)
         else:
-            raise WatchError(f"unknown watch event type {kind!r}")
+            self.store.upsert(self.kind.store_kind, key, value, uid)
         return rv
 
 

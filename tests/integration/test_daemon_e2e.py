@@ -173,10 +173,13 @@ class World:
     def unlink(self, name: str) -> None:
         (self.manifests / name).unlink()
 
-    def add_pod(self, name: str, labels: dict[str, str], *, manifest: bool = True, echo: bool = False) -> PodHandle:
+    def add_pod(
+        self, name: str, labels: dict[str, str], *, manifest: bool = True, echo: bool = False, uid: str = ""
+    ) -> PodHandle:
+        """A pod netns through the CNI ADD; `uid`: the pod's (an API server's), else a new one."""
         netns = self.node.new_pod(name)
         container = f"ctr-{uuid.uuid4().hex[:12]}"
-        uid = str(uuid.uuid4())
+        uid = uid or str(uuid.uuid4())
         result = self.runtime.add(self.conflist, Attachment(container, netns, "net1", PodRef("default", name, uid)))
         handle = PodHandle(name, netns, container, uid, result.ip("net1"), dict(labels))
         handle.server = Server(netns, [("tcp", 8080), ("tcp", 8081), ("udp", 5353)])

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 
 from daemon.clock import SystemClock
@@ -318,19 +317,7 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
         (netns / f"c-{name}").touch()
         e = entry(f"c-{name}", name, uid=uids[name])
         state.write(e.replace(netns=str(netns / f"c-{name}")))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": fake_api.url}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = fake_api.kubeconfig(tmp_path / "kubeconfig")
     args = ["--kubeconfig", str(kubeconfig), "--node-name", "node-a", "--state-dir", state.directory]
     # the "netns" here are plain files: there is no conntrack table to clean
     config = load([*args, "--listen", "127.0.0.1:0", "--min-sync-interval", "0", "--flush-conntrack", "false"], {})

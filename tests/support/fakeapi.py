@@ -61,6 +61,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -418,6 +419,22 @@ class FakeKubeAPI:
         config = kubernetes.client.Configuration(host=self.url)
         config.proxy = None  # never go through a proxy from the environment
         return config
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig file for this server at `path` (what mnpd's `--kubeconfig` reads)."""
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
+                    "current-context": "c",
+                }
+            )
+        )
+        return path
 
     # direct state helpers (same code path as HTTP; they raise KubeStatusError)
 

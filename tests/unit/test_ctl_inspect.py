@@ -695,6 +695,7 @@ def test_status_of_a_healthy_ready_daemon_over_real_http(
         "interfaces:  1 pending, 1 programmed (as mnpd last wrote them)",
         f"state dir:   {state.directory}: 2 entries",
         "policies:    all used as written",
+        "objects:     all readable",
         "input:       all usable",
         "errors: none",
     ]

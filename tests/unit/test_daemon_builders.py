@@ -118,10 +118,11 @@ def entry(
 
 
 def put(store: Store, *objects: JSON) -> None:
-    """Upsert raw objects as a source would (a value the daemon does not keep deletes)."""
+    """Upsert raw objects as a source would (a value the daemon does not keep deletes; problems are set)."""
     for obj in objects:
         kind = API_KINDS[obj["kind"]]
-        key, value, uid = convert(kind, obj)
+        key, value, uid, found = convert(kind, obj)
+        store.set_object_problems(kind, key, found)
         if value is None:
             store.delete(kind, key)
         else:
@@ -130,7 +131,9 @@ def put(store: Store, *objects: JSON) -> None:
 
 def remove(store: Store, obj: JSON) -> None:
     kind = API_KINDS[obj["kind"]]
-    store.delete(kind, convert(kind, obj)[0])
+    key = convert(kind, obj).key
+    store.delete(kind, key)
+    store.set_object_problems(kind, key, None)
 
 
 def attach(store: Store, *entries: StateEntry) -> None:

@@ -177,21 +177,28 @@ def test_mnpctl_status_says_a_dead_writer_is_not_running(tmp_path: Path) -> None
     assert rc == 1 and "the pid is another process now" in text.splitlines()[0]
 
 
-def test_mnpctl_status_lists_invalid_policies_and_input_problems(tmp_path: Path) -> None:
+def test_mnpctl_status_lists_invalid_policies_unreadable_objects_and_input_problems(tmp_path: Path) -> None:
     state = StateStore(str(tmp_path / "state"))
     note = {"policy": "default/p", "effect": "applies to no network, so it changes nothing", "problems": ["x: y"]}
+    unreadable = {"kind": "Pod", "object": "default/web", "effect": "left out, fail closed", "problems": ["a: b"]}
     problems = {"manifests": ["error: a.yaml: not valid YAML"]}
-    write_status(state, status_doc([], writer=writer_identity(), policies=[note], problems=problems))
+    doc = status_doc([], writer=writer_identity(), policies=[note], objects=[unreadable], problems=problems)
+    write_status(state, doc)
     _, text = run(lambda out: status_cmd.status(make(state, FakeNode()), False, out))
     lines = text.splitlines()
     start = lines.index("policies:    1 not used as written:")
-    assert lines[start : start + 5] == [
+    assert lines[start : start + 8] == [
         "policies:    1 not used as written:",
         "  default/p: applies to no network, so it changes nothing",
         "    x: y",
+        "objects:     1 with parts mnpd cannot read:",
+        "  Pod default/web: left out, fail closed",
+        "    a: b",
         "input:       1 problems:",
         "  manifests: error: a.yaml: not valid YAML",
     ]
+    _, text = run(lambda out: status_cmd.status(make(state, FakeNode()), True, out))
+    assert json.loads(text)["objects"] == [unreadable]
 
 
 # ------------------------------------------------------------------------------------------- not a netns

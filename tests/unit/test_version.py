@@ -67,6 +67,9 @@ def test_status_file_carries_it() -> None:
         def policy_notes(self) -> list[object]:
             return []
 
+        def unreadable_notes(self) -> list[object]:
+            return []
+
         def source_problems(self) -> dict[str, tuple[str, ...]]:
             return {}
 
