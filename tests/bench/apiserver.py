@@ -189,19 +189,9 @@ class ApiProcess:
         return answer
 
     def kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "bench", "cluster": {"server": self.url}}],
-                    "users": [{"name": "bench", "user": {"token": "bench"}}],
-                    "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-                    "current-context": "bench",
-                }
-            )
-        )
-        return path
+        from tests.support.fakeapi import write_kubeconfig
+
+        return write_kubeconfig(path, self.url)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

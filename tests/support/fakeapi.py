@@ -422,19 +422,7 @@ class FakeKubeAPI:
 
     def kubeconfig(self, path: Path) -> Path:
         """A kubeconfig file for this server at `path` (what mnpd's `--kubeconfig` reads)."""
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
-                    "current-context": "c",
-                }
-            )
-        )
-        return path
+        return write_kubeconfig(path, self.url)
 
     # direct state helpers (same code path as HTTP; they raise KubeStatusError)
 
@@ -1001,3 +989,21 @@ def fake_api() -> Iterator[FakeKubeAPI]:
     with FakeKubeAPI() as api:
         yield api
     assert not api.server_errors, "fakeapi internal errors:\n" + "\n".join(api.server_errors)
+
+
+def write_kubeconfig(path: Path, url: str) -> Path:
+    """A kubeconfig file at `path` for the API server at `url`, with a dummy token (what mnpd's `--kubeconfig`
+    reads): for this fake and for the benchmark's API process (tests/bench/apiserver.py)."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
