@@ -525,6 +525,17 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
             ):
                 problems.append(f"spec.containers[].ports: bad entry {excerpt(p)}")
                 continue
+            # The API server refuses these ("containerPort: must be between 1 and 65535", protocol "TCP", "UDP" or
+            # "SCTP"). A number outside would reach a peer's rules through a named port and make nft refuse the
+            # transaction of every pod egressing to that name; the entry is left out (the name resolves to nothing).
+            if not 1 <= number <= 65535:
+                problems.append(f"spec.containers[].ports: containerPort {excerpt(number)} is not in 1-65535")
+                continue
+            if (protocol or "TCP") not in PROTOCOLS:
+                problems.append(
+                    f"spec.containers[].ports: protocol {excerpt(protocol)} is not one of {', '.join(PROTOCOLS)}"
+                )
+                continue
             ports.append(ContainerPort(number, sys.intern(protocol or "TCP"), sys.intern(name or "")))
     for where, value, kind in (
         ("spec.hostNetwork", spec.get("hostNetwork"), bool),
