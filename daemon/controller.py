@@ -63,10 +63,13 @@ REASON_INVALID = "InvalidPolicy"
 REASON_TAMPERED = "RulesTampered"
 # What could not be read in an object from the API (daemon.sources.convert), and what mnpd does about it: the
 # start of the Event message and of the status file's entry.
-REASON_UNREADABLE = {POD: "InvalidPod", NAD: "InvalidNetworkAttachmentDefinition"}
+REASON_UNREADABLE = {POD: "InvalidPod", NAD: "InvalidNetworkAttachmentDefinition", NAMESPACE: "InvalidNamespace"}
 UNREADABLE_EFFECT = {
     POD: "mnpd leaves out what it cannot read, fail closed: an interface whose network-status entry cannot be read "
-    "is not programmed (it stays closed, or keeps its last rules) and is no peer a podSelector can match",
+    "(every interface, when the pod's labels or annotations cannot be) is not programmed (it stays closed, or keeps "
+    "its last rules) and is no peer a podSelector can match; a container port that cannot be read names no port",
+    NAMESPACE: "mnpd cannot read its labels, fail closed: it matches no namespaceSelector that has a requirement "
+    "(only an empty one, which selects every namespace), so no other selector admits its pods",
     NAD: "mnpd reads no plugin from a config it cannot read: it adopts no new interface on this network (one a "
     "policy selects is reported unguarded), and the interfaces it adopted keep their last rules",
 }

@@ -12,8 +12,9 @@ mnp_invalid_policies                                    MultiNetworkPolicies wit
 mnp_source_synced{source=...}                           1 once a source has completed its first list
 mnp_source_problems{source=...}                         what a source cannot use: broken manifest files, garbled
                                                         API answers (each also logged and in `mnpctl status`)
-mnp_object_problems{kind="Pod"|"NetworkAttachmentDefinition"}   API objects with parts mnpd cannot read (a
-                                                        garbled network-status, a NAD config that is no JSON object)
+mnp_object_problems{kind="Pod"|"NetworkAttachmentDefinition"|"Namespace"}   API objects with parts mnpd cannot
+                                                        read (a garbled network-status, a NAD config that is no JSON
+                                                        object, labels that are no map of string to string)
 mnp_state_entry_problems{kind="unreadable"|"netns_unchecked"}   state-dir files that are no usable entry, and
                                                         entries whose netns path cannot be checked (kept)
 """
@@ -89,7 +90,7 @@ class Metrics:
             self.transactions.labels(result)
         for kind in ("unreadable", "netns_unchecked"):
             self.state_entry_problems.labels(kind).set(0)
-        for kind in ("Pod", "NetworkAttachmentDefinition"):
+        for kind in ("Pod", "NetworkAttachmentDefinition", "Namespace"):
             self.object_problems.labels(kind).set(0)
 
     def set_interface_states(self, counts: Mapping[str, int]) -> None:

@@ -35,7 +35,9 @@ from typing import Any
 from shared.rules import EGRESS, INGRESS, IPAddress, IPNetwork
 from shared.selectors import (
     MATCH_EVERYTHING,
+    UNREADABLE_LABELS,
     LabelSelector,
+    UnreadableLabels,
     excerpt,
     label_key_problem,
     label_value_problem,
@@ -335,36 +337,54 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
-    """What the API server would refuse in an object's labels and annotations (maps of string to string): a label
-    taken as str() of a list or a number would match selectors it was never meant to."""
+def _string_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def metadata_type_problems(obj: Mapping[str, Any], fields: tuple[str, ...] = ("labels", "annotations")) -> list[str]:
+    """What is not of the types the API server holds in an object's uid and `fields` (maps of string to string).
+    Such labels are read as `UNREADABLE_LABELS`, such annotations as no annotation mnp uses: a label taken as
+    str() of a list or a number would match selectors it was never meant to (`{"app": ["server"]}` is no
+    `app=server`, so the policy selecting that would no longer isolate the pod)."""
     meta = _meta(obj)
     problems: list[str] = []
     if meta.get("uid") is not None and not isinstance(meta.get("uid"), str):
         problems.append(f"metadata.uid: {excerpt(meta.get('uid'))} is not a string")
-    for name in ("labels", "annotations"):
+    for name in fields:
         value = meta.get(name)
-        if value is None:
+        if value is None or _string_map(value):
             continue
         if not isinstance(value, dict):
             problems.append(f"metadata.{name}: must be a map of string to string")
             continue
-        for key, item in value.items():
-            if not isinstance(key, str) or not isinstance(item, str):
-                problems.append(f"metadata.{name}: {excerpt(key)}: {excerpt(item)} is not a string to a string")
-                break
-            if name == "labels":
-                problem = label_key_problem(key) or label_value_problem(item)
-                if problem:
-                    problems.append(f"metadata.labels: {problem}")
-                    break
+        key, item = next((k, v) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str))
+        problems.append(f"metadata.{name}: {excerpt(key)}: {excerpt(item)} is not a string to a string")
     return problems
 
 
-def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What the API server would refuse in an object's uid, labels and annotations: their types
+    (`metadata_type_problems`) and the syntax of label keys and values."""
+    problems = metadata_type_problems(obj)
+    labels = _meta(obj).get("labels")
+    if not problems and isinstance(labels, dict):
+        for key, item in labels.items():
+            problem = label_key_problem(key) or label_value_problem(item)
+            if problem:
+                problems.append(f"metadata.labels: {problem}")
+                break
+    return problems
+
+
+def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
+    """The labels, or `UNREADABLE_LABELS` when they are there but no map of string to string."""
     labels = meta.get("labels")
+    if labels is None:
+        return {}
+    if not _string_map(labels):
+        return UNREADABLE_LABELS
     # Interned: a cluster's pods repeat a few keys and values thousands of times (the daemon keeps them all).
-    return {sys.intern(str(k)): sys.intern(str(v)) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    return {sys.intern(k): sys.intern(v) for k, v in labels.items()}
 
 
 def _annotations(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -376,10 +396,11 @@ def parse_namespace(obj: Mapping[str, Any]) -> Namespace:
     meta = _meta(obj)
     name = sys.intern(str(meta.get("name", "")))
     labels = _labels(meta)
+    if isinstance(labels, UnreadableLabels):
+        return Namespace(name, labels)  # it matches no namespaceSelector with a requirement
     # "The Kubernetes control plane sets an immutable label kubernetes.io/metadata.name on all namespaces, the
     # value of the label is the namespace name": whatever a manifest says, the API server would overwrite it.
-    labels["kubernetes.io/metadata.name"] = name
-    return Namespace(name, labels)
+    return Namespace(name, {**labels, "kubernetes.io/metadata.name": name})
 
 
 def _parse_ip(value: str) -> IPAddress:
@@ -504,8 +525,12 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
     status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
     assert isinstance(spec, dict) and isinstance(status, dict)
     namespace = sys.intern(str(meta.get("namespace") or "default"))
-    annotations = _annotations(meta)
-    problems: list[str] = []
+    # Labels or annotations of other types than the API server holds: what the pod was meant to be selected by, or
+    # which interfaces Multus gave it, is not known. It gets no interface (one mnpd programmed keeps its last
+    # rules, a new one stays closed) and, having none, is no peer.
+    problems = metadata_type_problems(obj)
+    labels = _labels(meta)
+    annotations = _annotations(meta) if _string_map(meta.get("annotations") or {}) else {}
     ports: list[ContainerPort] = []
     containers = spec.get("containers") if isinstance(spec.get("containers"), list) else []
     for container in containers or ():
@@ -550,11 +575,13 @@ def parse_pod(obj: Mapping[str, Any]) -> tuple[Pod, list[str]]:
     attachments, status_problems = parse_network_status(annotations.get(NETWORK_STATUS), namespace)
     if NETWORK_STATUS not in annotations:
         attachments = attachments_from_requests(requests)
+    if isinstance(labels, UnreadableLabels):
+        attachments = ()
     pod = Pod(
         namespace=namespace,
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid") or ""),
-        labels=_labels(meta),
+        labels=labels,
         node_name=sys.intern(str(spec.get("nodeName") or "")),
         phase=sys.intern(str(status.get("phase") or "Running")),
         host_network=bool(spec.get("hostNetwork", False)),

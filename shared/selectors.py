@@ -10,13 +10,17 @@ the one hand-written piece of selector logic, kept to the API's documented seman
 * operators: "In, NotIn, Exists and DoesNotExist. If the operator is In or NotIn, the values array must be
   non-empty. If the operator is Exists or DoesNotExist, the values array must be empty."
 * NotIn and DoesNotExist match objects that do not carry the key at all (labels.Requirement.Matches).
+
+Labels that could not be read (`UNREADABLE_LABELS`: a hostile or buggy API server sent no map of string to
+string) match only a selector without requirements: any requirement, NotIn and DoesNotExist included, might
+select or spare the object depending on what the labels were meant to be, so none is taken to hold.
 """
 
 from __future__ import annotations
 
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +76,33 @@ def label_value_problem(value: object) -> str | None:
     return None
 
 
+class UnreadableLabels(Mapping[str, str]):
+    """An object's labels that could not be read: no label at all, and equal only to itself, so that labels
+    turning unreadable (or readable again) are a change; `LabelSelector.matches` gives it only to selectors
+    without requirements."""
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnreadableLabels)
+
+    def __hash__(self) -> int:
+        return hash(UnreadableLabels)
+
+    def __repr__(self) -> str:
+        return "UNREADABLE_LABELS"
+
+
+UNREADABLE_LABELS = UnreadableLabels()
+
+
 @dataclass(frozen=True, slots=True)
 class Requirement:
     key: str
@@ -95,6 +126,8 @@ class LabelSelector:
     requirements: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        if isinstance(labels, UnreadableLabels):
+            return not self.requirements
         return all(r.matches(labels) for r in self.requirements)
 
     @property

@@ -13,10 +13,12 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
   equal label dicts are shared — the pods of one Deployment carry the same labels, so 10,000 pods hold a few
   hundred dicts, not 10,000. Strings are interned by shared.model's parsers.
 * What the parsers could not read (`Converted.problems`: a garbled network-status or networks annotation, a bad
-  container port, a NAD config that is no JSON object) is returned beside the value, never dropped: the value keeps
-  what could be read — fail closed, as shared.model's parsers decide — and the daemon reports the rest (an Event on
-  the object, a log line, `mnp_object_problems`, `mnpctl status`; daemon.controller). At most MAX_PROBLEMS messages
-  per object are kept: a hostile object with 10,000 bad entries costs ten short lines, not 10,000.
+  container port, a NAD config that is no JSON object, a pod's or namespace's labels or annotations that are no map
+  of string to string — `shared.model.metadata_type_problems`) is returned beside the value, never dropped: the
+  value keeps what could be read — fail closed, as shared.model's parsers decide — and the daemon reports the rest
+  (an Event on the object, a log line, `mnp_object_problems`, `mnpctl status`; daemon.controller). At most
+  MAX_PROBLEMS messages per object are kept: a hostile object with 10,000 bad entries costs ten short lines, not
+  10,000.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from shared.model import (
     NETWORK_STATUS,
     NETWORKS,
     Pod,
+    metadata_type_problems,
     parse_nad,
     parse_namespace,
     parse_pod,
     parse_policy,
 )
+from shared.selectors import UnreadableLabels
 
 MAX_PROBLEMS = 10  # messages kept per object; the rest are counted
 
@@ -67,8 +71,11 @@ def status_reported(obj: Mapping[str, Any]) -> bool:
 
 
 def _names_networks(obj: Mapping[str, Any]) -> bool:
-    """The pod has a Multus annotation: a problem in it may be what hides a secondary network."""
+    """The pod has a Multus annotation, or annotations that are no map (which may hold one): a problem in it may
+    be what hides a secondary network."""
     annotations = _meta(obj).get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        return True
     return isinstance(annotations, dict) and (NETWORK_STATUS in annotations or NETWORKS in annotations)
 
 
@@ -88,7 +95,10 @@ _LABEL_SETS: weakref.WeakValueDictionary[int, SharedLabels] = weakref.WeakValueD
 
 def shared_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
     """An equal label dict already held by another pod, or `labels` as a `SharedLabels` (remembered for the next
-    ones). Pods never mutate their labels (`Pod.labels` is a read-only Mapping), so sharing one dict is safe."""
+    ones). Pods never mutate their labels (`Pod.labels` is a read-only Mapping), so sharing one dict is safe.
+    `UNREADABLE_LABELS` stays itself: it is no empty dict."""
+    if isinstance(labels, UnreadableLabels):
+        return labels
     digest = hash(frozenset(labels.items()))
     found = _LABEL_SETS.get(digest)
     if found is None or found != labels:
@@ -139,6 +149,7 @@ def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
     node = ""
     if kind == NAMESPACE:
         value = parse_namespace(obj)
+        found = metadata_type_problems(obj, ("labels",))  # its annotations: mnp reads none
     elif kind == POD:
         pod, found = parse_pod(obj)
         node = pod.node_name

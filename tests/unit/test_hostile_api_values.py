@@ -5,17 +5,28 @@ Each test was failing first; the module docstring of the code each one pins says
 * a peer pod whose containerPort is out of 1-65535 (70000, 0, -1): its named port resolved to a number nft refuses,
   so every pod egressing to that port name by name failed its transaction and was stuck on its previous rules,
   retried forever — one hostile pod froze other pods' enforcement. Now the entry is refused and reported
-  (InvalidPod), the name resolves to nothing on that pod (no allow), the others are programmed.
+  (InvalidPod), the name resolves to nothing on that pod (no allow), the others are programmed;
+* labels or annotations that are no map of string to string (a list, a number, null as a value): they were read as
+  text — `{"app": ["server"]}` as app="['server']", which the policy selecting app=server no longer selected, so the
+  pod was opened to everyone; a namespace's `{"env": ["untrusted"]}` matched `env NotIn (untrusted)` and its pods
+  were admitted. Now a pod's unreadable labels or Multus annotations leave it no interface (closed, or its last
+  rules) and no peer, a namespace's unreadable labels match no namespaceSelector with a requirement, and both are
+  reported (InvalidPod / InvalidNamespace Event, log line, metric, status file).
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
-from daemon.records import PROGRAMMED
+from daemon.records import PENDING, PROGRAMMED
 from daemon.sources.convert import convert
+from daemon.status import status_document
 from daemon.store import POD
-from tests.unit.test_daemon_builders import NET_A, pod, policy, put
+from shared.model import NETWORK_STATUS
+from tests.unit.test_daemon_builders import NET_A, entry, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
 
 
@@ -52,3 +63,122 @@ def test_a_peer_with_a_container_port_out_of_range_freezes_no_one(number: int) -
     # and the hostile pod is reported
     found = convert(POD, hostile).problems
     assert found is not None and f"{number} is not in 1-65535" in found.problems[0]
+
+
+# ------------------------------------------------------------------------------------------- labels, annotations
+
+UNREADABLE_LABELS: list[Any] = [{"app": ["server"]}, {"app": None}, {"app": 1}, ["app=server"], "app=server"]
+
+
+@pytest.mark.parametrize("labels", UNREADABLE_LABELS)
+def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    h.ready()
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    garbled = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
+    garbled["metadata"]["labels"] = labels
+    put(h.store, garbled)
+    h.sync()
+    # before: read as app="['server']" (or no labels), no policy selected it: open to everyone
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # its last rules
+    assert h.controller.records[SERVER.key].state == PENDING
+    # a new pod with such labels stays in the plugin's closed table
+    fresh = entry("c-fresh", "fresh", ip="10.10.0.5")
+    new = pod("fresh", nets=[(NET_A, "net1", "10.10.0.5")])
+    new["metadata"]["labels"] = labels
+    put(h.store, new)
+    h.attach(fresh)
+    h.sync()
+    assert h.controller.records[fresh.key].state == PENDING
+    assert h.ingress(fresh, "10.10.0.11", "10.10.0.5", 80) == "drop"
+    # reported: an Event on each pod, the status file
+    reasons = {(ref.name, reason) for ref, reason, _ in h.events.posted}
+    assert reasons == {("server", "InvalidPod"), ("fresh", "InvalidPod")}
+    objects = status_document(h.controller, h.store.source_status(), "node-a")["objects"]
+    assert [o["object"] for o in objects] == ["default/fresh", "default/server"]
+    assert all("metadata.labels" in o["problems"][0] for o in objects)
+
+
+@pytest.mark.parametrize("labels", UNREADABLE_LABELS)
+def test_a_peer_whose_labels_cannot_be_read_is_admitted_by_no_selector(labels: Any) -> None:
+    h = Harness()
+    cluster(h)
+    put(h.store, policy("server-from-all", select={"app": "server"}, ingress=[{"from": [{"podSelector": {}}]}]))
+    h.ready()
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    garbled = pod("client", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b")
+    garbled["metadata"]["labels"] = labels
+    put(h.store, garbled)
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "accept"
+
+
+NOT_UNTRUSTED = {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["untrusted"]}]}
+
+
+@pytest.mark.parametrize("labels", [{"env": ["untrusted"]}, {"env": None}, ["env=untrusted"], "env=untrusted"])
+def test_a_namespace_whose_labels_cannot_be_read_matches_no_label_selector(labels: Any) -> None:
+    h = Harness()
+    cluster(h)
+    evil = namespace("evil")
+    evil["metadata"]["labels"] = labels
+    put(
+        h.store,
+        evil,
+        pod("intruder", ns="evil", nets=[(NET_A, "net1", "10.10.0.30")], node="node-b"),
+        policy(
+            "server-from-trusted", select={"app": "server"}, ingress=[{"from": [{"namespaceSelector": NOT_UNTRUSTED}]}]
+        ),
+    )
+    h.ready()
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # default is not untrusted
+    assert h.ingress(SERVER, "10.10.0.30", "10.10.0.1", 80) == "drop"  # before: accept
+    ((ref, reason, message),) = h.events.posted
+    assert (ref.kind, ref.name, reason) == ("Namespace", "evil", "InvalidNamespace")
+    assert "metadata.labels" in message
+    assert h.metrics.object_problems.labels("Namespace")._value.get() == 1
+    # an empty namespaceSelector selects every namespace, whatever its labels
+    put(
+        h.store,
+        policy("server-from-trusted", select={"app": "server"}, ingress=[{"from": [{"namespaceSelector": {}}]}]),
+    )
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.30", "10.10.0.1", 80) == "accept"
+    put(h.store, namespace("evil", {"env": "untrusted"}))  # fixed: withdrawn
+    h.sync()
+    assert h.metrics.object_problems.labels("Namespace")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        "k8s.v1.cni.cncf.io/networks: net-a",
+        ["k8s.v1.cni.cncf.io/networks=net-a"],
+        {"k8s.v1.cni.cncf.io/networks": "net-a@net1", NETWORK_STATUS: [{"name": NET_A, "interface": "net1"}]},
+        {"k8s.v1.cni.cncf.io/networks": "net-a@net1", "other": 7},
+    ],
+)
+def test_a_pod_whose_annotations_cannot_be_read_is_closed_and_reported(annotations: Any) -> None:
+    """A real API server holds annotations as a map of string to string: anything else is not what Multus wrote."""
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    h.ready()
+    h.sync()
+    garbled = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
+    if isinstance(annotations, dict) and NETWORK_STATUS in annotations:
+        annotations = {**annotations, NETWORK_STATUS: json.loads(garbled["metadata"]["annotations"][NETWORK_STATUS])}
+    garbled["metadata"]["annotations"] = annotations
+    put(h.store, garbled)
+    h.sync()
+    assert h.controller.records[SERVER.key].state == PENDING
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    ((ref, reason, message),) = h.events.posted
+    assert (ref.name, reason) == ("server", "InvalidPod") and "metadata.annotations" in message
