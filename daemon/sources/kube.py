@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 CONNECT_TIMEOUT_S = 10.0
 READ_SLACK_S = 30.0  # a watch's socket read timeout = its server-side timeout + this
+# The longest watch event read: etcd refuses requests over 1.5 MiB by default (--max-request-bytes), so no stored
+# object comes near it; a longer line is a garbled stream, not an object.
+MAX_EVENT_BYTES = 16 << 20
 
 
 class ExpiredError(Exception):
@@ -182,17 +185,27 @@ def kinds(api_client: Any) -> list[Kind]:
     ]
 
 
-def iter_lines(response: Any) -> Iterator[bytes]:
-    """The newline-separated frames of a watch stream, as they arrive."""
-    pending = b""
+def iter_lines(response: Any, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[bytes]:
+    """The newline-separated frames of a watch stream, as they arrive. A frame longer than `max_bytes` is a
+    GarbledAnswer: a stream whose line never ends must not grow the daemon without bound. Linear in the stream:
+    each byte is searched for the newline once and copied out once, however the server cuts it into chunks (many
+    events in one chunk, one event over many)."""
+    pending = bytearray()
+    searched = 0  # pending[:searched] holds no newline
     for chunk in response.stream(amt=None, decode_content=True):
         pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
+        start = 0
+        while (end := pending.find(b"\n", max(start, searched))) != -1:
+            line = bytes(pending[start:end])
+            start = end + 1
             if line.strip():
                 yield line
+        del pending[:start]
+        searched = len(pending)
+        if searched > max_bytes:
+            raise GarbledAnswer(f"a watch event over {max_bytes} bytes")
     if pending.strip():
-        yield pending
+        yield bytes(pending)
 
 
 class Reflector:

@@ -11,23 +11,31 @@ Each test was failing first; the module docstring of the code each one pins says
   pod was opened to everyone; a namespace's `{"env": ["untrusted"]}` matched `env NotIn (untrusted)` and its pods
   were admitted. Now a pod's unreadable labels or Multus annotations leave it no interface (closed, or its last
   rules) and no peer, a namespace's unreadable labels match no namespaceSelector with a requirement, and both are
-  reported (InvalidPod / InvalidNamespace Event, log line, metric, status file).
+  reported (InvalidPod / InvalidNamespace Event, log line, metric, status file);
+* a watch stream sending a line without end: the reader buffered it all (the daemon's memory grew until the
+  kernel killed it, every pod's enforcement with it). Now a watch event over MAX_EVENT_BYTES is a garbled answer:
+  the buffer is dropped, the store keeps its last good view, the problem is reported and the watch retried.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from daemon.clock import FakeClock
 from daemon.records import PENDING, PROGRAMMED
+from daemon.sources import kube
 from daemon.sources.convert import convert
+from daemon.sources.kube import Backoff, GarbledAnswer, Kind, Reflector, iter_lines
 from daemon.status import status_document
-from daemon.store import POD
+from daemon.store import POD, POLICY, Store
 from shared.model import NETWORK_STATUS
 from tests.unit.test_daemon_builders import NET_A, entry, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
+from tests.unit.test_hostile_daemon import GOOD, Answer, Script, wait_for
 
 
 def egress_to_named_port(name: str) -> dict[str, object]:
@@ -182,3 +190,59 @@ def test_a_pod_whose_annotations_cannot_be_read_is_closed_and_reported(annotatio
     assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
     ((ref, reason, message),) = h.events.posted
     assert (ref.name, reason) == ("server", "InvalidPod") and "metadata.annotations" in message
+
+
+# ------------------------------------------------------------------------------------------- watch streams
+
+GIVE_UP = 64 << 20  # what the endless stream sends at most: a reader with no bound fails the test, not the machine
+
+
+class Endless(Answer):
+    """A watch answer whose one line never ends (until GIVE_UP bytes were sent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    def stream(self, amt: Any = None, decode_content: bool = True) -> Iterator[bytes]:
+        chunk = b"x" * 65536
+        yield b'{"type": "ADDED", "object": {"metadata": {"name": "'
+        while self.sent < GIVE_UP:
+            self.sent += len(chunk)
+            yield chunk
+
+
+def test_a_watch_line_without_end_is_a_garbled_answer_not_unbounded_memory() -> None:
+    endless = Endless()
+    with pytest.raises(GarbledAnswer, match="over"):
+        for _ in iter_lines(endless):
+            pass
+    assert endless.sent <= kube.MAX_EVENT_BYTES + 65536
+
+
+def test_many_events_in_one_chunk_and_events_split_over_chunks_are_read_whole() -> None:
+    events = [json.dumps({"type": "ADDED", "n": i}).encode() for i in range(2000)]
+    stream = b"\n".join(events) + b"\n\n"
+    pieces = [stream[:7], stream[7:100_000], stream[100_000:100_001], stream[100_001:]]
+    answer = Answer()
+    answer.lines = pieces
+    assert list(iter_lines(answer)) == events
+    answer.lines = [b'{"type": "ADDED"}']  # the last event without its newline
+    assert list(iter_lines(answer)) == [b'{"type": "ADDED"}']
+
+
+def test_the_reflector_keeps_its_view_through_an_endless_watch_line() -> None:
+    store = Store(FakeClock())
+    good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
+    script = Script([good_list], [Endless()])
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: script.calls.count("watch") >= 2, "the reflector watches again after the endless line")
+        assert reflector._thread.is_alive()
+        assert set(store.snapshot().policies) == {"default/p"}
+        (problem,) = store.source_problems()["api/multi-networkpolicies"]
+        assert f"a watch event over {kube.MAX_EVENT_BYTES} bytes" in problem and "keeping the last good view" in problem
+    finally:
+        script.done.set()
+        reflector.stop()
