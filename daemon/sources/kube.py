@@ -56,6 +56,9 @@ READ_SLACK_S = 30.0  # a watch's socket read timeout = its server-side timeout +
 # The longest watch event read: etcd refuses requests over 1.5 MiB by default (--max-request-bytes), so no stored
 # object comes near it; a longer line is a garbled stream, not an object.
 MAX_EVENT_BYTES = 16 << 20
+# A watch stream is read in pieces of at most this size, whatever size a chunk announces: read whole, a chunk
+# announced at 256 TiB was one allocation, whose MemoryError ended the reflector.
+READ_BYTES = 64 << 10
 
 
 class ExpiredError(Exception):
@@ -192,7 +195,7 @@ def iter_lines(response: Any, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[byte
     events in one chunk, one event over many)."""
     pending = bytearray()
     searched = 0  # pending[:searched] holds no newline
-    for chunk in response.stream(amt=None, decode_content=True):
+    for chunk in response.stream(amt=READ_BYTES, decode_content=True):
         pending += chunk
         start = 0
         while (end := pending.find(b"\n", max(start, searched))) != -1:
@@ -287,6 +290,14 @@ class Reflector:
                 if self._stop.is_set():
                     break
                 self._pause(attempt, f"{type(exc).__name__}: {excerpt(str(exc))[1:-1]}")
+                attempt += 1
+            except Exception as exc:  # unforeseen (MemoryError, a client bug): the reflector must outlive it
+                if self._stop.is_set():
+                    break
+                log.error("%s: unexpected error", self.source, exc_info=exc, extra=extra)
+                why = f"{type(exc).__name__}: {excerpt(str(exc))[1:-1]}"
+                self.store.set_problems(self.source, [f"error: {self.source}: {why}; keeping the last good view"])
+                self._pause(attempt, why)
                 attempt += 1
 
     def _pause(self, attempt: int, why: str) -> None:

@@ -191,6 +191,35 @@ def test_server_errors_back_off_and_recover(fake_api: FakeKubeAPI, source: tuple
     assert time.monotonic() - start < 5.0  # capped backoff (0.2 s here)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a chunk announced at 256 TiB: read whole, the allocation raised MemoryError and ended the reflector
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"FFFFFFFFFFFF\r\n" + b'{"type": "ADDED", ' * 100,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # no chunk size at all
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\xff\xfe\x00{[",  # no JSON
+        b"garbage, no HTTP\r\n\r\n",
+    ],
+    ids=["huge-chunk", "bad-chunk-size", "not-json", "not-http"],
+)
+def test_a_broken_watch_answer_ends_no_reflector(
+    fake_api: FakeKubeAPI, source: tuple[KubeSource, Store], answer: bytes
+) -> None:
+    """Whatever a hostile or broken server answers a watch with, the reflector goes on: it watches again and sees
+    the next change (before: the huge chunk's MemoryError ended the pods' reflector, silently — no new pod was
+    ever programmed again and deleted peers stayed admitted)."""
+    src, store = source
+    src.start()
+    wait_for(store.synced)
+    wait_for(lambda: fake_api.watch_count("pods") == 1)
+    fake_api.answer_raw_next(answer, path_contains="/api/v1/pods?")
+    fake_api.drop_watches(abrupt=True)
+    fake_api.create(api_objects(pod("after", nets=[(NET_A, "net1", "10.10.0.9")]))[0])
+    wait_for(lambda: store.get(POD, "default/after") is not None)
+    assert reflector(src, "pods")._thread.is_alive()
+
+
 def test_slow_answers_do_not_lose_events(fake_api: FakeKubeAPI, source: tuple[KubeSource, Store]) -> None:
     fake_api.set_delay(0.3, path_contains="/api/v1/pods")
     src, store = source

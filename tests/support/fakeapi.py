@@ -327,6 +327,13 @@ class _Fault:
     path_contains: str | None
     method: str | None
     message: str
+    raw: bytes | None = None  # the whole answer, bytes as they go on the wire (then the connection is closed)
+
+
+class _RawAnswer(Exception):
+    def __init__(self, data: bytes) -> None:
+        super().__init__("raw answer")
+        self.data = data
 
 
 @dataclass(frozen=True)
@@ -508,6 +515,13 @@ class FakeKubeAPI:
         ``method``) get ``code`` with a Status body. Rules are used in the order they were added."""
         with self._cond:
             self._faults.append(_Fault(count, code, path_contains, method, message))
+
+    def answer_raw_next(self, data: bytes, count: int = 1, *, path_contains: str | None = None) -> None:
+        """The next ``count`` requests whose path-with-query contains ``path_contains`` get ``data`` as their whole
+        answer, status line and headers included, as a hostile or broken server would send it; then the connection
+        is closed."""
+        with self._cond:
+            self._faults.append(_Fault(count, 0, path_contains, None, "", data))
 
     def set_delay(self, seconds: float, *, path_contains: str | None = None) -> None:
         """Delays every answer (or those whose path-with-query contains ``path_contains``); 0 turns it off."""
@@ -795,6 +809,8 @@ class FakeKubeAPI:
                     self._faults.remove(fault)
         if delay > 0 and (where is None or where in raw_path):
             self._stopping.wait(delay)
+        if fault is not None and fault.raw is not None:
+            raise _RawAnswer(fault.raw)
         if fault is not None:
             raise KubeStatusError(fault.code, fault.message)
 
@@ -907,6 +923,12 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise KubeStatusError(400, "the request body is not valid JSON") from None
             answer = api._route(self, url.path, query, body)
+        except _RawAnswer as raw_answer:
+            with contextlib.suppress(OSError):
+                self.wfile.write(raw_answer.data)
+                self.wfile.flush()
+            self.abort()
+            return
         except KubeStatusError as e:
             answer = e.code, e.status()
         except Exception:

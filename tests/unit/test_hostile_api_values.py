@@ -14,7 +14,11 @@ Each test was failing first; the module docstring of the code each one pins says
   reported (InvalidPod / InvalidNamespace Event, log line, metric, status file);
 * a watch stream sending a line without end: the reader buffered it all (the daemon's memory grew until the
   kernel killed it, every pod's enforcement with it). Now a watch event over MAX_EVENT_BYTES is a garbled answer:
-  the buffer is dropped, the store keeps its last good view, the problem is reported and the watch retried.
+  the buffer is dropped, the store keeps its last good view, the problem is reported and the watch retried;
+* an exception no one foresaw while reading the API (a chunk announced at 256 TiB read whole: MemoryError) ended
+  the reflector's thread silently: the kind was never updated again. Now streams are read in bounded pieces and
+  any exception is logged, reported as the source's problem and retried with backoff
+  (tests/integration/test_daemon_kube.py has the real-HTTP answers).
 """
 
 from __future__ import annotations
@@ -243,6 +247,33 @@ def test_the_reflector_keeps_its_view_through_an_endless_watch_line() -> None:
         assert set(store.snapshot().policies) == {"default/p"}
         (problem,) = store.source_problems()["api/multi-networkpolicies"]
         assert f"a watch event over {kube.MAX_EVENT_BYTES} bytes" in problem and "keeping the last good view" in problem
+    finally:
+        script.done.set()
+        reflector.stop()
+
+
+class Exploding(Answer):
+    """A watch answer whose reading raises what no one foresaw."""
+
+    def stream(self, amt: Any = None, decode_content: bool = True) -> Iterator[bytes]:
+        raise MemoryError("cannot allocate 281474976710655 bytes")
+        yield b""
+
+
+def test_an_unforeseen_error_ends_no_reflector_and_is_reported() -> None:
+    """Before: any exception outside the reflector's list (MemoryError, a client bug) ended its thread silently —
+    the store still said synced, and no change of that kind was ever seen again."""
+    store = Store(FakeClock())
+    good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
+    script = Script([good_list], [Exploding()])
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: script.calls.count("watch") >= 2, "the reflector watches again after the error")
+        assert reflector._thread.is_alive()
+        assert set(store.snapshot().policies) == {"default/p"}
+        (problem,) = store.source_problems()["api/multi-networkpolicies"]
+        assert "MemoryError: cannot allocate" in problem and "keeping the last good view" in problem
     finally:
         script.done.set()
         reflector.stop()
