@@ -211,6 +211,14 @@ def iter_lines(response: Any, max_bytes: int = MAX_EVENT_BYTES) -> Iterator[byte
         yield bytes(pending)
 
 
+def _decode(data: bytes) -> Any:
+    """JSON, or a GarbledAnswer (reported, unlike a cut connection: a server answering garbage does so again)."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise GarbledAnswer(f"an answer that is no JSON ({excerpt(str(exc))[1:-1]})") from None
+
+
 class Reflector:
     """List + watch of one kind into the store, on its own thread."""
 
@@ -318,7 +326,7 @@ class Reflector:
                 **kwargs, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT_S, CONNECT_TIMEOUT_S * 6)
             )
             try:
-                doc = json.loads(response.data)
+                doc = _decode(response.data)
             finally:
                 response.release_conn()
             del response  # the page's bytes: only one page is held at a time
@@ -367,7 +375,9 @@ class Reflector:
             for line in iter_lines(response):
                 if self._stop.is_set():
                     break
-                self.resource_version = self._handle(json.loads(line), self.resource_version or resource_version)
+                self.resource_version = self._handle(_decode(line), self.resource_version or resource_version)
+                # Past the event that was garbled (it comes first again after a retry): the view is whole again.
+                self.store.set_problems(self.source, [])
             else:
                 finished = True
         finally:

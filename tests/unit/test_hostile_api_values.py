@@ -277,3 +277,32 @@ def test_an_unforeseen_error_ends_no_reflector_and_is_reported() -> None:
     finally:
         script.done.set()
         reflector.stop()
+
+
+class NotJson(Answer):
+    """A watch answer whose one line is no JSON."""
+
+    def stream(self, amt: Any = None, decode_content: bool = True) -> Iterator[bytes]:
+        yield b"\xff\xfe{not json\n"
+
+
+def test_a_garbled_watch_is_reported_while_it_lasts_and_withdrawn_when_the_watch_goes_on() -> None:
+    """Before: a watch line that is no JSON was only logged (no `mnp_source_problems`, nothing in `mnpctl status`),
+    and a garbled answer's problem stayed reported until the next relist — which only a 410 brings, hours later
+    — though the watch after it had long gone on."""
+    store = Store(FakeClock())
+    good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
+    gone = {**GOOD, "metadata": {**GOOD["metadata"], "resourceVersion": "2"}}
+    script = Script([good_list], [NotJson(), Answer(lines=[{"type": "DELETED", "object": gone}])])
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    seen: list[tuple[str, ...]] = []
+    store.on_change = lambda: seen.append(store.source_problems()["api/multi-networkpolicies"])
+    reflector.start()
+    try:
+        wait_for(lambda: script.calls.count("watch") >= 3, "the reflector watches on after the garbled line")
+        assert set(store.snapshot().policies) == set()
+        assert any("no JSON" in problem for problems in seen for problem in problems)
+        assert store.source_problems()["api/multi-networkpolicies"] == ()
+    finally:
+        script.done.set()
+        reflector.stop()
