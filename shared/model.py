@@ -701,8 +701,10 @@ def _parse_port(raw: object, where: str, problems: list[str]) -> PortSpec | None
     if isinstance(port, bool) or (port is not None and not isinstance(port, int | str)):
         problems.append(f"{where}.port: must be a number or a port name")
         port = None
-    if isinstance(port, str) and port.isdigit():
-        port = int(port)  # an IntOrString given as "80" in YAML
+    # An IntOrString given as "80" in YAML. ASCII digits only: str.isdigit() is true for "²" (which int() refuses)
+    # and for "٣" or "８０" (which it takes as 3 and 80); the CRD lets any tenant write them.
+    if isinstance(port, str) and port.isascii() and port.isdigit():
+        port = int(port)
     if isinstance(port, int) and not 1 <= port <= 65535:
         problems.append(f"{where}.port: {port} is not in 1-65535")
     if isinstance(port, str) and not is_port_name(port):

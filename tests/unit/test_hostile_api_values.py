@@ -18,7 +18,11 @@ Each test was failing first; the module docstring of the code each one pins says
 * an exception no one foresaw while reading the API (a chunk announced at 256 TiB read whole: MemoryError) ended
   the reflector's thread silently: the kind was never updated again. Now streams are read in bounded pieces and
   any exception is logged, reported as the source's problem and retried with backoff
-  (tests/integration/test_daemon_kube.py has the real-HTTP answers).
+  (tests/integration/test_daemon_kube.py has the real-HTTP answers);
+* a MultiNetworkPolicy port of Unicode digits, which the CRD accepts from any tenant: "²" made the parser raise,
+  and the policies' reflector retried that event for ever — no policy change reached any node again; "٣" and "８０"
+  were ports 3 and 80. Now they are no port number and no port name: the policy is invalid (isolates, allows
+  nothing) and reported.
 """
 
 from __future__ import annotations
@@ -303,6 +307,53 @@ def test_a_garbled_watch_is_reported_while_it_lasts_and_withdrawn_when_the_watch
         assert set(store.snapshot().policies) == set()
         assert any("no JSON" in problem for problems in seen for problem in problems)
         assert store.source_problems()["api/multi-networkpolicies"] == ()
+    finally:
+        script.done.set()
+        reflector.stop()
+
+
+# ------------------------------------------------------------------------------------------- policy ports
+
+UNICODE_DIGITS = ["²", "٣", "８０", "߀"]  # str.isdigit() is true for each; int() takes "٣" and "８０", refuses "²"
+
+
+def port_policy(port: object) -> dict[str, Any]:
+    return policy(
+        "server-odd-port",
+        select={"app": "server"},
+        ingress=[{"from": [{"podSelector": {}}], "ports": [{"port": port}]}],
+    )
+
+
+@pytest.mark.parametrize("port", UNICODE_DIGITS)
+def test_a_port_of_unicode_digits_is_no_number(port: str) -> None:
+    """The CRD takes any string as a port (x-kubernetes-int-or-string, no pattern), so any tenant can write these.
+    Before: "²" made parse_policy raise (int("²")), and the policies' reflector retried the same event for ever —
+    no policy change reached any node again; "٣" and "８０" were read as ports 3 and 80, allowing them."""
+    h = Harness()
+    cluster(h)
+    put(h.store, port_policy(port))
+    h.ready()
+    h.sync()
+    parsed = h.store.get(POLICY, "default/server-odd-port")
+    assert not parsed.valid and "is not a valid port name" in parsed.problems[0]
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 3) == "drop"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # server-from-clients still allows
+
+
+def test_a_policy_the_parser_trips_on_stops_no_other_policy() -> None:
+    store = Store(FakeClock())
+    good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
+    other = {**GOOD, "metadata": {**GOOD["metadata"], "name": "other", "resourceVersion": "3"}}
+    hostile = {**port_policy("²"), "metadata": {**port_policy("²")["metadata"], "resourceVersion": "2"}}
+    lines = [{"type": "ADDED", "object": hostile}, {"type": "ADDED", "object": other}]
+    script = Script([good_list], [Answer(lines=lines), Answer(lines=lines)])
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: "default/other" in store.snapshot().policies, "the policy after the hostile one is seen")
+        assert not store.snapshot().policies["default/server-odd-port"].valid
     finally:
         script.done.set()
         reflector.stop()
