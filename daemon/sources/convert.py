@@ -33,6 +33,10 @@ from daemon.store import NAD, NAMESPACE, POD, POLICY, ObjectProblems, PodObject
 from shared.model import (
     NETWORK_STATUS,
     NETWORKS,
+    POLICY_TYPES,
+    MultiNetworkPolicy,
+    Namespace,
+    NetworkAttachmentDefinition,
     Pod,
     metadata_type_problems,
     parse_nad,
@@ -40,7 +44,7 @@ from shared.model import (
     parse_pod,
     parse_policy,
 )
-from shared.selectors import UnreadableLabels
+from shared.selectors import MATCH_EVERYTHING, UNREADABLE_LABELS, UnreadableLabels, excerpt
 
 MAX_PROBLEMS = 10  # messages kept per object; the rest are counted
 
@@ -139,14 +143,43 @@ def _problems(found: list[str], uid: str, node: str = "") -> ObjectProblems | No
 
 def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
     """The object's store key, parsed value (None when the daemon does not keep it), uid and problems. Policies
-    carry their problems in the value (`MultiNetworkPolicy.problems`, reported as InvalidPolicy)."""
+    carry their problems in the value (`MultiNetworkPolicy.problems`, reported as InvalidPolicy). Never raises for
+    an object's content: a parser that trips over some shape it did not foresee costs that object (`unparsable`),
+    never its reflector — which would retry the same event for ever, and no change of its kind would be seen."""
+    if kind not in API_KINDS.values():
+        raise ValueError(f"unknown kind {kind!r}")
     key = object_key(kind, obj)
     uid = str(_meta(obj).get("uid") or "")
-    value: Any
+    try:
+        return _convert(kind, obj, key, uid)
+    except Exception as exc:
+        return unparsable(kind, obj, key, uid, f"cannot be parsed ({type(exc).__name__}: {excerpt(str(exc))[1:-1]})")
+
+
+def unparsable(kind: str, obj: Mapping[str, Any], key: str, uid: str, why: str) -> Converted:
+    """What stands for an object the parsers tripped over, fail closed: a policy that isolates every pod of its
+    namespace, both ways, on every network, and allows nothing; a pod that is not kept (no interface mnpd programs,
+    no peer); a namespace whose labels cannot be read; a NAD whose config cannot be read. Each reported."""
+    namespace, _, name = key.rpartition("/")
+    if kind == POLICY:
+        policy = MultiNetworkPolicy(
+            namespace, name, (), MATCH_EVERYTHING, frozenset(POLICY_TYPES), problems=(why,), every_network=True
+        )
+        return Converted(key, policy, uid)
+    value: Any = None
+    if kind == NAMESPACE:
+        value = Namespace(key, UNREADABLE_LABELS)
+    elif kind == NAD:
+        value = NetworkAttachmentDefinition(namespace, name)
+    return Converted(key, value, uid, _problems([why], uid))
+
+
+def _convert(kind: str, obj: Mapping[str, Any], key: str, uid: str) -> Converted:
     if kind == POLICY:
         return Converted(key, parse_policy(obj), uid)
     found: list[str] = []
     node = ""
+    value: Any
     if kind == NAMESPACE:
         value = parse_namespace(obj)
         found = metadata_type_problems(obj, ("labels",))  # its annotations: mnp reads none
@@ -156,8 +189,6 @@ def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
         value = pod_value(pod, status_reported(obj))
         if value is None and not _names_networks(obj):
             found = []  # a pod mnp reads nothing of (no secondary network claimed): none of its business
-    elif kind == NAD:
-        value, found = parse_nad(obj)
     else:
-        raise ValueError(f"unknown kind {kind!r}")
+        value, found = parse_nad(obj)
     return Converted(key, value, uid, _problems(found, uid, node))

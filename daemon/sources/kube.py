@@ -215,7 +215,7 @@ def _decode(data: bytes) -> Any:
     """JSON, or a GarbledAnswer (reported, unlike a cut connection: a server answering garbage does so again)."""
     try:
         return json.loads(data)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nested too deep
         raise GarbledAnswer(f"an answer that is no JSON ({excerpt(str(exc))[1:-1]})") from None
 
 

@@ -35,13 +35,14 @@ import pytest
 
 from daemon.clock import FakeClock
 from daemon.records import PENDING, PROGRAMMED
+from daemon.sources import convert as convert_module
 from daemon.sources import kube
 from daemon.sources.convert import convert
 from daemon.sources.kube import Backoff, GarbledAnswer, Kind, Reflector, iter_lines
 from daemon.status import status_document
 from daemon.store import POD, POLICY, Store
 from shared.model import NETWORK_STATUS
-from tests.unit.test_daemon_builders import NET_A, entry, namespace, pod, policy, put
+from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
 from tests.unit.test_hostile_daemon import GOOD, Answer, Script, wait_for
 
@@ -357,3 +358,34 @@ def test_a_policy_the_parser_trips_on_stops_no_other_policy() -> None:
     finally:
         script.done.set()
         reflector.stop()
+
+
+@pytest.mark.parametrize("parser", ["parse_policy", "parse_pod", "parse_namespace", "parse_nad"])
+def test_an_object_a_parser_trips_over_costs_that_object_fail_closed(
+    parser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever shape a parser did not foresee (the Unicode digits above were one), convert does not raise: the
+    object stands for what mnpd cannot read, fail closed, reported; the reflector goes on."""
+
+    def trips(obj: object) -> None:
+        raise TypeError("a shape no one foresaw")
+
+    monkeypatch.setattr(convert_module, parser, trips)
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    put(h.store, namespace("default", {"team": "a"}), nad("net-a"), policy("odd", select={"app": "nothing"}))
+    h.ready()
+    h.sync()
+    assert h.controller.records[SERVER.key].state in (PROGRAMMED, PENDING)
+    if parser == "parse_policy":  # every policy isolates every pod of its namespace, allows nothing
+        assert all(not p.valid and p.every_network for p in h.store.snapshot().policies.values())
+        assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"
+        assert {reason for _, reason, _ in h.events.posted} == {"InvalidPolicy"}
+    else:
+        assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+        kind = {"parse_pod": "Pod", "parse_namespace": "Namespace", "parse_nad": "NetworkAttachmentDefinition"}
+        reported = {o["kind"] for o in status_document(h.controller, h.store.source_status(), "node-a")["objects"]}
+        assert reported == {kind[parser]}
+    (message,) = {m for _, _, m in h.events.posted if "cannot be parsed" in m} or {""}
+    assert "cannot be parsed (TypeError: a shape no one foresaw)" in message
