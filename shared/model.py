@@ -424,7 +424,7 @@ def parse_network_requests(value: object, namespace: str) -> tuple[tuple[Network
     if any(c in text for c in '[{"'):  # as Multus decides (parsePodNetworkAnnotation): JSON, else the short form
         try:
             items = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             return (), [f"annotation {NETWORKS}: not valid JSON: {exc}"]
         if not isinstance(items, list):
             return (), [f"annotation {NETWORKS}: must be a JSON list"]
@@ -468,7 +468,7 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
         return (), []
     try:
         items = json.loads(value) if isinstance(value, str) else value
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         return (), [f"annotation {NETWORK_STATUS}: not valid JSON: {exc}"]
     if not isinstance(items, list):
         return (), [f"annotation {NETWORK_STATUS}: must be a JSON list"]
@@ -605,7 +605,7 @@ def parse_nad(obj: Mapping[str, Any]) -> tuple[NetworkAttachmentDefinition, list
                 config = loaded
             else:
                 problems.append("spec.config: must be a JSON object")
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             problems.append(f"spec.config: not valid JSON: {exc}")
     elif isinstance(raw, dict):
         config = raw

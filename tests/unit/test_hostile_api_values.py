@@ -22,7 +22,11 @@ Each test was failing first; the module docstring of the code each one pins says
 * a MultiNetworkPolicy port of Unicode digits, which the CRD accepts from any tenant: "²" made the parser raise,
   and the policies' reflector retried that event for ever — no policy change reached any node again; "٣" and "８０"
   were ports 3 and 80. Now they are no port number and no port name: the policy is invalid (isolates, allows
-  nothing) and reported.
+  nothing) and reported;
+* JSON nested too deep (100 KB of "[") in a pod's network-status or networks annotation — any tenant can write it
+  on its own pod — or in a NAD's config: json.loads' RecursionError escaped the parser, and the pods' (NADs')
+  reflector retried that event for ever on every node. Now it is unreadable JSON: left out, reported; and an
+  object any parser trips over costs only that object (daemon.sources.convert.unparsable).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from daemon.sources import kube
 from daemon.sources.convert import convert
 from daemon.sources.kube import Backoff, GarbledAnswer, Kind, Reflector, iter_lines
 from daemon.status import status_document
-from daemon.store import POD, POLICY, Store
+from daemon.store import NAD, POD, POLICY, Store
 from shared.model import NETWORK_STATUS
 from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
@@ -389,3 +393,43 @@ def test_an_object_a_parser_trips_over_costs_that_object_fail_closed(
         assert reported == {kind[parser]}
     (message,) = {m for _, _, m in h.events.posted if "cannot be parsed" in m} or {""}
     assert "cannot be parsed (TypeError: a shape no one foresaw)" in message
+
+
+# ------------------------------------------------------------------------------------------- JSON nested too deep
+
+DEEP = "[" * 100_000  # 100 KB: under the API server's 256 KiB for all of an object's annotations
+
+
+@pytest.mark.parametrize("annotation", [NETWORK_STATUS, "k8s.v1.cni.cncf.io/networks"])
+def test_a_pod_annotation_nested_too_deep_is_unreadable_not_a_stuck_reflector(annotation: str) -> None:
+    """Any tenant can write this on its own pod. Before: json.loads' RecursionError escaped the parser, and the
+    pods' reflector retried that event for ever on every node — no new pod was programmed again, deleted peers
+    stayed admitted. Now the annotation is unreadable JSON like any other: left out, reported."""
+    store = Store(FakeClock())
+    deep = pod("deep", nets=[(NET_A, "net1", "10.10.0.5")])
+    deep["metadata"]["annotations"][annotation] = DEEP
+    after = pod("after", nets=[(NET_A, "net1", "10.10.0.6")])
+    lines = [{"type": "ADDED", "object": deep}, {"type": "ADDED", "object": after}]
+    script = Script([Answer({"items": [], "metadata": {"resourceVersion": "1"}})], [Answer(lines=lines)])
+    reflector = Reflector(Kind("pods", POD, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: store.get(POD, "default/after") is not None, "the pod after the deep one is seen")
+        (found,) = store.object_problems()[1].values()
+        assert f"annotation {annotation}: not valid JSON" in found.problems[0]
+        kept = store.get(POD, "default/deep")
+        if annotation == NETWORK_STATUS:  # its interfaces cannot be read: none, so no peer address
+            assert kept is None or not kept.pod.attachments
+        else:  # the request cannot be read; the network-status Multus wrote still says what the pod has
+            assert [a.interface for a in kept.pod.attachments] == ["net1"]
+    finally:
+        script.done.set()
+        reflector.stop()
+
+
+def test_a_nad_config_nested_too_deep_is_unreadable() -> None:
+    broken = nad("net-a")
+    broken["spec"]["config"] = DEEP
+    converted = convert(NAD, broken)
+    assert converted.value.config == {}
+    assert converted.problems is not None and "spec.config: not valid JSON" in converted.problems.problems[0]
