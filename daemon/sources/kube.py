@@ -389,9 +389,15 @@ class Reflector:
                 response.close()  # cut mid-stream: never hand this connection to another request
 
     def _check(self, obj: object) -> None:
+        """Raise GarbledAnswer for an object whose identity cannot be read. Stricter than a manifest: the API
+        server always sends a name, and a namespace for every kind but Namespace; one missing would be taken for
+        `default`'s (a manifest's convention), a peer of default's podSelectors."""
         why = unidentifiable(obj)
-        if why is None and not (isinstance(obj, dict) and isinstance((obj.get("metadata") or {}).get("name"), str)):
+        meta = (obj.get("metadata") or {}) if isinstance(obj, dict) else {}
+        if why is None and not (isinstance(meta.get("name"), str) and meta["name"]):
             why = "metadata.name: missing"
+        if why is None and self.kind.store_kind != NAMESPACE and not meta.get("namespace"):
+            why = "metadata.namespace: missing"
         if why is not None:
             raise GarbledAnswer(f"an item of {self.kind.name}: {why}")
 

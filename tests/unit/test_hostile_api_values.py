@@ -26,7 +26,9 @@ Each test was failing first; the module docstring of the code each one pins says
 * JSON nested too deep (100 KB of "[") in a pod's network-status or networks annotation — any tenant can write it
   on its own pod — or in a NAD's config: json.loads' RecursionError escaped the parser, and the pods' (NADs')
   reflector retried that event for ever on every node. Now it is unreadable JSON: left out, reported; and an
-  object any parser trips over costs only that object (daemon.sources.convert.unparsable).
+  object any parser trips over costs only that object (daemon.sources.convert.unparsable);
+* an API object without namespace (or with an empty name) was taken for one of `default`: a peer of default's
+  podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported.
 """
 
 from __future__ import annotations
@@ -433,3 +435,29 @@ def test_a_nad_config_nested_too_deep_is_unreadable() -> None:
     converted = convert(NAD, broken)
     assert converted.value.config == {}
     assert converted.problems is not None and "spec.config: not valid JSON" in converted.problems.problems[0]
+
+
+# ------------------------------------------------------------------------------------------- identity
+
+NO_NAMESPACE = pod("stray", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.50")])
+del NO_NAMESPACE["metadata"]["namespace"]
+EMPTY_NAME = pod("", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.51")])
+
+
+@pytest.mark.parametrize("stray", [NO_NAMESPACE, EMPTY_NAME], ids=["no-namespace", "empty-name"])
+def test_an_api_pod_without_namespace_or_name_is_unidentifiable(stray: dict[str, Any]) -> None:
+    """A real API server always sends both. Before: a pod without namespace was taken for one of `default` (a
+    manifest's convention) — admitted by default's podSelector peers (here role=client: server-from-clients) — and
+    one named "" was kept as `default/`."""
+    store = Store(FakeClock())
+    script = Script([Answer({"items": [stray], "metadata": {"resourceVersion": "1"}})], [])
+    reflector = Reflector(Kind("pods", POD, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: store.source_problems()["api/pods"] != (), "the list is reported garbled")
+        assert store.snapshot().pods == {} and not store.synced()
+        (problem,) = store.source_problems()["api/pods"]
+        assert "metadata." in problem and "keeping the last good view" in problem
+    finally:
+        script.done.set()
+        reflector.stop()
