@@ -337,6 +337,12 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+# Labels read per object: far more than any tool writes (tens). Etcd's 1.5 MiB holds 60,000, which any tenant can
+# write on its own pods, kept by every node's mnpd (docs/benchmarks.md, "Objects of many labels"); over this the
+# labels are unreadable (fail closed: no interface, no peer, a namespace matches no label selector), reported.
+MAX_LABELS = 256
+
+
 def _string_map(value: object) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
@@ -352,6 +358,9 @@ def metadata_type_problems(obj: Mapping[str, Any], fields: tuple[str, ...] = ("l
         problems.append(f"metadata.uid: {excerpt(meta.get('uid'))} is not a string")
     for name in fields:
         value = meta.get(name)
+        if name == "labels" and isinstance(value, dict) and len(value) > MAX_LABELS:
+            problems.append(f"metadata.labels: {len(value)} labels, more than mnpd reads ({MAX_LABELS})")
+            continue
         if value is None or _string_map(value):
             continue
         if not isinstance(value, dict):
@@ -377,11 +386,11 @@ def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
 
 
 def _labels(meta: Mapping[str, Any]) -> Mapping[str, str]:
-    """The labels, or `UNREADABLE_LABELS` when they are there but no map of string to string."""
+    """The labels, or `UNREADABLE_LABELS` when they are there but no map of string to string, or over MAX_LABELS."""
     labels = meta.get("labels")
     if labels is None:
         return {}
-    if not _string_map(labels):
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS or not _string_map(labels):
         return UNREADABLE_LABELS
     # Interned: a cluster's pods repeat a few keys and values thousands of times (the daemon keeps them all).
     return {sys.intern(k): sys.intern(v) for k, v in labels.items()}

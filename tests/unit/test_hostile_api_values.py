@@ -28,7 +28,8 @@ Each test was failing first; the module docstring of the code each one pins says
   reflector retried that event for ever on every node. Now it is unreadable JSON: left out, reported; and an
   object any parser trips over costs only that object (daemon.sources.convert.unparsable);
 * an API object without namespace (or with an empty name) was taken for one of `default`: a peer of default's
-  podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported.
+  podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported;
+* a pod of 60,000 labels cost every node's mnpd 4.9 MB: over MAX_LABELS (256) its labels are unreadable.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from daemon.sources.convert import convert
 from daemon.sources.kube import Backoff, GarbledAnswer, Kind, Reflector, iter_lines
 from daemon.status import status_document
 from daemon.store import NAD, POD, POLICY, Store
+from shared import model
 from shared.model import NETWORK_STATUS
+from shared.selectors import UNREADABLE_LABELS
 from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
 from tests.unit.test_hostile_daemon import GOOD, Answer, Script, wait_for
@@ -90,10 +93,10 @@ def test_a_peer_with_a_container_port_out_of_range_freezes_no_one(number: int) -
 
 # ------------------------------------------------------------------------------------------- labels, annotations
 
-UNREADABLE_LABELS: list[Any] = [{"app": ["server"]}, {"app": None}, {"app": 1}, ["app=server"], "app=server"]
+GARBLED_LABELS: list[Any] = [{"app": ["server"]}, {"app": None}, {"app": 1}, ["app=server"], "app=server"]
 
 
-@pytest.mark.parametrize("labels", UNREADABLE_LABELS)
+@pytest.mark.parametrize("labels", GARBLED_LABELS)
 def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
     h = Harness()
     h.controller.node = "node-a"
@@ -126,7 +129,7 @@ def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
     assert all("metadata.labels" in o["problems"][0] for o in objects)
 
 
-@pytest.mark.parametrize("labels", UNREADABLE_LABELS)
+@pytest.mark.parametrize("labels", GARBLED_LABELS)
 def test_a_peer_whose_labels_cannot_be_read_is_admitted_by_no_selector(labels: Any) -> None:
     h = Harness()
     cluster(h)
@@ -461,3 +464,31 @@ def test_an_api_pod_without_namespace_or_name_is_unidentifiable(stray: dict[str,
     finally:
         script.done.set()
         reflector.stop()
+
+
+# ------------------------------------------------------------------------------------------- sizes
+
+
+def test_a_pod_with_more_labels_than_mnpd_reads_is_closed_and_reported() -> None:
+    """A pod of 60,000 labels (1.4 MB of JSON, under etcd's 1.5 MiB) cost every node's mnpd 4.9 MB and 114 ms per
+    event (docs/benchmarks.md, "Objects of many labels"). Any tenant can write it on its own pods: now over
+    MAX_LABELS its labels are unreadable (no interface programmed, no peer), reported."""
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    h.ready()
+    h.sync()
+    many = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
+    many["metadata"]["labels"] |= {f"k{i}": "v" for i in range(model.MAX_LABELS)}
+    converted = convert(POD, many)
+    assert converted.value.pod.labels == UNREADABLE_LABELS
+    assert converted.problems is not None
+    assert f"{model.MAX_LABELS + 1} labels, more than mnpd reads" in converted.problems.problems[0]
+    put(h.store, many)
+    h.sync()
+    assert h.controller.records[SERVER.key].state == PENDING
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    ((ref, reason, _),) = h.events.posted
+    assert (ref.name, reason) == ("server", "InvalidPod")
+    del many["metadata"]["labels"]["k0"]  # MAX_LABELS: read
+    assert convert(POD, many).problems is None
