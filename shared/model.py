@@ -338,7 +338,7 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 # Labels read per object: far more than any tool writes (tens). Etcd's 1.5 MiB holds 60,000, which any tenant can
-# write on its own pods, kept by every node's mnpd (docs/benchmarks.md, "Objects of many labels"); over this the
+# write on its own pods, kept by every node's mnpd (docs/benchmarks.md, "Large objects from the API"); over this the
 # labels are unreadable (fail closed: no interface, no peer, a namespace matches no label selector), reported.
 MAX_LABELS = 256
 
@@ -773,6 +773,25 @@ def _parse_rules(raw: object, direction: str, problems: list[str]) -> tuple[Rule
     return tuple(rules)
 
 
+# Values (every object, list, string, number) read in a policy's spec: room for thousands of ipBlocks. Etcd's
+# 1.5 MiB holds 100,000, which any tenant can create in its namespace, kept and parsed by every node's mnpd
+# (docs/benchmarks.md, "Large objects from the API"); over this its rules are not read: invalid, fail closed, reported.
+MAX_POLICY_VALUES = 20_000
+
+
+def _values_over(value: object, limit: int) -> int:
+    """How many values `value` holds, counting no further than limit + 1."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     """Parse a MultiNetworkPolicy; `problems` lists every validation error (empty = valid)."""
     meta = _meta(obj)
@@ -804,13 +823,20 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     unknown = set(spec) - {"podSelector", "policyTypes", "ingress", "egress"}
     if unknown:
         problems.append(f"spec: unknown field(s) {', '.join(sorted(unknown))}")
+    # Too large to read: its rules are not read (it is invalid, so it allows nothing whatever they say).
+    too_large = _values_over(spec, MAX_POLICY_VALUES) > MAX_POLICY_VALUES
+    if too_large:
+        problems.append(f"spec: more than mnpd reads ({MAX_POLICY_VALUES} values); its rules are not read")
     # podSelector is required by the API; an unreadable one selects the whole namespace (fail closed).
-    pod_selector, sel_problems = parse_selector(spec.get("podSelector", {}), "spec.podSelector")
-    if sel_problems:
-        problems.extend(sel_problems)
-        pod_selector = MATCH_EVERYTHING
-    ingress = _parse_rules(spec.get("ingress"), INGRESS, problems)
-    egress = _parse_rules(spec.get("egress"), EGRESS, problems)
+    raw_selector = spec.get("podSelector", {})
+    pod_selector = MATCH_EVERYTHING
+    if _values_over(raw_selector, MAX_POLICY_VALUES) <= MAX_POLICY_VALUES:
+        pod_selector, sel_problems = parse_selector(raw_selector, "spec.podSelector")
+        if sel_problems:
+            problems.extend(sel_problems)
+            pod_selector = MATCH_EVERYTHING
+    ingress = () if too_large else _parse_rules(spec.get("ingress"), INGRESS, problems)
+    egress = () if too_large else _parse_rules(spec.get("egress"), EGRESS, problems)
     raw_types = spec.get("policyTypes")
     if not isinstance(obj.get("spec"), dict):
         policy_types = frozenset(POLICY_TYPES)  # unreadable: isolate both directions

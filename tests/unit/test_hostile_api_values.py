@@ -29,7 +29,8 @@ Each test was failing first; the module docstring of the code each one pins says
   object any parser trips over costs only that object (daemon.sources.convert.unparsable);
 * an API object without namespace (or with an empty name) was taken for one of `default`: a peer of default's
   podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported;
-* a pod of 60,000 labels cost every node's mnpd 4.9 MB: over MAX_LABELS (256) its labels are unreadable.
+* a pod of 60,000 labels cost every node's mnpd 4.9 MB, a policy of 12,000 rules 7.4 MB and 1.2 s per event: over
+  MAX_LABELS (256) labels are unreadable, over MAX_POLICY_VALUES (20,000) a policy's rules are not read (invalid).
 """
 
 from __future__ import annotations
@@ -471,7 +472,7 @@ def test_an_api_pod_without_namespace_or_name_is_unidentifiable(stray: dict[str,
 
 def test_a_pod_with_more_labels_than_mnpd_reads_is_closed_and_reported() -> None:
     """A pod of 60,000 labels (1.4 MB of JSON, under etcd's 1.5 MiB) cost every node's mnpd 4.9 MB and 114 ms per
-    event (docs/benchmarks.md, "Objects of many labels"). Any tenant can write it on its own pods: now over
+    event (docs/benchmarks.md, "Large objects from the API"). Any tenant can write it on its own pods: now over
     MAX_LABELS its labels are unreadable (no interface programmed, no peer), reported."""
     h = Harness()
     h.controller.node = "node-a"
@@ -492,3 +493,24 @@ def test_a_pod_with_more_labels_than_mnpd_reads_is_closed_and_reported() -> None
     assert (ref.name, reason) == ("server", "InvalidPod")
     del many["metadata"]["labels"]["k0"]  # MAX_LABELS: read
     assert convert(POD, many).problems is None
+
+
+def test_a_policy_larger_than_mnpd_reads_isolates_and_allows_nothing() -> None:
+    """A MultiNetworkPolicy of 12,000 rules (1.1 MB of JSON) — any tenant can create it in its namespace — cost
+    every node's mnpd 7.4 MB and 1.2 s per event (docs/benchmarks.md, "Large objects from the API"). Over
+    MAX_POLICY_VALUES values its rules are not read: invalid, fail closed (isolates what it selects, allows
+    nothing), reported."""
+    h = Harness()
+    cluster(h)
+    rules = [{"from": [{"podSelector": {"matchLabels": {"role": "other"}}}], "ports": [{"port": 80}]}]
+    rules += [{"from": [{"ipBlock": {"cidr": f"192.0.2.{i % 256}/32"}}]} for i in range(model.MAX_POLICY_VALUES)]
+    put(h.store, policy("huge", select={"app": "server"}, ingress=rules))
+    h.ready()
+    h.sync()
+    parsed = h.store.get(POLICY, "default/huge")
+    assert not parsed.valid and "more than mnpd reads" in parsed.problems[0]
+    assert parsed.ingress == ()  # not read
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"  # its first rule is not allowed
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # server-from-clients still is
+    ((_, reason, _),) = h.events.posted
+    assert reason == "InvalidPolicy"
