@@ -514,3 +514,27 @@ def test_a_policy_larger_than_mnpd_reads_isolates_and_allows_nothing() -> None:
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # server-from-clients still is
     ((_, reason, _),) = h.events.posted
     assert reason == "InvalidPolicy"
+
+
+def test_watch_events_for_objects_never_added_or_unknown_keep_the_view_whole() -> None:
+    """Held before and after: MODIFIED for an object never ADDED adds it, DELETED for one never seen changes
+    nothing, a BOOKMARK changes nothing; none is reported as a problem."""
+    store = Store(FakeClock())
+    other = {**GOOD, "metadata": {**GOOD["metadata"], "name": "never-added"}}
+    unknown = {**GOOD, "metadata": {**GOOD["metadata"], "name": "unknown"}}
+    lines = [
+        {"type": "MODIFIED", "object": other},
+        {"type": "DELETED", "object": unknown},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+    ]
+    script = Script([Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})], [Answer(lines=lines)])
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: script.calls.count("watch") >= 2, "the watch ends and starts again")
+        assert set(store.snapshot().policies) == {"default/p", "default/never-added"}
+        assert reflector.resource_version == "9"
+        assert store.source_problems()["api/multi-networkpolicies"] == ()
+    finally:
+        script.done.set()
+        reflector.stop()
