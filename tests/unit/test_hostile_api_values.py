@@ -35,8 +35,9 @@ Each test was failing first; the module docstring of the code each one pins says
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -55,6 +56,25 @@ from shared.selectors import UNREADABLE_LABELS
 from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy, put
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
 from tests.unit.test_hostile_daemon import GOOD, Answer, Script, wait_for
+
+
+@contextlib.contextmanager
+def reflecting(
+    script: Script, kind: str = POLICY, on_change: Callable[[Store], None] | None = None
+) -> Iterator[tuple[Store, Reflector]]:
+    """A store (calling `on_change` with itself) and a running reflector of `kind` reading `script`, stopped at
+    the end."""
+    store = Store(FakeClock())
+    if on_change is not None:
+        store.on_change = lambda: on_change(store)
+    name = {POLICY: "multi-networkpolicies", POD: "pods"}[kind]
+    reflector = Reflector(Kind(name, kind, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        yield store, reflector
+    finally:
+        script.done.set()
+        reflector.stop()
 
 
 def egress_to_named_port(name: str) -> dict[str, object]:
@@ -94,16 +114,23 @@ def test_a_peer_with_a_container_port_out_of_range_freezes_no_one(number: int) -
 
 # ------------------------------------------------------------------------------------------- labels, annotations
 
-GARBLED_LABELS: list[Any] = [{"app": ["server"]}, {"app": None}, {"app": 1}, ["app=server"], "app=server"]
 
-
-@pytest.mark.parametrize("labels", GARBLED_LABELS)
-def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
+def synced_node_a() -> Harness:
+    """The controller tests' cluster, synced, as the mnpd of node-a (where server and db run)."""
     h = Harness()
     h.controller.node = "node-a"
     cluster(h)
     h.ready()
     h.sync()
+    return h
+
+
+GARBLED_LABELS: list[Any] = [{"app": ["server"]}, {"app": None}, {"app": 1}, ["app=server"], "app=server"]
+
+
+@pytest.mark.parametrize("labels", GARBLED_LABELS)
+def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
+    h = synced_node_a()
     assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
     garbled = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
     garbled["metadata"]["labels"] = labels
@@ -194,11 +221,7 @@ def test_a_namespace_whose_labels_cannot_be_read_matches_no_label_selector(label
 )
 def test_a_pod_whose_annotations_cannot_be_read_is_closed_and_reported(annotations: Any) -> None:
     """A real API server holds annotations as a map of string to string: anything else is not what Multus wrote."""
-    h = Harness()
-    h.controller.node = "node-a"
-    cluster(h)
-    h.ready()
-    h.sync()
+    h = synced_node_a()
     garbled = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
     if isinstance(annotations, dict) and NETWORK_STATUS in annotations:
         annotations = {**annotations, NETWORK_STATUS: json.loads(garbled["metadata"]["annotations"][NETWORK_STATUS])}
@@ -250,23 +273,6 @@ def test_many_events_in_one_chunk_and_events_split_over_chunks_are_read_whole() 
     assert list(iter_lines(answer)) == [b'{"type": "ADDED"}']
 
 
-def test_the_reflector_keeps_its_view_through_an_endless_watch_line() -> None:
-    store = Store(FakeClock())
-    good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
-    script = Script([good_list], [Endless()])
-    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
-        wait_for(lambda: script.calls.count("watch") >= 2, "the reflector watches again after the endless line")
-        assert reflector._thread.is_alive()
-        assert set(store.snapshot().policies) == {"default/p"}
-        (problem,) = store.source_problems()["api/multi-networkpolicies"]
-        assert f"a watch event over {kube.MAX_EVENT_BYTES} bytes" in problem and "keeping the last good view" in problem
-    finally:
-        script.done.set()
-        reflector.stop()
-
-
 class Exploding(Answer):
     """A watch answer whose reading raises what no one foresaw."""
 
@@ -275,23 +281,21 @@ class Exploding(Answer):
         yield b""
 
 
-def test_an_unforeseen_error_ends_no_reflector_and_is_reported() -> None:
-    """Before: any exception outside the reflector's list (MemoryError, a client bug) ended its thread silently —
-    the store still said synced, and no change of that kind was ever seen again."""
-    store = Store(FakeClock())
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [(Endless, f"a watch event over {kube.MAX_EVENT_BYTES} bytes"), (Exploding, "MemoryError: cannot allocate")],
+)
+def test_the_reflector_keeps_its_view_through_a_broken_watch_and_reports_it(answer: type[Answer], says: str) -> None:
+    """Exploding: before, any exception outside the reflector's list (MemoryError, a client bug) ended its thread
+    silently — the store still said synced, and no change of that kind was ever seen again."""
     good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
-    script = Script([good_list], [Exploding()])
-    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
-        wait_for(lambda: script.calls.count("watch") >= 2, "the reflector watches again after the error")
+    script = Script([good_list], [answer()])
+    with reflecting(script) as (store, reflector):
+        wait_for(lambda: script.calls.count("watch") >= 2, "the reflector watches again after the broken answer")
         assert reflector._thread.is_alive()
         assert set(store.snapshot().policies) == {"default/p"}
         (problem,) = store.source_problems()["api/multi-networkpolicies"]
-        assert "MemoryError: cannot allocate" in problem and "keeping the last good view" in problem
-    finally:
-        script.done.set()
-        reflector.stop()
+        assert says in problem and "keeping the last good view" in problem
 
 
 class NotJson(Answer):
@@ -305,22 +309,17 @@ def test_a_garbled_watch_is_reported_while_it_lasts_and_withdrawn_when_the_watch
     """Before: a watch line that is no JSON was only logged (no `mnp_source_problems`, nothing in `mnpctl status`),
     and a garbled answer's problem stayed reported until the next relist — which only a 410 brings, hours later
     — though the watch after it had long gone on."""
-    store = Store(FakeClock())
     good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
     gone = {**GOOD, "metadata": {**GOOD["metadata"], "resourceVersion": "2"}}
     script = Script([good_list], [NotJson(), Answer(lines=[{"type": "DELETED", "object": gone}])])
-    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
     seen: list[tuple[str, ...]] = []
-    store.on_change = lambda: seen.append(store.source_problems()["api/multi-networkpolicies"])
-    reflector.start()
-    try:
+    with reflecting(
+        script, on_change=lambda store: seen.append(store.source_problems()["api/multi-networkpolicies"])
+    ) as (store, _):
         wait_for(lambda: script.calls.count("watch") >= 3, "the reflector watches on after the garbled line")
         assert set(store.snapshot().policies) == set()
         assert any("no JSON" in problem for problems in seen for problem in problems)
         assert store.source_problems()["api/multi-networkpolicies"] == ()
-    finally:
-        script.done.set()
-        reflector.stop()
 
 
 # ------------------------------------------------------------------------------------------- policy ports
@@ -354,20 +353,14 @@ def test_a_port_of_unicode_digits_is_no_number(port: str) -> None:
 
 
 def test_a_policy_the_parser_trips_on_stops_no_other_policy() -> None:
-    store = Store(FakeClock())
     good_list = Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})
     other = {**GOOD, "metadata": {**GOOD["metadata"], "name": "other", "resourceVersion": "3"}}
     hostile = {**port_policy("²"), "metadata": {**port_policy("²")["metadata"], "resourceVersion": "2"}}
     lines = [{"type": "ADDED", "object": hostile}, {"type": "ADDED", "object": other}]
     script = Script([good_list], [Answer(lines=lines), Answer(lines=lines)])
-    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
+    with reflecting(script) as (store, _):
         wait_for(lambda: "default/other" in store.snapshot().policies, "the policy after the hostile one is seen")
         assert not store.snapshot().policies["default/server-odd-port"].valid
-    finally:
-        script.done.set()
-        reflector.stop()
 
 
 @pytest.mark.parametrize("parser", ["parse_policy", "parse_pod", "parse_namespace", "parse_nad"])
@@ -411,15 +404,12 @@ def test_a_pod_annotation_nested_too_deep_is_unreadable_not_a_stuck_reflector(an
     """Any tenant can write this on its own pod. Before: json.loads' RecursionError escaped the parser, and the
     pods' reflector retried that event for ever on every node — no new pod was programmed again, deleted peers
     stayed admitted. Now the annotation is unreadable JSON like any other: left out, reported."""
-    store = Store(FakeClock())
     deep = pod("deep", nets=[(NET_A, "net1", "10.10.0.5")])
     deep["metadata"]["annotations"][annotation] = DEEP
     after = pod("after", nets=[(NET_A, "net1", "10.10.0.6")])
     lines = [{"type": "ADDED", "object": deep}, {"type": "ADDED", "object": after}]
     script = Script([Answer({"items": [], "metadata": {"resourceVersion": "1"}})], [Answer(lines=lines)])
-    reflector = Reflector(Kind("pods", POD, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
+    with reflecting(script, POD) as (store, _):
         wait_for(lambda: store.get(POD, "default/after") is not None, "the pod after the deep one is seen")
         (found,) = store.object_problems()[1].values()
         assert f"annotation {annotation}: not valid JSON" in found.problems[0]
@@ -428,9 +418,6 @@ def test_a_pod_annotation_nested_too_deep_is_unreadable_not_a_stuck_reflector(an
             assert kept is None or not kept.pod.attachments
         else:  # the request cannot be read; the network-status Multus wrote still says what the pod has
             assert [a.interface for a in kept.pod.attachments] == ["net1"]
-    finally:
-        script.done.set()
-        reflector.stop()
 
 
 def test_a_nad_config_nested_too_deep_is_unreadable() -> None:
@@ -453,18 +440,12 @@ def test_an_api_pod_without_namespace_or_name_is_unidentifiable(stray: dict[str,
     """A real API server always sends both. Before: a pod without namespace was taken for one of `default` (a
     manifest's convention) — admitted by default's podSelector peers (here role=client: server-from-clients) — and
     one named "" was kept as `default/`."""
-    store = Store(FakeClock())
     script = Script([Answer({"items": [stray], "metadata": {"resourceVersion": "1"}})], [])
-    reflector = Reflector(Kind("pods", POD, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
+    with reflecting(script, POD) as (store, _):
         wait_for(lambda: store.source_problems()["api/pods"] != (), "the list is reported garbled")
         assert store.snapshot().pods == {} and not store.synced()
         (problem,) = store.source_problems()["api/pods"]
         assert "metadata." in problem and "keeping the last good view" in problem
-    finally:
-        script.done.set()
-        reflector.stop()
 
 
 # ------------------------------------------------------------------------------------------- sizes
@@ -474,11 +455,7 @@ def test_a_pod_with_more_labels_than_mnpd_reads_is_closed_and_reported() -> None
     """A pod of 60,000 labels (1.4 MB of JSON, under etcd's 1.5 MiB) cost every node's mnpd 4.9 MB and 114 ms per
     event (docs/benchmarks.md, "Large objects from the API"). Any tenant can write it on its own pods: now over
     MAX_LABELS its labels are unreadable (no interface programmed, no peer), reported."""
-    h = Harness()
-    h.controller.node = "node-a"
-    cluster(h)
-    h.ready()
-    h.sync()
+    h = synced_node_a()
     many = pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1")])
     many["metadata"]["labels"] |= {f"k{i}": "v" for i in range(model.MAX_LABELS)}
     converted = convert(POD, many)
@@ -519,7 +496,6 @@ def test_a_policy_larger_than_mnpd_reads_isolates_and_allows_nothing() -> None:
 def test_watch_events_for_objects_never_added_or_unknown_keep_the_view_whole() -> None:
     """Held before and after: MODIFIED for an object never ADDED adds it, DELETED for one never seen changes
     nothing, a BOOKMARK changes nothing; none is reported as a problem."""
-    store = Store(FakeClock())
     other = {**GOOD, "metadata": {**GOOD["metadata"], "name": "never-added"}}
     unknown = {**GOOD, "metadata": {**GOOD["metadata"], "name": "unknown"}}
     lines = [
@@ -528,13 +504,8 @@ def test_watch_events_for_objects_never_added_or_unknown_keep_the_view_whole() -
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
     ]
     script = Script([Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})], [Answer(lines=lines)])
-    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
-    reflector.start()
-    try:
+    with reflecting(script) as (store, reflector):
         wait_for(lambda: script.calls.count("watch") >= 2, "the watch ends and starts again")
         assert set(store.snapshot().policies) == {"default/p", "default/never-added"}
         assert reflector.resource_version == "9"
         assert store.source_problems()["api/multi-networkpolicies"] == ()
-    finally:
-        script.done.set()
-        reflector.stop()
