@@ -53,7 +53,7 @@ POLICY_TYPES = ("Ingress", "Egress")
 
 # IANA_SVC_NAME, as validation.IsValidPortName: 1-15 characters, lowercase alphanumerics and '-', at least one
 # letter, no leading, trailing or doubled hyphen.
-_PORT_NAME = re.compile(r"^(?!-)(?!.*--)[a-z0-9-]{1,15}(?<!-)$")
+_PORT_NAME = re.compile(r"^(?!-)(?!.*--)[a-z0-9-]{1,15}(?<!-)\Z")
 
 
 def is_port_name(value: str) -> bool:
@@ -329,7 +329,7 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
     return tuple(networks), problems
 
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -30,7 +30,8 @@ Each test was failing first; the module docstring of the code each one pins says
 * an API object without namespace (or with an empty name) was taken for one of `default`: a peer of default's
   podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported;
 * a pod of 60,000 labels cost every node's mnpd 4.9 MB, a policy of 12,000 rules 7.4 MB and 1.2 s per event: over
-  MAX_LABELS (256) labels are unreadable, over MAX_POLICY_VALUES (20,000) a policy's rules are not read (invalid).
+  MAX_LABELS (256) labels are unreadable, over MAX_POLICY_VALUES (20,000) a policy's rules are not read (invalid);
+* a label key or value, a policy-for name or a port name ending in a newline passed for valid (`$`).
 """
 
 from __future__ import annotations
@@ -509,3 +510,23 @@ def test_watch_events_for_objects_never_added_or_unknown_keep_the_view_whole() -
         assert set(store.snapshot().policies) == {"default/p", "default/never-added"}
         assert reflector.resource_version == "9"
         assert store.source_problems()["api/multi-networkpolicies"] == ()
+
+
+# ------------------------------------------------------------------------------------------- trailing newlines
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"podSelector": {"matchLabels": {"app": "server\n"}}},
+        {"podSelector": {"matchLabels": {"app\n": "server"}}},
+        {"podSelector": {"matchLabels": {"example.com\n/app": "server"}}},
+        {"podSelector": {}, "ingress": [{"ports": [{"port": "http\n"}]}]},
+    ],
+)
+def test_a_trailing_newline_makes_no_valid_label_or_port_name(spec: dict[str, Any]) -> None:
+    """The CRD checks no syntax, so any tenant can write these. Before: `$` matched before a final newline, so each
+    passed for a valid name and the policy for a valid one."""
+    parsed = convert(POLICY, {**policy("nl"), "spec": spec}).value
+    assert not parsed.valid
+    assert convert(POLICY, policy("nl", select={"app": "server"}, ingress=[{"ports": [{"port": "http"}]}])).value.valid
