@@ -306,6 +306,11 @@ def normalise_network(name: str, namespace: str) -> str:
     return sys.intern(name if "/" in name else f"{namespace}/{name}")
 
 
+# Networks one policy-for annotation may name: far more than any policy needs. Any tenant can write 40,000 (340 KB):
+# every node's mnpd kept them all, and a message for each invalid one. Over this it cannot be read (every network).
+MAX_POLICY_FOR = 64
+
+
 def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], list[str]]:
     """`k8s.v1.cni.cncf.io/policy-for: <ns>/<nad>[, …]`; bare names mean the policy's namespace."""
     where = f"metadata.annotations[{POLICY_FOR}]"
@@ -315,9 +320,13 @@ def parse_policy_for(value: object, namespace: str) -> tuple[tuple[str, ...], li
         return (), [f"{where}: must be a string like 'net1, other-ns/net2'; isolating on every network"]
     if not value.strip():
         return (), [f"{where}: empty; the policy names no network and applies to none"]
+    items = value.split(",")
+    if len(items) > MAX_POLICY_FOR:
+        return (), [f"{where}: names {len(items)} networks, more than mnpd reads ({MAX_POLICY_FOR}); isolating on "
+                    "every network"]  # fmt: skip
     networks: list[str] = []
     problems: list[str] = []
-    for item in value.split(","):
+    for item in items:
         item = item.strip()
         parts = item.split("/")
         if not item or len(parts) > 2 or not all(_DNS_LABEL.match(p) for p in parts):

@@ -17,8 +17,8 @@ object means. Parsing is shared.model's; this module adds the daemon's two decis
   of string to string — `shared.model.metadata_type_problems`) is returned beside the value, never dropped: the
   value keeps what could be read — fail closed, as shared.model's parsers decide — and the daemon reports the rest
   (an Event on the object, a log line, `mnp_object_problems`, `mnpctl status`; daemon.controller). At most
-  MAX_PROBLEMS messages per object are kept: a hostile object with 10,000 bad entries costs ten short lines, not
-  10,000.
+  MAX_PROBLEMS messages per object are kept (a policy's too): a hostile object with 10,000 bad entries costs ten
+  short lines, not 10,000.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from daemon.store import NAD, NAMESPACE, POD, POLICY, ObjectProblems, PodObject
@@ -131,14 +131,17 @@ class Converted(NamedTuple):
     problems: ObjectProblems | None = None  # what could not be read (None: nothing)
 
 
-def _problems(found: list[str], uid: str, node: str = "") -> ObjectProblems | None:
-    if not found:
-        return None
-    kept = found[:MAX_PROBLEMS]
+def _capped(found: Sequence[str]) -> tuple[str, ...]:
+    """At most MAX_PROBLEMS messages, and how many more there were."""
+    kept = list(found[:MAX_PROBLEMS])
     if len(found) > MAX_PROBLEMS:
         kept.append(f"… and {len(found) - MAX_PROBLEMS} more")
     # interned: a controller or template writing one bad annotation repeats the same message on many pods
-    return ObjectProblems(tuple(sys.intern(m) for m in kept), uid, node)
+    return tuple(sys.intern(m) for m in kept)
+
+
+def _problems(found: list[str], uid: str, node: str = "") -> ObjectProblems | None:
+    return ObjectProblems(_capped(found), uid, node) if found else None
 
 
 def convert(kind: str, obj: Mapping[str, Any]) -> Converted:
@@ -176,7 +179,10 @@ def unparsable(kind: str, obj: Mapping[str, Any], key: str, uid: str, why: str) 
 
 def _convert(kind: str, obj: Mapping[str, Any], key: str, uid: str) -> Converted:
     if kind == POLICY:
-        return Converted(key, parse_policy(obj), uid)
+        policy = parse_policy(obj)
+        if len(policy.problems) > MAX_PROBLEMS:  # every node logs them, and writes them to its status file
+            policy = dataclasses.replace(policy, problems=_capped(policy.problems))
+        return Converted(key, policy, uid)
     found: list[str] = []
     node = ""
     value: Any

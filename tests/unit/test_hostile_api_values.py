@@ -31,7 +31,10 @@ Each test was failing first; the module docstring of the code each one pins says
   podSelectors. Now it is unidentifiable: the answer is garbled, the last good view kept, reported;
 * a pod of 60,000 labels cost every node's mnpd 4.9 MB, a policy of 12,000 rules 7.4 MB and 1.2 s per event: over
   MAX_LABELS (256) labels are unreadable, over MAX_POLICY_VALUES (20,000) a policy's rules are not read (invalid);
-* a label key or value, a policy-for name or a port name ending in a newline passed for valid (`$`).
+* a label key or value, a policy-for name or a port name ending in a newline passed for valid (`$`);
+* a policy-for of 40,000 names: 40,000 problem messages (6.2 MB per node, each logged and in the status file), or a
+  policy naming 40,000 networks. Now over MAX_POLICY_FOR (64) it cannot be read (every network), and a policy from
+  the API keeps at most MAX_PROBLEMS messages.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from daemon.clock import FakeClock
 from daemon.records import PENDING, PROGRAMMED
 from daemon.sources import convert as convert_module
 from daemon.sources import kube
-from daemon.sources.convert import convert
+from daemon.sources.convert import MAX_PROBLEMS, convert
 from daemon.sources.kube import Backoff, GarbledAnswer, Kind, Reflector, iter_lines
 from daemon.status import status_document
 from daemon.store import NAD, POD, POLICY, Store
@@ -530,3 +533,25 @@ def test_a_trailing_newline_makes_no_valid_label_or_port_name(spec: dict[str, An
     parsed = convert(POLICY, {**policy("nl"), "spec": spec}).value
     assert not parsed.valid
     assert convert(POLICY, policy("nl", select={"app": "server"}, ingress=[{"ports": [{"port": "http"}]}])).value.valid
+
+
+@pytest.mark.parametrize("name", ["N{}", "n{}"], ids=["invalid-names", "valid-names"])
+def test_a_policy_for_of_thousands_of_names_is_bounded_and_fails_closed(name: str) -> None:
+    """Any tenant can write 340 KB of policy-for. Before: 40,000 invalid names made 40,000 problem messages (6.2 MB
+    kept by every node's mnpd, every one logged and written to the status file), 40,000 valid ones a policy
+    naming 40,000 networks (a 629 KB "applies to no known network (…)" line). Now over MAX_POLICY_FOR names the
+    annotation is unreadable — isolating on every network — and at most MAX_PROBLEMS messages are kept."""
+    h = Harness()
+    cluster(h)
+    huge = policy("huge", select={"app": "server"}, ingress=[{"from": [{"podSelector": {}}]}])
+    huge["metadata"]["annotations"][model.POLICY_FOR] = ",".join(name.format(i) for i in range(40000))
+    put(h.store, huge)
+    h.ready()
+    h.sync()
+    parsed = h.store.get(POLICY, "default/huge")
+    assert not parsed.valid and parsed.every_network and parsed.policy_for == ()
+    assert len(parsed.problems) <= MAX_PROBLEMS + 1
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"  # its allow-all is not used
+    ((_, reason, message),) = h.events.posted
+    assert reason == "InvalidPolicy" and "on every network" in message
+    assert len(json.dumps(h.controller.policy_notes())) < 4096
