@@ -306,8 +306,9 @@ def normalise_network(name: str, namespace: str) -> str:
     return sys.intern(name if "/" in name else f"{namespace}/{name}")
 
 
-# Networks one policy-for annotation may name: far more than any policy needs. Any tenant can write 40,000 (340 KB):
-# every node's mnpd kept them all, and a message for each invalid one. Over this it cannot be read (every network).
+# Networks one policy-for annotation may name: far more than any policy needs. Any tenant can write tens of
+# thousands: every node's mnpd kept them all, and a message for each invalid one (docs/benchmarks.md, "Large objects
+# from the API"). Over this it cannot be read (every network).
 MAX_POLICY_FOR = 64
 
 
@@ -346,9 +347,9 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-# Labels read per object: far more than any tool writes (tens). Etcd's 1.5 MiB holds 60,000, which any tenant can
-# write on its own pods, kept by every node's mnpd (docs/benchmarks.md, "Large objects from the API"); over this the
-# labels are unreadable (fail closed: no interface, no peer, a namespace matches no label selector), reported.
+# Labels read per object: far more than any tool writes. Any tenant can write tens of thousands on its own pods,
+# kept by every node's mnpd (what that cost: docs/benchmarks.md, "Large objects from the API"); over this the labels
+# are unreadable (fail closed: no interface, no peer, a namespace matches no label selector), reported.
 MAX_LABELS = 256
 
 
@@ -430,6 +431,19 @@ def _strings(item: Mapping[str, Any], *keys: str) -> bool:
     return all(isinstance(present(item.get(k), ""), str) for k in keys)
 
 
+# Addresses read in one pod's network-status (or networks request): Multus writes one or two per interface. Any pod
+# owner can write thousands, parsed on the pods' reflector by every node's mnpd and made peer addresses
+# (docs/benchmarks.md, "Large objects from the API"). Over this the annotation cannot be read.
+MAX_POD_ADDRESSES = 256
+
+
+def _too_many_addresses(items: list[Any], annotation: str) -> list[str]:
+    count = sum(len(item["ips"]) for item in items if isinstance(item, dict) and isinstance(item.get("ips"), list))
+    if count <= MAX_POD_ADDRESSES:
+        return []
+    return [f"annotation {annotation}: {count} addresses, more than mnpd reads ({MAX_POD_ADDRESSES})"]
+
+
 def parse_network_requests(value: object, namespace: str) -> tuple[tuple[NetworkRequest, ...], list[str]]:
     """The Multus request annotation: `a, ns/b@net2` or a JSON list of {name, namespace, interface, ips, mac}."""
     if value is None or value == "":
@@ -446,6 +460,8 @@ def parse_network_requests(value: object, namespace: str) -> tuple[tuple[Network
             return (), [f"annotation {NETWORKS}: not valid JSON: {exc}"]
         if not isinstance(items, list):
             return (), [f"annotation {NETWORKS}: must be a JSON list"]
+        if too_many := _too_many_addresses(items, NETWORKS):
+            return (), too_many
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 problems.append(f"annotation {NETWORKS}[{i}]: needs a string 'name'")
@@ -490,6 +506,8 @@ def parse_network_status(value: object, namespace: str) -> tuple[tuple[Attachmen
         return (), [f"annotation {NETWORK_STATUS}: not valid JSON: {exc}"]
     if not isinstance(items, list):
         return (), [f"annotation {NETWORK_STATUS}: must be a JSON list"]
+    if too_many := _too_many_addresses(items, NETWORK_STATUS):
+        return (), too_many
     attachments: list[Attachment] = []
     problems: list[str] = []
     for i, item in enumerate(items):
@@ -782,9 +800,9 @@ def _parse_rules(raw: object, direction: str, problems: list[str]) -> tuple[Rule
     return tuple(rules)
 
 
-# Values (every object, list, string, number) read in a policy's spec: room for thousands of ipBlocks. Etcd's
-# 1.5 MiB holds 100,000, which any tenant can create in its namespace, kept and parsed by every node's mnpd
-# (docs/benchmarks.md, "Large objects from the API"); over this its rules are not read: invalid, fail closed, reported.
+# Values (every object, list, string, number) read in a policy's spec: room for thousands of ipBlocks. Any tenant
+# can create far larger ones in its namespace, kept and parsed by every node's mnpd (docs/benchmarks.md, "Large
+# objects from the API"); over this its rules are not read: invalid, fail closed, reported.
 MAX_POLICY_VALUES = 20_000
 
 

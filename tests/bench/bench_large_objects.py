@@ -1,11 +1,13 @@
 """What one large API object costs mnpd (docs/benchmarks.md, "Large objects from the API").
 
-Any tenant can write tens of thousands of labels on its own pods (etcd's 1.5 MiB holds 60,000) and create
-MultiNetworkPolicies of thousands of rules in its namespace, and every node's mnpd keeps every pod that has a
-secondary network and every policy. This converts N such objects (daemon.sources.convert, what a reflector does per
-event), each different, and reports the memory they retain (tracemalloc) and the time per conversion.
+Any tenant can write tens of thousands of labels, or 256 KiB of network-status, on its own pods (etcd's 1.5 MiB
+holds 60,000 labels) and create MultiNetworkPolicies of thousands of rules or networks in its namespace, and
+every node's mnpd keeps every pod that has a secondary network and every policy. This converts N such objects
+(daemon.sources.convert, what a reflector does per event), each different, and reports the memory they retain
+(tracemalloc) and the time per conversion.
 
-    python -m tests.bench.bench_large_objects [--labels 60000] [--rules 12000] [-n 3]
+    python -m tests.bench.bench_large_objects [--labels 60000] [--rules 12000] [--addresses 16000]
+        [--networks 40000] [-n 3]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tracemalloc
 from typing import Any
 
 from daemon.sources.convert import API_KINDS, convert
+from shared.model import NETWORK_STATUS, POLICY_FOR
 from tests.unit.test_daemon_builders import pod, policy
 
 __test__ = False
@@ -39,6 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--labels", type=int, default=60000)
     parser.add_argument("--rules", type=int, default=12000)
+    parser.add_argument("--addresses", type=int, default=16000)
+    parser.add_argument("--networks", type=int, default=40000)
     parser.add_argument("-n", type=int, default=3)
     args = parser.parse_args()
     pods = []
@@ -55,6 +60,20 @@ def main() -> None:
         ]
         policies.append(policy(f"large-{i}", ingress=rules))
     measure(f"a policy of {args.rules} rules", policies)
+    statuses = []
+    for i in range(args.n):
+        obj = pod(f"addresses-{i}", nets=[("default/net-a", "net1", "10.10.0.9")])
+        entries = json.loads(obj["metadata"]["annotations"][NETWORK_STATUS])
+        entries[1]["ips"] = [f"10.{i}.{j // 256}.{j % 256}" for j in range(args.addresses)]
+        obj["metadata"]["annotations"][NETWORK_STATUS] = json.dumps(entries)
+        statuses.append(obj)
+    measure(f"a pod whose network-status holds {args.addresses} addresses", statuses)
+    named = []
+    for i in range(args.n):
+        obj = policy(f"networks-{i}")
+        obj["metadata"]["annotations"][POLICY_FOR] = ",".join(f"N{j}-{i}" for j in range(args.networks))
+        named.append(obj)
+    measure(f"a policy whose policy-for names {args.networks} invalid networks", named)
 
 
 if __name__ == "__main__":

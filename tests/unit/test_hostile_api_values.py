@@ -34,7 +34,9 @@ Each test was failing first; the module docstring of the code each one pins says
 * a label key or value, a policy-for name or a port name ending in a newline passed for valid (`$`);
 * a policy-for of 40,000 names: 40,000 problem messages (6.2 MB per node, each logged and in the status file), or a
   policy naming 40,000 networks. Now over MAX_POLICY_FOR (64) it cannot be read (every network), and a policy from
-  the API keeps at most MAX_PROBLEMS messages.
+  the API keeps at most MAX_PROBLEMS messages;
+* a network-status of 16,000 addresses (any pod owner can write it): 1.4 MB per node and a second or more of the
+  pods' reflector per event, and a peer of them all. Over MAX_POD_ADDRESSES (256) it cannot be read.
 """
 
 from __future__ import annotations
@@ -555,3 +557,30 @@ def test_a_policy_for_of_thousands_of_names_is_bounded_and_fails_closed(name: st
     ((_, reason, message),) = h.events.posted
     assert reason == "InvalidPolicy" and "on every network" in message
     assert len(json.dumps(h.controller.policy_notes())) < 4096
+
+
+def test_a_network_status_of_thousands_of_addresses_is_unreadable() -> None:
+    """Any pod owner can write 225 KB of network-status: 16,000 addresses cost every node's mnpd 1.4 MB and 1.8 s
+    per event of that pod (the pods' reflector stalls for every other pod meanwhile), and made the pod a peer of
+    16,000 addresses. Over MAX_POD_ADDRESSES the annotation is unreadable: no interface, no peer, reported."""
+    h = Harness()
+    cluster(h)
+    put(h.store, policy("server-from-all", select={"app": "server"}, ingress=[{"from": [{"podSelector": {}}]}]))
+    h.ready()
+    h.sync()
+    client = pod("client", labels={"role": "client"}, nets=[(NET_A, "net1", "10.10.0.10")], node="node-b")
+    entries = json.loads(client["metadata"]["annotations"][NETWORK_STATUS])
+    entries[1]["ips"] += [f"10.10.{j // 256}.{j % 256}" for j in range(model.MAX_POD_ADDRESSES)]
+    client["metadata"]["annotations"][NETWORK_STATUS] = json.dumps(entries)
+    converted = convert(POD, client)
+    assert converted.problems is not None and "more than mnpd reads" in converted.problems.problems[0]
+    put(h.store, client)
+    h.sync()
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "accept"
+    requested = pod("req", nets=[(NET_A, "net1", "10.10.0.12")], status=False)
+    requested["metadata"]["annotations"][model.NETWORKS] = json.dumps(
+        [{"name": "net-a", "ips": [f"10.10.{j // 256}.{j % 256}/24" for j in range(model.MAX_POD_ADDRESSES + 1)]}]
+    )
+    converted = convert(POD, requested)
+    assert converted.problems is not None and "more than mnpd reads" in converted.problems.problems[0]
