@@ -43,6 +43,7 @@ from daemon.sources.convert import convert
 from daemon.sources.kubeclient import ApiException, k8s
 from daemon.store import NAD, NAMESPACE, POD, POLICY, ObjectProblems, Store
 from shared.manifests import unidentifiable
+from shared.model import refuse_duplicates
 from shared.selectors import excerpt
 
 log = logging.getLogger(__name__)
@@ -335,6 +336,10 @@ class Reflector:
             for obj in doc.get("items") or ():
                 self._check(obj)
                 key, value, uid, found = convert(self.kind.store_kind, obj)
+                if key in items and self.kind.store_kind == POLICY:
+                    # A real server lists each object once: which definition is meant cannot be told, so both are
+                    # refused, never wider than either (as two manifest files defining one policy are).
+                    value = refuse_duplicates(items[key], value, "twice in one API list")
                 if value is not None:
                     items[key] = value
                     uids[key] = uid

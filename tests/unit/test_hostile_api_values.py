@@ -36,7 +36,9 @@ Each test was failing first; the module docstring of the code each one pins says
   policy naming 40,000 networks. Now over MAX_POLICY_FOR (64) it cannot be read (every network), and a policy from
   the API keeps at most MAX_PROBLEMS messages;
 * a network-status of 16,000 addresses (any pod owner can write it): 1.4 MB per node and a second or more of the
-  pods' reflector per event, and a peer of them all. Over MAX_POD_ADDRESSES (256) it cannot be read.
+  pods' reflector per event, and a peer of them all. Over MAX_POD_ADDRESSES (256) it cannot be read;
+* one policy twice in an API list: the last was kept (an allow-all after the real one opened the pod); now both
+  are refused (shared.model.refuse_duplicates).
 """
 
 from __future__ import annotations
@@ -584,3 +586,17 @@ def test_a_network_status_of_thousands_of_addresses_is_unreadable() -> None:
     )
     converted = convert(POD, requested)
     assert converted.problems is not None and "more than mnpd reads" in converted.problems.problems[0]
+
+
+def test_one_policy_twice_in_an_api_list_is_refused_both_ways() -> None:
+    """A real API server lists each object once. Before: a list holding two definitions of one policy kept the
+    last (whichever the server put there: an allow-all after the real one opened the pod). Now both are refused,
+    as two manifest files defining it are (shared.model.refuse_duplicates): isolating, allowing nothing."""
+    allow_all = policy("server-from-clients", select={"app": "server"}, ingress=[{}])
+    real = policy("server-from-clients", select={"app": "server"}, ingress=[{"from": [{"podSelector": {}}]}])
+    script = Script([Answer({"items": [real, allow_all], "metadata": {"resourceVersion": "1"}})], [])
+    with reflecting(script) as (store, _):
+        wait_for(lambda: store.synced(), "listed")
+        (parsed,) = store.snapshot().policies.values()
+        assert not parsed.valid and "defined more than once" in parsed.problems[0]
+        assert parsed.rules("Ingress") == ()
