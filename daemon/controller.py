@@ -54,6 +54,7 @@ from shared.netns import identity_if_usable, interface_index
 from shared.nft.errors import NftError
 from shared.nft.transaction import TransactionError
 from shared.rules import EGRESS, INGRESS, DirectionRules, InterfaceRules, IPAddress
+from shared.selectors import UnreadableLabels
 from shared.state import StateEntry
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ def resolve(entry: StateEntry, pods: Mapping[str, PodObject]) -> Resolved | str:
         return f"pod {entry.pod} has UID {pod.uid}, the attachment belongs to UID {entry.pod_uid}"
     if not record.status_reported:
         return f"pod {entry.pod} has no network-status annotation yet"
+    if isinstance(pod.labels, UnreadableLabels):
+        return f"pod {entry.pod}'s labels cannot be read (InvalidPod): not programmed, closed or its last rules"
     for attachment in pod.secondary_attachments():
         if attachment.interface == entry.ifname:
             return Resolved(pod, attachment)

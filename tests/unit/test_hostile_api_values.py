@@ -148,6 +148,7 @@ def test_a_pod_whose_labels_cannot_be_read_is_not_opened(labels: Any) -> None:
     assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"  # its last rules
     assert h.controller.records[SERVER.key].state == PENDING
+    assert "labels cannot be read" in h.controller.records[SERVER.key].reason  # not "not in its network-status"
     # a new pod with such labels stays in the plugin's closed table
     fresh = entry("c-fresh", "fresh", ip="10.10.0.5")
     new = pod("fresh", nets=[(NET_A, "net1", "10.10.0.5")])
