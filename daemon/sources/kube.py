@@ -413,9 +413,10 @@ class Reflector:
         if not isinstance(obj, dict):
             raise GarbledAnswer(f"a watch event of {self.kind.name} holds no object")
         if kind == "ERROR":
+            # the server's words only as excerpts: they go into log lines
             if obj.get("code") == 410:
-                raise ExpiredError(obj.get("message", "Expired"))
-            raise WatchError(f"{obj.get('code')} {obj.get('reason')}: {obj.get('message')}")
+                raise ExpiredError(excerpt(obj.get("message", "Expired")))
+            raise WatchError(f"{excerpt(obj.get('code'))} {excerpt(obj.get('reason'))}: {excerpt(obj.get('message'))}")
         why = unidentifiable(obj)
         if why is not None:
             raise GarbledAnswer(f"a watch event of {self.kind.name}: {why}")

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -601,3 +602,14 @@ def test_one_policy_twice_in_an_api_list_is_refused_both_ways() -> None:
         (parsed,) = store.snapshot().policies.values()
         assert not parsed.valid and "defined more than once" in parsed.problems[0]
         assert parsed.rules("Ingress") == ()
+
+
+def test_a_410_with_a_huge_message_logs_an_excerpt(caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the server's message went whole into the log line (up to MAX_EVENT_BYTES)."""
+    gone = Answer(lines=[{"type": "ERROR", "object": {"code": 410, "message": "x" * 1_000_000}}])
+    empty = Answer({"items": [], "metadata": {"resourceVersion": "2"}})
+    script = Script([Answer({"items": [], "metadata": {"resourceVersion": "1"}}), empty], [gone])
+    with caplog.at_level(logging.INFO, logger="daemon"), reflecting(script) as (_, reflector):
+        wait_for(lambda: reflector.lists >= 2, "relisted after the 410")
+    (line,) = [r.getMessage() for r in caplog.records if "expired" in r.getMessage()]
+    assert len(line) < 200
