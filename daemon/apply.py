@@ -62,6 +62,12 @@ WORKERS = 4
 NftFactory = Callable[[str], NftBackend]  # netns path → the nft of that namespace
 
 
+class TamperUnrestored(NftError):
+    """The repair found the table tampered with and could neither apply the full form nor replace the table: a
+    pod with NET_ADMIN can hold a table of mnp's name with the `owner` flag, which only its own process may change
+    or delete. The interface is open until that process goes; the controller reports it failed and retries."""
+
+
 class Work(NamedTuple):
     """One interface to program: `rules` into `netns`, where this daemon last programmed `previous` (None:
     unknown), the path naming the namespace `identity` ((st_dev, st_ino); None: not checked)."""
@@ -310,7 +316,10 @@ class Applier:
             # one of the same name): replace the whole table instead, in the same transaction. The netns' other
             # interfaces get theirs back from their own checks in the same resync.
             self._count(delta=False)
-            nft.run(render_remove_table().extend(full))
+            try:
+                nft.run(render_remove_table().extend(full))
+            except NftError as exc:
+                raise TamperUnrestored(f"tampered, and the table could not be restored: {exc}") from exc
         except NetnsGone:
             self.release(work.netns)
             raise

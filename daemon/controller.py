@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.apply import Applier, Work
+from daemon.apply import Applier, TamperUnrestored, Work
 from daemon.clock import Clock
 from daemon.conntrack import ConntrackCleaner, withdraws
 from daemon.dependencies import namespace_labels, policies_seeing_namespace, policies_seeing_pod
@@ -567,6 +567,13 @@ class Controller:
                 self._pin_identity(key, record, None)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
+            except TamperUnrestored as exc:
+                # Open while it lasts (a table of mnp's name that only a process in the pod may change): not
+                # `programmed` with a log line, but failed — Event, counter, status — and retried with the full form.
+                record.applied = None
+                ref = pod_ref(entry.pod, record.pod_uid)
+                self._failed(key, record, ref, f"{exc}; open until it can be", report, "the interface is open")
+                continue
             except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:
                 log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
                 continue
@@ -687,7 +694,17 @@ class Controller:
         self._set_state(record, PROGRAMMED, "")
         self.events.clear(ref, REASON_NOT_APPLIED)
 
-    def _failed(self, key: IfaceKey, record: InterfaceRecord, ref: ObjectRef, message: str, report: SyncReport) -> None:
+    def _failed(
+        self,
+        key: IfaceKey,
+        record: InterfaceRecord,
+        ref: ObjectRef,
+        message: str,
+        report: SyncReport,
+        consequence: str | None = None,
+    ) -> None:
+        """Book a failure on the interface: its state, an Event, the counter, a log line saying `consequence` (by
+        default what a refused transaction leaves: the previous rules); retried with backoff."""
         entry = record.entry
         record.failures += 1
         record.last_error = message
@@ -697,9 +714,12 @@ class Controller:
         self._set_state(record, FAILED, message)
         log.warning(
             "%s (retrying): %s",
-            "deleting withdrawn flows failed; the new rules are in place"
-            if record.conntrack_due
-            else "could not program interface; it keeps its previous rules",
+            consequence
+            or (
+                "deleting withdrawn flows failed; the new rules are in place"
+                if record.conntrack_due
+                else "could not program interface; it keeps its previous rules"
+            ),
             message,
             extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns),
         )

@@ -553,6 +553,31 @@ def test_the_resync_rebuilds_a_table_the_full_form_cannot_repair(h: Harness) -> 
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
 
 
+def test_a_tampered_table_the_resync_cannot_restore_is_reported_failed_not_left_programmed(h: Harness) -> None:
+    """A pod with NET_ADMIN replaces mnp's table by one the repair can neither rewrite nor delete (a table with
+    the `owner` flag, held by a process in the pod: only that process may change it; the kernel test has the real
+    one, here both transactions fail). The interface is open while that lasts: it must not be shown `programmed`
+    with nothing but a log line. It is failed (Event, apply error counted, the status' reason), retried with the
+    full form, and enforced again once the table can be written."""
+    h.ready()
+    h.sync()
+    h.nfts[SERVER.netns].run(render_remove_table())
+    h.broken[SERVER.netns] = 2  # the full form and the table's replacement are both refused
+    report = h.sync(periodic=True)
+    record = h.controller.records[SERVER.key]
+    assert record.state == FAILED and "could not be restored" in record.reason
+    assert report.repaired == 0 and report.failed == 1
+    assert h.metrics.apply_errors._value.get() == 1
+    assert [(ref.key, reason) for ref, reason, _ in h.events.posted] == [("Pod default/server", "RulesNotApplied")]
+    assert "tampered" in h.events.posted[0][2]
+    assert h.nfts[SERVER.netns].list_tables() == []  # open: what the failure reports
+    h.clock.advance(60)
+    h.sync()  # the retry: the full form
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+
+
 def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_programs_another_namespace(
     tmp_path: Path,
 ) -> None:
