@@ -667,6 +667,32 @@ def test_a_table_the_pod_owns_is_reported_failed_and_restored_when_its_owner_goe
         d.stop()
 
 
+def test_a_second_entry_naming_a_pods_interface_for_another_pod_closes_it(world: World, daemon: Daemon) -> None:
+    """A state entry of another pod (here `other`, which no policy selects: open) names the server's netns and
+    interface — a stale `/proc/PID/ns/net` entry a new sandbox's PID reuses, an entry written by hand. The server's
+    interface must not take the other pod's rules: closed both ways while both entries are there, reported as a
+    conflict in the status file; the server's own rules once the stray entry goes. Real packets throughout."""
+    from shared.state import StateEntry, StateStore
+
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    w.wait_programmed(server)
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+    store = StateStore(str(w.state_dir))
+    own = store.read(server.container, "net1")
+    assert own is not None
+    stray = json.loads(own.to_json()) | {"containerID": "ctr-mnpt-stray", "podName": "other", "podUID": other.uid}
+    store.write(StateEntry.from_json(json.dumps(stray)))
+    wait_for(lambda: "same interface" in w.interface(server).get("reason", ""), what="the conflict reported")
+    assert w.interface(server)["state"] == "pending"
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [False, False]
+    assert store.delete("ctr-mnpt-stray", "net1")
+    wait_for(lambda: w.interface(server).get("state") == "programmed", what="the server's own rules again")
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+
+
 def test_a_restart_with_changed_rules_leaves_no_stale_port_group(world: World) -> None:
     """mnpd restarts with other rules for a pod: its first full form cannot know the old port group (the group's
     name hashes the rules that made it), which stays in the kernel's table referenced by nothing; the periodic

@@ -578,6 +578,54 @@ def test_a_tampered_table_the_resync_cannot_restore_is_reported_failed_not_left_
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
 
 
+def test_two_entries_of_different_pods_naming_one_interface_close_it_until_one_goes(h: Harness) -> None:
+    """Two state entries of different pods name the same interface of one netns (a stale entry whose
+    `/proc/PID/ns/net` path a new pod's sandbox reuses, read after a restart; an entry written by hand): each
+    interface's full form rewrote the one chain with its own pod's rules, so the resync flipped the interface
+    between the two, opening it to what only the other pod is allowed. Neither pod's rules may go there: the
+    interface is closed and both are pending with the conflict as reason and an Event, until one entry goes."""
+    cluster(h)
+    put(h.store, pod("open", labels={"app": "open"}, nets=[(NET_A, "net1", "10.10.0.5")]))  # no policy: open
+    claim = json.loads(entry("c-open", "open", ip="10.10.0.5").to_json())
+    same_path = StateEntry.from_json(json.dumps({**claim, "netns": SERVER.netns}))
+    h.attach(SERVER, same_path)
+    h.ready()
+    for periodic in (False, True, True):
+        h.sync(periodic)
+        assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+        assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"  # closed: whose rules is not known
+        for key in (SERVER.key, same_path.key):
+            record = h.controller.records[key]
+            assert record.state == PENDING and "names the same interface" in record.reason, record
+    posted = sorted((ref.key, reason) for ref, reason, text in h.events.posted if "same interface" in text)
+    assert posted == [("Pod default/open", "RulesNotApplied"), ("Pod default/server", "RulesNotApplied")]
+    h.store.delete(STATE, same_path.key)
+    h.sync()
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
+def test_entries_of_one_pod_or_of_other_interfaces_of_one_netns_are_no_conflict(h: Harness) -> None:
+    """Two interfaces of one pod netns (net1, net2), and a second entry of the same pod for net1 (another
+    container ID of its sandbox), claim nothing of another pod: programmed as usual."""
+    cluster(h)
+    put(
+        h.store,
+        pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1"), (NET_A, "net2", "10.10.0.7")]),
+    )
+    second = entry("c-server", "server", ifname="net2")
+    again = StateEntry.from_json(
+        json.dumps({**json.loads(entry("c-again", "server").to_json()), "netns": SERVER.netns})
+    )
+    h.attach(SERVER, second, again)
+    h.ready()
+    h.sync()
+    assert {h.controller.records[k.key].state for k in (SERVER, second, again)} == {PROGRAMMED}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
 def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_programs_another_namespace(
     tmp_path: Path,
 ) -> None:
