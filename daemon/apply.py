@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from daemon import keeper
 from shared.errors import NetnsGone, NetnsUnusable
@@ -43,6 +43,7 @@ from shared.nft.render import (
     RenderOptions,
     expected_view,
     owned_view,
+    referenced_elsewhere,
     remove_groups,
     render_interface,
     render_remove_table,
@@ -52,6 +53,9 @@ from shared.nft.render import (
 from shared.nft.trace import TraceError
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
+
+if TYPE_CHECKING:
+    from shared.nft.fake import TableView
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +291,7 @@ class Applier:
         nft = self._nft_of(work.netns)
         self._check_identity(work.netns, work.identity)
         names: list[str] = []
+        view: TableView | None = None
         try:
             view = nft.list_table()
             names = [*view.chains, *view.sets]
@@ -301,6 +306,9 @@ class Applier:
         # left them: after a restart with changed rules, a refused delta): referenced by nothing, so not a
         # tamper, and removed with the full form, in its transaction.
         unused = unused_groups(work.rules, names, self.options)
+        if unused and view is not None:  # a lookalike something of the pod's refers to cannot go: left alone
+            kept = referenced_elsewhere(view, work.rules.ifname, unused)
+            unused = [group for group in unused if group not in kept]
         tampered = live != expected_view(work.rules, self.options)
         if not tampered and not unused:
             return False

@@ -806,6 +806,32 @@ def _groups(h: Harness, e: StateEntry) -> list[str]:
     return sorted(n for n in [*table.chains, *table.sets] if n.startswith("g_"))
 
 
+def test_a_port_group_lookalike_the_pod_refers_to_is_left_alone_and_trips_nothing(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod with NET_ADMIN adds, in mnp's table, a chain named like one of its interface's port groups and a
+    chain of its own that jumps to it: the stale-group cleanup cannot delete a chain in use, so the check's one
+    transaction failed on every resync ("could not check the interface's table", a warning each time) though the
+    table held exactly the interface's full form. Nothing the pod added there changes what is enforced (a chain
+    nothing of mnp's reaches): the check passes, the lookalike stays, and a real edit is still restored."""
+    from shared.nft.objects import Rule
+
+    h.ready()
+    h.sync()
+    fake = h.nfts[SERVER.netns]
+    lookalike = "g_ingress_net1_aaaaaaaa"
+    fake.run(Transaction().add(Chain(lookalike)).add(Chain("mine")).add(Rule("mine", f"jump {lookalike}")))
+    with caplog.at_level("WARNING"):
+        assert h.sync(periodic=True).repaired == 0
+        assert h.sync(periodic=True).repaired == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    assert {lookalike, "mine"} <= set(fake.list_table().chains)
+    fake.run(Transaction().flush(Chain("ingress_net1")))
+    assert h.sync(periodic=True).repaired == 1
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+
+
 def test_port_groups_a_restarted_daemon_no_longer_uses_are_removed_by_the_resync_without_a_tamper_report(
     h: Harness,
 ) -> None:
