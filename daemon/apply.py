@@ -35,7 +35,7 @@ from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
 from shared.nft.backend import NetlinkNft, NftBackend
-from shared.nft.errors import NftError, NotFoundError
+from shared.nft.errors import NftError, NotFoundError, TableTooLarge
 from shared.nft.exec import RealNft
 from shared.nft.objects import Element
 from shared.nft.pool import ContextPool
@@ -292,12 +292,17 @@ class Applier:
         self._check_identity(work.netns, work.identity)
         names: list[str] = []
         view: TableView | None = None
+        too_large = False
         try:
             view = nft.list_table()
             names = [*view.chains, *view.sets]
             live: tuple[object, ...] | None = owned_view(view, work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
+        except TableTooLarge as exc:
+            # Filled by someone in the pod (mnp writes far fewer objects): not listed, so as not to hold it all in
+            # memory, and replaced whole, which also drops what was added.
+            live, too_large = ("too large", str(exc)), True
         except TraceError as exc:
             # A listing the one reader cannot read is not what this daemon programmed: restore it rather than
             # give up on the check and leave the edit in force.
@@ -314,20 +319,27 @@ class Applier:
             return False
         full = self.render(work.rules)
         tx = remove_groups(Transaction(full.family, full.table).extend(full), unused) if unused else full
+
+        def whole() -> Transaction:
+            """The whole table replaced, in one transaction: the netns' other interfaces get theirs back from
+            their own checks in the same resync."""
+            return render_remove_table().extend(full)
+
         try:
             self._count(delta=False)
-            nft.run(tx)
-        except NftError:
+            nft.run(whole() if too_large else tx)
+        except NftError as exc:
             if not tampered:
                 raise
+            if too_large:
+                raise TamperUnrestored(f"tampered, and the table could not be restored: {exc}") from exc
             # The table was edited so that the full form cannot apply (say, a base chain replaced by a regular
-            # one of the same name): replace the whole table instead, in the same transaction. The netns' other
-            # interfaces get theirs back from their own checks in the same resync.
+            # one of the same name): replace the whole table instead.
             self._count(delta=False)
             try:
-                nft.run(render_remove_table().extend(full))
-            except NftError as exc:
-                raise TamperUnrestored(f"tampered, and the table could not be restored: {exc}") from exc
+                nft.run(whole())
+            except NftError as again:
+                raise TamperUnrestored(f"tampered, and the table could not be restored: {again}") from again
         except NetnsGone:
             self.release(work.netns)
             raise

@@ -245,3 +245,39 @@ def test_the_stale_group_cleanup_removes_mnps_own_and_leaves_a_lookalike_the_pod
         assert applier.repair(now) is False
     finally:
         applier.close()
+
+
+def test_a_table_filled_past_the_listing_limit_is_replaced_unread(pod: NetNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod with NET_ADMIN fills mnp's table (a set of its own there, with many elements): the tamper check listed
+    it whole through libnftables, which holds every element in memory at once (200,000 elements: 221 MB peak, past
+    mnpd's 256 Mi limit with its own memory: docs/benchmarks.md), so the pod could end mnpd for every pod of the
+    node. The objects are counted over netlink first (nothing kept); past the limit (lowered here) the table is
+    not listed but replaced whole, which drops what was added, and the interface's rules are back."""
+    import ipaddress
+
+    from daemon.apply import Applier, Work, real_nft
+    from shared.nft import backend
+    from shared.nft.render import RenderOptions
+    from shared.rules import Allow, DirectionRules, InterfaceRules, collapse
+
+    monkeypatch.setattr(backend, "MAX_LISTED_OBJECTS", 2_000)
+    allow = Allow("ns/p ingress[0]", collapse([ipaddress.ip_network("192.0.2.1")]), None)
+    rules = InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), ("ns/p",)), ifindex=2)
+    applier = Applier(real_nft, RenderOptions())
+    try:
+        work = Work(pod.path, rules)
+        assert applier.apply_all([work]) == [None]
+        assert applier.repair(work) is False
+        junk = ", ".join(str(ipaddress.IPv4Address(0x0A000000 + i)) for i in range(3_000))
+        pod.run(
+            "nft",
+            "-f",
+            "-",
+            input=f"add set inet mnp junk {{ type ipv4_addr; }}\nadd element inet mnp junk {{ {junk} }}\n",
+        )
+        assert applier.repair(work) is True  # not listed: replaced whole
+        listed = pod.run("nft", "list", "table", "inet", "mnp").stdout
+        assert "junk" not in listed and "192.0.2.1" in listed
+        assert applier.repair(work) is False
+    finally:
+        applier.close()
