@@ -106,14 +106,15 @@ def dispatch_elements(view: TableView, direction: str) -> list[tuple[str, str, s
 def remove_interface(nft: NftBackend, ifname: str, ifindex: int) -> None:
     """Remove everything of one interface from the table of `nft` — its port groups, whose names depend on its
     rules, found by listing the table first (`render_remove_interface`); idempotent. A table that cannot be read
-    (rules mnp does not write) still loses the interface's chains, maps and dispatch elements."""
+    (rules mnp does not write) or is too large to be listed still loses the interface's chains, maps and dispatch
+    elements."""
     from shared.nft.errors import NotFoundError
     from shared.nft.trace import TraceError
 
     try:
         view = nft.list_table()
         names = [*view.chains, *view.sets]
-    except (NotFoundError, TraceError):
+    except (NotFoundError, TraceError, TableTooLarge):
         names = []
     nft.run(render_remove_interface(ifname, ifindex, names))
 
