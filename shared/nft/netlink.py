@@ -64,6 +64,7 @@ from shared.nft.nfnl import (  # the codec's one home (re-exported: daemon/connt
     error_for,
     exchange,
     explanation,
+    from_kernel,
     message,
     messages,
     nested,
@@ -354,7 +355,7 @@ class NfnetlinkSocket:
             try:
                 sock.sendall(request(seq))
                 while True:
-                    for kind, _, got, payload in messages(sock.recv(1 << 20)):
+                    for kind, _, got, payload in messages(from_kernel(sock, 1 << 20)):
                         if got != seq:
                             continue
                         if kind == NLMSG_DONE:
@@ -378,7 +379,7 @@ class NfnetlinkSocket:
             try:
                 sock.sendall(build(seq))
                 while True:
-                    for kind, _, got, payload in messages(sock.recv(1 << 16)):
+                    for kind, _, got, payload in messages(from_kernel(sock, 1 << 16)):
                         if kind == NLMSG_ERROR and got == seq:
                             code = struct.unpack_from("=i", payload)[0]
                             if code:

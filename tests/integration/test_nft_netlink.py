@@ -198,3 +198,40 @@ def test_conntrack_entries_no_longer_admitted_are_deleted_in_process() -> None:
             assert cleaner.clean(pod.path, narrowed, [ipa.ip_address("10.99.0.1")]) == 0
         finally:
             applier.close()
+
+
+def test_answers_forged_by_another_socket_in_the_pod_are_not_taken_for_the_kernels(pod: NetNS, nft: NetlinkNft) -> None:
+    """mnpd's kept nfnetlink socket lives in the pod netns, where a process with NET_ADMIN may send netlink
+    messages to it by its port id (readable in /proc/net/netlink there), with the sequence numbers it will use
+    next (they count up). A forged "done" cut the count that keeps a filled table from being listed short, and a
+    forged acknowledgement passed a batch the kernel refused as applied. Only what the kernel sent (source port
+    id 0) is read as an answer."""
+    import socket
+    import struct
+
+    from shared.netns import in_netns
+    from shared.nft import netlink
+    from shared.nft.nfnl import NLMSG_DONE, NLMSG_ERROR
+
+    sock = nft.socket
+    target = sock.sock.getsockname()[0]
+    forger = in_netns(pod.path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12))
+    try:
+        forger.bind((0, 0))
+
+        def forge(kind: int, seqs: range) -> None:
+            for seq in seqs:
+                body = struct.pack("=i", 0) + bytes(16) if kind == NLMSG_ERROR else struct.pack("=i", 0)
+                forger.sendto(struct.pack("=IHHII", 16 + len(body), kind, 0, seq, target) + body, (target, 0))
+
+        pod.run("nft", "add table inet mnp; add set inet mnp s { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.2 } }")
+        forge(NLMSG_DONE, range(sock._seq + 1, sock._seq + 40))
+        forge(NLMSG_ERROR, range(sock._seq + 1, sock._seq + 40))
+        assert netlink.table_objects(sock, "inet", "mnp", 1000) == 3  # the set and its two elements
+        nft.run(render_interface(OLD))
+        forge(NLMSG_ERROR, range(sock._seq + 1, sock._seq + 40))  # "acknowledged", for the batch below
+        refused = Transaction().add(Element("ingress_net1_v4_peers", "192.0.2.1", "jump nowhere"))
+        with pytest.raises(NotFoundError):
+            nft.apply_delta(refused)
+    finally:
+        forger.close()
