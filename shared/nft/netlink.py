@@ -275,6 +275,7 @@ def _open() -> socket.socket:
 
 
 def _tune(sock: socket.socket) -> socket.socket:
+    sock.connect((0, 0))  # unicast from the kernel alone: a pod's process cannot send to it (nfnl.from_kernel)
     for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
         sock.setsockopt(SOL_NETLINK, option, 1)
     for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):

@@ -118,8 +118,9 @@ MAX_FOREIGN = 10_000
 def from_kernel(sock: Sock, size: int) -> bytes:
     """The next datagram the kernel sent to `sock`. Another socket of the namespace — a process with NET_ADMIN
     in a pod, where mnpd's kept sockets live — may send netlink messages to ours by its port id, with any type
-    and sequence number (an acknowledgement, a dump's end); the kernel's come from port id 0. OSError when more
-    than MAX_FOREIGN others come first."""
+    and sequence number (an acknowledgement, a dump's end); the kernel's come from port id 0. Our sockets are
+    connected to the kernel, which then refuses the others' (ECONNREFUSED); this check holds for a socket that
+    is not (one adopted from elsewhere). OSError when more than MAX_FOREIGN others come first."""
     for _ in range(MAX_FOREIGN):
         data, (source, _) = sock.recvfrom(size)
         if source == 0:
@@ -171,6 +172,7 @@ def open_socket(timeout: float = 10.0) -> _socket.socket:
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         sock.bind((0, 0))
+        sock.connect((0, 0))  # messages from the kernel alone (`from_kernel`)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             sock.setsockopt(SOL_NETLINK, option, 1)
         sock.settimeout(timeout)
