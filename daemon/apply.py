@@ -28,14 +28,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from daemon import keeper
 from shared.errors import NetnsGone, NetnsUnusable
 from shared.netns import check_netns, is_own_netns, netns_identity
 from shared.nft import libnft, netlink
 from shared.nft.backend import NetlinkNft, NftBackend
-from shared.nft.errors import NftError, NotFoundError
+from shared.nft.errors import NftError, NotFoundError, TableTooLarge
 from shared.nft.exec import RealNft
 from shared.nft.objects import Element
 from shared.nft.pool import ContextPool
@@ -43,6 +43,7 @@ from shared.nft.render import (
     RenderOptions,
     expected_view,
     owned_view,
+    referenced_elsewhere,
     remove_groups,
     render_interface,
     render_remove_table,
@@ -53,6 +54,9 @@ from shared.nft.trace import TraceError
 from shared.nft.transaction import Transaction, TransactionError
 from shared.rules import InterfaceRules
 
+if TYPE_CHECKING:
+    from shared.nft.fake import TableView
+
 log = logging.getLogger(__name__)
 
 # Threads programming namespaces at once. The work is mostly the kernel's and libnftables' (no GIL); more
@@ -60,6 +64,12 @@ log = logging.getLogger(__name__)
 WORKERS = 4
 
 NftFactory = Callable[[str], NftBackend]  # netns path → the nft of that namespace
+
+
+class TamperUnrestored(NftError):
+    """The repair found the table tampered with and could neither apply the full form nor replace the table: a
+    pod with NET_ADMIN can hold a table of mnp's name with the `owner` flag, which only its own process may change
+    or delete. The interface is open until that process goes; the controller reports it failed and retries."""
 
 
 class Work(NamedTuple):
@@ -281,12 +291,18 @@ class Applier:
         nft = self._nft_of(work.netns)
         self._check_identity(work.netns, work.identity)
         names: list[str] = []
+        view: TableView | None = None
+        too_large = False
         try:
             view = nft.list_table()
             names = [*view.chains, *view.sets]
             live: tuple[object, ...] | None = owned_view(view, work.rules.ifname, work.rules.ifindex)
         except NotFoundError:
             live = None  # the table is gone
+        except TableTooLarge as exc:
+            # Filled by someone in the pod (mnp writes far fewer objects): not listed, so as not to hold it all in
+            # memory, and replaced whole, which also drops what was added.
+            live, too_large = ("too large", str(exc)), True
         except TraceError as exc:
             # A listing the one reader cannot read is not what this daemon programmed: restore it rather than
             # give up on the check and leave the edit in force.
@@ -295,22 +311,35 @@ class Applier:
         # left them: after a restart with changed rules, a refused delta): referenced by nothing, so not a
         # tamper, and removed with the full form, in its transaction.
         unused = unused_groups(work.rules, names, self.options)
+        if unused and view is not None:  # a lookalike something of the pod's refers to cannot go: left alone
+            kept = referenced_elsewhere(view, work.rules.ifname, unused)
+            unused = [group for group in unused if group not in kept]
         tampered = live != expected_view(work.rules, self.options)
         if not tampered and not unused:
             return False
         full = self.render(work.rules)
         tx = remove_groups(Transaction(full.family, full.table).extend(full), unused) if unused else full
+
+        def whole() -> Transaction:
+            """The whole table replaced, in one transaction: the netns' other interfaces get theirs back from
+            their own checks in the same resync."""
+            return render_remove_table().extend(full)
+
         try:
             self._count(delta=False)
-            nft.run(tx)
-        except NftError:
+            nft.run(whole() if too_large else tx)
+        except NftError as exc:
             if not tampered:
                 raise
+            if too_large:
+                raise TamperUnrestored(f"tampered, and the table could not be restored: {exc}") from exc
             # The table was edited so that the full form cannot apply (say, a base chain replaced by a regular
-            # one of the same name): replace the whole table instead, in the same transaction. The netns' other
-            # interfaces get theirs back from their own checks in the same resync.
+            # one of the same name): replace the whole table instead.
             self._count(delta=False)
-            nft.run(render_remove_table().extend(full))
+            try:
+                nft.run(whole())
+            except NftError as again:
+                raise TamperUnrestored(f"tampered, and the table could not be restored: {again}") from again
         except NetnsGone:
             self.release(work.netns)
             raise

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.apply import Applier, Work
+from daemon.apply import Applier, TamperUnrestored, Work
 from daemon.clock import Clock
 from daemon.conntrack import ConntrackCleaner, withdraws
 from daemon.dependencies import namespace_labels, policies_seeing_namespace, policies_seeing_pod
@@ -127,6 +127,52 @@ def resolve(entry: StateEntry, pods: Mapping[str, PodObject]) -> Resolved | str:
         if attachment.interface == entry.ifname:
             return Resolved(pod, attachment)
     return f"interface {entry.ifname} is not in pod {entry.pod}'s network-status (yet)"
+
+
+def find_conflicts(records: Mapping[IfaceKey, InterfaceRecord]) -> dict[IfaceKey, str]:
+    """The records whose interface a record of another pod names too — the same interface name or index in the
+    same namespace (the same path, unless both were pinned to different namespaces: a reused path; or two paths
+    pinned to one namespace) — each with a reason naming one other. Both pods' full forms write the one chain:
+    the interface would flip between their rules, open to what only the other pod is allowed. Linear in the
+    records (a state dir may hold thousands of entries naming one path): per claim and pinned namespace, the
+    first two distinct pods are enough to tell whether another one claims it."""
+    Identity = tuple[int, int] | None
+    members: dict[tuple[object, ...], dict[Identity, list[IfaceKey]]] = defaultdict(dict)
+    firsts: dict[tuple[tuple[object, ...], Identity], list[IfaceKey]] = defaultdict(list)
+    for key, record in records.items():
+        entry = record.entry
+        if not entry.netns or record.state == GONE:
+            continue
+        places: list[tuple[object, ...]] = [("path", entry.netns)]
+        if record.identity is not None:
+            places.append(("netns", record.identity))
+        for place in places:
+            for claim in [(*place, entry.ifname), *([(*place, record.ifindex)] if record.ifindex else [])]:
+                members[claim].setdefault(record.identity, []).append(key)
+                two = firsts[(claim, record.identity)]
+                if len(two) < 2 and all(_owner(records[k]) != _owner(record) for k in two):
+                    two.append(key)
+    out: dict[IfaceKey, str] = {}
+    for claim, by_identity in members.items():
+        if sum(map(len, by_identity.values())) < 2:
+            continue
+        for identity, keys in by_identity.items():
+            # records pinned to another namespace never share this interface; unpinned ones may
+            near = list(by_identity) if identity is None else [identity, None]
+            others = [k for i in near for k in firsts.get((claim, i), ())]
+            for key in keys:
+                other = next((records[k] for k in others if _owner(records[k]) != _owner(records[key])), None)
+                if other is not None and key not in out:
+                    out[key] = (
+                        f"the state entry of container {other.entry.container_id} (pod {other.entry.pod or '?'}) "
+                        f"names the same interface in {records[key].entry.netns}: closed until one of them goes"
+                    )
+    return out
+
+
+def _owner(record: InterfaceRecord) -> tuple[str, str]:
+    """The pod an entry belongs to: one pod's entries (other container IDs of its sandbox) get the same rules."""
+    return record.entry.pod, record.entry.pod_uid
 
 
 def rules_for(
@@ -221,6 +267,7 @@ class Controller:
         self._pods_of: tuple[int, tuple[Pod, ...]] | None = None  # the store's pods generation → its pods
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
         self._identity_checks: dict[IfaceKey, IdentityRecheck] = {}  # records whose netns identity is not pinned
+        self._conflicts: dict[IfaceKey, str] = {}  # records whose interface another pod's entry names too → why
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -386,6 +433,20 @@ class Controller:
                 self._pin_identity(key, record, now)
         for netns in released - {record.entry.netns for record in self.records.values()}:
             self.applier.release(netns)  # its libnftables context would keep the namespace alive
+        self._reconcile_conflicts()
+
+    def _reconcile_conflicts(self) -> None:
+        """Find the entries of different pods that name one interface (`_conflicts`); those whose conflict came
+        or went are synced again (`_retry`), and a new conflict is reported (log, Event on each pod)."""
+        conflicts = find_conflicts(self.records)
+        self._retry.update(key for key in conflicts.keys() ^ self._conflicts.keys() if key in self.records)
+        for key, reason in conflicts.items():
+            if self._conflicts.get(key) != reason:
+                entry = self.records[key].entry
+                log.warning("%s", reason, extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns))
+                ref = pod_ref(entry.pod, self.records[key].pod_uid)
+                self.events.warn(ref, REASON_NOT_APPLIED, f"interface {entry.ifname}: {reason}")
+        self._conflicts = conflicts
 
     def _pin_identity(self, key: IfaceKey, record: InterfaceRecord, now: float | None) -> None:
         """Record the namespace the entry's path names (`record.identity`) if it can be checked now.
@@ -493,7 +554,7 @@ class Controller:
             record = self.records[key]
             resolved = resolve(record.entry, pods)
             if isinstance(resolved, str):
-                self._set_state(record, PENDING, resolved)
+                self._set_state(record, PENDING, self._conflicts.get(key, resolved))
             elif not resolved.pod.is_active:
                 self._set_state(record, TERMINATED, f"pod phase {resolved.pod.phase}: keeping its last rules")
             else:
@@ -520,7 +581,13 @@ class Controller:
                     pod = resolved.pod
                     if not record.ifindex:
                         record.ifindex = _ifindex(record.entry)
-                    rules = rules_for(index, pod, resolved.attachment, shared_rules, record.ifindex, self._canonical)
+                    if key in self._conflicts:  # whose interface it is is not known: closed, neither pod's rules
+                        network = resolved.attachment.network
+                        rules = InterfaceRules.pending(record.entry.ifname, pod.key, network, record.ifindex)
+                    else:
+                        rules = rules_for(
+                            index, pod, resolved.attachment, shared_rules, record.ifindex, self._canonical
+                        )
                     record.desired = rules
                     record.pod_uid = pod.uid
                     if rules == record.applied and not record.conntrack_due:
@@ -554,6 +621,9 @@ class Controller:
         # packets as soon as its transaction lands, and no pod waits for another pod's conntrack cleanup.
         for key, record, resolved in withdrawn:
             self._clean_conntrack(key, record, resolved, report)
+        for key, record, _ in ready:  # closed, waiting for one of the entries to go
+            if key in self._conflicts and record.state == PROGRAMMED:
+                self._set_state(record, PENDING, self._conflicts[key])
         if broke:  # an unexpected error compiling: the runner logs it, the next sync retries what was left
             self._retry.update(key for key, _, _ in ready if key not in outcome_of)
             raise broke[0]
@@ -573,6 +643,13 @@ class Controller:
                 self._pin_identity(key, record, None)
             try:
                 repaired = self.applier.repair(Work(entry.netns, record.applied, None, record.identity))
+            except TamperUnrestored as exc:
+                # Open while it lasts (a table of mnp's name that only a process in the pod may change): not
+                # `programmed` with a log line, but failed — Event, counter, status — and retried with the full form.
+                record.applied = None
+                ref = pod_ref(entry.pod, record.pod_uid)
+                self._failed(key, record, ref, f"{exc}; open until it can be", report, "the interface is open")
+                continue
             except (NftError, TransactionError, OSError, NetnsGone, NetnsUnusable) as exc:
                 log.warning("could not check the interface's table against its rules: %s", exc, extra=extra)
                 continue
@@ -693,7 +770,17 @@ class Controller:
         self._set_state(record, PROGRAMMED, "")
         self.events.clear(ref, REASON_NOT_APPLIED)
 
-    def _failed(self, key: IfaceKey, record: InterfaceRecord, ref: ObjectRef, message: str, report: SyncReport) -> None:
+    def _failed(
+        self,
+        key: IfaceKey,
+        record: InterfaceRecord,
+        ref: ObjectRef,
+        message: str,
+        report: SyncReport,
+        consequence: str | None = None,
+    ) -> None:
+        """Book a failure on the interface: its state, an Event, the counter, a log line saying `consequence` (by
+        default what a refused transaction leaves: the previous rules); retried with backoff."""
         entry = record.entry
         record.failures += 1
         record.last_error = message
@@ -703,9 +790,12 @@ class Controller:
         self._set_state(record, FAILED, message)
         log.warning(
             "%s (retrying): %s",
-            "deleting withdrawn flows failed; the new rules are in place"
-            if record.conntrack_due
-            else "could not program interface; it keeps its previous rules",
+            consequence
+            or (
+                "deleting withdrawn flows failed; the new rules are in place"
+                if record.conntrack_due
+                else "could not program interface; it keeps its previous rules"
+            ),
             message,
             extra=fields(pod=entry.pod, ifname=entry.ifname, netns=entry.netns),
         )

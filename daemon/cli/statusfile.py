@@ -9,6 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.errors import StateError
+from shared.state import read_entry_file
+
+# mnpd writes one line per interface, policy and problem (a few hundred bytes each): far below this on any node.
+MAX_STATUS_BYTES = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class StatusFile:
@@ -66,14 +72,16 @@ def format_age(seconds: float | None) -> str:
 
 
 def read_status_file(path: str, now: float, stale_after: float) -> StatusFile:
-    """mnpd's status file at `path`, and whether it is older than `stale_after` seconds at `now`."""
+    """mnpd's status file at `path`, and whether it is older than `stale_after` seconds at `now`. Read as the
+    state entries are (shared.state.read_entry_file: a regular file, opened non-blocking, at most
+    MAX_STATUS_BYTES): whoever can write beside the state dir can put a FIFO, a huge or a deeply nested
+    document there, which must not hang or crash mnpctl."""
     try:
-        with open(path, "rb") as fh:
-            mtime = os.fstat(fh.fileno()).st_mtime
-            doc = json.loads(fh.read())
+        mtime = os.stat(path).st_mtime
+        doc = json.loads(read_entry_file(path, MAX_STATUS_BYTES, follow=True, what="a status file"))
     except FileNotFoundError:
         return StatusFile(path, None, "missing", None, True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StateError, RecursionError) as exc:
         return StatusFile(path, None, f"unreadable ({exc})", None, True)
     if not isinstance(doc, dict) or doc.get("schema") != 1:
         return StatusFile(path, None, "of an unknown schema", None, True)

@@ -8,7 +8,11 @@ can overflow, so the source also
 
 * starts the watch *before* the first full scan (nothing can fall between the two), and marks itself synced
   only after that scan;
-* rescans the whole directory every `rescan_period` — the store ignores a rescan that changes nothing.
+* rescans the whole directory every `rescan_period` — the store ignores a rescan that changes nothing;
+* watches the directory again when it is removed, moved away or replaced (an inotify watch stays with its
+  directory: every later entry would wait for the rescan, its pod closed): a watch on its parent reports that,
+  and wakes the rescan, which recreates the directory if it is missing (as the plugin's next ADD would),
+  watches it, then scans it.
 
 Entries whose netns is gone (the pod died and no CNI DEL came, e.g. after a runtime crash) are removed, under
 the plugin's state-dir lock, and logged. "Gone" must be certain: the netns file is missing (ENOENT — nothing
@@ -97,6 +101,9 @@ class StateDirSource:
         self._stop = threading.Event()
         self._observer: Any = None
         self._thread = threading.Thread(target=self._rescan_loop, name="mnpd-statedir-rescan", daemon=True)
+        self._wake = threading.Event()  # a rescan now: the watched directory went
+        self._watched: tuple[int, int] | None = None  # (st_dev, st_ino) of the directory the watch is on
+        self._rewatch = False  # the watch's directory went: watch the path again
         self._warned_invisible = False
         # What cannot be used, by kind: path (unreadable) or entry key (netns unchecked) → reason, as last seen.
         self.problems: dict[str, dict[Any, str]] = {UNREADABLE: {}, NETNS_UNCHECKED: {}}
@@ -107,16 +114,16 @@ class StateDirSource:
     def start(self) -> None:
         self.state.ensure()
         observer = Observer()
-        observer.schedule(_Handler(self), self.directory, recursive=False)
         observer.daemon = True
         observer.start()
         self._observer = observer
-        self.scan()
+        self.scan()  # watches the directory first
         self.store.mark_synced(NAME)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5.0)
@@ -124,7 +131,11 @@ class StateDirSource:
             self._thread.join(5.0)
 
     def _rescan_loop(self) -> None:
-        while not self._stop.wait(self.rescan_period):
+        while True:
+            self._wake.wait(self.rescan_period)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.scan()
             except Exception:  # keep rescanning: a transient error must not end the safety net
@@ -132,8 +143,44 @@ class StateDirSource:
 
     # ------------------------------------------------------------------------------------------- reading
 
+    def directory_gone(self) -> None:
+        """The watched directory was removed or moved away: rescan now, watching it again first (whatever its
+        inode: a directory made again at once often gets the old one's number)."""
+        self._rewatch = True
+        self._wake.set()
+
+    def _watch(self) -> None:
+        """Watch the directory if the watch is not on the one at its path now (removed, replaced, not yet
+        watched), recreating it if it is missing. Before the scan, so that nothing falls between the two."""
+        if self._observer is None:
+            return
+        try:
+            self.state.ensure()
+            st = os.stat(self.directory)
+        except (StateError, OSError) as exc:
+            log.error("cannot watch the state dir: %s", exc, extra=fields(source=self.directory))
+            return
+        if (st.st_dev, st.st_ino) == self._watched and not self._rewatch:
+            return
+        self._rewatch = False
+        if self._watched is not None:
+            log.warning("the state dir was removed or replaced: watching it again", extra=fields(source=self.directory))
+        self._observer.unschedule_all()
+        handler = _Handler(self)
+        try:
+            self._observer.schedule(handler, self.directory, recursive=False)
+            # and its parent, for the directory itself moved away or made again (its own watch reports its
+            # removal but not its move, and nothing in a new directory of its name)
+            self._observer.schedule(handler, os.path.dirname(self.directory), recursive=False)
+        except OSError as exc:  # say, inotify's watch limit: the rescan tries again
+            self._watched = None
+            log.error("cannot watch the state dir (rescanning only): %s", exc, extra=fields(source=self.directory))
+            return
+        self._watched = (st.st_dev, st.st_ino)
+
     def scan(self) -> None:
         """Read every entry and make the store hold exactly them."""
+        self._watch()
         with self._lock:
             try:
                 entries, problems = self.state.entries()
@@ -255,12 +302,16 @@ class StateDirSource:
 
 
 class _Handler(FileSystemEventHandler):
+    """The directory's events, and its parent's: those of the directory itself (removed, moved, made again)."""
+
     def __init__(self, source: StateDirSource) -> None:
         self.source = source
 
     def on_created(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
             self.source.on_path(_text(event.src_path))
+        elif self._is_the_directory(event.src_path):
+            self.source.directory_gone()  # made again: watch the new one
 
     def on_modified(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
@@ -270,10 +321,17 @@ class _Handler(FileSystemEventHandler):
         if not event.is_directory:
             self.source.on_removed(_text(event.src_path))
             self.source.on_path(_text(event.dest_path))
+        elif self._is_the_directory(event.src_path) or self._is_the_directory(event.dest_path):
+            self.source.directory_gone()
 
     def on_deleted(self, event: FileSystemEvent) -> None:
         if not event.is_directory:
             self.source.on_removed(_text(event.src_path))
+        elif self._is_the_directory(event.src_path):
+            self.source.directory_gone()
+
+    def _is_the_directory(self, path: str | bytes) -> bool:
+        return os.path.abspath(_text(path)) == self.source.directory
 
 
 def _text(path: str | bytes) -> str:

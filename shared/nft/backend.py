@@ -31,6 +31,7 @@ from typing import Protocol
 
 from shared.errors import NetnsGone
 from shared.nft import netlink
+from shared.nft.errors import TableTooLarge
 from shared.nft.fake import TableView
 from shared.nft.objects import Element
 from shared.nft.render import (
@@ -43,6 +44,11 @@ from shared.nft.render import (
 )
 from shared.nft.transaction import Transaction
 from shared.rules import EGRESS, INGRESS
+
+# The most chains, rules, sets and set elements a pod's table may hold to be listed (the tamper check): libnftables
+# holds all of a listing in memory, about 1 KB an element with its reading (docs/benchmarks.md, "Listing a
+# table"). mnp's own tables hold far fewer; a larger one is replaced whole, unread (daemon/apply.py `repair`).
+MAX_LISTED_OBJECTS = 100_000
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,14 +106,15 @@ def dispatch_elements(view: TableView, direction: str) -> list[tuple[str, str, s
 def remove_interface(nft: NftBackend, ifname: str, ifindex: int) -> None:
     """Remove everything of one interface from the table of `nft` — its port groups, whose names depend on its
     rules, found by listing the table first (`render_remove_interface`); idempotent. A table that cannot be read
-    (rules mnp does not write) still loses the interface's chains, maps and dispatch elements."""
+    (rules mnp does not write) or is too large to be listed still loses the interface's chains, maps and dispatch
+    elements."""
     from shared.nft.errors import NotFoundError
     from shared.nft.trace import TraceError
 
     try:
         view = nft.list_table()
         names = [*view.chains, *view.sets]
-    except (NotFoundError, TraceError):
+    except (NotFoundError, TraceError, TableTooLarge):
         names = []
     nft.run(render_remove_interface(ifname, ifindex, names))
 
@@ -151,6 +158,15 @@ class NetlinkNft:
         )
 
     def list_table(self, family: str = "inet", table: str = "mnp") -> TableView:
+        """The live table (NetnsNft.list_table) — unless it holds more than MAX_LISTED_OBJECTS objects, counted
+        over the kept socket first: TableTooLarge. A pod with NET_ADMIN can fill the table; libnftables would hold
+        all of it in memory at once, and mnpd's memory limit would end mnpd, for every pod of the node."""
+        size = netlink.table_objects(self.socket, family, table, MAX_LISTED_OBJECTS)
+        if size > MAX_LISTED_OBJECTS:
+            raise TableTooLarge(
+                f"table {family} {table} in {self.netns} holds more than {MAX_LISTED_OBJECTS} chains, rules, sets "
+                "and elements: not listed"
+            )
         with self._context() as nft:
             return nft.list_table(family, table)
 

@@ -41,6 +41,11 @@ class BusyError(NftError):
     """EBUSY: an object the transaction deletes is still referenced, or a deleted chain still has rules."""
 
 
+class TableTooLarge(NftError):
+    """The table holds more objects (chains, rules, sets, set elements) than a listing may: libnftables would
+    hold every one in memory at once. mnp writes far fewer; someone with NET_ADMIN in the pod added them."""
+
+
 # nft's own wording, kernel errno texts first. The interval messages come from nft's userspace overlap check,
 # which runs before the kernel would answer EEXIST.
 _MESSAGES: tuple[tuple[str, type[NftError]], ...] = (

@@ -36,6 +36,7 @@ from functools import cache
 from shared.errors import NetnsGone
 from shared.netns import in_netns, netns_identity
 from shared.nft.errors import NftError, error_from_stderr
+from shared.nft.nfnl import NETLINK_NETFILTER
 from shared.nft.transaction import Transaction
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI plugin imports this module)
@@ -115,6 +116,43 @@ def _host_ifindex(name: str) -> int:
         return 0
 
 
+def _open_fds() -> set[tuple[int, str]]:
+    """This process's open descriptors, each with what it refers to (a number alone may be reused at once)."""
+    import os
+
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:  # closed meanwhile (the listing's own)
+            continue
+    return out
+
+
+def _connect_to_kernel(opened: set[tuple[int, str]]) -> None:
+    """Connect the NETLINK_NETFILTER sockets among `opened` (the one a new context opened) to the kernel: a pod's
+    process with NET_ADMIN can otherwise send netlink messages to the context's socket, which lives in the pod
+    netns (its port id is in /proc/net/netlink there), and every listing and transaction failed ("cache
+    initialization failed: Protocol error") — or read what it forged. A connected netlink socket takes unicast
+    messages from its peer alone (af_netlink.c, netlink_getsockbyportid: ECONNREFUSED to anyone else); the
+    kernel's answers come from port id 0, its peer."""
+    import os
+    import socket
+
+    for fd, what in opened:
+        if not what.startswith("socket:"):
+            continue
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:  # closed again, or not a socket
+            continue
+        try:
+            if sock.family == socket.AF_NETLINK and sock.proto == NETLINK_NETFILTER:
+                sock.connect((0, 0))
+        finally:
+            sock.close()  # the duplicate only
+
+
 class Context:
     """One libnftables context, bound to the network namespace of the thread that created it."""
 
@@ -122,7 +160,10 @@ class Context:
         self._instance = instance()
         self._lib = self._instance.lib
         with self._instance.lock:
+            before = _open_fds()
             ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
+            if ctx:
+                _connect_to_kernel(_open_fds() - before)
         if not ctx:
             raise NftError("nft_ctx_new failed (out of memory, or no netlink socket)")
         self._ctx: int | None = ctx

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     class Sock(Protocol):
         def sendall(self, data: bytes, /) -> None: ...
 
-        def recv(self, size: int, /) -> bytes: ...
+        def recvfrom(self, size: int, /) -> tuple[bytes, tuple[int, int]]: ...
 
 
 NETLINK_NETFILTER = 12
@@ -111,6 +111,23 @@ def error_for(code: int, what: str, explanation: str = "") -> NftError:
     return NftError(text)
 
 
+# Datagrams from other sockets read and dropped before one answer: past this, the socket is being flooded.
+MAX_FOREIGN = 10_000
+
+
+def from_kernel(sock: Sock, size: int) -> bytes:
+    """The next datagram the kernel sent to `sock`. Another socket of the namespace — a process with NET_ADMIN
+    in a pod, where mnpd's kept sockets live — may send netlink messages to ours by its port id, with any type
+    and sequence number (an acknowledgement, a dump's end); the kernel's come from port id 0. Our sockets are
+    connected to the kernel, which then refuses the others' (ECONNREFUSED); this check holds for a socket that
+    is not (one adopted from elsewhere). OSError when more than MAX_FOREIGN others come first."""
+    for _ in range(MAX_FOREIGN):
+        data, (source, _) = sock.recvfrom(size)
+        if source == 0:
+            return data
+    raise OSError(f"flooded: more than {MAX_FOREIGN} netlink messages from other sockets")
+
+
 def exchange(sock: Sock, data: bytes, last: int, what: str) -> None:
     """Send one batch (`data`, whose message `last` — the last one — asks for an acknowledgement) and wait for the
     kernel's verdict: return when it acknowledged `last`, raise the typed NftError of the first error it reports
@@ -119,7 +136,7 @@ def exchange(sock: Sock, data: bytes, last: int, what: str) -> None:
     first = None
     sock.sendall(data)
     while True:
-        for kind, _, seq, payload in messages(sock.recv(1 << 16)):
+        for kind, _, seq, payload in messages(from_kernel(sock, 1 << 16)):
             if kind != NLMSG_ERROR or seq > last:
                 continue
             code = struct.unpack_from("=i", payload)[0]
@@ -155,6 +172,7 @@ def open_socket(timeout: float = 10.0) -> _socket.socket:
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
         sock.bind((0, 0))
+        sock.connect((0, 0))  # messages from the kernel alone (`from_kernel`)
         for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             sock.setsockopt(SOL_NETLINK, option, 1)
         sock.settimeout(timeout)

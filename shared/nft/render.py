@@ -648,6 +648,30 @@ def unused_groups(rules: InterfaceRules, names: Iterable[str], options: RenderOp
     return out
 
 
+def referenced_elsewhere(view: TableView, ifname: str, groups: Iterable[str]) -> set[str]:
+    """Those of `groups` (port-group chains of `ifname`: `unused_groups`) that something the full form does not
+    replace names — a rule of a chain other than the interface's own two and the group's own, an element of a
+    map other than its peer maps. mnp writes no such reference: someone with NET_ADMIN in the pod did, and a
+    chain or set in use cannot be deleted (nft: EBUSY), so the cleanup leaves those alone. Names are matched as
+    whole words of the rule's text (an opaque rule's JSON names its target too); linear in the listing."""
+    import re  # not at import: the plugin's ADD loads this module
+
+    word = re.compile(r"[A-Za-z0-9_.-]+")
+    replaced = {chain_name(direction, ifname) for direction in (INGRESS, EGRESS)}
+    replaced_maps = {peer_map_name(d, ifname, v) for d in (INGRESS, EGRESS) for v in (4, 6)}
+    named: set[str] = set()
+    for chain in view.chains.values():
+        if chain.name in replaced:
+            continue
+        for rule in chain.rules:
+            # the group's own rule names its own port set: not a reference that keeps it
+            named.update(w for w in word.findall(rule.text) if w.removesuffix("_ports") != chain.name)
+    for m in view.sets.values():
+        if m.name not in replaced_maps:
+            named.update(w for e in m.elements for w in word.findall(e.value or ""))
+    return {group for group in groups if group in named or port_set_name(group) in named}
+
+
 def remove_groups(tx: Transaction, groups: Iterable[str]) -> Transaction:
     """`tx` — a full form — followed by the removal of the port groups `groups` (chains, with their port sets:
     its `unused_groups`), in the same transaction, where nothing refers to them any more."""

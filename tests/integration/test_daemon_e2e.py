@@ -622,6 +622,77 @@ def test_a_table_removed_or_edited_in_the_pod_is_restored_by_the_resync(world: W
         d.stop()
 
 
+def test_a_table_the_pod_owns_is_reported_failed_and_restored_when_its_owner_goes(world: World) -> None:
+    """A pod with NET_ADMIN deletes mnp's table and creates one of the same name with the `owner` flag from a
+    process it keeps running: only that process may change or delete the table, so the repair cannot restore it
+    and the pod is open while the process lives. mnpd must say so — the interface failed in the status file with
+    the reason, an apply error counted — not keep showing it programmed; once the process exits (the kernel drops
+    its table) the retry restores the rules."""
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    d = Daemon(load([*daemon_args(w)[:-1], "1s"], {})).start()  # --resync-period 1s
+    owner: subprocess.Popen[str] | None = None
+    try:
+        w.wait_programmed(server)
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+        owner = subprocess.Popen(
+            [*server.netns.exec_prefix(), "nft", "-i"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert owner.stdin is not None
+        owner.stdin.write("delete table inet mnp\nadd table inet mnp { flags owner; }\n")
+        owner.stdin.flush()
+        wait_for(
+            lambda: (
+                w.interface(server).get("state") == "failed"
+                and "could not be restored" in w.interface(server).get("reason", "")
+            ),
+            what="the interface reported failed",
+        )
+        assert can([(other, server, "tcp", 8080)]) == [True]  # open, as reported
+        assert d.metrics.apply_errors._value.get() >= 1
+        owner.stdin.close()
+        owner.wait(10)
+        wait_for(lambda: w.interface(server).get("state") == "programmed", what="restored once the owner went")
+        assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+    finally:
+        if owner is not None and owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        d.stop()
+
+
+def test_a_second_entry_naming_a_pods_interface_for_another_pod_closes_it(world: World, daemon: Daemon) -> None:
+    """A state entry of another pod (here `other`, which no policy selects: open) names the server's netns and
+    interface — a stale `/proc/PID/ns/net` entry a new sandbox's PID reuses, an entry written by hand. The server's
+    interface must not take the other pod's rules: closed both ways while both entries are there, reported as a
+    conflict in the status file; the server's own rules once the stray entry goes. Real packets throughout."""
+    from shared.state import StateEntry, StateStore
+
+    w = world
+    client, other = w.add_pod("client", {"role": "client"}), w.add_pod("other", {"role": "other"})
+    server = w.add_pod("server", {"app": "server"})
+    w.write("policy.yaml", [ingress_policy("p", {"app": "server"}, {"role": "client"}, [{"port": 8080}])])
+    w.wait_programmed(server)
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+    store = StateStore(str(w.state_dir))
+    own = store.read(server.container, "net1")
+    assert own is not None
+    stray = json.loads(own.to_json()) | {"containerID": "ctr-mnpt-stray", "podName": "other", "podUID": other.uid}
+    store.write(StateEntry.from_json(json.dumps(stray)))
+    wait_for(lambda: "same interface" in w.interface(server).get("reason", ""), what="the conflict reported")
+    assert w.interface(server)["state"] == "pending"
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [False, False]
+    assert store.delete("ctr-mnpt-stray", "net1")
+    wait_for(lambda: w.interface(server).get("state") == "programmed", what="the server's own rules again")
+    assert can([(client, server, "tcp", 8080), (other, server, "tcp", 8080)]) == [True, False]
+
+
 def test_a_restart_with_changed_rules_leaves_no_stale_port_group(world: World) -> None:
     """mnpd restarts with other rules for a pod: its first full form cannot know the old port group (the group's
     name hashes the rules that made it), which stays in the kernel's table referenced by nothing; the periodic

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,6 +121,31 @@ def test_rescan_repairs_what_events_missed(
     assert store.get(STATE, entry.key) == entry
     source.scan()
     assert [c.key for c in store.drain()] == [entry.key]  # the second scan changed nothing
+
+
+@pytest.mark.parametrize("how", ["removed", "moved away"])
+def test_a_state_dir_removed_or_replaced_is_watched_again(
+    state_source: tuple[StateDirSource, Store, StateStore], netns_dir: Path, tmp_path: Path, how: str
+) -> None:
+    """The state dir removed (`rm -rf`) or moved away under mnpd, then written again by the plugin's next ADD
+    (which creates it): inotify's watch died with the old directory, so every later entry — a new pod's, closed
+    until mnpd programs it — waited for the periodic rescan (60 s by default, an hour here). The source watches
+    the directory again at once, recreating it if need be."""
+    source, store, state = state_source
+    source.start()
+    first = make_entry(netns_dir, "c1")
+    state.write(first)
+    assert wait_for(lambda: store.get(STATE, first.key) == first)
+    if how == "removed":
+        shutil.rmtree(state.directory)
+    else:
+        os.rename(state.directory, tmp_path / "old-state")
+    assert wait_for(lambda: store.get(STATE, first.key) is None)  # not in the directory any more
+    assert wait_for(lambda: os.path.isdir(state.directory))  # recreated (0700) for the plugin's next ADD
+    assert stat.S_IMODE(os.stat(state.directory).st_mode) == 0o700
+    late = make_entry(netns_dir, "c2")
+    state.write(late)
+    assert wait_for(lambda: store.get(STATE, late.key) == late)
 
 
 def test_netns_gone() -> None:

@@ -205,3 +205,79 @@ def test_contexts_of_two_namespaces_keep_their_own_index_under_concurrent_comman
         finally:
             for nft in nfts:
                 nft.close()
+
+
+def test_the_stale_group_cleanup_removes_mnps_own_and_leaves_a_lookalike_the_pod_refers_to(pod: NetNS) -> None:
+    """On the kernel: a full form with a port group, then other rules (the old group is stale: referenced by
+    nothing), and a pod with NET_ADMIN adding a chain named like one of the interface's groups with a chain of its
+    own that jumps to it. The kernel refuses to delete a chain in use (EBUSY): the repair's one transaction failed
+    on every resync before. Now the stale group goes, the lookalike stays, and the check passes."""
+    import ipaddress
+
+    from daemon.apply import Applier, Work, real_nft
+    from shared.nft.render import RenderOptions
+    from shared.rules import Allow, DirectionRules, InterfaceRules, PortRange
+
+    def rules(port: int) -> InterfaceRules:
+        policy = f"ns/p{port}"  # a group's name hashes the policies that made it
+        allow = Allow(f"{policy} ingress[0]", (ipaddress.ip_network("192.0.2.1"),), (PortRange("tcp", port, port),))
+        return InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), (policy,)), ifindex=2)
+
+    def groups() -> set[str]:
+        listed = pod.run("nft", "list", "table", "inet", "mnp").stdout
+        return {w for line in listed.splitlines() for w in line.split() if w.startswith("g_ingress_net1_")}
+
+    applier = Applier(real_nft, RenderOptions())
+    try:
+        assert applier.apply_all([Work(pod.path, rules(80))]) == [None]
+        stale = groups()
+        applier.close()  # a restart: the next full form does not know the old group
+        applier = Applier(real_nft, RenderOptions())
+        now = Work(pod.path, rules(81))
+        assert applier.apply_all([now]) == [None]
+        lookalike = "g_ingress_net1_aaaaaaaa"
+        pod.run(
+            "nft", f"add chain inet mnp {lookalike}; add chain inet mnp mine; add rule inet mnp mine jump {lookalike}"
+        )
+        assert stale and stale <= groups()
+        assert applier.repair(now) is False  # raised NftError (EBUSY) before
+        assert not stale & groups() and lookalike in groups()
+        assert applier.repair(now) is False
+    finally:
+        applier.close()
+
+
+def test_a_table_filled_past_the_listing_limit_is_replaced_unread(pod: NetNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod with NET_ADMIN fills mnp's table (a set of its own there, with many elements): the tamper check listed
+    it whole through libnftables, which holds every element in memory at once (200,000 elements: 221 MB peak, past
+    mnpd's 256 Mi limit with its own memory: docs/benchmarks.md), so the pod could end mnpd for every pod of the
+    node. The objects are counted over netlink first (nothing kept); past the limit (lowered here) the table is
+    not listed but replaced whole, which drops what was added, and the interface's rules are back."""
+    import ipaddress
+
+    from daemon.apply import Applier, Work, real_nft
+    from shared.nft import backend
+    from shared.nft.render import RenderOptions
+    from shared.rules import Allow, DirectionRules, InterfaceRules, collapse
+
+    monkeypatch.setattr(backend, "MAX_LISTED_OBJECTS", 2_000)
+    allow = Allow("ns/p ingress[0]", collapse([ipaddress.ip_network("192.0.2.1")]), None)
+    rules = InterfaceRules("ns/pod", "net1", "ns/net", DirectionRules(True, (allow,), ("ns/p",)), ifindex=2)
+    applier = Applier(real_nft, RenderOptions())
+    try:
+        work = Work(pod.path, rules)
+        assert applier.apply_all([work]) == [None]
+        assert applier.repair(work) is False
+        junk = ", ".join(str(ipaddress.IPv4Address(0x0A000000 + i)) for i in range(3_000))
+        pod.run(
+            "nft",
+            "-f",
+            "-",
+            input=f"add set inet mnp junk {{ type ipv4_addr; }}\nadd element inet mnp junk {{ {junk} }}\n",
+        )
+        assert applier.repair(work) is True  # not listed: replaced whole
+        listed = pod.run("nft", "list", "table", "inet", "mnp").stdout
+        assert "junk" not in listed and "192.0.2.1" in listed
+        assert applier.repair(work) is False
+    finally:
+        applier.close()

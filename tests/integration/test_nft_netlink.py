@@ -198,3 +198,52 @@ def test_conntrack_entries_no_longer_admitted_are_deleted_in_process() -> None:
             assert cleaner.clean(pod.path, narrowed, [ipa.ip_address("10.99.0.1")]) == 0
         finally:
             applier.close()
+
+
+def test_answers_forged_by_another_socket_in_the_pod_are_not_taken_for_the_kernels(pod: NetNS, nft: NetlinkNft) -> None:
+    """mnpd's kept nfnetlink socket and its libnftables context's socket live in the pod netns, where a process
+    with NET_ADMIN may send netlink messages to them by port id (listed in /proc/net/netlink there), with the
+    sequence numbers they use next. Junk made every listing fail ("cache initialization failed: Protocol error":
+    the tamper check never ran again), a forged "done" cut the count that keeps a filled table from being listed
+    short, a forged acknowledgement passed a batch the kernel refused as applied. Our sockets are connected to
+    the kernel (which refuses the others' messages) and read only its answers."""
+    import contextlib
+    import socket
+    import struct
+
+    from shared.netns import in_netns
+    from shared.nft import netlink
+    from shared.nft.nfnl import NLMSG_DONE, NLMSG_ERROR
+
+    def nfnetlink_ports() -> list[int]:
+        with open("/proc/thread-self/net/netlink") as listing:
+            lines = listing.read().splitlines()[1:]
+        return [int(f[2]) for f in (line.split() for line in lines) if f[1] == "12" and f[2] != "0"]
+
+    pod.run("nft", "add table inet mnp; add set inet mnp s { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.2 } }")
+    assert len(nft.list_table().sets["s"].elements) == 2  # the libnftables context is open
+    sock = nft.socket
+    forger = in_netns(pod.path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12))
+    try:
+        forger.bind((0, 0))
+        ports = set(in_netns(pod.path, nfnetlink_ports)) - {forger.getsockname()[0]}
+        assert sock.sock.getsockname()[0] in ports and len(ports) >= 2
+
+        def forge(kind: int) -> None:
+            for port in ports:
+                for seq in range(sock._seq + 1, sock._seq + 40):
+                    body = struct.pack("=i", 0) + (bytes(16) if kind == NLMSG_ERROR else b"")
+                    with contextlib.suppress(ConnectionRefusedError):  # refused by the kernel: the point
+                        forger.sendto(struct.pack("=IHHII", 16 + len(body), kind, 0, seq, port) + body, (port, 0))
+
+        forge(NLMSG_DONE)
+        forge(NLMSG_ERROR)
+        assert netlink.table_objects(sock, "inet", "mnp", 1000) == 3  # the set and its two elements
+        assert len(nft.list_table().sets["s"].elements) == 2
+        nft.run(render_interface(OLD))
+        forge(NLMSG_ERROR)  # "acknowledged", for the batch below
+        refused = Transaction().add(Element("ingress_net1_v4_peers", "192.0.2.1", "jump nowhere"))
+        with pytest.raises(NotFoundError):
+            nft.apply_delta(refused)
+    finally:
+        forger.close()

@@ -553,6 +553,79 @@ def test_the_resync_rebuilds_a_table_the_full_form_cannot_repair(h: Harness) -> 
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
 
 
+def test_a_tampered_table_the_resync_cannot_restore_is_reported_failed_not_left_programmed(h: Harness) -> None:
+    """A pod with NET_ADMIN replaces mnp's table by one the repair can neither rewrite nor delete (a table with
+    the `owner` flag, held by a process in the pod: only that process may change it; the kernel test has the real
+    one, here both transactions fail). The interface is open while that lasts: it must not be shown `programmed`
+    with nothing but a log line. It is failed (Event, apply error counted, the status' reason), retried with the
+    full form, and enforced again once the table can be written."""
+    h.ready()
+    h.sync()
+    h.nfts[SERVER.netns].run(render_remove_table())
+    h.broken[SERVER.netns] = 2  # the full form and the table's replacement are both refused
+    report = h.sync(periodic=True)
+    record = h.controller.records[SERVER.key]
+    assert record.state == FAILED and "could not be restored" in record.reason
+    assert report.repaired == 0 and report.failed == 1
+    assert h.metrics.apply_errors._value.get() == 1
+    assert [(ref.key, reason) for ref, reason, _ in h.events.posted] == [("Pod default/server", "RulesNotApplied")]
+    assert "tampered" in h.events.posted[0][2]
+    assert h.nfts[SERVER.netns].list_tables() == []  # open: what the failure reports
+    h.clock.advance(60)
+    h.sync()  # the retry: the full form
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+
+
+def test_two_entries_of_different_pods_naming_one_interface_close_it_until_one_goes(h: Harness) -> None:
+    """Two state entries of different pods name the same interface of one netns (a stale entry whose
+    `/proc/PID/ns/net` path a new pod's sandbox reuses, read after a restart; an entry written by hand): each
+    interface's full form rewrote the one chain with its own pod's rules, so the resync flipped the interface
+    between the two, opening it to what only the other pod is allowed. Neither pod's rules may go there: the
+    interface is closed and both are pending with the conflict as reason and an Event, until one entry goes."""
+    cluster(h)
+    put(h.store, pod("open", labels={"app": "open"}, nets=[(NET_A, "net1", "10.10.0.5")]))  # no policy: open
+    claim = json.loads(entry("c-open", "open", ip="10.10.0.5").to_json())
+    same_path = StateEntry.from_json(json.dumps({**claim, "netns": SERVER.netns}))
+    h.attach(SERVER, same_path)
+    h.ready()
+    for periodic in (False, True, True):
+        h.sync(periodic)
+        assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+        assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"  # closed: whose rules is not known
+        for key in (SERVER.key, same_path.key):
+            record = h.controller.records[key]
+            assert record.state == PENDING and "names the same interface" in record.reason, record
+    posted = sorted((ref.key, reason) for ref, reason, text in h.events.posted if "same interface" in text)
+    assert posted == [("Pod default/open", "RulesNotApplied"), ("Pod default/server", "RulesNotApplied")]
+    h.store.delete(STATE, same_path.key)
+    h.sync()
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
+def test_entries_of_one_pod_or_of_other_interfaces_of_one_netns_are_no_conflict(h: Harness) -> None:
+    """Two interfaces of one pod netns (net1, net2), and a second entry of the same pod for net1 (another
+    container ID of its sandbox), claim nothing of another pod: programmed as usual."""
+    cluster(h)
+    put(
+        h.store,
+        pod("server", labels={"app": "server"}, nets=[(NET_A, "net1", "10.10.0.1"), (NET_A, "net2", "10.10.0.7")]),
+    )
+    second = entry("c-server", "server", ifname="net2")
+    again = StateEntry.from_json(
+        json.dumps({**json.loads(entry("c-again", "server").to_json()), "netns": SERVER.netns})
+    )
+    h.attach(SERVER, second, again)
+    h.ready()
+    h.sync()
+    assert {h.controller.records[k.key].state for k in (SERVER, second, again)} == {PROGRAMMED}
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
 def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_programs_another_namespace(
     tmp_path: Path,
 ) -> None:
@@ -731,6 +804,32 @@ def test_a_pending_entry_whose_netns_turns_checkable_is_pinned_and_never_program
 def _groups(h: Harness, e: StateEntry) -> list[str]:
     table = h.nfts[e.netns].list_table()
     return sorted(n for n in [*table.chains, *table.sets] if n.startswith("g_"))
+
+
+def test_a_port_group_lookalike_the_pod_refers_to_is_left_alone_and_trips_nothing(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod with NET_ADMIN adds, in mnp's table, a chain named like one of its interface's port groups and a
+    chain of its own that jumps to it: the stale-group cleanup cannot delete a chain in use, so the check's one
+    transaction failed on every resync ("could not check the interface's table", a warning each time) though the
+    table held exactly the interface's full form. Nothing the pod added there changes what is enforced (a chain
+    nothing of mnp's reaches): the check passes, the lookalike stays, and a real edit is still restored."""
+    from shared.nft.objects import Rule
+
+    h.ready()
+    h.sync()
+    fake = h.nfts[SERVER.netns]
+    lookalike = "g_ingress_net1_aaaaaaaa"
+    fake.run(Transaction().add(Chain(lookalike)).add(Chain("mine")).add(Rule("mine", f"jump {lookalike}")))
+    with caplog.at_level("WARNING"):
+        assert h.sync(periodic=True).repaired == 0
+        assert h.sync(periodic=True).repaired == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    assert {lookalike, "mine"} <= set(fake.list_table().chains)
+    fake.run(Transaction().flush(Chain("ingress_net1")))
+    assert h.sync(periodic=True).repaired == 1
+    assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
 
 
 def test_port_groups_a_restarted_daemon_no_longer_uses_are_removed_by_the_resync_without_a_tamper_report(

@@ -448,3 +448,41 @@ def test_without_proc_a_path_that_is_no_namespace_file_is_still_unusable(
         os.mkfifo(path)
     with pytest.raises(NetnsUnusable):
         netns_mod.check_netns(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "deep", "huge", "directory", "not an object"])
+@pytest.mark.parametrize("command", ["pods", "status"])
+def test_mnpctl_reads_a_forged_status_file_as_unreadable_without_hanging(
+    command: str, kind: str, state: StateStore, tmp_path: Path
+) -> None:
+    """Whoever can write beside the state dir can put anything at mnpd's status file: mnpctl opened it blocking
+    (a FIFO hung it), read it whole, and a document nested deeper than Python's recursion limit raised a
+    traceback. It is read like a state entry (regular files only, non-blocking, size-bounded) and anything it
+    cannot use is "unreadable (…)", the rest of the report still given."""
+    status = tmp_path / "forged-status.json"
+    if kind == "fifo":
+        os.mkfifo(status)
+    elif kind == "deep":
+        status.write_text('{"schema": 1, "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    elif kind == "huge":
+        with open(status, "wb") as fh:
+            fh.truncate(2**40)  # sparse: its size alone refuses it
+    elif kind == "directory":
+        status.mkdir()
+    else:
+        status.write_text('["schema", 1]')
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        import contextlib
+
+        argv = [command, "--state-dir", state.directory, "--status-file", str(status), "--listen", "off", "--json"]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return ctl.main(argv)
+
+    finishes(run)
+    text = out.getvalue() + err.getvalue()
+    assert "Traceback" not in text and "RecursionError" not in text, text
+    if command == "status":
+        found = json.loads(out.getvalue())["daemon"]["statusFile"]
+        assert found["present"] is False and found["error"], found
