@@ -116,32 +116,37 @@ def _host_ifindex(name: str) -> int:
         return 0
 
 
-def _open_fds() -> set[tuple[int, str]]:
-    """This process's open descriptors, each with what it refers to (a number alone may be reused at once)."""
+def _fd_numbers() -> set[int]:
+    """The numbers of this process's open descriptors (one getdents: cheap however many are open)."""
     import os
 
-    out = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            out.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
-        except OSError:  # closed meanwhile (the listing's own)
-            continue
-    return out
+    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
-def _connect_to_kernel(opened: set[tuple[int, str]]) -> None:
-    """Connect the NETLINK_NETFILTER sockets among `opened` (the one a new context opened) to the kernel: a pod's
-    process with NET_ADMIN can otherwise send netlink messages to the context's socket, which lives in the pod
-    netns (its port id is in /proc/net/netlink there), and every listing and transaction failed ("cache
+def _lowest_free_fd() -> int:
+    """The number the next descriptor this process opens gets (POSIX: the lowest free one), unless another thread
+    opens one first."""
+    import os
+
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+def _connect_to_kernel(candidates: set[int]) -> int:
+    """Connect the NETLINK_NETFILTER sockets among the descriptors `candidates` to the kernel; how many there were.
+
+    A pod's process with NET_ADMIN can otherwise send netlink messages to a context's socket, which lives in the
+    pod netns (its port id is in /proc/net/netlink there), and every listing and transaction failed ("cache
     initialization failed: Protocol error") — or read what it forged. A connected netlink socket takes unicast
     messages from its peer alone (af_netlink.c, netlink_getsockbyportid: ECONNREFUSED to anyone else); the
-    kernel's answers come from port id 0, its peer."""
+    kernel's answers come from port id 0, its peer. Connecting another NETLINK_NETFILTER socket of this process
+    changes nothing for it: the kernel is the only peer mnp's sockets talk to."""
     import os
     import socket
 
-    for fd, what in opened:
-        if not what.startswith("socket:"):
-            continue
+    connected = 0
+    for fd in candidates:
         try:
             sock = socket.socket(fileno=os.dup(fd))
         except OSError:  # closed again, or not a socket
@@ -149,8 +154,27 @@ def _connect_to_kernel(opened: set[tuple[int, str]]) -> None:
         try:
             if sock.family == socket.AF_NETLINK and sock.proto == NETLINK_NETFILTER:
                 sock.connect((0, 0))
+                connected += 1
         finally:
             sock.close()  # the duplicate only
+    return connected
+
+
+def _new_context(lib: ctypes.CDLL) -> int | None:
+    """`nft_ctx_new`, with the netlink socket it opens connected to the kernel (`_connect_to_kernel`).
+
+    libnftables does not tell which descriptor its socket is. It is one opened during the call: a number not open
+    before it, or — POSIX hands out the lowest free number, and the listing of the numbers before the call used
+    that one itself and closed it again — the number that was the lowest free one. Listing numbers, not reading
+    every descriptor's link, keeps this cheap however many descriptors mnpd holds (docs/benchmarks.md, Listing a
+    table). If another thread's descriptors moved under the call and none of those is the socket,
+    every NETLINK_NETFILTER socket of the process is connected."""
+    lowest = _lowest_free_fd()
+    before = _fd_numbers()
+    ctx: int | None = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+    if ctx and not _connect_to_kernel((_fd_numbers() - before) | {lowest}):
+        _connect_to_kernel(_fd_numbers())
+    return ctx
 
 
 class Context:
@@ -160,10 +184,7 @@ class Context:
         self._instance = instance()
         self._lib = self._instance.lib
         with self._instance.lock:
-            before = _open_fds()
-            ctx = self._lib.nft_ctx_new(NFT_CTX_DEFAULT)
-            if ctx:
-                _connect_to_kernel(_open_fds() - before)
+            ctx = _new_context(self._lib)
         if not ctx:
             raise NftError("nft_ctx_new failed (out of memory, or no netlink socket)")
         self._ctx: int | None = ctx
