@@ -11,8 +11,7 @@ object's while the entry is kept; when full, the oldest entry goes.
 
 Positional arguments are keyed by identity, keyword arguments by value (small hashable values: an interface
 name, options, flags). Thread-safe (the apply workers render concurrently); two threads missing the same key at
-once both compute it. Imports nothing beyond builtins: the CNI plugin imports the renderer (docs/benchmarks.md,
-CNI ADD).
+once both compute it.
 """
 
 from __future__ import annotations

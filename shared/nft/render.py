@@ -63,8 +63,9 @@ group into disjoint ranges likewise.
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
+from functools import lru_cache
 
-from shared.lean import defaultdict, lru_cache  # not functools/collections: the plugin's start-up time
 from shared.memo import identity_memo
 from shared.nft.objects import Chain, Element, Rule, Set, Table
 

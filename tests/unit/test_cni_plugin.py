@@ -798,7 +798,7 @@ def test_add_path_stays_light() -> None:
     dataclasses (→ inspect, ast, dis, tokenize), typing, subprocess (only for the nft command fallback), and —
     the pending table going as a prebuilt netlink batch — neither libnftables' binding nor the daemon's netlink
     module (socket, threading), nor `json` and the `re`, `enum` … it brings (shared.cjson), nor functools,
-    collections, contextlib or — for IPv4 addresses — ipaddress (shared.lean, cni.config.normal_interface), nor
+    collections, contextlib or — for IPv4 addresses — ipaddress (cni.config.normal_interface), nor
     the renderer and the rules IR (the pending table comes from shared.nft.pending)."""
     import subprocess
     import sys
