@@ -41,6 +41,7 @@ from shared.nft.nfnl import (
     message,
     nested,
     strz,
+    verdict,
 )
 from shared.nft.objects import Chain, Element, Rule, Set, Table, comment
 
@@ -60,8 +61,7 @@ NFT_MSG_NEWSET, NFT_MSG_DELSET, NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 9, 11, 
 NF_INET_HOOKS = {"input": 1, "output": 3}  # NF_INET_LOCAL_IN, NF_INET_LOCAL_OUT
 PRIORITIES = {"filter": 0}  # NF_IP_PRI_FILTER
 POLICIES = {"accept": 1, "drop": 0}  # NF_ACCEPT, NF_DROP
-VERDICTS = {"accept": 1, "drop": 0}
-NFT_JUMP = 0xFFFFFFFD  # -3 as u32
+FINAL = ("accept", "drop")  # the verdicts the pending table's rules end in
 IFNAMSIZ = 16
 
 # The sets the pending table declares: (key type, value type, flags) → NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE,
@@ -179,7 +179,7 @@ class _Batch:
         if len(words) == 3 and words[0] in ("iif", "oif", "iifname", "oifname") and words[1] == "vmap":
             name = words[2].removeprefix("@")
             return [_meta(words[0]), self.lookup(name, verdict_map=True)]
-        if len(words) == 4 and words[:2] == ["ct", "state"] and words[3] in VERDICTS:
+        if len(words) == 4 and words[:2] == ["ct", "state"] and words[3] in FINAL:
             mask = 0
             for state in words[2].split(","):
                 if state not in CT_STATES:
@@ -215,7 +215,7 @@ class _Batch:
             return _limit_log(text)
         if text == "counter drop":
             return [_expr("counter"), _immediate("drop")]
-        if text in VERDICTS:
+        if text in FINAL:
             return [_immediate(text)]
         raise NotEncodable(f"rule {text!r}")
 
@@ -294,13 +294,11 @@ def _dispatch_key(key_type: str, text: str) -> bytes:
 
 
 def _verdict(text: str) -> bytes:
-    """NFTA_DATA_VERDICT: NFTA_VERDICT_CODE, and NFTA_VERDICT_CHAIN for a jump."""
-    if text in VERDICTS:
-        return nested(2, be32(1, VERDICTS[text]))
-    verb, _, chain = text.partition(" ")
-    if verb != "jump" or not chain:
+    """NFTA_DATA_VERDICT (shared.nft.nfnl.verdict) of the verdicts the pending table holds: FINAL and jumps."""
+    data = verdict(text) if text in FINAL or text.startswith("jump ") else None
+    if data is None:
         raise NotEncodable(f"verdict {text}")
-    return nested(2, be32(1, NFT_JUMP), strz(2, chain))
+    return data
 
 
 def _comment_udata(written: str, kind: int) -> bytes:

@@ -69,6 +69,7 @@ from shared.nft.nfnl import (  # the codec's one home (re-exported: daemon/connt
     messages,
     nested,
     strz,
+    verdict,
 )
 
 # The codec, re-exported for its users here (daemon/conntrack.py, the tests): its one home is shared.nft.nfnl.
@@ -109,10 +110,7 @@ NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_DATA, NFTA_SET_ELEM_FLAGS, NFTA_SET_ELEM_USERDA
     6,
     10,
 )
-NFTA_DATA_VALUE, NFTA_DATA_VERDICT = 1, 2
-NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 1, 2
-# Verdict codes (include/uapi/linux/netfilter.h, nf_tables.h); the negative ones are sent as two's complement.
-VERDICTS = {"drop": 0, "accept": 1, "continue": -1, "return": -5, "jump": -3, "goto": -4}
+NFTA_DATA_VALUE = 1
 NFT_SET_ELEM_INTERVAL_END = 1
 NFTNL_UDATA_SET_ELEM_COMMENT, NFTNL_UDATA_SET_ELEM_FLAGS = 0, 1
 NFTNL_SET_ELEM_F_INTERVAL_OPEN = 1
@@ -152,12 +150,10 @@ def _userdata(comment: str | None, open_end: bool) -> bytes:
 
 def _verdict_data(value: str) -> bytes:
     """NFTA_SET_ELEM_DATA of a verdict map's element: `accept`, `drop`, … or `jump chain` / `goto chain`."""
-    kind, _, chain = value.partition(" ")
-    if kind not in VERDICTS or bool(chain) != (kind in ("jump", "goto")) or " " in chain:
+    data = verdict(value)
+    if data is None:
         raise NftError(f"{value!r} is not a verdict")
-    code = attr(NFTA_VERDICT_CODE, struct.pack(">i", VERDICTS[kind]))
-    target = strz(NFTA_VERDICT_CHAIN, chain) if chain else b""
-    return nested(NFTA_SET_ELEM_DATA, nested(NFTA_DATA_VERDICT, code + target))
+    return nested(NFTA_SET_ELEM_DATA, data)
 
 
 def encode_elements(

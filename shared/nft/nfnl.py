@@ -43,6 +43,10 @@ NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFPROTO_UNSPEC, NFPROTO_INET = 0, 1
 
+NFTA_DATA_VERDICT, NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN = 2, 1, 2
+# Verdict codes (include/uapi/linux/netfilter.h, nf_tables.h); the negative ones are sent as two's complement.
+VERDICTS = {"drop": 0, "accept": 1, "continue": -1, "return": -5, "jump": -3, "goto": -4}
+
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
 _ATTR = struct.Struct("=HH")  # struct nlattr
 
@@ -68,6 +72,16 @@ def message(kind: int, flags: int, seq: int, family: int, res_id: int, body: byt
     """One nfnetlink message: nlmsghdr, nfgenmsg (family, version 0, resource id in network order), attributes."""
     payload = struct.pack("=BB", family, 0) + struct.pack(">H", res_id) + body
     return _HEADER.pack(_HEADER.size + len(payload), kind, flags, seq, 0) + payload
+
+
+def verdict(text: str) -> bytes | None:
+    """NFTA_DATA_VERDICT of `accept`, `drop`, … or `jump chain` / `goto chain` (its code, and its chain for a jump
+    or goto), as nft sends it in a rule's immediate and a verdict map's element; None when `text` is no verdict."""
+    kind, _, chain = text.partition(" ")
+    if kind not in VERDICTS or bool(chain) != (kind in ("jump", "goto")) or " " in chain:
+        return None
+    code = attr(NFTA_VERDICT_CODE, struct.pack(">i", VERDICTS[kind]))
+    return nested(NFTA_DATA_VERDICT, code + (strz(NFTA_VERDICT_CHAIN, chain) if chain else b""))
 
 
 def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:
