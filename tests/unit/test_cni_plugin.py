@@ -378,6 +378,25 @@ def test_del_of_one_interface_keeps_the_other(node: FakeNode) -> None:
     assert tables(node) == []
 
 
+@pytest.mark.parametrize(
+    "listing", ["{not json", '{"nftables": {}}', '{"nftables": [{"chain": {"family": "inet", "table": "mnp"}}]}']
+)
+def test_del_of_one_interface_whose_listing_cannot_be_read_still_removes_it(node: FakeNode, listing: str) -> None:
+    """A listing the one reader cannot read (shared.nft.trace.TraceError: a broken nft, a table mnp did not
+    write) names no port groups: the interface's chains, maps and dispatch elements go all the same, the other
+    interface stays guarded, and the DEL succeeds — as mnpd's remove_interface does."""
+    node.call("ADD")
+    node.call("ADD", node.conf(name="net-b", prevResult=prev_result("net2")), ifname="net2")
+    node.nfts[POD_A].list_table_json = lambda family="inet", table="mnp": listing  # type: ignore[method-assign]
+    assert node.call("DEL", node.conf(name="net-b"), ifname="net2").rc == 0
+    assert chains(node) == {"input", "output"} | interface_chains("net1")
+    assert map_entries(node) == {
+        "ingress_ifindex": {"net1@2": "jump ingress_net1"},
+        "egress_ifindex": {"net1@2": "jump egress_net1"},
+    }
+    assert [e.ifname for e in entries(node)] == ["net1"]
+
+
 def test_del_twice(node: FakeNode) -> None:
     node.call("ADD")
     assert node.call("DEL").rc == 0
