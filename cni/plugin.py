@@ -122,19 +122,19 @@ class _Fallback:
     def __init__(self, conf: PluginConf, load: Callable[[], object] | None) -> None:
         self.conf = conf
         self.load = load
-        self.deps: Deps | None = None
+        self.chosen: Callable[[str | None], Nft] | None = None
 
     def __call__(self, netns: str | None) -> Nft:
-        if self.deps is None:
+        if self.chosen is None:
             from shared.nft import libnft
 
             try:
                 (self.load or libnft.library)()
             except libnft.LibnftUnavailable:
-                self.deps = _command_deps(self.conf)
+                self.chosen = _command_deps(self.conf).nft
             else:
-                self.deps = Deps(nft=LibnftNft, nft_via="libnftables")
-        return self.deps.nft(netns)
+                self.chosen = LibnftNft
+        return self.chosen(netns)
 
 
 # Sockets that committed, kept open until the plugin's exit (NetlinkNft) when no mnpd took them.
