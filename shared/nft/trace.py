@@ -389,7 +389,7 @@ class NftListing:
             items = json.loads(text)["nftables"]
             if not isinstance(items, list):
                 raise TypeError("nftables is not a list")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise TraceError(f"nft -j gave no nftables JSON: {exc}") from exc
         return NftListing(tuple(item for item in items if isinstance(item, dict)))
 

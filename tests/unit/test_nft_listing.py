@@ -111,7 +111,9 @@ def test_other_tables_base_chains_from_a_listed_ruleset() -> None:
     assert found.view() == table_from_nft_json(listing(TABLE_JSON_ITEMS))  # the other tables are not in the view
 
 
-@pytest.mark.parametrize("text", ["", "{", "[]", '{"nftables": {}}', '{"other": []}'])
+@pytest.mark.parametrize(
+    "text", ["", "{", "[]", '{"nftables": {}}', '{"other": []}', '{"nftables": ' + "[" * 100_000 + "]" * 100_000 + "}"]
+)
 def test_what_is_not_nft_json_is_refused(text: str) -> None:
     with pytest.raises(TraceError, match="gave no nftables JSON"):
         NftListing.parse(text)
