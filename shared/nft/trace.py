@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeGuard, TypeVar
 
 from shared.nft.errors import NftError
 from shared.nft.fake import (
@@ -370,6 +370,11 @@ class BaseChain:
     policy: str | None
 
 
+def _in_table(obj: object, family: str, table: str) -> TypeGuard[dict[str, Any]]:
+    """Whether a listed item's object belongs to table `family table` (or is that table's own object)."""
+    return isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table)
+
+
 @dataclass(frozen=True)
 class NftListing:
     """`nft -j list table …` or `nft -j list ruleset` output: its `nftables` items, parsed once.
@@ -397,7 +402,7 @@ class NftListing:
         """(kind, object) of every item of table `family table` (the table's own item too)."""
         for item in self.items:
             for kind, obj in item.items():
-                if isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
+                if _in_table(obj, family, table):
                     yield kind, obj
 
     @_one_error
@@ -419,7 +424,7 @@ class NftListing:
                 kept.append(item)
                 continue
             for kind, obj in item.items():
-                if isinstance(obj, dict) and (obj.get("family"), obj.get("table", obj.get("name"))) == (family, table):
+                if _in_table(obj, family, table):
                     name = obj.get("chain") if kind == "rule" else obj.get("name")
                     if kind == "table" or (kind in ("chain", "set", "map", "rule") and name in names):
                         kept.append(item)
