@@ -364,9 +364,9 @@ class Controller:
         or relist that finds the same problems says nothing), withdrawn when the object is fixed or deleted. The
         log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its node (every
         node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it."""
-        generation, current = self.store.object_problems()
-        if generation == self._unreadable_generation:
+        if self.store.object_problems_generation() == self._unreadable_generation:
             return
+        generation, current = self.store.object_problems()
         self._unreadable_generation = generation
         for kind, key in sorted(set(self._unreadable) - set(current)):
             gone = self._unreadable.pop((kind, key))

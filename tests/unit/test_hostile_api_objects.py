@@ -242,6 +242,31 @@ def test_an_unreadable_nad_is_reported_on_the_nad() -> None:
     assert h.metrics.object_problems.labels("NetworkAttachmentDefinition")._value.get() == 0
 
 
+def test_a_sync_that_finds_the_problems_unchanged_copies_none_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many garbled pods (a hostile cluster) cost each sync one counter read, not a copy of all their problems;
+    a change is still reported at the next sync."""
+    h = Harness()
+    cluster(h)
+    for i in range(50):
+        put(h.store, garble(pod(f"bad-{i}", nets=[(NET_A, "net1", f"10.10.1.{i}")]), default="false"))
+    h.ready()
+    h.sync()
+    copies: list[int] = []
+    original = h.store.object_problems
+
+    def counted() -> Any:
+        copies.append(1)
+        return original()
+
+    monkeypatch.setattr(h.store, "object_problems", counted)
+    for periodic in (False, True, False):
+        h.sync(periodic)
+    assert copies == [] and h.metrics.object_problems.labels("Pod")._value.get() == 50
+    put(h.store, pod("bad-0", nets=[(NET_A, "net1", "10.10.1.0")]))  # fixed
+    h.sync()
+    assert copies == [1] and h.metrics.object_problems.labels("Pod")._value.get() == 49
+
+
 # ------------------------------------------------------------------------------------------- adopted interfaces
 
 
