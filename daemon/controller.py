@@ -268,6 +268,7 @@ class Controller:
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
         self._identity_checks: dict[IfaceKey, IdentityRecheck] = {}  # records whose netns identity is not pinned
         self._conflicts: dict[IfaceKey, str] = {}  # records whose interface another pod's entry names too → why
+        self._conflict_inputs: list[tuple[object, ...]] | None = None  # what `_conflicts` was found from
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -437,7 +438,14 @@ class Controller:
 
     def _reconcile_conflicts(self) -> None:
         """Find the entries of different pods that name one interface (`_conflicts`); those whose conflict came
-        or went are synced again (`_retry`), and a new conflict is reported (log, Event on each pod)."""
+        or went are synced again (`_retry`), and a new conflict is reported (log, Event on each pod). Found again
+        only when what `find_conflicts` reads changed: a sync is not to walk every entry's claims for nothing."""
+        inputs: list[tuple[object, ...]] = [
+            (key, r.entry, r.identity, r.ifindex, r.state == GONE) for key, r in self.records.items()
+        ]
+        if inputs == self._conflict_inputs:
+            return
+        self._conflict_inputs = inputs
         conflicts = find_conflicts(self.records)
         self._retry.update(key for key in conflicts.keys() ^ self._conflicts.keys() if key in self.records)
         for key, reason in conflicts.items():
