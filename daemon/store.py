@@ -173,6 +173,11 @@ class Store:
         with self._lock:
             return self._problems_generation
 
+    def has_object_problems(self, kind: str, key: Any) -> bool:
+        """Whether mnpd cannot read some part of one object now (without copying the others')."""
+        with self._lock:
+            return (kind, key) in self._problems
+
     def object_problems(self) -> tuple[int, dict[tuple[str, Any], ObjectProblems]]:
         """(a counter that grows with every change of them, the objects that have problems now)."""
         with self._lock:

@@ -124,6 +124,7 @@ def test_the_store_holds_problems_only_while_they_last() -> None:
     store.set_object_problems(NAD, "default/n", found)
     store.replace_object_problems(POD, {})  # a relist: fixed or deleted meanwhile; the NAD's stay
     assert store.object_problems()[1] == {(NAD, "default/n"): found}
+    assert store.has_object_problems(NAD, "default/n") and not store.has_object_problems(POD, "default/a")
     store.set_object_problems(NAD, "default/n", None)
     assert store.object_problems()[1] == {} and len(calls) == 4
 
