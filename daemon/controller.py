@@ -364,7 +364,8 @@ class Controller:
         """What could not be read in pods and NADs from the API: reported once per change while it lasts (a resync
         or relist that finds the same problems says nothing), withdrawn when the object is fixed or deleted. The
         log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its node (every
-        node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it."""
+        node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it — all of
+        them, for a pod not scheduled yet, until it is."""
         if self.store.object_problems_generation() == self._unreadable_generation:
             return
         generation, current = self.store.object_problems()
@@ -379,7 +380,7 @@ class Controller:
             self._unreadable[(kind, key)] = found
             ref = object_ref(kind, key, found.uid)
             message = f"{UNREADABLE_EFFECT[kind]}: " + "; ".join(found.problems)
-            if kind == POD and found.node and self.node and found.node != self.node:
+            if kind == POD and self.node and found.node != self.node:
                 log.warning("%s: %s", REASON_UNREADABLE[kind], message, extra=log_fields(ref))
             else:
                 self.events.warn(ref, REASON_UNREADABLE[kind], message)

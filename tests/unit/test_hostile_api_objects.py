@@ -221,6 +221,27 @@ def test_a_garbled_peer_admits_no_one_and_only_its_own_node_posts_the_event(capl
     assert "'10.10.0.10/24/garbage' is not an IP address" in line.getMessage()
 
 
+def test_a_garbled_pod_not_scheduled_yet_is_logged_by_every_node_and_posted_by_its_node_once_scheduled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a pod with no node yet had its Event posted by the mnpd of every node (a hundred for one pod)."""
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    h.ready()
+    h.sync()
+    unscheduled = garble(pod("late", nets=[(NET_A, "net1", "10.10.0.20")], node=""), default="false")
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        put(h.store, unscheduled)
+        h.sync()
+    assert h.events.posted == []
+    assert [r for r in caplog.records if "InvalidPod" in r.getMessage()]
+    put(h.store, garble(pod("late", nets=[(NET_A, "net1", "10.10.0.20")]), default="false"))  # on node-a now
+    h.sync()
+    ((ref, reason, _),) = h.events.posted
+    assert (ref.name, reason) == ("late", "InvalidPod")
+
+
 def test_an_unreadable_nad_is_reported_on_the_nad() -> None:
     h = Harness()
     cluster(h)
