@@ -3,7 +3,8 @@
 The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
 
 1. drains the store's change log and reports policy validity (Event + gauge) for the policies that changed, and
-   what could not be read in pods and NADs from the API (Event, log line, gauge, status file) when that changed;
+   what could not be read in pods, NADs and namespaces from the API (Event, log line, gauge, status file) when
+   that changed;
 2. does nothing more until every source has completed its first list — a new pod stays in the pending
    (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
 3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
@@ -361,11 +362,11 @@ class Controller:
         return {"policy": policy.key, "effect": policy.effect(known), "problems": list(policy.problems)}
 
     def _report_unreadable(self) -> None:
-        """What could not be read in pods and NADs from the API: reported once per change while it lasts (a resync
-        or relist that finds the same problems says nothing), withdrawn when the object is fixed or deleted. The
-        log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its node (every
-        node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it — all of
-        them, for a pod not scheduled yet, until it is."""
+        """What could not be read in pods, NADs and namespaces from the API: reported once per change while it
+        lasts (a resync or relist that finds the same problems says nothing), withdrawn when the object is fixed or
+        deleted. The log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its
+        node (every node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log
+        it — all of them, for a pod not scheduled yet, until it is."""
         if self.store.object_problems_generation() == self._unreadable_generation:
             return
         generation, current = self.store.object_problems()
