@@ -365,14 +365,12 @@ def validate(raw: Mapping[str, str | None], env: Mapping[str, str]) -> DaemonCon
     if state_dir and os.path.abspath(os.path.dirname(status_file)) == os.path.abspath(state_dir):
         problems.append("--status-file must not be inside the state dir (the state dir holds only interface entries)")
     listen = (raw["listen"] or "").strip()
-    listen_value: str | None = listen
-    if listen.lower() in ("off", "none", "", "0"):
-        listen_value = None
-    else:
-        try:
-            parse_listen(listen)
-        except ValueError as exc:
-            problems.append(f"--listen: {exc}")
+    listen_value: str | None = None  # off ("off", "none", "", "0"): parse_listen says
+    try:
+        if parse_listen(listen) is not None:
+            listen_value = listen
+    except ValueError as exc:
+        problems.append(f"--listen: {exc}")
     resync = duration("resync_period", 1.0)
     min_sync = duration("min_sync_interval", 0.0)
     if min_sync > resync:

@@ -3,7 +3,8 @@
 The runner calls `sync(periodic)`; nothing else programs a pod. One sync:
 
 1. drains the store's change log and reports policy validity (Event + gauge) for the policies that changed, and
-   what could not be read in pods and NADs from the API (Event, log line, gauge, status file) when that changed;
+   what could not be read in pods, NADs and namespaces from the API (Event, log line, gauge, status file) when
+   that changed;
 2. does nothing more until every source has completed its first list — a new pod stays in the pending
    (closed) table the CNI plugin gave it, and a restarted daemon leaves every pod as it found it;
 3. decides which local interfaces are dirty: all of them on the first sync after start and on the periodic
@@ -268,6 +269,7 @@ class Controller:
         self._index: ClusterIndex | None = None  # the last sync's, for its pod-side lookups (ClusterIndex.build)
         self._identity_checks: dict[IfaceKey, IdentityRecheck] = {}  # records whose netns identity is not pinned
         self._conflicts: dict[IfaceKey, str] = {}  # records whose interface another pod's entry names too → why
+        self._conflict_inputs: list[tuple[object, ...]] | None = None  # what `_conflicts` was found from
 
     # ------------------------------------------------------------------------------------------- sync
 
@@ -360,13 +362,14 @@ class Controller:
         return {"policy": policy.key, "effect": policy.effect(known), "problems": list(policy.problems)}
 
     def _report_unreadable(self) -> None:
-        """What could not be read in pods and NADs from the API: reported once per change while it lasts (a resync
-        or relist that finds the same problems says nothing), withdrawn when the object is fixed or deleted. The
-        log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its node (every
-        node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log it."""
-        generation, current = self.store.object_problems()
-        if generation == self._unreadable_generation:
+        """What could not be read in pods, NADs and namespaces from the API: reported once per change while it
+        lasts (a resync or relist that finds the same problems says nothing), withdrawn when the object is fixed or
+        deleted. The log line comes with the Event (EventRecorder.warn); a pod's Event is posted by the mnpd of its
+        node (every node's mnpd has it as a peer: a hundred Events for one pod would bury it), the others only log
+        it — all of them, for a pod not scheduled yet, until it is."""
+        if self.store.object_problems_generation() == self._unreadable_generation:
             return
+        generation, current = self.store.object_problems()
         self._unreadable_generation = generation
         for kind, key in sorted(set(self._unreadable) - set(current)):
             gone = self._unreadable.pop((kind, key))
@@ -378,7 +381,7 @@ class Controller:
             self._unreadable[(kind, key)] = found
             ref = object_ref(kind, key, found.uid)
             message = f"{UNREADABLE_EFFECT[kind]}: " + "; ".join(found.problems)
-            if kind == POD and found.node and self.node and found.node != self.node:
+            if kind == POD and self.node and found.node != self.node:
                 log.warning("%s: %s", REASON_UNREADABLE[kind], message, extra=log_fields(ref))
             else:
                 self.events.warn(ref, REASON_UNREADABLE[kind], message)
@@ -437,7 +440,14 @@ class Controller:
 
     def _reconcile_conflicts(self) -> None:
         """Find the entries of different pods that name one interface (`_conflicts`); those whose conflict came
-        or went are synced again (`_retry`), and a new conflict is reported (log, Event on each pod)."""
+        or went are synced again (`_retry`), and a new conflict is reported (log, Event on each pod). Found again
+        only when what `find_conflicts` reads changed: a sync is not to walk every entry's claims for nothing."""
+        inputs: list[tuple[object, ...]] = [
+            (key, r.entry, r.identity, r.ifindex, r.state == GONE) for key, r in self.records.items()
+        ]
+        if inputs == self._conflict_inputs:
+            return
+        self._conflict_inputs = inputs
         conflicts = find_conflicts(self.records)
         self._retry.update(key for key in conflicts.keys() ^ self._conflicts.keys() if key in self.records)
         for key, reason in conflicts.items():

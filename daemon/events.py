@@ -7,9 +7,9 @@ The reasons, all `Warning` (daemon.operator adds its own on the Node):
 * `RulesNotApplied` on a Pod whose interface could not be programmed (the nft or conntrack error). The pod
   keeps its previous, never wider, rules while the daemon retries.
 * `RulesTampered` on a Pod whose interface table the periodic resync found removed or edited, and restored.
-* `InvalidPod`, `InvalidNetworkAttachmentDefinition` on an object from the API with parts mnpd cannot read (a
-  garbled network-status annotation, a NAD config that is no JSON object; daemon.controller). What could not be
-  read is left out, fail closed.
+* `InvalidPod`, `InvalidNetworkAttachmentDefinition`, `InvalidNamespace` on an object from the API with parts
+  mnpd cannot read (a garbled network-status annotation, a NAD config that is no JSON object, labels that are no
+  map of string to string; daemon.controller). What could not be read is left out, fail closed.
 
 Events are deduplicated: one per (object, reason, message) until the condition clears (`clear`) — a retry loop
 or a periodic resync does not post the same Event again. Posting happens on a background thread from a

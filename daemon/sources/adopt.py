@@ -61,7 +61,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from daemon.apply import NftFactory
 from daemon.clock import Clock
@@ -300,14 +299,14 @@ class NetnsScanner:
         }
 
 
-def _unreadable(entry: StateEntry, snap: Snapshot, problems: Mapping[tuple[str, Any], object]) -> bool:
+def _unreadable(entry: StateEntry, snap: Snapshot, store: Store) -> bool:
     """Whether `entry` may be unwanted only because mnpd cannot read its pod or its attachment's NAD (fail
     closed: it is kept, with its last rules)."""
-    if (POD, entry.pod) in problems:
+    if store.has_object_problems(POD, entry.pod):
         return True
     record = snap.pods.get(entry.pod)
     attachments = record.pod.secondary_attachments() if record is not None else ()
-    return any(a.interface == entry.ifname and (NAD, a.network) in problems for a in attachments)
+    return any(a.interface == entry.ifname and store.has_object_problems(NAD, a.network) for a in attachments)
 
 
 class Adopter:
@@ -533,9 +532,8 @@ class Adopter:
             ok &= self._write(entry, old)
         owned = {(e.netns, e.ifname) for e in snap.entries.values() if not e.adopted}
         owned |= {(e.pod, e.ifname) for e in snap.entries.values() if not e.adopted}
-        unreadable = self.store.object_problems()[1]
         for key, entry in adopted.items():
-            if key not in wants and not self._keep_terminated(entry, snap) and not _unreadable(entry, snap, unreadable):
+            if key not in wants and not self._keep_terminated(entry, snap) and not _unreadable(entry, snap, self.store):
                 # the plugin's chains for this interface (a NAD chained meanwhile) are not ours to remove
                 mine = (entry.netns, entry.ifname) not in owned and (entry.pod, entry.ifname) not in owned
                 ok &= self._remove(entry, rules=mine)

@@ -170,11 +170,16 @@ def unparsable(kind: str, obj: Mapping[str, Any], key: str, uid: str, why: str) 
         )
         return Converted(key, policy, uid)
     value: Any = None
+    node = ""
     if kind == NAMESPACE:
         value = Namespace(key, UNREADABLE_LABELS)
     elif kind == NAD:
         value = NetworkAttachmentDefinition(namespace, name)
-    return Converted(key, value, uid, _problems([why], uid))
+    else:  # a pod: its node, if that much can be read, posts the Event (daemon.controller)
+        spec = obj.get("spec")
+        found = spec.get("nodeName") if isinstance(spec, dict) else None
+        node = found if isinstance(found, str) else ""
+    return Converted(key, value, uid, _problems([why], uid, node))
 
 
 def _convert(kind: str, obj: Mapping[str, Any], key: str, uid: str) -> Converted:

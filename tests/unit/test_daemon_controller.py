@@ -17,7 +17,7 @@ from daemon.clock import FakeClock
 from daemon.controller import Controller, SyncReport
 from daemon.events import LogEvents
 from daemon.metrics import Metrics
-from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED
+from daemon.records import FAILED, PENDING, PROGRAMMED, TERMINATED, IfaceKey, InterfaceRecord
 from daemon.store import NAD, NAMESPACE, POD, POLICY, STATE, Store
 from shared.model import NETWORK_STATUS
 from shared.netns import identity_if_usable, netns_identity
@@ -624,6 +624,40 @@ def test_entries_of_one_pod_or_of_other_interfaces_of_one_netns_are_no_conflict(
     assert {h.controller.records[k.key].state for k in (SERVER, second, again)} == {PROGRAMMED}
     assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "accept"
     assert h.ingress(SERVER, "10.10.0.11", "10.10.0.1", 80) == "drop"
+
+
+def test_conflicts_are_looked_for_again_only_when_an_entry_changed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync whose state entries did not change does not walk their claims again; an entry that comes while the
+    daemon runs, naming another pod's interface, is still found at the next sync and closes both."""
+    import daemon.controller as controller_module
+
+    searched: list[int] = []
+    original = controller_module.find_conflicts
+
+    def counted(records: dict[IfaceKey, InterfaceRecord]) -> dict[IfaceKey, str]:
+        searched.append(len(records))
+        return original(records)
+
+    monkeypatch.setattr(controller_module, "find_conflicts", counted)
+    cluster(h)
+    put(h.store, pod("open", labels={"app": "open"}, nets=[(NET_A, "net1", "10.10.0.5")]))
+    h.attach(SERVER)
+    h.ready()
+    h.sync()
+    assert h.controller.records[SERVER.key].state == PROGRAMMED
+    searched.clear()
+    for periodic in (False, True, False):
+        h.sync(periodic)
+    assert searched == []
+    claim = json.loads(entry("c-open", "open", ip="10.10.0.5").to_json())
+    same_path = StateEntry.from_json(json.dumps({**claim, "netns": SERVER.netns}))
+    h.attach(same_path)
+    h.sync()
+    assert len(searched) == 1  # once, for the new entry
+    for key in (SERVER.key, same_path.key):
+        record = h.controller.records[key]
+        assert record.state == PENDING and "names the same interface" in record.reason, record
+    assert h.ingress(SERVER, "10.10.0.10", "10.10.0.1", 80) == "drop"
 
 
 def test_a_netns_path_that_could_not_be_checked_at_first_sight_still_never_programs_another_namespace(

@@ -124,6 +124,7 @@ def test_the_store_holds_problems_only_while_they_last() -> None:
     store.set_object_problems(NAD, "default/n", found)
     store.replace_object_problems(POD, {})  # a relist: fixed or deleted meanwhile; the NAD's stay
     assert store.object_problems()[1] == {(NAD, "default/n"): found}
+    assert store.has_object_problems(NAD, "default/n") and not store.has_object_problems(POD, "default/a")
     store.set_object_problems(NAD, "default/n", None)
     assert store.object_problems()[1] == {} and len(calls) == 4
 
@@ -220,6 +221,27 @@ def test_a_garbled_peer_admits_no_one_and_only_its_own_node_posts_the_event(capl
     assert "'10.10.0.10/24/garbage' is not an IP address" in line.getMessage()
 
 
+def test_a_garbled_pod_not_scheduled_yet_is_logged_by_every_node_and_posted_by_its_node_once_scheduled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a pod with no node yet had its Event posted by the mnpd of every node (a hundred for one pod)."""
+    h = Harness()
+    h.controller.node = "node-a"
+    cluster(h)
+    h.ready()
+    h.sync()
+    unscheduled = garble(pod("late", nets=[(NET_A, "net1", "10.10.0.20")], node=""), default="false")
+    with caplog.at_level(logging.WARNING, logger="daemon"):
+        put(h.store, unscheduled)
+        h.sync()
+    assert h.events.posted == []
+    assert [r for r in caplog.records if "InvalidPod" in r.getMessage()]
+    put(h.store, garble(pod("late", nets=[(NET_A, "net1", "10.10.0.20")]), default="false"))  # on node-a now
+    h.sync()
+    ((ref, reason, _),) = h.events.posted
+    assert (ref.name, reason) == ("late", "InvalidPod")
+
+
 def test_an_unreadable_nad_is_reported_on_the_nad() -> None:
     h = Harness()
     cluster(h)
@@ -240,6 +262,31 @@ def test_an_unreadable_nad_is_reported_on_the_nad() -> None:
     put(h.store, nad("net-a"))
     h.sync()
     assert h.metrics.object_problems.labels("NetworkAttachmentDefinition")._value.get() == 0
+
+
+def test_a_sync_that_finds_the_problems_unchanged_copies_none_of_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many garbled pods (a hostile cluster) cost each sync one counter read, not a copy of all their problems;
+    a change is still reported at the next sync."""
+    h = Harness()
+    cluster(h)
+    for i in range(50):
+        put(h.store, garble(pod(f"bad-{i}", nets=[(NET_A, "net1", f"10.10.1.{i}")]), default="false"))
+    h.ready()
+    h.sync()
+    copies: list[int] = []
+    original = h.store.object_problems
+
+    def counted() -> Any:
+        copies.append(1)
+        return original()
+
+    monkeypatch.setattr(h.store, "object_problems", counted)
+    for periodic in (False, True, False):
+        h.sync(periodic)
+    assert copies == [] and h.metrics.object_problems.labels("Pod")._value.get() == 50
+    put(h.store, pod("bad-0", nets=[(NET_A, "net1", "10.10.1.0")]))  # fixed
+    h.sync()
+    assert copies == [1] and h.metrics.object_problems.labels("Pod")._value.get() == 49
 
 
 # ------------------------------------------------------------------------------------------- adopted interfaces

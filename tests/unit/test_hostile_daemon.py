@@ -31,6 +31,7 @@ from daemon.clock import FakeClock
 from daemon.controller import FAILED
 from daemon.health import HealthServer
 from daemon.metrics import Metrics
+from daemon.sources.convert import convert
 from daemon.sources.kube import Backoff, Kind, Reflector
 from daemon.status import writer_alive, writer_identity
 from daemon.store import POLICY, Store
@@ -115,6 +116,32 @@ def test_a_garbled_watch_event_keeps_the_last_good_view_and_is_reported(garbled:
         assert store.snapshot().policies["default/p"].valid
         (problem,) = store.source_problems()["api/multi-networkpolicies"]
         assert "keeping the last good view" in problem
+    finally:
+        script.done.set()
+        reflector.stop()
+
+
+OPEN = policy("p", select={"app": "server"}, ingress=[{}])  # GOOD's name, allowing everything
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "MODIFIED", "object": {**OPEN, "metadata": {"name": "p"}}},  # no namespace: not default's
+        {"type": "BOGUS", "object": OPEN},  # an event type the watch API does not have
+    ],
+)
+def test_a_watch_event_mnpd_cannot_place_changes_nothing(event: Any) -> None:
+    """An object without a namespace (the API server always sends one; a manifest's default would make it
+    default's) and an unknown event type are refused whole: the last good view stays, the reflector goes on."""
+    store = Store(FakeClock())
+    script = Script([Answer({"items": [GOOD], "metadata": {"resourceVersion": "1"}})], [Answer(lines=[event])] * 2)
+    reflector = Reflector(Kind("multi-networkpolicies", POLICY, script), store, backoff=Backoff(0.001, 0.002))
+    reflector.start()
+    try:
+        wait_for(lambda: script.calls.count("watch") >= 3, "the reflector watches again after the refused event")
+        assert reflector._thread.is_alive()
+        assert store.snapshot().policies == {"default/p": convert(POLICY, GOOD).value}
     finally:
         script.done.set()
         reflector.stop()

@@ -486,3 +486,46 @@ def test_mnpctl_reads_a_forged_status_file_as_unreadable_without_hanging(
     if command == "status":
         found = json.loads(out.getvalue())["daemon"]["statusFile"]
         assert found["present"] is False and found["error"], found
+
+
+class RecordingObserver:
+    """watchdog's Observer as far as StateDirSource._watch uses it: which directories are watched."""
+
+    def __init__(self) -> None:
+        self.watched: list[str] = []
+
+    def unschedule_all(self) -> None:
+        self.watched = []
+
+    def schedule(self, handler: object, path: str, recursive: bool = False) -> None:
+        self.watched.append(path)
+
+
+def test_a_state_dir_replaced_by_a_file_keeps_the_last_entries_and_is_watched_again_once_it_is_back(
+    state: StateStore, netns_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rewatch (StateDirSource._watch) meets a file where the state dir was: it can neither recreate nor
+    watch the directory, nor list it. Nothing raises, the entries read before stay in force (their pods keep
+    being enforced), and the directory made again is watched and read again."""
+    store = Store(SystemClock())
+    source = StateDirSource(store, state.directory, rescan_period=3600, remove_gone=False)
+    observer = RecordingObserver()
+    source._observer = observer
+    first = entry(netns_dir, "c0")
+    state.write(first)
+    source.scan()
+    assert observer.watched == [state.directory, os.path.dirname(state.directory)]
+    os.rename(state.directory, tmp_path / "old-state")
+    Path(state.directory).write_text("not a directory")
+    source.directory_gone()
+    caplog.set_level(logging.ERROR, logger=statedir.__name__)
+    source.scan()  # never raises
+    assert store.get(STATE, first.key) == first
+    assert [r for r in caplog.records if "cannot watch the state dir" in r.getMessage()]
+    os.unlink(state.directory)
+    later = entry(netns_dir, "c1")
+    source.scan()  # recreated, watched, read
+    state.write(later)
+    source.scan()
+    assert observer.watched == [state.directory, os.path.dirname(state.directory)]
+    assert store.get(STATE, later.key) == later and store.get(STATE, first.key) is None
