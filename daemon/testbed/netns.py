@@ -278,6 +278,13 @@ class NetNS(os.PathLike[str]):
         """The link named `ifname`, or None if there is no such link."""
         return next((link for link in self.links() if link.ifname == ifname), None)
 
+    def ifindex(self, ifname: str) -> int:
+        """The index of the link named `ifname` in this namespace; LookupError if there is none."""
+        link = self.link(ifname)
+        if link is None:
+            raise LookupError(f"no link {ifname!r} in {self.name}")
+        return link.index
+
     def link_names(self) -> list[str]:
         return [link.ifname for link in self.links()]
 

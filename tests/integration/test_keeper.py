@@ -55,8 +55,7 @@ def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def pending(pod: NetNS) -> object:
-    index = int(pod.run("cat", "/sys/class/net/net1/ifindex").stdout)
-    return render_interface(InterfaceRules.pending("net1", "ns/pod", "ns/net", index))
+    return render_interface(InterfaceRules.pending("net1", "ns/pod", "ns/net", pod.ifindex("net1")))
 
 
 def netlink_sockets(pod: NetNS) -> int:
