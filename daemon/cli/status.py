@@ -144,12 +144,10 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     row("state dir", f"{inspector.state_dir}: {entries_text}")
     row("policies", f"{len(policies)} not used as written:" if policies else "all used as written")
     for policy in policies:
-        lines.append(f"  {policy.get('policy')}: {policy.get('effect')}")
-        lines += [f"    {message}" for message in policy.get("problems") or ()]
+        lines += _finding(f"{policy.get('policy')}", policy)
     row("objects", f"{len(objects)} with parts mnpd cannot read:" if objects else "all readable")
     for item in objects:
-        lines.append(f"  {item.get('kind')} {item.get('object')}: {item.get('effect')}")
-        lines += [f"    {message}" for message in item.get("problems") or ()]
+        lines += _finding(f"{item.get('kind')} {item.get('object')}", item)
     messages = [f"  {name}: {m}" for name, found in sorted(input_problems.items()) for m in found]
     row("input", f"{len(messages)} problems:" if messages else "all usable")
     lines += messages
@@ -176,3 +174,11 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_node_command(args, lambda inspector: status(inspector, args.json, sys.stdout))
+
+
+def _finding(name: str, item: dict[str, Any]) -> list[str]:
+    """A policy or object the status file reports, with its problems: only a list of them is read (the file is
+    input: a number or a string there is left out)."""
+    raw = item.get("problems")
+    messages = raw if isinstance(raw, list) else []
+    return [f"  {name}: {item.get('effect')}", *(f"    {message}" for message in messages)]

@@ -1088,3 +1088,33 @@ def test_a_table_mnpctl_cannot_read_is_one_line_naming_the_netns(item: Any, mess
     with pytest.raises(InspectError) as raised:
         table.interfaces()
     assert str(raised.value) == message and not raised.value.usage
+
+
+def test_status_reads_policies_and_objects_of_a_garbled_status_file_without_crashing(
+    state: StateStore, node: FakeNode
+) -> None:
+    """Whoever can write beside the state dir can write the status file: `problems` that are no list of messages
+    (a number, a string) are left out, not iterated (a number crashed mnpctl, a string printed one line per
+    character), and the well-formed entries are still shown."""
+    write_status(state, status_doc(
+        [],
+        policies=[{"policy": "blue/p", "effect": "ignored", "problems": 5},
+                  {"policy": "blue/q", "effect": "isolates", "problems": ["spec: bad"]}, "junk"],
+        objects=[{"kind": "Pod", "object": "blue/web", "effect": "no interface", "problems": "abc"},
+                 {"kind": "Pod", "object": "blue/db", "effect": "no interface", "problems": ["labels: 300"]}],
+    ))  # fmt: skip
+    rc, text = run(lambda out: status_cmd.status(make(state, node, http=refused), False, out))
+    lines = text.splitlines()
+    assert rc == 1  # no daemon answers
+    start = lines.index("policies:    2 not used as written:")
+    assert lines[start : start + 9] == [
+        "policies:    2 not used as written:",
+        "  blue/p: ignored",
+        "  blue/q: isolates",
+        "    spec: bad",
+        "objects:     2 with parts mnpd cannot read:",
+        "  Pod blue/web: no interface",
+        "  Pod blue/db: no interface",
+        "    labels: 300",
+        "input:       all usable",
+    ]
