@@ -1118,3 +1118,16 @@ def test_status_reads_policies_and_objects_of_a_garbled_status_file_without_cras
         "    labels: 300",
         "input:       all usable",
     ]
+
+
+@pytest.mark.parametrize("garbage", [5, "abc", {"a": 1}, [5, "x", None]])
+def test_status_leaves_out_interfaces_and_unguarded_lists_that_are_no_lists_of_objects(
+    state: StateStore, node: FakeNode, garbage: object
+) -> None:
+    """`interfaces` or `unguarded` of the wrong type in the status file: left out (5 crashed mnpctl status)."""
+    write_status(state, status_doc([], unguarded=garbage) | {"interfaces": garbage})
+    for as_json in (False, True):
+        rc, text = run(lambda out, as_json=as_json: status_cmd.status(make(state, node, http=refused), as_json, out))
+        assert rc == 1  # no daemon answers
+    doc = json.loads(text)
+    assert (doc["interfaces"], doc["unguarded"]) == ({}, [])
