@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any, TextIO
 
 from daemon.cli import Subparsers
@@ -30,7 +29,7 @@ from daemon.cli.errors import InspectError
 from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
 from daemon.cli.node import Inspector, print_json, run_node_command
 from daemon.cli.options import add_node_options
-from daemon.cli.statusfile import format_age
+from daemon.cli.statusfile import format_age, records
 from daemon.status import writer_alive
 
 
@@ -38,15 +37,8 @@ def unguarded_lines(doc: dict[str, Any] | None) -> list[str]:
     """mnpd's `unguarded` list (daemon/sources/adopt.py): selected interfaces that nothing enforces, and why."""
     return [
         f"{item.get('pod')} {item.get('ifname')} (network {item.get('network')}) unguarded: {item.get('message')}"
-        for item in _records(doc, "unguarded")
+        for item in records(doc, "unguarded")
     ]
-
-
-def _records(doc: Mapping[str, Any] | None, key: str) -> list[dict[str, Any]]:
-    """The objects of the status file's list `key`: the file is input, so anything else there (no list, an item
-    that is no object) is left out."""
-    items = (doc or {}).get(key)
-    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
@@ -55,7 +47,7 @@ def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
         if endpoint is not None and endpoint.code is not None and not endpoint.ok:
             out.append(endpoint.describe())
     doc = health.status.doc or {}
-    for item in _records(doc, "interfaces"):
+    for item in records(doc, "interfaces"):
         if item.get("state") == "failed":
             who = item.get("pod") or str(item.get("containerID", ""))[:12]
             failures = item.get("failures") or 0
@@ -79,7 +71,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     state_dir["unreadable"] = len(problems)
     raw_sources = doc.get("sources")
     sources: dict[str, Any] = raw_sources if isinstance(raw_sources, dict) else {}
-    states = Counter(str(i.get("state")) for i in _records(doc, "interfaces") if i.get("state"))
+    states = Counter(str(i.get("state")) for i in records(doc, "interfaces") if i.get("state"))
     errors = _errors(health, problem_items)
     if state_dir["error"]:
         errors.append(f"state dir: {state_dir['error']}")
@@ -95,8 +87,8 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
             else f"daemon: not running (status file from dead pid {pid}, {written}; {writer})"
         )
     ok = health.healthy and health.ready is True and alive is not False
-    policies = _records(doc, "policies")
-    objects = _records(doc, "objects")
+    policies = records(doc, "policies")
+    objects = records(doc, "objects")
     raw_problems = doc.get("problems")
     input_problems = (
         {str(k): [str(m) for m in v] for k, v in raw_problems.items() if isinstance(v, list)}

@@ -341,6 +341,24 @@ def test_policies_come_from_the_status_file_when_the_comment_was_cut(state: Stat
     assert rows[0].describe(rows[0].ingress) == "blue/allow-web, blue/allow-mon"
 
 
+def test_pods_read_a_garbled_status_file_as_no_status(state: StateStore, node: FakeNode) -> None:
+    """The status file is input: `interfaces` that is no list (5 crashed `mnpctl pods`), or an interface's
+    direction that is no object (a string crashed it when the table's comment was cut), are read as nothing:
+    the live table's (cut) list is shown."""
+    items = copy.deepcopy(TABLE_JSON_ITEMS)
+    for item in items:
+        rule = item.get("rule")
+        if rule and rule["chain"] == "ingress_net1" and rule.get("comment", "").startswith("default deny"):
+            rule["comment"] = "default deny (blue/allow-web, blue/allo"
+    node.tables["/run/netns/web"] = items
+    write_status(state, status_doc([]) | {"interfaces": 5})
+    rows = pods_cmd.collect(make(state, node))
+    assert rows[0].status is None and rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allo"]
+    write_status(state, status_doc([{"containerID": "c0ffee0001", "ifname": "net1", "ingress": "junk"}]))
+    rows = pods_cmd.collect(make(state, node))
+    assert rows[0].status is not None and rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allo"]
+
+
 def test_pods_of_an_empty_node(tmp_path: Path) -> None:
     inspector = Inspector(state_dir=str(tmp_path / "nothing"), runner=FakeNode(), listen=None, now=lambda: NOW)
     rc, text = run(lambda out: pods_cmd.pods(inspector, False, out, io.StringIO()))
