@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,12 @@ from shared.nft.fake import FakeNft, TableView
 from shared.nft.transaction import Transaction
 from shared.state import StateStore
 from tests.support.fakeapi import FakeKubeAPI, fake_api
+from tests.support.poll import wait_for
 from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy
 
 __all__ = ["fake_api"]
 
 FAST = Backoff(initial=0.02, maximum=0.2)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)  # polling interval; the deadline decides
 
 
 def api_objects(*objects: dict[str, object]) -> list[dict[str, object]]:
