@@ -326,13 +326,18 @@ def test_pods_says_when_mnpd_failed_and_when_an_interface_left_the_table(state: 
     assert doc["daemon"]["summary"].startswith("daemon: not running / status file stale (health endpoints not checked")
 
 
-def test_policies_come_from_the_status_file_when_the_comment_was_cut(state: StateStore, node: FakeNode) -> None:
+def cut_ingress_comment(node: FakeNode) -> None:
+    """web's live table with its ingress `default deny (…)` comment cut as at nft's comment limit."""
     items = copy.deepcopy(TABLE_JSON_ITEMS)
     for item in items:
         rule = item.get("rule")
         if rule and rule["chain"] == "ingress_net1" and rule.get("comment", "").startswith("default deny"):
             rule["comment"] = "default deny (blue/allow-web, blue/allo"
     node.tables["/run/netns/web"] = items
+
+
+def test_policies_come_from_the_status_file_when_the_comment_was_cut(state: StateStore, node: FakeNode) -> None:
+    cut_ingress_comment(node)
     policies = {"isolated": True, "policies": ["blue/allow-web", "blue/allow-mon"]}
     write_status(state, status_doc([{"containerID": "c0ffee0001", "ifname": "net1", "state": "programmed",
                                      "ingress": policies}]))  # fmt: skip
@@ -345,12 +350,7 @@ def test_pods_read_a_garbled_status_file_as_no_status(state: StateStore, node: F
     """The status file is input: `interfaces` that is no list (5 crashed `mnpctl pods`), or an interface's
     direction that is no object (a string crashed it when the table's comment was cut), are read as nothing:
     the live table's (cut) list is shown."""
-    items = copy.deepcopy(TABLE_JSON_ITEMS)
-    for item in items:
-        rule = item.get("rule")
-        if rule and rule["chain"] == "ingress_net1" and rule.get("comment", "").startswith("default deny"):
-            rule["comment"] = "default deny (blue/allow-web, blue/allo"
-    node.tables["/run/netns/web"] = items
+    cut_ingress_comment(node)
     write_status(state, status_doc([]) | {"interfaces": 5})
     rows = pods_cmd.collect(make(state, node))
     assert rows[0].status is None and rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allo"]
