@@ -39,7 +39,7 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", re.ASCII)  # fullmatch: no `$`, which admits a final newline
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -260,7 +260,7 @@ mnpd never removes rules on exit: stopping or restarting it leaves every pod exa
 
 def parse_duration(text: str) -> float:
     """`"250ms"`, `"30s"`, `"5m"`, `"1h"` or `"12.5"` (seconds) → seconds. ValueError otherwise."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m or 1h")
     return float(match[1]) * _UNITS[match[2]]

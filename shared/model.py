@@ -857,7 +857,8 @@ def parse_policy(obj: Mapping[str, Any]) -> MultiNetworkPolicy:
     # podSelector is required by the API; an unreadable one selects the whole namespace (fail closed).
     raw_selector = spec.get("podSelector", {})
     pod_selector = MATCH_EVERYTHING
-    if _values_over(raw_selector, MAX_POLICY_VALUES) <= MAX_POLICY_VALUES:
+    # Within a spec that is not too large, so is its selector: it is counted again only when the spec was.
+    if not too_large or _values_over(raw_selector, MAX_POLICY_VALUES) <= MAX_POLICY_VALUES:
         pod_selector, sel_problems = parse_selector(raw_selector, "spec.podSelector")
         if sel_problems:
             problems.extend(sel_problems)

@@ -62,7 +62,8 @@ class PodInterface:
         if direction is None:
             return []
         if direction.truncated and self.status:
-            from_status = (self.status.get(direction.direction) or {}).get("policies")
+            recorded = self.status.get(direction.direction)
+            from_status = recorded.get("policies") if isinstance(recorded, dict) else None
             if isinstance(from_status, list):
                 return [str(p) for p in from_status]
         return list(direction.policies)

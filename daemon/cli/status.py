@@ -29,17 +29,15 @@ from daemon.cli.errors import InspectError
 from daemon.cli.exitcodes import EXIT_FAILED, EXIT_OK
 from daemon.cli.node import Inspector, print_json, run_node_command
 from daemon.cli.options import add_node_options
-from daemon.cli.statusfile import format_age
+from daemon.cli.statusfile import format_age, records
 from daemon.status import writer_alive
 
 
 def unguarded_lines(doc: dict[str, Any] | None) -> list[str]:
     """mnpd's `unguarded` list (daemon/sources/adopt.py): selected interfaces that nothing enforces, and why."""
-    items = (doc or {}).get("unguarded")
     return [
         f"{item.get('pod')} {item.get('ifname')} (network {item.get('network')}) unguarded: {item.get('message')}"
-        for item in (items if isinstance(items, list) else ())
-        if isinstance(item, dict)
+        for item in records(doc, "unguarded")
     ]
 
 
@@ -49,8 +47,8 @@ def _errors(health: DaemonHealth, problems: list[dict[str, str]]) -> list[str]:
         if endpoint is not None and endpoint.code is not None and not endpoint.ok:
             out.append(endpoint.describe())
     doc = health.status.doc or {}
-    for item in doc.get("interfaces") or ():
-        if isinstance(item, dict) and item.get("state") == "failed":
+    for item in records(doc, "interfaces"):
+        if item.get("state") == "failed":
             who = item.get("pod") or str(item.get("containerID", ""))[:12]
             failures = item.get("failures") or 0
             out.append(f"{who} {item.get('ifname')}: failed ({failures} failures): {item.get('reason') or '?'}")
@@ -73,7 +71,7 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     state_dir["unreadable"] = len(problems)
     raw_sources = doc.get("sources")
     sources: dict[str, Any] = raw_sources if isinstance(raw_sources, dict) else {}
-    states = Counter(str(i.get("state")) for i in doc.get("interfaces") or () if isinstance(i, dict) and i.get("state"))
+    states = Counter(str(i.get("state")) for i in records(doc, "interfaces") if i.get("state"))
     errors = _errors(health, problem_items)
     if state_dir["error"]:
         errors.append(f"state dir: {state_dir['error']}")
@@ -89,10 +87,8 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
             else f"daemon: not running (status file from dead pid {pid}, {written}; {writer})"
         )
     ok = health.healthy and health.ready is True and alive is not False
-    raw_policies = doc.get("policies")
-    policies = [p for p in raw_policies if isinstance(p, dict)] if isinstance(raw_policies, list) else []
-    raw_objects = doc.get("objects")
-    objects = [o for o in raw_objects if isinstance(o, dict)] if isinstance(raw_objects, list) else []
+    policies = records(doc, "policies")
+    objects = records(doc, "objects")
     raw_problems = doc.get("problems")
     input_problems = (
         {str(k): [str(m) for m in v] for k, v in raw_problems.items() if isinstance(v, list)}
@@ -144,12 +140,10 @@ def status(inspector: Inspector, as_json: bool, out: TextIO) -> int:
     row("state dir", f"{inspector.state_dir}: {entries_text}")
     row("policies", f"{len(policies)} not used as written:" if policies else "all used as written")
     for policy in policies:
-        lines.append(f"  {policy.get('policy')}: {policy.get('effect')}")
-        lines += [f"    {message}" for message in policy.get("problems") or ()]
+        lines += _finding(f"{policy.get('policy')}", policy)
     row("objects", f"{len(objects)} with parts mnpd cannot read:" if objects else "all readable")
     for item in objects:
-        lines.append(f"  {item.get('kind')} {item.get('object')}: {item.get('effect')}")
-        lines += [f"    {message}" for message in item.get("problems") or ()]
+        lines += _finding(f"{item.get('kind')} {item.get('object')}", item)
     messages = [f"  {name}: {m}" for name, found in sorted(input_problems.items()) for m in found]
     row("input", f"{len(messages)} problems:" if messages else "all usable")
     lines += messages
@@ -176,3 +170,11 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return run_node_command(args, lambda inspector: status(inspector, args.json, sys.stdout))
+
+
+def _finding(name: str, item: dict[str, Any]) -> list[str]:
+    """A policy or object the status file reports, with its problems: only a list of them is read (the file is
+    input: a number or a string there is left out)."""
+    raw = item.get("problems")
+    messages = raw if isinstance(raw, list) else []
+    return [f"  {name}: {item.get('effect')}", *(f"    {message}" for message in messages)]

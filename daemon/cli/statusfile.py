@@ -6,6 +6,7 @@ import calendar
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,13 @@ from shared.state import read_entry_file
 
 # mnpd writes one line per interface, policy and problem (a few hundred bytes each): far below this on any node.
 MAX_STATUS_BYTES = 64 * 1024 * 1024
+
+
+def records(doc: Mapping[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    """The objects of the status file's list `key`: the file is input, so anything else there (no list, an item
+    that is no object) is left out."""
+    items = (doc or {}).get(key)
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 @dataclass(frozen=True)
@@ -27,11 +35,10 @@ class StatusFile:
     stale: bool
 
     def interfaces(self) -> dict[tuple[str, str], dict[str, Any]]:
-        items = self.doc.get("interfaces", []) if self.doc else []
         return {
             (str(i.get("containerID")), str(i.get("ifname"))): i
-            for i in items
-            if isinstance(i, dict) and i.get("containerID") and i.get("ifname")
+            for i in records(self.doc, "interfaces")
+            if i.get("containerID") and i.get("ifname")
         }
 
     def describe(self) -> str:

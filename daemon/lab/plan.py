@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.testbed.netns import MasterKind
+from shared.ifname import ifname_problem
 from shared.manifests import Manifests, load_dir, manifest_files, read_documents
 from shared.model import NETWORK_STATUS, NetworkAttachmentDefinition, Pod
 
@@ -41,7 +41,6 @@ MNP_PLUGIN = "mnp"
 # e.g. one mnpd must adopt at its first sync). Every other pod is attached after mnpd started.
 BEFORE_MNPD = "lab.mnp/attach-before-mnpd"
 DEFAULT_ROUTE_MASTER = "eth0"  # the master of macvlan/ipvlan configs without one: the node's default route
-LINK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MASTERLESS = ("macvlan", "ipvlan")
 _LOSSY_MODES = {
     "private": "macvlan mode private forbids traffic between sub-interfaces of one master",
@@ -312,7 +311,7 @@ def plan(directory: str | Path, paths: LabPaths) -> Plan:
                 )
                 continue
             ifname = req.interface or f"net{index}"
-            if not LINK_NAME.match(ifname) or ifname in names:
+            if ifname_problem(ifname) is not None or ifname in names:
                 result.errors.append(f"Pod {pod.key}: interface name {ifname!r} is invalid or used twice")
                 continue
             names.add(ifname)
@@ -347,7 +346,7 @@ def plan(directory: str | Path, paths: LabPaths) -> Plan:
         for plugin in nad.plugins:
             master = plugin.get("master")
             if isinstance(master, str) and master:
-                if not LINK_NAME.match(master):
+                if ifname_problem(master) is not None:
                     result.errors.append(f"NetworkAttachmentDefinition {key}: master {master!r} is not a link name")
                     continue
                 masters.setdefault(master, []).append(key)

@@ -82,7 +82,9 @@ __all__ = [
 NEWEST_VERSION = "1.1.0"
 CACHE_KIND = "cniCacheV1"
 
-_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+# libcni's cniReg `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`: Go's `$` ends the text, so fullmatch (Python's `$` would let a
+# trailing newline through)
+_ID_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 
 Conflist = Mapping[str, Any] | str | os.PathLike[str]
 
@@ -394,7 +396,7 @@ def load_conflist(conf: Conflist | NetworkList) -> NetworkList:
     name, cni_version, plugins = raw.get("name"), raw.get("cniVersion"), raw.get("plugins")
     if not isinstance(name, str) or not name:
         raise CniFailure("conflist has no 'name'")
-    if not _ID_RE.match(name):
+    if not _ID_RE.fullmatch(name):
         raise CniFailure(f"invalid network name {name!r}")
     if not isinstance(cni_version, str) or not cni_version:
         raise CniFailure("conflist has no 'cniVersion'")
@@ -415,7 +417,7 @@ def load_conflist(conf: Conflist | NetworkList) -> NetworkList:
 
 
 def _validate_attachment(att: Attachment) -> None:
-    if not att.container_id or not _ID_RE.match(att.container_id):
+    if not att.container_id or not _ID_RE.fullmatch(att.container_id):
         raise CniFailure(f"invalid container id {att.container_id!r}")
     name = att.ifname
     if (

@@ -49,6 +49,8 @@ from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import config as pyroute2_config
 from pyroute2 import netns as pyroute2_netns
 
+from shared.ifname import ifname_problem
+
 __all__ = [
     "NETNS_DIR",
     "PREFIX",
@@ -95,7 +97,6 @@ RT_SCOPE_UNIVERSE = 0  # <linux/rtnetlink.h>: a global address
 Proto = Literal["tcp", "udp"]
 
 _LABEL_RE = re.compile(r"[^a-z0-9-]+")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
 class NetnsError(RuntimeError):
@@ -277,6 +278,13 @@ class NetNS(os.PathLike[str]):
         """The link named `ifname`, or None if there is no such link."""
         return next((link for link in self.links() if link.ifname == ifname), None)
 
+    def ifindex(self, ifname: str) -> int:
+        """The index of the link named `ifname` in this namespace; LookupError if there is none."""
+        link = self.link(ifname)
+        if link is None:
+            raise LookupError(f"no link {ifname!r} in {self.name}")
+        return link.index
+
     def link_names(self) -> list[str]:
         return [link.ifname for link in self.links()]
 
@@ -380,7 +388,7 @@ class Node:
 
     def add_master(self, name: str, kind: MasterKind = "veth") -> str:
         """Create a macvlan master link ``name`` (veth: peer ``<name>p``) and bring it up."""
-        if not _IFNAME_RE.match(name) or (kind == "veth" and len(name) > 14):
+        if ifname_problem(name) is not None or (kind == "veth" and len(name) > 14):
             raise ValueError(f"bad master name {name!r} (veth masters: at most 14 chars)")
         if name in self.masters:
             raise ValueError(f"master {name!r} exists")

@@ -122,6 +122,27 @@ def test_masters_default_route_long_names_and_errors(tmp_path: Path) -> None:
     assert not p.networks["default/a"].chains_mnp and any("has no" in w for w in p.warnings)
 
 
+def test_interface_and_master_names_the_plugin_would_refuse_are_plan_errors(tmp_path: Path) -> None:
+    """The lab's names follow shared.ifname's one rule: `..`, a trailing newline (which a `$`-anchored pattern let
+    through) and a `"` are errors of the plan, and the pod or network is not built."""
+    bad_master = (
+        '{"cniVersion": "1.0.0", "name": "m", "type": "macvlan", "master": "eth1\\n", "ipam": {"type": "static"}}'
+    )
+    good = '{"cniVersion": "1.0.0", "name": "a", "type": "macvlan", "ipam": {"type": "static"}}'
+    text = NAD.format(name="a", config=good) + NAD.format(name="m", config=bad_master)
+    text += pod("dots", '[{"name": "a", "interface": ".."}]')
+    text += pod("newline", '[{"name": "a", "interface": "net1\\n"}]')
+    text += pod("quote", '[{"name": "a", "interface": "x\\"y"}]')
+    text += pod("master", "m")
+    p = plan(write(tmp_path, text), PATHS)
+    plans = {pp.key: pp for pp in p.pods}
+    for name, ifname in (("dots", ".."), ("newline", "net1\n"), ("quote", 'x"y')):
+        assert plans[f"default/{name}"].attachments == ()
+        assert f"Pod default/{name}: interface name {ifname!r} is invalid or used twice" in p.errors
+    assert "NetworkAttachmentDefinition default/m: master 'eth1\\n' is not a link name" in p.errors
+    assert "eth1\n" not in {m.name for m in p.masters}
+
+
 def test_invalid_policies_do_not_stop_the_lab(tmp_path: Path) -> None:
     text = (
         pod("p", "[]")

@@ -15,6 +15,7 @@ Waiting is by deadline: for the daemon, on the status file's per-interface diges
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -41,6 +42,7 @@ from daemon.testbed.netns import (
     Server,
     probe_matrix,
 )
+from tests.support import poll
 from tests.support.host import CNI_BIN, host_untouched
 
 pytestmark = pytest.mark.netns
@@ -59,12 +61,7 @@ def _host_stays_untouched() -> Iterator[None]:
         yield
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {timeout} s")
-        time.sleep(0.02)  # polling interval; the deadline decides
+wait_for = functools.partial(poll.wait_for, timeout=DEADLINE_S)
 
 
 # ----------------------------------------------------------------------------------------------- the world

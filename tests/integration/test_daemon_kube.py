@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,12 @@ from shared.nft.fake import FakeNft, TableView
 from shared.nft.transaction import Transaction
 from shared.state import StateStore
 from tests.support.fakeapi import FakeKubeAPI, fake_api
+from tests.support.poll import wait_for
 from tests.unit.test_daemon_builders import NET_A, entry, nad, namespace, pod, policy
 
 __all__ = ["fake_api"]
 
 FAST = Backoff(initial=0.02, maximum=0.2)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)  # polling interval; the deadline decides
 
 
 def api_objects(*objects: dict[str, object]) -> list[dict[str, object]]:
@@ -366,7 +359,7 @@ def test_daemon_with_the_api_source(fake_api: FakeKubeAPI, tmp_path: Path) -> No
 
 
 BARE_CLIENT = """
-import json, sys, time
+import json, pathlib, sys, time
 import daemon.app  # mnpd's imports, in a fresh interpreter: the official client's packages registered bare
 from daemon.sources.kubeclient import api_client
 import kubernetes.config.incluster_config  # what api_client(None) imports in a pod: not the kubeconfig loader
@@ -382,11 +375,7 @@ with FakeKubeAPI() as api:
     for obj in (pod("a", nets=[(NET_A, "net1", "10.10.0.1")]), policy("p1", select={"app": "a"}, ingress=[])):
         obj["metadata"].pop("uid", None)  # the server assigns it
         api.create(obj)
-    with open(sys.argv[1], "w") as f:
-        json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "c",
-                   "clusters": [{"name": "c", "cluster": {"server": api.url}}],
-                   "users": [{"name": "u", "user": {"token": "t"}}],
-                   "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}, f)
+    api.kubeconfig(pathlib.Path(sys.argv[1]))
     store = Store(SystemClock())
     source = KubeSource(store, api_client(sys.argv[1]), watch_timeout=30)
     source.start()

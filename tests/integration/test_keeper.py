@@ -10,8 +10,7 @@ import fcntl
 import os
 import socket
 import struct
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from shared.nft.nfnl import open_socket
 from shared.nft.render import render_interface
 from shared.rules import InterfaceRules
 from tests.support.host import host_untouched
+from tests.support.poll import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(not libnft.available(), reason="no libnftables.so.1")]
 
@@ -47,16 +47,8 @@ def keeper(tmp_path: Path) -> Iterator[SocketKeeper]:
         keeper.stop()
 
 
-def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def pending(pod: NetNS) -> object:
-    index = int(pod.run("cat", "/sys/class/net/net1/ifindex").stdout)
-    return render_interface(InterfaceRules.pending("net1", "ns/pod", "ns/net", index))
+    return render_interface(InterfaceRules.pending("net1", "ns/pod", "ns/net", pod.ifindex("net1")))
 
 
 def netlink_sockets(pod: NetNS) -> int:
@@ -74,10 +66,10 @@ def test_the_committed_socket_goes_to_the_keeper_and_is_released_there(
     nft = plugin.NetlinkNft(pod.path, lambda netns: pytest.fail("no fallback expected"), str(tmp_path))
     nft.run(pending(pod))  # type: ignore[arg-type]
     assert plugin.KEPT == []  # handed over: the plugin's exit is not its last reference
-    until(lambda: keeper.kept == 1)
+    wait_for(lambda: keeper.kept == 1)
     assert keeper.refused == 0 and netlink_sockets(pod) == before + 1
-    until(lambda: keeper.held() == 0)  # released after hold_s, on the keeper's thread
-    until(lambda: netlink_sockets(pod) == before)
+    wait_for(lambda: keeper.held() == 0)  # released after hold_s, on the keeper's thread
+    wait_for(lambda: netlink_sockets(pod) == before)
     assert "chain ingress_net1" in pod.run("nft", "list", "table", "inet", "mnp").stdout
     pod.run("nft", "flush", "ruleset")
 
@@ -99,7 +91,7 @@ def test_a_kept_socket_is_adopted_by_the_daemons_backend_of_its_namespace(
     sock = in_netns_here(pod.path, open_socket)
     assert hand_over(sock, str(tmp_path), pod.path)
     sock.close()
-    until(lambda: keeper.kept == 1)
+    wait_for(lambda: keeper.kept == 1)
     assert keeper.take("/run/netns/elsewhere") is None
     taken = keeper.take(pod.path)
     assert taken is not None and taken[1] == netns_identity(pod.path)
@@ -143,7 +135,7 @@ def test_what_is_not_a_netfilter_socket_of_the_named_namespace_is_refused(
         ]
         for payload, fds in cases:
             send(path, payload, fds)
-        until(lambda: keeper.refused == len(cases))
+        wait_for(lambda: keeper.refused == len(cases))
         assert keeper.kept == 0 and keeper.held() == 0
     finally:
         for sock in (host_nfnl, route, pod_nfnl):
@@ -170,11 +162,11 @@ def test_hostile_datagrams_are_refused_and_the_keeper_goes_on_keeping(
         ]
         for payload, fds in cases:
             send(path, payload, fds)
-        until(lambda: keeper.refused == len(cases))
+        wait_for(lambda: keeper.refused == len(cases))
         assert keeper.kept == 0 and keeper.held() == 0
         # and then a good handover is still taken
         assert hand_over(pod_nfnl, str(tmp_path), pod.path)
-        until(lambda: keeper.kept == 1)
+        wait_for(lambda: keeper.kept == 1)
         assert keeper.refused == len(cases) and keeper.held() == 1
     finally:
         pod_nfnl.close()

@@ -39,12 +39,8 @@ def pod() -> Iterator[NetNS]:
         yield ns
 
 
-def index(pod: NetNS, ifname: str) -> int:
-    return int(json.loads(pod.run("ip", "-j", "link", "show", ifname).stdout)[0]["ifindex"])
-
-
 def pending(pod: NetNS, ifname: str) -> Transaction:
-    return render_interface(InterfaceRules.pending(ifname, "ns/pod", "ns/net", index(pod, ifname)))
+    return render_interface(InterfaceRules.pending(ifname, "ns/pod", "ns/net", pod.ifindex(ifname)))
 
 
 def programmed(pod: NetNS, ifname: str) -> Transaction:
@@ -53,7 +49,7 @@ def programmed(pod: NetNS, ifname: str) -> Transaction:
         Allow("ns/b ingress[0]", (ipaddress.ip_network("fd00::/64"),), (PortRange("tcp", 80, 90),)),
     )
     rules = DirectionRules(True, allows, ("ns/a", "ns/b"))
-    return render_interface(InterfaceRules("ns/pod", ifname, "ns/net", rules, rules, index(pod, ifname)))
+    return render_interface(InterfaceRules("ns/pod", ifname, "ns/net", rules, rules, pod.ifindex(ifname)))
 
 
 def by_batch(pod: NetNS, tx: Transaction) -> None:

@@ -520,6 +520,10 @@ def test_bad_inputs_fail_before_any_plugin_runs(fake_bin: Path, tmp_path: Path) 
         rt.add(good, fake_att(ifname="x" * 16))
     with pytest.raises(CniFailure, match="invalid container id"):
         rt.add(good, fake_att(cid="-bad"))
+    with pytest.raises(CniFailure, match="invalid container id"):
+        rt.add(good, fake_att(cid="abc\n"))  # libcni's Go `$` ends the text: no trailing newline
+    with pytest.raises(CniFailure, match="invalid network name"):
+        rt.add({**good, "name": "n\n"}, fake_att())
     with pytest.raises(CniFailure, match="no plugins"):
         rt.add({**good, "plugins": []}, fake_att())
     with pytest.raises(CniFailure, match="failed to find plugin"):

@@ -326,19 +326,37 @@ def test_pods_says_when_mnpd_failed_and_when_an_interface_left_the_table(state: 
     assert doc["daemon"]["summary"].startswith("daemon: not running / status file stale (health endpoints not checked")
 
 
-def test_policies_come_from_the_status_file_when_the_comment_was_cut(state: StateStore, node: FakeNode) -> None:
+def cut_ingress_comment(node: FakeNode) -> None:
+    """web's live table with its ingress `default deny (…)` comment cut as at nft's comment limit."""
     items = copy.deepcopy(TABLE_JSON_ITEMS)
     for item in items:
         rule = item.get("rule")
         if rule and rule["chain"] == "ingress_net1" and rule.get("comment", "").startswith("default deny"):
             rule["comment"] = "default deny (blue/allow-web, blue/allo"
     node.tables["/run/netns/web"] = items
+
+
+def test_policies_come_from_the_status_file_when_the_comment_was_cut(state: StateStore, node: FakeNode) -> None:
+    cut_ingress_comment(node)
     policies = {"isolated": True, "policies": ["blue/allow-web", "blue/allow-mon"]}
     write_status(state, status_doc([{"containerID": "c0ffee0001", "ifname": "net1", "state": "programmed",
                                      "ingress": policies}]))  # fmt: skip
     rows = pods_cmd.collect(make(state, node))
     assert rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allow-mon"]
     assert rows[0].describe(rows[0].ingress) == "blue/allow-web, blue/allow-mon"
+
+
+def test_pods_read_a_garbled_status_file_as_no_status(state: StateStore, node: FakeNode) -> None:
+    """The status file is input: `interfaces` that is no list (5 crashed `mnpctl pods`), or an interface's
+    direction that is no object (a string crashed it when the table's comment was cut), are read as nothing:
+    the live table's (cut) list is shown."""
+    cut_ingress_comment(node)
+    write_status(state, status_doc([]) | {"interfaces": 5})
+    rows = pods_cmd.collect(make(state, node))
+    assert rows[0].status is None and rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allo"]
+    write_status(state, status_doc([{"containerID": "c0ffee0001", "ifname": "net1", "ingress": "junk"}]))
+    rows = pods_cmd.collect(make(state, node))
+    assert rows[0].status is not None and rows[0].policies(rows[0].ingress) == ["blue/allow-web", "blue/allo"]
 
 
 def test_pods_of_an_empty_node(tmp_path: Path) -> None:
@@ -1088,3 +1106,46 @@ def test_a_table_mnpctl_cannot_read_is_one_line_naming_the_netns(item: Any, mess
     with pytest.raises(InspectError) as raised:
         table.interfaces()
     assert str(raised.value) == message and not raised.value.usage
+
+
+def test_status_reads_policies_and_objects_of_a_garbled_status_file_without_crashing(
+    state: StateStore, node: FakeNode
+) -> None:
+    """Whoever can write beside the state dir can write the status file: `problems` that are no list of messages
+    (a number, a string) are left out, not iterated (a number crashed mnpctl, a string printed one line per
+    character), and the well-formed entries are still shown."""
+    write_status(state, status_doc(
+        [],
+        policies=[{"policy": "blue/p", "effect": "ignored", "problems": 5},
+                  {"policy": "blue/q", "effect": "isolates", "problems": ["spec: bad"]}, "junk"],
+        objects=[{"kind": "Pod", "object": "blue/web", "effect": "no interface", "problems": "abc"},
+                 {"kind": "Pod", "object": "blue/db", "effect": "no interface", "problems": ["labels: 300"]}],
+    ))  # fmt: skip
+    rc, text = run(lambda out: status_cmd.status(make(state, node, http=refused), False, out))
+    lines = text.splitlines()
+    assert rc == 1  # no daemon answers
+    start = lines.index("policies:    2 not used as written:")
+    assert lines[start : start + 9] == [
+        "policies:    2 not used as written:",
+        "  blue/p: ignored",
+        "  blue/q: isolates",
+        "    spec: bad",
+        "objects:     2 with parts mnpd cannot read:",
+        "  Pod blue/web: no interface",
+        "  Pod blue/db: no interface",
+        "    labels: 300",
+        "input:       all usable",
+    ]
+
+
+@pytest.mark.parametrize("garbage", [5, "abc", {"a": 1}, [5, "x", None]])
+def test_status_leaves_out_interfaces_and_unguarded_lists_that_are_no_lists_of_objects(
+    state: StateStore, node: FakeNode, garbage: object
+) -> None:
+    """`interfaces` or `unguarded` of the wrong type in the status file: left out (5 crashed mnpctl status)."""
+    write_status(state, status_doc([], unguarded=garbage) | {"interfaces": garbage})
+    for as_json in (False, True):
+        rc, text = run(lambda out, as_json=as_json: status_cmd.status(make(state, node, http=refused), as_json, out))
+        assert rc == 1  # no daemon answers
+    doc = json.loads(text)
+    assert (doc["interfaces"], doc["unguarded"]) == ({}, [])

@@ -14,7 +14,7 @@ def test_durations_and_booleans() -> None:
     assert parse_duration("250ms") == 0.25
     assert parse_duration("30s") == parse_duration("30") == 30.0
     assert parse_duration("5m") == 300.0 and parse_duration("1h") == 3600.0 and parse_duration("1.5") == 1.5
-    for bad in ("", "5 minutes", "-1s", "1d"):
+    for bad in ("", "5 minutes", "-1s", "1d", "1s\n5", "\u0663s"):  # \u0663: an Arabic-Indic 3
         with pytest.raises(ValueError):
             parse_duration(bad)
     assert parse_bool("Yes") and parse_bool("1") and not parse_bool("off") and not parse_bool("")

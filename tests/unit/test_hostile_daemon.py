@@ -37,21 +37,11 @@ from daemon.status import writer_alive, writer_identity
 from daemon.store import POLICY, Store
 from shared.errors import NetnsUnusable
 from shared.state import StateStore
+from tests.support.poll import wait_for
 from tests.unit.test_ctl_inspect import FakeNode, make, run, status_doc, write_status
 from tests.unit.test_ctl_inspect import entry as state_entry
 from tests.unit.test_daemon_builders import policy
 from tests.unit.test_daemon_controller import SERVER, Harness, cluster
-
-DEADLINE_S = 10.0
-
-
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {DEADLINE_S} s")
-        time.sleep(0.01)  # polling interval; the deadline decides
-
 
 # ------------------------------------------------------------------------------------------- the API source
 
